@@ -1,0 +1,29 @@
+#![forbid(unsafe_code)]
+//! The vocabulary of tls-steal: the `MirrordTlsStealConfig` / `MirrordClusterTlsStealConfig`
+//! custom resources, their validation, target-path and label-selector matching, and the merge of
+//! every config that applies to a pod into one [`plan::StealPlan`].
+//!
+//! Pure logic, no I/O: the webhook feeds it cluster state, the sidecar reads the plan it produces.
+
+pub mod crdgen;
+pub mod pattern;
+pub mod plan;
+pub mod selector;
+pub mod status;
+pub mod target;
+pub mod types;
+pub mod validate;
+
+pub use plan::{ConfigSource, StealPlan, build_plan};
+pub use status::TlsStealConfigStatus;
+pub use target::{Owner, OwnerKind, PodTarget};
+pub use types::{
+    AgentAsClient, AgentAsServer, ClientVerification, MirrordClusterTlsStealConfig,
+    MirrordTlsStealConfig, PortConfig, ServerVerification, TlsAuthentication, TlsStealSpec,
+};
+pub use validate::{FieldError, ValidationErrors};
+
+/// API group of both kinds.
+pub const GROUP: &str = "mirrord.metalbear.co";
+/// API version of both kinds.
+pub const VERSION: &str = "v1alpha";
