@@ -190,6 +190,14 @@ impl StealPlan {
         v
     }
 
+    /// A plan made of exactly `ports` (sorted by port here), with the current version and the
+    /// matching hash: what `from_json` accepts. For tools and tests that build plans by hand.
+    pub fn from_ports(mut ports: Vec<PortPlan>) -> Self {
+        ports.sort_by_key(|p| p.port);
+        let hash = hash_ports(&ports);
+        StealPlan { version: PLAN_VERSION, ports, hash, ..Default::default() }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a plan always serialises")
     }
