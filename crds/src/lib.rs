@@ -6,9 +6,11 @@
 //! Pure logic, no I/O: the webhook feeds it cluster state, the sidecar reads the plan it produces.
 
 pub mod crdgen;
+pub mod filter;
 pub mod pattern;
 pub mod plan;
 pub mod selector;
+pub mod session;
 pub mod status;
 pub mod target;
 pub mod types;

@@ -56,10 +56,19 @@ mod tests {
 
     #[test]
     fn documented_examples() {
-        assert!(m("deploy/*/container/container-?", "deploy/name/container/container-1"));
-        assert!(m("deploy/*/container/container-?", "deploy/another-name/container/container-2"));
+        assert!(m(
+            "deploy/*/container/container-?",
+            "deploy/name/container/container-1"
+        ));
+        assert!(m(
+            "deploy/*/container/container-?",
+            "deploy/another-name/container/container-2"
+        ));
         assert!(m("*/example-deploy*", "deploy/example-deploy"));
-        assert!(m("*/example-deploy*", "deploy/example-deploy/container/app"));
+        assert!(m(
+            "*/example-deploy*",
+            "deploy/example-deploy/container/app"
+        ));
         assert!(m("*/example-deploy*", "pod/example-deploy-7d9f-abcde"));
         assert!(!m("*/example-deploy*", "deploy/other"));
     }

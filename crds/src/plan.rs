@@ -36,17 +36,29 @@ pub struct ConfigSource {
 
 impl ConfigSource {
     pub fn namespaced(namespace: &str, name: &str, spec: TlsStealSpec) -> Self {
-        ConfigSource { kind: ConfigKind::Namespaced, namespace: Some(namespace.into()), name: name.into(), spec }
+        ConfigSource {
+            kind: ConfigKind::Namespaced,
+            namespace: Some(namespace.into()),
+            name: name.into(),
+            spec,
+        }
     }
 
     pub fn cluster(name: &str, spec: TlsStealSpec) -> Self {
-        ConfigSource { kind: ConfigKind::Cluster, namespace: None, name: name.into(), spec }
+        ConfigSource {
+            kind: ConfigKind::Cluster,
+            namespace: None,
+            name: name.into(),
+            spec,
+        }
     }
 
     /// `MirrordTlsStealConfig/<ns>/<name>` or `MirrordClusterTlsStealConfig/<name>`.
     pub fn id(&self) -> String {
         match (&self.kind, &self.namespace) {
-            (ConfigKind::Namespaced, Some(ns)) => format!("MirrordTlsStealConfig/{ns}/{}", self.name),
+            (ConfigKind::Namespaced, Some(ns)) => {
+                format!("MirrordTlsStealConfig/{ns}/{}", self.name)
+            }
             _ => format!("MirrordClusterTlsStealConfig/{}", self.name),
         }
     }
@@ -68,7 +80,12 @@ impl ConfigSource {
         let paths: Vec<_> = pod
             .target_paths()
             .into_iter()
-            .filter(|p| self.spec.target_path.as_deref().is_none_or(|pat| wildcard_match(pat, &p.path)))
+            .filter(|p| {
+                self.spec
+                    .target_path
+                    .as_deref()
+                    .is_none_or(|pat| wildcard_match(pat, &p.path))
+            })
             .collect();
         (!paths.is_empty()).then_some(paths)
     }
@@ -77,13 +94,20 @@ impl ConfigSource {
 impl From<&MirrordTlsStealConfig> for ConfigSource {
     fn from(c: &MirrordTlsStealConfig) -> Self {
         let ns = c.metadata.namespace.as_deref().unwrap_or_default();
-        ConfigSource::namespaced(ns, c.metadata.name.as_deref().unwrap_or_default(), c.spec.inner.clone())
+        ConfigSource::namespaced(
+            ns,
+            c.metadata.name.as_deref().unwrap_or_default(),
+            c.spec.inner.clone(),
+        )
     }
 }
 
 impl From<&MirrordClusterTlsStealConfig> for ConfigSource {
     fn from(c: &MirrordClusterTlsStealConfig) -> Self {
-        ConfigSource::cluster(c.metadata.name.as_deref().unwrap_or_default(), c.spec.inner.clone())
+        ConfigSource::cluster(
+            c.metadata.name.as_deref().unwrap_or_default(),
+            c.spec.inner.clone(),
+        )
     }
 }
 
@@ -105,9 +129,22 @@ impl PortPlan {
     pub fn paths(&self) -> Vec<&str> {
         let server = &self.agent_as_server;
         let client = &self.agent_as_client;
-        let mut v = vec![server.authentication.cert_pem.as_str(), server.authentication.key_pem.as_str()];
-        v.extend(server.verification.iter().flat_map(|s| s.trust_roots.iter().map(String::as_str)));
-        v.extend(client.authentication.iter().flat_map(|a| [a.cert_pem.as_str(), a.key_pem.as_str()]));
+        let mut v = vec![
+            server.authentication.cert_pem.as_str(),
+            server.authentication.key_pem.as_str(),
+        ];
+        v.extend(
+            server
+                .verification
+                .iter()
+                .flat_map(|s| s.trust_roots.iter().map(String::as_str)),
+        );
+        v.extend(
+            client
+                .authentication
+                .iter()
+                .flat_map(|a| [a.cert_pem.as_str(), a.key_pem.as_str()]),
+        );
         v.extend(client.verification.trust_roots.iter().map(String::as_str));
         v
     }
@@ -175,7 +212,10 @@ impl StealPlan {
 
     /// The entry for `port`.
     pub fn port(&self, port: u16) -> Option<&PortPlan> {
-        self.ports.binary_search_by_key(&port, |p| p.port).ok().map(|i| &self.ports[i])
+        self.ports
+            .binary_search_by_key(&port, |p| p.port)
+            .ok()
+            .map(|i| &self.ports[i])
     }
 
     /// Every (container, path) the plan refers to, deduplicated and sorted.
@@ -183,7 +223,11 @@ impl StealPlan {
         let mut v: Vec<_> = self
             .ports
             .iter()
-            .flat_map(|p| p.paths().into_iter().map(|path| (p.container.clone(), path.to_owned())))
+            .flat_map(|p| {
+                p.paths()
+                    .into_iter()
+                    .map(|path| (p.container.clone(), path.to_owned()))
+            })
             .collect();
         v.sort();
         v.dedup();
@@ -195,7 +239,12 @@ impl StealPlan {
     pub fn from_ports(mut ports: Vec<PortPlan>) -> Self {
         ports.sort_by_key(|p| p.port);
         let hash = hash_ports(&ports);
-        StealPlan { version: PLAN_VERSION, ports, hash, ..Default::default() }
+        StealPlan {
+            version: PLAN_VERSION,
+            ports,
+            hash,
+            ..Default::default()
+        }
     }
 
     pub fn to_json(&self) -> String {
@@ -206,11 +255,16 @@ impl StealPlan {
     pub fn from_json(s: &str) -> Result<Self, PlanError> {
         let plan: StealPlan = serde_json::from_str(s)?;
         if plan.version != PLAN_VERSION {
-            return Err(PlanError::Version { found: plan.version });
+            return Err(PlanError::Version {
+                found: plan.version,
+            });
         }
         let expected = hash_ports(&plan.ports);
         if plan.hash != expected {
-            return Err(PlanError::Hash { found: plan.hash, expected });
+            return Err(PlanError::Hash {
+                found: plan.hash,
+                expected,
+            });
         }
         Ok(plan)
     }
@@ -228,13 +282,29 @@ fn hash_ports(ports: &[PortPlan]) -> String {
 /// matching paths when every one of them names a container (preferring the one that declares
 /// the port); otherwise the container that declares the port; otherwise the first container.
 fn choose_container(pod: &PodTarget, matched: &[TargetPath], port: u16) -> String {
-    let declares = |name: &str| pod.containers.iter().any(|c| c.name == name && c.ports.contains(&port));
-    let named: Vec<&str> = matched.iter().filter_map(|p| p.container.as_deref()).collect();
+    let declares = |name: &str| {
+        pod.containers
+            .iter()
+            .any(|c| c.name == name && c.ports.contains(&port))
+    };
+    let named: Vec<&str> = matched
+        .iter()
+        .filter_map(|p| p.container.as_deref())
+        .collect();
     if !named.is_empty() && named.len() == matched.len() {
         // Pod order, so the choice does not depend on which owner path matched first.
-        let in_pod_order = pod.containers.iter().map(|c| c.name.as_str()).filter(|c| named.contains(c));
+        let in_pod_order = pod
+            .containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .filter(|c| named.contains(c));
         let candidates: Vec<&str> = in_pod_order.collect();
-        return candidates.iter().find(|c| declares(c)).or(candidates.first()).unwrap().to_string();
+        return candidates
+            .iter()
+            .find(|c| declares(c))
+            .or(candidates.first())
+            .unwrap()
+            .to_string();
     }
     pod.containers
         .iter()
@@ -256,22 +326,39 @@ pub fn build_plan(pod: &PodTarget, pod_namespace: &str, configs: &[ConfigSource]
     applicable.sort_by(|a, b| a.0.precedence().cmp(&b.0.precedence()));
 
     let mut ports: BTreeMap<u16, PortPlan> = BTreeMap::new();
-    let mut plan = StealPlan { version: PLAN_VERSION, ..Default::default() };
+    let mut plan = StealPlan {
+        version: PLAN_VERSION,
+        ..Default::default()
+    };
     for (config, matched) in applicable {
         let id = config.id();
         if let Err(e) = config.spec.validate() {
-            plan.rejected.push(RejectedConfig { config: id, errors: e.0.iter().map(|e| e.to_string()).collect() });
+            plan.rejected.push(RejectedConfig {
+                config: id,
+                errors: e.0.iter().map(|e| e.to_string()).collect(),
+            });
             continue;
         }
         let mut used = false;
         for entry in &config.spec.ports {
             if let Some(kept) = ports.get(&entry.port) {
                 let reason = if kept.config == id {
-                    format!("port {} is listed twice in {id}; the first entry is kept", entry.port)
+                    format!(
+                        "port {} is listed twice in {id}; the first entry is kept",
+                        entry.port
+                    )
                 } else {
-                    format!("port {} is already configured by {}, which takes precedence", entry.port, kept.config)
+                    format!(
+                        "port {} is already configured by {}, which takes precedence",
+                        entry.port, kept.config
+                    )
                 };
-                plan.discarded.push(DiscardedPort { port: entry.port, config: id.clone(), kept_by: kept.config.clone(), reason });
+                plan.discarded.push(DiscardedPort {
+                    port: entry.port,
+                    config: id.clone(),
+                    kept_by: kept.config.clone(),
+                    reason,
+                });
                 continue;
             }
             used = true;

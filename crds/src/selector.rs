@@ -10,7 +10,10 @@ pub const OPERATORS: [&str; 4] = ["In", "NotIn", "Exists", "DoesNotExist"];
 
 /// Whether `selector` selects an object with `labels`. `None` and an empty selector select
 /// everything. An expression with an unknown operator selects nothing (`validate()` reports it).
-pub fn selector_matches(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
+pub fn selector_matches(
+    selector: Option<&LabelSelector>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     let Some(selector) = selector else {
         return true;
     };
@@ -44,7 +47,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
@@ -65,15 +71,24 @@ mod tests {
     #[test]
     fn absent_and_empty_select_everything() {
         assert!(selector_matches(None, &labels(&[])));
-        assert!(selector_matches(Some(&LabelSelector::default()), &labels(&[("a", "b")])));
+        assert!(selector_matches(
+            Some(&LabelSelector::default()),
+            &labels(&[("a", "b")])
+        ));
     }
 
     #[test]
     fn match_labels_need_every_pair() {
         let s = sel(&[("app", "x"), ("tier", "web")], vec![]);
-        assert!(selector_matches(Some(&s), &labels(&[("app", "x"), ("tier", "web"), ("z", "1")])));
+        assert!(selector_matches(
+            Some(&s),
+            &labels(&[("app", "x"), ("tier", "web"), ("z", "1")])
+        ));
         assert!(!selector_matches(Some(&s), &labels(&[("app", "x")])));
-        assert!(!selector_matches(Some(&s), &labels(&[("app", "y"), ("tier", "web")])));
+        assert!(!selector_matches(
+            Some(&s),
+            &labels(&[("app", "y"), ("tier", "web")])
+        ));
     }
 
     #[test]
@@ -96,7 +111,13 @@ mod tests {
     #[test]
     fn labels_and_expressions_combine_with_and() {
         let s = sel(&[("app", "x")], vec![expr("env", "In", &["prod"])]);
-        assert!(selector_matches(Some(&s), &labels(&[("app", "x"), ("env", "prod")])));
-        assert!(!selector_matches(Some(&s), &labels(&[("app", "x"), ("env", "dev")])));
+        assert!(selector_matches(
+            Some(&s),
+            &labels(&[("app", "x"), ("env", "prod")])
+        ));
+        assert!(!selector_matches(
+            Some(&s),
+            &labels(&[("app", "x"), ("env", "dev")])
+        ));
     }
 }

@@ -78,7 +78,10 @@ pub struct Owner {
 
 impl Owner {
     pub fn new(kind: OwnerKind, name: impl Into<String>) -> Self {
-        Owner { kind, name: name.into() }
+        Owner {
+            kind,
+            name: name.into(),
+        }
     }
 
     /// `deploy/<name>` and the like.
@@ -176,9 +179,10 @@ impl PodTarget {
         self.owners
             .iter()
             .filter(|o| match o.kind {
-                OwnerKind::ReplicaSet => !self.owners.iter().any(|p| {
-                    matches!(p.kind, OwnerKind::Deployment | OwnerKind::Rollout)
-                }),
+                OwnerKind::ReplicaSet => !self
+                    .owners
+                    .iter()
+                    .any(|p| matches!(p.kind, OwnerKind::Deployment | OwnerKind::Rollout)),
                 OwnerKind::Job => !self.owners.iter().any(|p| p.kind == OwnerKind::CronJob),
                 _ => false,
             })
@@ -208,7 +212,10 @@ impl PodTarget {
                     container: Some(c.name.clone()),
                 });
             }
-            paths.push(TargetPath { path: base, container: None });
+            paths.push(TargetPath {
+                path: base,
+                container: None,
+            });
         }
         paths
     }
@@ -253,7 +260,10 @@ mod tests {
         assert_eq!(t.name, None);
         assert_eq!(
             t.owners,
-            vec![Owner::new(OwnerKind::ReplicaSet, "web-5d8f7c"), Owner::new(OwnerKind::Deployment, "web")]
+            vec![
+                Owner::new(OwnerKind::ReplicaSet, "web-5d8f7c"),
+                Owner::new(OwnerKind::Deployment, "web")
+            ]
         );
         assert!(t.needs_lookup().is_empty());
         let paths: Vec<_> = t.target_paths().into_iter().map(|p| p.path).collect();
@@ -281,11 +291,18 @@ mod tests {
         }));
         let t = PodTarget::from_pod(&p);
         assert!(t.owners.contains(&Owner::new(OwnerKind::Rollout, "r")));
-        assert!(t.target_paths().iter().any(|p| p.path == "pod/r-abc-x/container/c"));
+        assert!(
+            t.target_paths()
+                .iter()
+                .any(|p| p.path == "pod/r-abc-x/container/c")
+        );
 
         p.metadata.labels = None;
         let mut t = PodTarget::from_pod(&p);
-        assert_eq!(t.needs_lookup(), [&Owner::new(OwnerKind::ReplicaSet, "r-abc")]);
+        assert_eq!(
+            t.needs_lookup(),
+            [&Owner::new(OwnerKind::ReplicaSet, "r-abc")]
+        );
         t.add_owner(Owner::new(OwnerKind::Deployment, "r"));
         assert!(t.needs_lookup().is_empty());
     }

@@ -7,7 +7,9 @@ use std::fmt;
 use crate::pattern::wildcard_match;
 use crate::selector::OPERATORS;
 use crate::target::known_prefixes;
-use crate::types::{ClientVerification, PortConfig, ServerVerification, TlsAuthentication, TlsStealSpec};
+use crate::types::{
+    ClientVerification, PortConfig, ServerVerification, TlsAuthentication, TlsStealSpec,
+};
 
 /// One problem, at one field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +46,10 @@ struct Errors(Vec<FieldError>);
 
 impl Errors {
     fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError { field: field.into(), message: message.into() });
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
     }
 }
 
@@ -65,15 +70,20 @@ impl TlsStealSpec {
                     errs.push(format!("{at}.key"), "must not be empty");
                 }
                 match e.operator.as_str() {
-                    "In" | "NotIn" if values.is_empty() => {
-                        errs.push(format!("{at}.values"), format!("operator {} needs at least one value", e.operator))
-                    }
-                    "Exists" | "DoesNotExist" if !values.is_empty() => {
-                        errs.push(format!("{at}.values"), format!("operator {} takes no values", e.operator))
-                    }
+                    "In" | "NotIn" if values.is_empty() => errs.push(
+                        format!("{at}.values"),
+                        format!("operator {} needs at least one value", e.operator),
+                    ),
+                    "Exists" | "DoesNotExist" if !values.is_empty() => errs.push(
+                        format!("{at}.values"),
+                        format!("operator {} takes no values", e.operator),
+                    ),
                     op if !OPERATORS.contains(&op) => errs.push(
                         format!("{at}.operator"),
-                        format!("unknown operator {op:?}; expected one of {}", OPERATORS.join(", ")),
+                        format!(
+                            "unknown operator {op:?}; expected one of {}",
+                            OPERATORS.join(", ")
+                        ),
                     ),
                     _ => {}
                 }
@@ -93,22 +103,35 @@ impl TlsStealSpec {
             if port.port == 0 {
                 errs.push(format!("{at}.port"), "must be between 1 and 65535");
             } else if !seen.insert(port.port) {
-                errs.push(format!("{at}.port"), format!("port {} is listed more than once", port.port));
+                errs.push(
+                    format!("{at}.port"),
+                    format!("port {} is listed more than once", port.port),
+                );
             }
             validate_port(&at, port, &mut errs);
         }
-        if errs.0.is_empty() { Ok(()) } else { Err(ValidationErrors(errs.0)) }
+        if errs.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(errs.0))
+        }
     }
 }
 
 fn validate_pattern(p: &str, errs: &mut Errors) {
     const AT: &str = "spec.targetPath";
     if p.is_empty() {
-        errs.push(AT, "must not be empty (omit the field to match every target)");
+        errs.push(
+            AT,
+            "must not be empty (omit the field to match every target)",
+        );
         return;
     }
     if let Some(c) = p.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        errs.push(AT, format!("contains the character {c:?}, which no target path has"));
+        errs.push(
+            AT,
+            format!("contains the character {c:?}, which no target path has"),
+        );
     }
     if p.contains("//") {
         errs.push(AT, "contains an empty path segment (`//`)");
@@ -119,14 +142,21 @@ fn validate_pattern(p: &str, errs: &mut Errors) {
         let kinds: Vec<_> = known_prefixes().collect();
         errs.push(
             AT,
-            format!("starts with {first:?}, which matches no target kind ({}); it can never match", kinds.join(", ")),
+            format!(
+                "starts with {first:?}, which matches no target kind ({}); it can never match",
+                kinds.join(", ")
+            ),
         );
     }
 }
 
 fn validate_port(at: &str, port: &PortConfig, errs: &mut Errors) {
     let server = &port.agent_as_server;
-    validate_auth(&format!("{at}.agentAsServer.authentication"), &server.authentication, errs);
+    validate_auth(
+        &format!("{at}.agentAsServer.authentication"),
+        &server.authentication,
+        errs,
+    );
     let mut alpn = BTreeSet::new();
     for (j, proto) in server.alpn_protocols.iter().enumerate() {
         let field = format!("{at}.agentAsServer.alpnProtocols[{j}]");
@@ -145,7 +175,11 @@ fn validate_port(at: &str, port: &PortConfig, errs: &mut Errors) {
     if let Some(auth) = &client.authentication {
         validate_auth(&format!("{at}.agentAsClient.authentication"), auth, errs);
     }
-    validate_client_verification(&format!("{at}.agentAsClient.verification"), &client.verification, errs);
+    validate_client_verification(
+        &format!("{at}.agentAsClient.verification"),
+        &client.verification,
+        errs,
+    );
 }
 
 fn validate_auth(at: &str, auth: &TlsAuthentication, errs: &mut Errors) {
@@ -157,7 +191,10 @@ fn validate_path(field: &str, path: &str, errs: &mut Errors) {
     if path.is_empty() {
         errs.push(field, "must not be empty");
     } else if !path.starts_with('/') {
-        errs.push(field, format!("{path:?} must be an absolute path in the target container's filesystem"));
+        errs.push(
+            field,
+            format!("{path:?} must be an absolute path in the target container's filesystem"),
+        );
     } else if path.contains('\0') {
         errs.push(field, "contains a NUL byte");
     }

@@ -26,7 +26,8 @@ fn port(p: u16) -> Value {
 fn assert_reports(v: Value, field: &str, words: &str) {
     let errs = errors_of(v);
     assert!(
-        errs.iter().any(|e| e.starts_with(&format!("{field}: ")) && e.contains(words)),
+        errs.iter()
+            .any(|e| e.starts_with(&format!("{field}: ")) && e.contains(words)),
         "expected an error at {field} containing {words:?}, got {errs:?}"
     );
 }
@@ -37,52 +38,115 @@ fn each_invalid_field_names_its_path() {
     assert!(errors_of(v.clone()).is_empty());
 
     v["ports"][0]["agentAsServer"]["authentication"]["certPem"] = "".into();
-    assert_reports(v.clone(), "spec.ports[0].agentAsServer.authentication.certPem", "must not be empty");
+    assert_reports(
+        v.clone(),
+        "spec.ports[0].agentAsServer.authentication.certPem",
+        "must not be empty",
+    );
 
     let mut v = json!({"ports": [port(443)]});
     v["ports"][0]["agentAsServer"]["authentication"]["keyPem"] = "certs/key.pem".into();
-    assert_reports(v, "spec.ports[0].agentAsServer.authentication.keyPem", "absolute path");
+    assert_reports(
+        v,
+        "spec.ports[0].agentAsServer.authentication.keyPem",
+        "absolute path",
+    );
 
-    assert_reports(json!({"ports": [port(443), port(8443), port(443)]}), "spec.ports[2].port", "more than once");
+    assert_reports(
+        json!({"ports": [port(443), port(8443), port(443)]}),
+        "spec.ports[2].port",
+        "more than once",
+    );
     assert_reports(json!({"ports": []}), "spec.ports", "at least one port");
-    assert_reports(json!({"ports": [port(0)]}), "spec.ports[0].port", "between 1 and 65535");
+    assert_reports(
+        json!({"ports": [port(0)]}),
+        "spec.ports[0].port",
+        "between 1 and 65535",
+    );
 
     let mut v = json!({"ports": [port(443)]});
     v["ports"][0]["agentAsServer"]["alpnProtocols"] = json!(["h2", ""]);
-    assert_reports(v.clone(), "spec.ports[0].agentAsServer.alpnProtocols[1]", "must not be empty");
+    assert_reports(
+        v.clone(),
+        "spec.ports[0].agentAsServer.alpnProtocols[1]",
+        "must not be empty",
+    );
     v["ports"][0]["agentAsServer"]["alpnProtocols"] = json!(["h2", "h2"]);
-    assert_reports(v, "spec.ports[0].agentAsServer.alpnProtocols[1]", "more than once");
+    assert_reports(
+        v,
+        "spec.ports[0].agentAsServer.alpnProtocols[1]",
+        "more than once",
+    );
 
-    let sel = |op: &str, values: Value| {
-        json!({"ports": [port(443)], "selector": {"matchExpressions": [{"key": "app", "operator": op, "values": values}]}})
-    };
-    assert_reports(sel("Equals", json!(["x"])), "spec.selector.matchExpressions[0].operator", "unknown operator \"Equals\"");
-    assert_reports(sel("In", json!([])), "spec.selector.matchExpressions[0].values", "at least one value");
-    assert_reports(sel("Exists", json!(["x"])), "spec.selector.matchExpressions[0].values", "takes no values");
+    let sel = |op: &str, values: Value| json!({"ports": [port(443)], "selector": {"matchExpressions": [{"key": "app", "operator": op, "values": values}]}});
+    assert_reports(
+        sel("Equals", json!(["x"])),
+        "spec.selector.matchExpressions[0].operator",
+        "unknown operator \"Equals\"",
+    );
+    assert_reports(
+        sel("In", json!([])),
+        "spec.selector.matchExpressions[0].values",
+        "at least one value",
+    );
+    assert_reports(
+        sel("Exists", json!(["x"])),
+        "spec.selector.matchExpressions[0].values",
+        "takes no values",
+    );
     for op in ["In", "NotIn"] {
         assert!(errors_of(sel(op, json!(["x"]))).is_empty());
     }
 
     let pattern = |p: &str| json!({"ports": [port(443)], "targetPath": p});
     assert_reports(pattern(""), "spec.targetPath", "must not be empty");
-    assert_reports(pattern("deployment/x"), "spec.targetPath", "matches no target kind");
+    assert_reports(
+        pattern("deployment/x"),
+        "spec.targetPath",
+        "matches no target kind",
+    );
     assert_reports(pattern("deploy/a b"), "spec.targetPath", "character");
-    assert_reports(pattern("deploy//x"), "spec.targetPath", "empty path segment");
-    for ok in ["*", "deploy/x", "*/example-deploy*", "?od/x", "statefulset/db/container/c-?"] {
+    assert_reports(
+        pattern("deploy//x"),
+        "spec.targetPath",
+        "empty path segment",
+    );
+    for ok in [
+        "*",
+        "deploy/x",
+        "*/example-deploy*",
+        "?od/x",
+        "statefulset/db/container/c-?",
+    ] {
         assert!(errors_of(pattern(ok)).is_empty(), "{ok}");
     }
 
     let mut v = json!({"ports": [port(443)]});
     v["ports"][0]["agentAsServer"]["verification"] = json!({});
-    assert_reports(v.clone(), "spec.ports[0].agentAsServer.verification.trustRoots", "no client could ever connect");
+    assert_reports(
+        v.clone(),
+        "spec.ports[0].agentAsServer.verification.trustRoots",
+        "no client could ever connect",
+    );
     v["ports"][0]["agentAsServer"]["verification"] = json!({"allowAnonymous": true});
-    assert!(errors_of(v.clone()).is_empty(), "only anonymous clients: a valid choice");
+    assert!(
+        errors_of(v.clone()).is_empty(),
+        "only anonymous clients: a valid choice"
+    );
     v["ports"][0]["agentAsServer"]["verification"] = json!({"trustRoots": ["relative.pem"]});
-    assert_reports(v, "spec.ports[0].agentAsServer.verification.trustRoots[0]", "absolute path");
+    assert_reports(
+        v,
+        "spec.ports[0].agentAsServer.verification.trustRoots[0]",
+        "absolute path",
+    );
 
     let mut v = json!({"ports": [port(443)]});
     v["ports"][0]["agentAsClient"]["verification"] = json!({});
-    assert_reports(v, "spec.ports[0].agentAsClient.verification.trustRoots", "could never be verified");
+    assert_reports(
+        v,
+        "spec.ports[0].agentAsClient.verification.trustRoots",
+        "could never be verified",
+    );
 }
 
 #[test]
@@ -95,9 +159,11 @@ fn every_problem_is_reported_not_just_the_first() {
 
 #[test]
 fn structural_errors_name_the_field() {
-    let err = serde_json::from_value::<TlsStealSpec>(json!({"ports": [{"port": 70000}]})).unwrap_err();
+    let err =
+        serde_json::from_value::<TlsStealSpec>(json!({"ports": [{"port": 70000}]})).unwrap_err();
     assert!(err.to_string().contains("70000"), "{err}");
-    let err = serde_json::from_value::<TlsStealSpec>(json!({"ports": [{"port": 443}]})).unwrap_err();
+    let err =
+        serde_json::from_value::<TlsStealSpec>(json!({"ports": [{"port": 443}]})).unwrap_err();
     assert!(err.to_string().contains("agentAsServer"), "{err}");
 }
 
@@ -112,16 +178,31 @@ fn arb_value() -> impl Strategy<Value = Value> {
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
         let keys = prop_oneof![
-            Just("port"), Just("ports"), Just("targetPath"), Just("selector"), Just("matchLabels"),
-            Just("matchExpressions"), Just("key"), Just("operator"), Just("values"), Just("agentAsServer"),
-            Just("agentAsClient"), Just("authentication"), Just("certPem"), Just("keyPem"),
-            Just("alpnProtocols"), Just("verification"), Just("allowAnonymous"), Just("acceptAnyCert"),
+            Just("port"),
+            Just("ports"),
+            Just("targetPath"),
+            Just("selector"),
+            Just("matchLabels"),
+            Just("matchExpressions"),
+            Just("key"),
+            Just("operator"),
+            Just("values"),
+            Just("agentAsServer"),
+            Just("agentAsClient"),
+            Just("authentication"),
+            Just("certPem"),
+            Just("keyPem"),
+            Just("alpnProtocols"),
+            Just("verification"),
+            Just("allowAnonymous"),
+            Just("acceptAnyCert"),
             Just("trustRoots"),
         ];
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
-            prop::collection::btree_map(keys, inner, 0..6)
-                .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+            prop::collection::btree_map(keys, inner, 0..6).prop_map(|m| Value::Object(
+                m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+            )),
         ]
     })
 }

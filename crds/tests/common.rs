@@ -21,7 +21,11 @@ pub struct PodBuilder {
 }
 
 pub fn deployment_pod(deploy: &str) -> PodBuilder {
-    PodBuilder { deploy: deploy.into(), labels: Default::default(), containers: Vec::new() }
+    PodBuilder {
+        deploy: deploy.into(),
+        labels: Default::default(),
+        containers: Vec::new(),
+    }
 }
 
 impl PodBuilder {

@@ -21,18 +21,33 @@ fn committed_crds_match_the_generator() {
 #[test]
 fn schema_is_structural_and_bounds_the_port() {
     let all = crdgen::render();
-    let docs: Vec<serde_json::Value> = all.split("---\n").map(|d| serde_saphyr::from_str(d).unwrap()).collect();
+    let docs: Vec<serde_json::Value> = all
+        .split("---\n")
+        .map(|d| serde_saphyr::from_str(d).unwrap())
+        .collect();
     assert_eq!(docs.len(), 2);
     for doc in &docs {
         let version = &doc["spec"]["versions"][0];
         assert_eq!(version["name"], "v1alpha");
-        assert!(version["subresources"]["status"].is_object(), "status subresource");
-        let port = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["ports"]["items"];
+        assert!(
+            version["subresources"]["status"].is_object(),
+            "status subresource"
+        );
+        let port = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["ports"]
+            ["items"];
         assert_eq!(port["properties"]["port"]["maximum"], 65535.0);
         assert_eq!(port["properties"]["port"]["minimum"], 1.0);
-        let required: Vec<_> = port["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let required: Vec<_> = port["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         assert_eq!(required, ["agentAsClient", "agentAsServer", "port"]);
-        assert!(!all.contains("anyOf") && !all.contains("allOf"), "structural schemas have no anyOf/allOf");
+        assert!(
+            !all.contains("anyOf") && !all.contains("allOf"),
+            "structural schemas have no anyOf/allOf"
+        );
     }
     assert_eq!(docs[0]["spec"]["scope"], "Namespaced");
     assert_eq!(docs[1]["spec"]["scope"], "Cluster");

@@ -17,7 +17,9 @@ fn configs() -> Vec<ConfigSource> {
 }
 
 fn pod() -> tls_steal_crds::PodTarget {
-    deployment_pod("web").container("app", &[443, 8443, 9443]).target()
+    deployment_pod("web")
+        .container("app", &[443, 8443, 9443])
+        .target()
 }
 
 #[test]
@@ -25,29 +27,60 @@ fn overlapping_ports_merge_by_precedence() {
     let plan = build_plan(&pod(), "ns", &configs());
     assert_eq!(plan.port_numbers(), [443, 8443, 9443]);
     let by_port = |p| plan.port(p).unwrap().config.as_str();
-    assert_eq!(by_port(443), "MirrordTlsStealConfig/ns/a-web", "namespaced, then by name");
-    assert_eq!(by_port(8443), "MirrordTlsStealConfig/ns/b-web", "namespaced before cluster");
+    assert_eq!(
+        by_port(443),
+        "MirrordTlsStealConfig/ns/a-web",
+        "namespaced, then by name"
+    );
+    assert_eq!(
+        by_port(8443),
+        "MirrordTlsStealConfig/ns/b-web",
+        "namespaced before cluster"
+    );
     assert_eq!(by_port(9443), "MirrordClusterTlsStealConfig/all");
     assert_eq!(
         plan.configs,
-        ["MirrordTlsStealConfig/ns/a-web", "MirrordTlsStealConfig/ns/b-web", "MirrordClusterTlsStealConfig/all"]
+        [
+            "MirrordTlsStealConfig/ns/a-web",
+            "MirrordTlsStealConfig/ns/b-web",
+            "MirrordClusterTlsStealConfig/all"
+        ]
     );
-    let discarded: Vec<_> = plan.discarded.iter().map(|d| (d.port, d.config.as_str(), d.kept_by.as_str())).collect();
+    let discarded: Vec<_> = plan
+        .discarded
+        .iter()
+        .map(|d| (d.port, d.config.as_str(), d.kept_by.as_str()))
+        .collect();
     assert_eq!(
         discarded,
         [
-            (443, "MirrordTlsStealConfig/ns/b-web", "MirrordTlsStealConfig/ns/a-web"),
-            (8443, "MirrordClusterTlsStealConfig/all", "MirrordTlsStealConfig/ns/b-web"),
+            (
+                443,
+                "MirrordTlsStealConfig/ns/b-web",
+                "MirrordTlsStealConfig/ns/a-web"
+            ),
+            (
+                8443,
+                "MirrordClusterTlsStealConfig/all",
+                "MirrordTlsStealConfig/ns/b-web"
+            ),
         ]
     );
-    assert!(plan.discarded[0].reason.contains("already configured by MirrordTlsStealConfig/ns/a-web"));
+    assert!(
+        plan.discarded[0]
+            .reason
+            .contains("already configured by MirrordTlsStealConfig/ns/a-web")
+    );
 }
 
 #[test]
 fn renaming_nothing_keeps_hash_and_changing_a_path_changes_it() {
     let base = build_plan(&pod(), "ns", &configs());
     let mut changed = configs();
-    changed[1].spec.ports[0].agent_as_server.authentication.cert_pem = "/certs/new.crt".into();
+    changed[1].spec.ports[0]
+        .agent_as_server
+        .authentication
+        .cert_pem = "/certs/new.crt".into();
     assert_ne!(build_plan(&pod(), "ns", &changed).hash, base.hash);
     assert_eq!(build_plan(&pod(), "ns", &configs()).hash, base.hash);
 }
@@ -60,7 +93,11 @@ fn duplicate_inside_one_config_keeps_first_and_reports() {
     let plan = build_plan(&pod(), "ns", &[ConfigSource::namespaced("ns", "dup", s)]);
     assert!(plan.is_empty());
     assert_eq!(plan.rejected.len(), 1);
-    assert!(plan.rejected[0].errors[0].contains("spec.ports[1].port"), "{:?}", plan.rejected);
+    assert!(
+        plan.rejected[0].errors[0].contains("spec.ports[1].port"),
+        "{:?}",
+        plan.rejected
+    );
 }
 
 proptest! {

@@ -1,0 +1,168 @@
+//! The session API between `kubectl-steal` and `tls-steal-proxy` (127.0.0.1:15400 in the pod,
+//! reached through port-forward, so Kubernetes RBAC on `pods/portforward` decides who may steal).
+//!
+//! ## Protocol
+//! 1. The client opens a TCP connection and sends an HTTP/1.1 `POST /v1/sessions` with
+//!    `Connection: upgrade`, `Upgrade: tls-steal-session/1` and a JSON [`Registration`] body.
+//! 2. The sidecar checks it: an error is a `400` with a JSON [`ApiError`] naming the field
+//!    (bad JSON, invalid regex, a port the plan does not capture — listing the captured ones).
+//!    Success is `101 Switching Protocols` with the session id in the `tls-steal-session` header.
+//! 3. On the upgraded connection the roles reverse: the sidecar is the HTTP/2 **client**, the
+//!    session the HTTP/2 **server**. Each stolen (or mirrored) request is one HTTP/2 stream: the
+//!    original method, path, query and headers, streamed body and trailers, plus the header
+//!    `tls-steal-meta` holding a JSON [`RequestMeta`]. The session's response (status, headers,
+//!    streamed body, trailers) goes back to the original client unchanged; for mirrored
+//!    requests it is discarded.
+//! 4. An HTTP/1.1 upgrade (WebSocket) travels as an extended CONNECT stream (RFC 8441,
+//!    `:protocol` = the `Upgrade` header's value); the original upgrade headers are in the meta.
+//!    The session answers `200` with the local app's real status in `tls-steal-status` (101 on
+//!    success) and its headers; after that the stream carries the raw upgraded bytes both ways.
+//! 5. Notifications travel as `POST /.tls-steal/event` streams with a JSON [`Event`] body.
+//! 6. The session ends when its connection closes: its filters vanish at once, its in-flight
+//!    requests get a 502 whose body says the session ended, and new requests reach the app.
+//!
+//! `GET /v1/status` (plain HTTP/1.1) returns a [`StatusReport`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::filter::HttpFilter;
+
+/// Port of the session API (127.0.0.1 only).
+pub const SESSION_API_PORT: u16 = 15400;
+/// Registration path.
+pub const REGISTER_PATH: &str = "/v1/sessions";
+/// Status path.
+pub const STATUS_PATH: &str = "/v1/status";
+/// Value of the `Upgrade` header of a registration.
+pub const UPGRADE_PROTOCOL: &str = "tls-steal-session/1";
+/// Response header of a successful registration: the session id.
+pub const SESSION_ID_HEADER: &str = "tls-steal-session";
+/// Request header carrying [`RequestMeta`] as JSON on every stolen stream.
+pub const META_HEADER: &str = "tls-steal-meta";
+/// Response header carrying the local app's real status of an upgrade (e.g. `101`).
+pub const UPGRADE_STATUS_HEADER: &str = "tls-steal-status";
+/// Path of event streams sent to the session.
+pub const EVENT_PATH: &str = "/.tls-steal/event";
+
+/// Steal (the session answers) or mirror (the app answers, the session gets a copy).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Steal,
+    Mirror,
+}
+
+/// What a session asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// Ports (as the app sees them, e.g. 443) whose requests the session wants.
+    pub ports: Vec<u16>,
+    /// `None` takes every request of those ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<HttpFilter>,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Free text shown in status and logs (e.g. `alice@laptop`).
+    #[serde(default)]
+    pub client: String,
+}
+
+/// An error answer of the session API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Human-readable message.
+    pub error: String,
+    /// The registration field at fault, e.g. `ports[1]` or `filter.all_of[0].header`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The ports this sidecar captures (set when a requested port is not one of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub captured_ports: Vec<u16>,
+}
+
+/// What the session is told about each stolen request, besides the request itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestMeta {
+    /// Unique per sidecar process.
+    pub id: u64,
+    /// The app port the request was sent to.
+    pub port: u16,
+    pub mode: Mode,
+    /// The original client, `ip:port`.
+    pub client_addr: String,
+    /// The original destination, `ip:port`.
+    pub original_dst: String,
+    /// SNI the client sent, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// ALPN protocol negotiated with the client, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<String>,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
+    pub http_version: String,
+    /// For an HTTP/1.1 upgrade: the `Upgrade` header's value (e.g. `websocket`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<String>,
+    /// Pod name (from the environment), for the session's display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+}
+
+/// Notifications to a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// A request matched this session's filter too, but an earlier-registered session took it.
+    LostToEarlierSession {
+        request_id: u64,
+        method: String,
+        path: String,
+        winner: u64,
+    },
+    /// Mirror copies were dropped because the session was not keeping up.
+    MirrorDropped { count: u64 },
+}
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub ports: Vec<PortStatus>,
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// One captured port as the sidecar serves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStatus {
+    pub port: u16,
+    /// `tls` (terminating) or `passthrough` (TLS material failed to load).
+    pub state: String,
+    /// Why the port is in passthrough, naming the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The loaded server certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateInfo>,
+}
+
+/// A loaded certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateInfo {
+    pub subject: String,
+    /// RFC 3339.
+    pub not_after: String,
+    pub file: String,
+}
+
+/// An active session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: u64,
+    pub client: String,
+    pub ports: Vec<u16>,
+    pub mode: Mode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<HttpFilter>,
+    pub stolen: u64,
+    pub mirrored: u64,
+}
