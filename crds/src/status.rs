@@ -37,10 +37,9 @@ pub struct Condition {
     /// `True`, `False` or `Unknown`.
     pub status: String,
     /// One CamelCase word.
-    #[serde(default)]
+    // Required, with no schema default: Kubernetes 1.20 rejects `default: ""` here.
     pub reason: String,
     /// Human-readable detail; for `Valid=False` it names the bad field.
-    #[serde(default)]
     pub message: String,
     /// RFC 3339 time of the last status change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
