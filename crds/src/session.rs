@@ -20,6 +20,14 @@
 //! 5. Notifications travel as `POST /.tls-steal/event` streams with a JSON [`Event`] body.
 //! 6. The session ends when its connection closes: its filters vanish at once, its in-flight
 //!    requests get a 502 whose body says the session ended, and new requests reach the app.
+//!    The sidecar also ends a session that leaves too many stolen requests unanswered (1024 by
+//!    default; the request that finds it stuck goes to the app) or stops answering HTTP/2 PINGs.
+//! 7. A registration sent again on a connection that already carries a session (HTTP/1 bytes
+//!    where the session's HTTP/2 frames are expected) is answered `409 Conflict` with an
+//!    [`ApiError`], and that session ends: one connection, one session.
+//! 8. For an upgrade, a non-`2xx` answer to the CONNECT is passed to the client as is (the upgrade
+//!    did not happen); a `2xx` whose `tls-steal-status` is not `101` gives the client that status,
+//!    with the bytes of the stream as the body.
 //!
 //! `GET /v1/status` (plain HTTP/1.1) returns a [`StatusReport`].
 

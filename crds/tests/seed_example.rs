@@ -82,7 +82,8 @@ fn seed_plans_the_example_deployment() {
         "MirrordTlsStealConfig/example-deploy-namespace/tls-steal-config-for-example-deploy"
     );
     assert_eq!(port.agent_as_server, seed().spec.ports[0].agent_as_server);
-    assert_eq!(plan.configs, [port.config.clone()]);
+    assert_eq!(plan.configs.len(), 1);
+    assert_eq!(plan.configs[0], port.config);
     assert!(plan.discarded.is_empty() && plan.rejected.is_empty());
     assert_eq!(plan.hash.len(), 16);
     assert_eq!(

@@ -1,0 +1,534 @@
+//! Delivery of stolen requests to the local app: TLS (default) or plaintext TCP, over pooled
+//! connections (TCP_NODELAY), streaming bodies and trailers both ways, and upgrades.
+//!
+//! The request keeps its original version where it can: an HTTP/2 request is offered `h2` by ALPN
+//! (or sent as h2c with prior knowledge over `tcp`), an HTTP/1 request goes as HTTP/1.1. When the
+//! local app cannot be reached the caller gets a 502 saying so; the session is not affected.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tls_steal_crds::session::{META_HEADER, RequestMeta, UPGRADE_STATUS_HEADER};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::args::DeliveryProtocol;
+use crate::settings::{DeliverySettings, LocalAddr};
+use crate::tls::{TlsClients, TlsError};
+
+/// Errors of any body in flight.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type on both sides.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// Connecting to the local app gives up after this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What became of one request.
+#[derive(Debug)]
+pub struct Delivered {
+    pub response: Response<Body>,
+    /// The status the caller gets (for an upgrade: the local app's, e.g. 101).
+    pub status: u16,
+    /// Why the local app did not answer, when the response is our 502.
+    pub failure: Option<String>,
+}
+
+/// Delivers requests; one per run, shared by every session.
+pub struct Deliverer {
+    settings: DeliverySettings,
+    tls: Option<TlsClients>,
+    clients: Mutex<HashMap<ClientKey, Client<Connector, Body>>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ClientKey {
+    addr: String,
+    sni: Option<String>,
+    h2: bool,
+}
+
+impl Deliverer {
+    /// Loads the TLS settings (trust roots, pinned certificate) once.
+    pub fn new(settings: DeliverySettings) -> Result<Self, TlsError> {
+        let tls = match settings.protocol {
+            DeliveryProtocol::Tls => Some(TlsClients::new(
+                &settings.trust_roots,
+                settings.server_cert.as_deref(),
+            )?),
+            DeliveryProtocol::Tcp => None,
+        };
+        Ok(Deliverer {
+            settings,
+            tls,
+            clients: Mutex::default(),
+        })
+    }
+
+    /// Where requests sent to `port` in the pod go.
+    pub fn local_addr(&self, port: u16) -> LocalAddr {
+        self.settings.to.clone().unwrap_or(LocalAddr {
+            host: "127.0.0.1".into(),
+            port,
+        })
+    }
+
+    /// Delivers one stolen request (the `tls-steal-meta` header already parsed into `meta`).
+    pub async fn deliver(&self, mut req: Request<Incoming>, meta: &RequestMeta) -> Delivered {
+        req.headers_mut().remove(META_HEADER);
+        let addr = self.local_addr(meta.port);
+        let is_upgrade = req.method() == Method::CONNECT
+            && req.extensions().get::<hyper::ext::Protocol>().is_some();
+        let result = if is_upgrade {
+            self.upgrade(req, meta, &addr).await
+        } else {
+            self.plain(req, meta, &addr).await
+        };
+        result.unwrap_or_else(|failure| Delivered {
+            response: bad_gateway(&failure),
+            status: 502,
+            failure: Some(failure),
+        })
+    }
+
+    async fn plain(
+        &self,
+        req: Request<Incoming>,
+        meta: &RequestMeta,
+        addr: &LocalAddr,
+    ) -> Result<Delivered, String> {
+        let h2 = meta.http_version == "HTTP/2";
+        let (mut parts, body) = req.into_parts();
+        let authority = authority(&parts.uri, &parts.headers, meta, addr);
+        parts.uri = self.uri(&authority, &parts.uri)?;
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        if h2 {
+            // Carried by `:authority`; if the app answers HTTP/1.1, the client sets Host from it.
+            parts.headers.remove(header::HOST);
+        }
+        let out = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+        let client = self.client(addr, meta, &authority, h2);
+        let response = client
+            .request(out)
+            .await
+            .map_err(|e| failure_text(addr, &e))?;
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let status = parts.status.as_u16();
+        Ok(Delivered {
+            response: Response::from_parts(parts, body.map_err(BoxError::from).boxed()),
+            status,
+            failure: None,
+        })
+    }
+
+    /// An extended CONNECT (RFC 8441) becomes an HTTP/1.1 upgrade toward the local app; on `101`
+    /// the session answers `200` with `tls-steal-status: 101` and joins the two streams.
+    async fn upgrade(
+        &self,
+        mut req: Request<Incoming>,
+        meta: &RequestMeta,
+        addr: &LocalAddr,
+    ) -> Result<Delivered, String> {
+        let caller = hyper::upgrade::on(&mut req);
+        let protocol = meta.upgrade.clone().unwrap_or_else(|| {
+            req.extensions()
+                .get::<hyper::ext::Protocol>()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default()
+        });
+        let (mut parts, _body) = req.into_parts();
+        let authority = authority(&parts.uri, &parts.headers, meta, addr);
+        parts.uri = self.uri(&authority, &parts.uri)?;
+        parts.method = Method::GET;
+        parts.version = Version::HTTP_11;
+        parts.extensions = http::Extensions::new();
+        strip_hop_by_hop(&mut parts.headers);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(
+            header::UPGRADE,
+            HeaderValue::from_str(&protocol)
+                .map_err(|_| format!("bad upgrade protocol {protocol:?}"))?,
+        );
+        let body = Full::new(Bytes::new()).map_err(BoxError::from).boxed();
+        let client = self.client(addr, meta, &authority, false);
+        let mut response = client
+            .request(Request::from_parts(parts, body))
+            .await
+            .map_err(|e| failure_text(addr, &e))?;
+        let status = response.status();
+        if status.is_success() {
+            // Answered without upgrading: a 2xx to a CONNECT opens the stream, so the status
+            // travels in the header and the body as the stream's bytes.
+            let (mut parts, mut body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts
+                .headers
+                .insert(UPGRADE_STATUS_HEADER, HeaderValue::from(status.as_u16()));
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let Ok(upgraded) = caller.await else { return };
+                let mut io = TokioIo::new(upgraded);
+                while let Some(Ok(frame)) = body.frame().await {
+                    if let Ok(data) = frame.into_data()
+                        && io.write_all(&data).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                let _ = io.shutdown().await;
+            });
+            let mut ok = Response::new(Full::new(Bytes::new()).map_err(BoxError::from).boxed());
+            *ok.headers_mut() = parts.headers;
+            return Ok(Delivered {
+                response: ok,
+                status: status.as_u16(),
+                failure: None,
+            });
+        }
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            // Refused: relayed as an ordinary response, with the real status in the header too.
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            parts
+                .headers
+                .insert(UPGRADE_STATUS_HEADER, HeaderValue::from(status.as_u16()));
+            return Ok(Delivered {
+                response: Response::from_parts(parts, body.map_err(BoxError::from).boxed()),
+                status: status.as_u16(),
+                failure: None,
+            });
+        }
+        let local = hyper::upgrade::on(&mut response);
+        let mut headers = std::mem::take(response.headers_mut());
+        strip_hop_by_hop(&mut headers);
+        headers.insert(UPGRADE_STATUS_HEADER, HeaderValue::from_static("101"));
+        tokio::spawn(async move {
+            match tokio::try_join!(caller, local) {
+                Ok((a, b)) => {
+                    let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
+                        tracing::debug!(error = %e, "upgraded stream ended");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "upgrade could not be completed"),
+            }
+        });
+        let mut ok = Response::new(Full::new(Bytes::new()).map_err(BoxError::from).boxed());
+        *ok.headers_mut() = headers;
+        Ok(Delivered {
+            response: ok,
+            status: 101,
+            failure: None,
+        })
+    }
+
+    fn uri(&self, authority: &str, original: &Uri) -> Result<Uri, String> {
+        let scheme = match self.settings.protocol {
+            DeliveryProtocol::Tls => "https",
+            DeliveryProtocol::Tcp => "http",
+        };
+        let path = original.path_and_query().map_or("/", |p| p.as_str());
+        format!("{scheme}://{authority}{path}")
+            .parse()
+            .map_err(|e| format!("cannot build the request URI for the local app: {e}"))
+    }
+
+    fn client(
+        &self,
+        addr: &LocalAddr,
+        meta: &RequestMeta,
+        authority: &str,
+        h2: bool,
+    ) -> Client<Connector, Body> {
+        let sni = self.tls.as_ref().map(|_| {
+            self.settings
+                .server_name
+                .clone()
+                .or_else(|| meta.sni.clone())
+                .unwrap_or_else(|| host_of(authority).to_string())
+        });
+        let key = ClientKey {
+            addr: addr.to_string(),
+            sni,
+            h2,
+        };
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let tls = self.tls.as_ref().map(|t| {
+                    let config = if h2 { t.h2.clone() } else { t.h1.clone() };
+                    let name = key.sni.clone().unwrap_or_default();
+                    let name = ServerName::try_from(name)
+                        .unwrap_or_else(|_| ServerName::try_from("localhost").expect("valid name"));
+                    (config, name)
+                });
+                Client::builder(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .http2_only(h2 && tls.is_none())
+                    .build(Connector {
+                        addr: key.addr.clone(),
+                        tls,
+                    })
+            })
+            .clone()
+    }
+}
+
+/// The request's authority: the URI's, else `Host`, else the original SNI, else the local address.
+fn authority(uri: &Uri, headers: &HeaderMap, meta: &RequestMeta, addr: &LocalAddr) -> String {
+    uri.authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| h.parse::<http::uri::Authority>().is_ok())
+                .map(str::to_string)
+        })
+        .or_else(|| meta.sni.clone())
+        .unwrap_or_else(|| addr.to_string())
+}
+
+fn host_of(authority: &str) -> &str {
+    match authority.parse::<http::uri::Authority>() {
+        Ok(_) if authority.starts_with('[') => authority
+            .trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or(authority),
+        Ok(_) => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        Err(_) => authority,
+    }
+}
+
+/// Removes connection-specific headers (and the ones `Connection` names).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        header::UPGRADE,
+        header::TRANSFER_ENCODING,
+        header::PROXY_AUTHENTICATE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(n);
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+fn failure_text(addr: &LocalAddr, e: &hyper_util::client::legacy::Error) -> String {
+    let mut chain = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    let why = if chain.is_empty() {
+        e.to_string()
+    } else {
+        chain.join(": ")
+    };
+    if e.is_connect() {
+        format!("the local app at {addr} is not reachable: {why}")
+    } else {
+        format!("the local app at {addr} did not answer: {why}")
+    }
+}
+
+/// The 502 the caller gets when the local app did not answer.
+pub fn bad_gateway(why: &str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(format!("kubectl-steal: {why}\n")))
+            .map_err(BoxError::from)
+            .boxed(),
+    );
+    *r.status_mut() = StatusCode::BAD_GATEWAY;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Opens connections to the local app (the URI's authority is only the pool key).
+#[derive(Clone)]
+pub struct Connector {
+    addr: String,
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<LocalStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let (addr, tls) = (self.addr.clone(), self.tls.clone());
+        Box::pin(async move {
+            let connect = async {
+                let tcp = TcpStream::connect(&addr).await?;
+                tcp.set_nodelay(true)?;
+                Ok::<_, io::Error>(match tls {
+                    None => LocalStream::Plain(tcp),
+                    Some((config, name)) => {
+                        let tls = TlsConnector::from(config)
+                            .connect(name, tcp)
+                            .await
+                            .map_err(|e| io::Error::other(format!("TLS handshake failed: {e}")))?;
+                        LocalStream::Tls(Box::new(tls))
+                    }
+                })
+            };
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// A connection to the local app.
+pub enum LocalStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Connection for LocalStream {
+    fn connected(&self) -> Connected {
+        match self {
+            LocalStream::Plain(_) => Connected::new(),
+            LocalStream::Tls(s) => {
+                if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    Connected::new().negotiated_h2()
+                } else {
+                    Connected::new()
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for LocalStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            LocalStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            LocalStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for LocalStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            LocalStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            LocalStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            LocalStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            LocalStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            LocalStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            LocalStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h[header::TE], "trailers");
+        assert_eq!(h["x-kept"], "1");
+    }
+
+    #[test]
+    fn hosts_of_authorities() {
+        assert_eq!(host_of("app.example.com:443"), "app.example.com");
+        assert_eq!(host_of("app.example.com"), "app.example.com");
+        assert_eq!(host_of("[::1]:8443"), "::1");
+        assert_eq!(host_of("10.0.0.1:443"), "10.0.0.1");
+    }
+
+    #[test]
+    fn bad_gateway_says_why() {
+        let r = bad_gateway("the local app at 127.0.0.1:1 is not reachable: refused");
+        assert_eq!(r.status(), 502);
+    }
+}

@@ -1,0 +1,171 @@
+#![forbid(unsafe_code)]
+//! `kubectl-steal`: the developer's side of a steal session (see the library crate).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use k8s_openapi::api::core::v1::Pod;
+use kube::config::KubeConfigOptions;
+use kube::{Api, Client, Config};
+use kubectl_steal::args::{Args, DeliveryProtocol};
+use kubectl_steal::deliver::Deliverer;
+use kubectl_steal::output::{Output, describe};
+use kubectl_steal::runner::{Endpoint, keep_session};
+use kubectl_steal::session::Context;
+use kubectl_steal::target::Target;
+use kubectl_steal::{mirrord_config, pods, settings, target};
+use tls_steal_crds::session::Mode;
+use tokio::sync::mpsc;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kubectl-steal: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubectl-steal: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let file = match &args.config_file {
+        Some(path) => {
+            Some(mirrord_config::load(path).with_context(|| format!("in {}", path.display()))?)
+        }
+        None => None,
+    };
+    let settings = settings::resolve(&args, file)?;
+    for w in &settings.warnings {
+        eprintln!("kubectl-steal: warning: {w}");
+    }
+    let deliverer = Deliverer::new(settings.delivery.clone())
+        .context("cannot set up delivery to the local app")?;
+    let output = Arc::new(Output::default());
+    let reg = settings.registration.clone();
+    let to = match &settings.delivery.to {
+        Some(a) => a.to_string(),
+        None => "127.0.0.1:<same port>".into(),
+    };
+    let how = match settings.delivery.protocol {
+        DeliveryProtocol::Tls => "tls",
+        DeliveryProtocol::Tcp => "tcp",
+    };
+    let ctx = Arc::new(Context {
+        registration: reg.clone(),
+        deliverer: Arc::new(deliverer),
+        output: output.clone(),
+    });
+    let (fatal_tx, mut fatal_rx) = mpsc::channel(4);
+
+    let (what, work) = match (&args.connect, &args.target) {
+        (Some(addr), target) => {
+            if let Some(t) = target {
+                eprintln!("kubectl-steal: warning: with --connect, TARGET ({t}) is not used");
+            }
+            let endpoint = Endpoint::Direct(addr.clone());
+            (
+                addr.clone(),
+                tokio::spawn(async move {
+                    keep_session(endpoint, ctx, fatal_tx).await;
+                    Ok(())
+                }),
+            )
+        }
+        (None, None) => {
+            bail!("which workload? Give TARGET (e.g. deploy/web) or --connect HOST:PORT")
+        }
+        (None, Some(t)) => {
+            let target: Target = t.parse()?;
+            let options = KubeConfigOptions {
+                context: args.context.clone(),
+                ..KubeConfigOptions::default()
+            };
+            let config = Config::from_kubeconfig(&options)
+                .await
+                .context(
+                    "cannot load the kubeconfig (set KUBECONFIG or --context; --connect HOST:PORT works without Kubernetes)",
+                )?;
+            let namespace = args
+                .namespace
+                .clone()
+                .unwrap_or_else(|| config.default_namespace.clone());
+            let client = Client::try_from(config).context("cannot create the Kubernetes client")?;
+            let selector = target::resolve(&client, &namespace, &target).await?;
+            let api: Api<Pod> = Api::namespaced(client, &namespace);
+            let what = format!("{target} in namespace {namespace}");
+            (
+                what,
+                tokio::spawn(pods::follow(
+                    api, namespace, target, selector, ctx, fatal_tx,
+                )),
+            )
+        }
+    };
+    let ports: Vec<String> = reg.ports.iter().map(u16::to_string).collect();
+    let verb = match reg.mode {
+        Mode::Steal => "stealing",
+        Mode::Mirror => "mirroring",
+    };
+    let which = match &reg.filter {
+        None => "every request".to_string(),
+        Some(f) => format!("requests matching {}", describe(Some(f))),
+    };
+    output.info(&format!(
+        "{verb} {which} on port {} of {what} → {how}://{to} (Ctrl-C to stop)",
+        ports.join(","),
+    ));
+
+    let mut work = work;
+    let (result, finished): (anyhow::Result<()>, bool) = tokio::select! {
+        _ = shutdown_signal() => (Ok(()), false),
+        Some(fatal) = fatal_rx.recv() => (Err(fatal.into()), false),
+        ended = &mut work => (match ended {
+            Ok(Ok(())) => Err(anyhow::anyhow!("following the pods ended")),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(anyhow::anyhow!("internal error: {e}")),
+        }, true),
+    };
+    if !finished {
+        // Dropping the sessions closes their connections, which deregisters them at once.
+        work.abort();
+        let _ = work.await;
+    }
+    if result.is_ok() || output.served() > 0 {
+        output.info("sessions closed (deregistered)");
+        println!("{}", output.summary());
+    }
+    result
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}

@@ -1,0 +1,254 @@
+//! One session with one sidecar (see `tls_steal_crds::session` for the protocol): register over
+//! an HTTP/1.1 upgrade, then serve the reverse HTTP/2 connection on which the sidecar sends each
+//! stolen request as a stream (extended CONNECT for upgrades, `POST /.tls-steal/event` for
+//! notifications). The session lasts as long as the connection.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tls_steal_crds::session::{
+    ApiError, EVENT_PATH, Event, META_HEADER, REGISTER_PATH, Registration, RequestMeta,
+    SESSION_ID_HEADER, UPGRADE_PROTOCOL,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::deliver::{Body, BoxError, Deliverer};
+use crate::output::{Output, Served};
+
+/// Registration gives up after this long.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest error / event body read.
+const MAX_SMALL_BODY: usize = 64 * 1024;
+
+/// The registration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The sidecar said no (400 with an [`ApiError`]); retrying will not help.
+    #[error("{}", describe_rejection(.0))]
+    Rejected(ApiError),
+    #[error("the session API answered {status}: {body}")]
+    Unexpected { status: StatusCode, body: String },
+    #[error("the session API did not answer the registration in time")]
+    Timeout,
+    #[error("talking to the session API failed: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("the session API's upgrade failed: {0}")]
+    Upgrade(hyper::Error),
+}
+
+impl RegisterError {
+    /// Whether trying again cannot help.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            RegisterError::Rejected(_) | RegisterError::Unexpected { .. }
+        )
+    }
+}
+
+fn describe_rejection(e: &ApiError) -> String {
+    let mut s = String::from("the sidecar refused the session: ");
+    if let Some(f) = &e.field {
+        s += &format!("{f}: ");
+    }
+    s += &e.error;
+    if !e.captured_ports.is_empty() {
+        let ports: Vec<String> = e.captured_ports.iter().map(u16::to_string).collect();
+        s += &format!(
+            " (the sidecar captures port(s) {}; pass one of them with --port)",
+            ports.join(", ")
+        );
+    }
+    s
+}
+
+/// A registered session, ready to serve.
+pub struct Registered {
+    pub id: String,
+    pub io: Upgraded,
+}
+
+/// Registers `registration` on `io` (a TCP connection or a port-forward stream).
+pub async fn register<IO>(io: IO, registration: &Registration) -> Result<Registered, RegisterError>
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    tokio::time::timeout(REGISTER_TIMEOUT, register_inner(io, registration))
+        .await
+        .map_err(|_| RegisterError::Timeout)?
+}
+
+async fn register_inner<IO>(
+    io: IO,
+    registration: &Registration,
+) -> Result<Registered, RegisterError>
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "registration connection ended");
+        }
+    });
+    let body = serde_json::to_vec(registration).expect("a registration serialises");
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(REGISTER_PATH)
+        .header(header::HOST, "127.0.0.1")
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, UPGRADE_PROTOCOL)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid request");
+    let mut res = sender.send_request(req).await?;
+    let status = res.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        let id = res
+            .headers()
+            .get(SESSION_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_string();
+        let io = hyper::upgrade::on(&mut res)
+            .await
+            .map_err(RegisterError::Upgrade)?;
+        return Ok(Registered { id, io });
+    }
+    let body = Limited::new(res.into_body(), MAX_SMALL_BODY)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    match serde_json::from_slice::<ApiError>(&body) {
+        Ok(e) if status.is_client_error() => Err(RegisterError::Rejected(e)),
+        _ => Err(RegisterError::Unexpected {
+            status,
+            body: String::from_utf8_lossy(&body).trim().to_string(),
+        }),
+    }
+}
+
+/// What serving needs.
+pub struct Context {
+    pub registration: Registration,
+    pub deliverer: Arc<Deliverer>,
+    pub output: Arc<Output>,
+}
+
+/// Serves the reverse HTTP/2 connection until it ends; `label` names the endpoint (`pod/x`).
+pub async fn serve(io: Upgraded, ctx: Arc<Context>, label: String) -> Result<(), hyper::Error> {
+    let label = Arc::new(label);
+    let service = service_fn(move |req| {
+        let (ctx, label) = (ctx.clone(), label.clone());
+        async move { Ok::<_, Infallible>(handle(req, &ctx, &label).await) }
+    });
+    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .enable_connect_protocol()
+        .max_concurrent_streams(1000)
+        .keep_alive_interval(Some(Duration::from_secs(15)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .serve_connection(io, service)
+        .await
+}
+
+async fn handle(req: Request<Incoming>, ctx: &Context, label: &str) -> Response<Body> {
+    if req.method() == Method::POST && req.uri().path() == EVENT_PATH {
+        return event(req, ctx, label).await;
+    }
+    let meta = req
+        .headers()
+        .get(META_HEADER)
+        .and_then(|v| serde_json::from_slice::<RequestMeta>(v.as_bytes()).ok())
+        .unwrap_or_else(|| {
+            tracing::warn!("stolen request without a valid {META_HEADER} header");
+            fallback_meta(&ctx.registration)
+        });
+    let method = if req.method() == Method::CONNECT {
+        "GET".to_string()
+    } else {
+        req.method().to_string()
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let started = Instant::now();
+    let delivered = ctx.deliverer.deliver(req, &meta).await;
+    ctx.output.request(&Served {
+        pod: meta
+            .pod
+            .as_ref()
+            .map_or_else(|| label.to_string(), |p| format!("pod/{p}")),
+        method,
+        path,
+        mode: meta.mode,
+        status: delivered.status,
+        elapsed: started.elapsed(),
+        failure: delivered.failure,
+    });
+    delivered.response
+}
+
+async fn event(req: Request<Incoming>, ctx: &Context, label: &str) -> Response<Body> {
+    let body = Limited::new(req.into_body(), MAX_SMALL_BODY)
+        .collect()
+        .await
+        .map(|b| b.to_bytes());
+    match body
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Event>(&b).ok())
+    {
+        Some(e) => ctx.output.event(label, &e),
+        None => tracing::warn!("unreadable event from {label}"),
+    }
+    let mut r = Response::new(Full::new(Bytes::new()).map_err(BoxError::from).boxed());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+fn fallback_meta(reg: &Registration) -> RequestMeta {
+    RequestMeta {
+        id: 0,
+        port: reg.ports.first().copied().unwrap_or(443),
+        mode: reg.mode,
+        client_addr: String::new(),
+        original_dst: String::new(),
+        sni: None,
+        alpn: None,
+        http_version: "HTTP/1.1".into(),
+        upgrade: None,
+        pod: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_list_the_captured_ports() {
+        let e = RegisterError::Rejected(ApiError {
+            error: "port 8443 is not captured".into(),
+            field: Some("ports[0]".into()),
+            captured_ports: vec![443, 9443],
+        });
+        assert_eq!(
+            e.to_string(),
+            "the sidecar refused the session: ports[0]: port 8443 is not captured (the sidecar captures port(s) 443, 9443; pass one of them with --port)"
+        );
+        assert!(e.is_fatal());
+        assert!(!RegisterError::Timeout.is_fatal());
+    }
+}

@@ -1,0 +1,549 @@
+//! Shared by the integration tests: certificates, the plan, the apps, the sidecar and
+//! `kubectl-steal` processes, and TLS clients of the proxy.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kubectl_steal::tls::TlsClients;
+use rustls::ServerConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tls_steal_crds::plan::{PortPlan, StealPlan};
+use tls_steal_crds::{AgentAsClient, AgentAsServer, ClientVerification, TlsAuthentication};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::task::{JoinHandle, JoinSet};
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+pub const WAIT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// Binaries
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .to_path_buf()
+}
+
+pub fn sidecar_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("TLS_STEAL_SIDECAR_BIN") {
+            return PathBuf::from(p);
+        }
+        let root = workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "tls-steal-sidecar"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cargo build -p tls-steal-sidecar failed");
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join("target"));
+        target.join("debug").join("tls-steal-sidecar")
+    })
+    .clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificates and the plan
+
+pub struct Certs {
+    pub _dir: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub cert_pem: PathBuf,
+    pub key_pem: PathBuf,
+    pub server: Arc<ServerConfig>,
+}
+
+pub fn certs() -> Certs {
+    let dir = tempfile::tempdir().unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["app.test".into(), "localhost".into()]).unwrap();
+    let cert_pem = dir.path().join("tls.crt");
+    let key_pem = dir.path().join("tls.key");
+    std::fs::write(&cert_pem, ck.cert.pem()).unwrap();
+    std::fs::write(&key_pem, ck.signing_key.serialize_pem()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(ck.cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
+        )
+        .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Certs {
+        dir: dir.path().to_path_buf(),
+        _dir: dir,
+        cert_pem,
+        key_pem,
+        server: Arc::new(server),
+    }
+}
+
+pub fn plan_json(port: u16, certs: &Certs) -> String {
+    StealPlan::from_ports(vec![PortPlan {
+        port,
+        container: "app".into(),
+        config: "MirrordTlsStealConfig/test/app".into(),
+        agent_as_server: AgentAsServer {
+            authentication: TlsAuthentication {
+                cert_pem: certs.cert_pem.display().to_string(),
+                key_pem: certs.key_pem.display().to_string(),
+            },
+            alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+            verification: None,
+        },
+        agent_as_client: AgentAsClient {
+            authentication: None,
+            verification: ClientVerification {
+                accept_any_cert: true,
+                trust_roots: vec![],
+            },
+        },
+    }])
+    .to_json()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Apps: the real one behind the sidecar, and the local one kubectl-steal delivers to
+
+/// A running app; dropping (or [`App::kill`]) closes its listener and every connection.
+pub struct App {
+    pub addr: SocketAddr,
+    pub task: JoinHandle<()>,
+}
+
+impl App {
+    pub async fn start(name: &'static str, tls: Option<Arc<ServerConfig>>) -> App {
+        Self::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), name, tls)
+    }
+
+    pub fn start_on(
+        listener: TcpListener,
+        name: &'static str,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> App {
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                tcp.set_nodelay(true).ok();
+                let tls = tls.clone();
+                conns.spawn(async move {
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let service = service_fn(move |req| app(req, name));
+                    match tls {
+                        Some(cfg) => {
+                            let Ok(s) = tokio_rustls::TlsAcceptor::from(cfg).accept(tcp).await
+                            else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(s), service)
+                                .await;
+                        }
+                        None => {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        App { addr, task }
+    }
+
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn full(s: impl Into<Bytes>) -> Body {
+    Full::new(s.into()).map_err(|e| match e {}).boxed()
+}
+
+pub async fn app(
+    mut req: Request<Incoming>,
+    name: &'static str,
+) -> Result<Response<Body>, hyper::Error> {
+    let version = format!("{:?}", req.version());
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let saw_meta = if req.headers().contains_key("tls-steal-meta") {
+        "yes"
+    } else {
+        "no"
+    };
+    let mut resp = match req.uri().path() {
+        "/echo" => Response::new(req.into_body().boxed()),
+        "/trailers" => {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-trailer", "yes".parse().unwrap());
+            let frames: Vec<Result<Frame<Bytes>, hyper::Error>> = vec![
+                Ok(Frame::data(Bytes::from_static(b"with trailers"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            Response::new(StreamBody::new(futures::stream::iter(frames)).boxed())
+        }
+        "/ws" if req.headers().contains_key(http::header::UPGRADE) => {
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let Ok(up) = on_upgrade.await else { return };
+                let mut io = TokioIo::new(up);
+                let mut buf = [0u8; 1024];
+                loop {
+                    match io.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            let upper = buf[..n].to_ascii_uppercase();
+                            if io.write_all(&upper).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+            let mut r = Response::new(full(""));
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            r.headers_mut()
+                .insert("upgrade", "websocket".parse().unwrap());
+            r.headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
+            r
+        }
+        path => {
+            let text = format!("{name} {} {path}", req.method());
+            Response::new(full(text))
+        }
+    };
+    resp.headers_mut().insert("x-app", name.parse().unwrap());
+    resp.headers_mut()
+        .insert("x-version", version.parse().unwrap());
+    resp.headers_mut().insert("x-host", host.parse().unwrap());
+    resp.headers_mut()
+        .insert("x-saw-meta", saw_meta.parse().unwrap());
+    Ok(resp)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sidecar and kubectl-steal processes
+
+pub struct Sidecar {
+    pub child: Child,
+    pub plan: PathBuf,
+    pub real_app: SocketAddr,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub session_api: SocketAddr,
+    pub _plan_dir: tempfile::TempDir,
+}
+
+pub async fn start_sidecar(real_app: SocketAddr, certs: &Certs) -> Sidecar {
+    let plan_dir = tempfile::tempdir().unwrap();
+    let plan = plan_dir.path().join("plan.json");
+    std::fs::write(&plan, plan_json(real_app.port(), certs)).unwrap();
+    let addr = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+    let (listen, admin, session_api) = (addr(), addr(), addr());
+    let child = spawn_sidecar(&plan, real_app, listen, admin, session_api).await;
+    Sidecar {
+        child,
+        plan,
+        real_app,
+        listen,
+        admin,
+        session_api,
+        _plan_dir: plan_dir,
+    }
+}
+
+impl Sidecar {
+    /// Kills the sidecar and starts it again on the same addresses.
+    pub async fn restart(&mut self) {
+        self.child.kill().await.unwrap();
+        self.child = spawn_sidecar(
+            &self.plan,
+            self.real_app,
+            self.listen,
+            self.admin,
+            self.session_api,
+        )
+        .await;
+    }
+}
+
+pub async fn spawn_sidecar(
+    plan: &Path,
+    real_app: SocketAddr,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    session_api: SocketAddr,
+) -> Child {
+    let child = Command::new(sidecar_bin())
+        .arg("proxy")
+        .arg("--plan")
+        .arg(plan)
+        .args(["--listen", &listen.to_string()])
+        .args(["--admin", &admin.to_string()])
+        .args(["--session-api", &session_api.to_string()])
+        .args(["--orig-dst-override", &real_app.to_string()])
+        .env("POD_NAME", "web-1")
+        .env("RUST_LOG", "info")
+        .kill_on_drop(true)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("the sidecar starts");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let up = TcpStream::connect(session_api).await.is_ok()
+            && TcpStream::connect(listen).await.is_ok();
+        if up {
+            return child;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sidecar did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A running `kubectl-steal`, with what it printed so far.
+pub struct Steal {
+    pub child: Child,
+    pub stdout: tokio::io::Lines<BufReader<ChildStdout>>,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Steal {
+    /// `kubectl-steal --connect` to `sidecar`, once its session is registered.
+    pub async fn start(sidecar: &Sidecar, args: &[&str]) -> Steal {
+        let api = sidecar.session_api.to_string();
+        let mut all = vec!["--connect", &api];
+        all.extend_from_slice(args);
+        let mut s = Steal::spawn(&all, &[]);
+        s.wait_for("registered").await;
+        s
+    }
+
+    /// `kubectl-steal ARGS`, with extra environment.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Steal {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kubectl-steal"))
+            .args(["--client", "test"])
+            .args(args)
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("kubectl-steal starts");
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        Steal {
+            child,
+            stdout,
+            lines: Arc::default(),
+        }
+    }
+
+    /// Reads lines until one contains `needle`.
+    pub async fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return l.clone();
+            }
+            let line = tokio::time::timeout_at(deadline, self.stdout.next_line())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no line with {needle:?}; got {:?}",
+                        self.lines.lock().unwrap()
+                    )
+                })
+                .unwrap();
+            match line {
+                Some(l) => self.lines.lock().unwrap().push(l),
+                None => panic!(
+                    "kubectl-steal exited before printing {needle:?}; it printed {:?}",
+                    self.lines.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    pub fn interrupt(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients of the proxy
+
+pub async fn tls_to(addr: SocketAddr, h2: bool) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let clients = TlsClients::new(&[], None).unwrap();
+    let config = if h2 { clients.h2 } else { clients.h1 };
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from("app.test").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+pub async fn collect(resp: Response<Incoming>) -> Answer {
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(WAIT, body.collect())
+        .await
+        .expect("the body arrives in time")
+        .unwrap()
+        .to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// An HTTP/1.1 request on a new TLS connection to the proxy.
+pub async fn h1(proxy: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let io = TokioIo::new(tls_to(proxy, false).await);
+    let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::get(path).header("host", "app.test");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = tokio::time::timeout(WAIT, send.send_request(req.body(Empty::new()).unwrap()))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    collect(resp).await
+}
+
+/// An HTTP/2 sender on a new TLS connection to the proxy.
+pub async fn h2_sender<B>(proxy: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tls = tls_to(proxy, true).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+pub async fn h2_get(proxy: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut send = h2_sender::<Empty<Bytes>>(proxy).await;
+    let mut req = Request::get(format!("https://app.test{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = tokio::time::timeout(WAIT, send.send_request(req.body(Empty::new()).unwrap()))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    collect(resp).await
+}
+
+pub const STEAL: (&str, &str) = ("x-steal", "yes");
+
+pub struct World {
+    pub certs: Certs,
+    pub _real: App,
+    pub sidecar: Sidecar,
+}
+
+pub async fn world() -> World {
+    let certs = certs();
+    let real = App::start("real", Some(certs.server.clone())).await;
+    let sidecar = start_sidecar(real.addr, &certs).await;
+    World {
+        _real: real,
+        sidecar,
+        certs,
+    }
+}
+
+pub fn steal_args(world: &World, local: SocketAddr, delivery: &str) -> Vec<String> {
+    vec![
+        "--port".into(),
+        world._real.addr.port().to_string(),
+        "--header".into(),
+        "^x-steal: yes$".into(),
+        "--to".into(),
+        local.to_string(),
+        "--delivery".into(),
+        delivery.into(),
+    ]
+}
+
+pub async fn start_steal(world: &World, local: SocketAddr, delivery: &str) -> Steal {
+    let args = steal_args(world, local, delivery);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Steal::start(&world.sidecar, &args).await
+}

@@ -1,0 +1,300 @@
+//! In-memory caches of both config kinds, so admission never waits on the API server for them.
+//!
+//! Against a cluster, two kube-runtime reflectors keep `Store`s of `MirrordTlsStealConfig` and
+//! `MirrordClusterTlsStealConfig` (RBAC: list + watch on both). Every watch event bumps a
+//! generation counter; the first admission after a change rebuilds an [`Index`] of
+//! [`ConfigSource`]s (namespaced ones grouped by namespace) and per-namespace slices "this
+//! namespace's configs + the cluster ones" are built lazily and reused until the next change, so
+//! the hot path clones one `Arc` and matches only the configs that can apply.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::StreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tls_steal_crds::{
+    ConfigSource, MirrordClusterTlsStealConfig, MirrordTlsStealConfig, PodTarget,
+};
+
+enum Source {
+    Static(Vec<ConfigSource>),
+    Stores {
+        namespaced: Store<MirrordTlsStealConfig>,
+        cluster: Store<MirrordClusterTlsStealConfig>,
+    },
+}
+
+/// A config and the literal start of its `targetPath` (up to the first wildcard): a pod none of
+/// whose target paths starts with it cannot match, so most configs are dismissed by a string
+/// comparison before `build_plan` does the real matching.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    prefix: String,
+    pub source: ConfigSource,
+}
+
+impl Candidate {
+    pub fn new(source: ConfigSource) -> Self {
+        let prefix = match &source.spec.target_path {
+            Some(p) => p[..p.find(['*', '?']).unwrap_or(p.len())].to_owned(),
+            None => String::new(),
+        };
+        Candidate { prefix, source }
+    }
+}
+
+/// The configs of `entries` that may apply to `target` (a superset of those that do; the caller
+/// hands them to `build_plan`).
+pub fn candidates(entries: &[Candidate], target: &PodTarget) -> Vec<ConfigSource> {
+    let paths = target.target_paths();
+    entries
+        .iter()
+        .filter(|c| c.prefix.is_empty() || paths.iter().any(|p| p.path.starts_with(&c.prefix)))
+        .map(|c| c.source.clone())
+        .collect()
+}
+
+/// A snapshot of every config, grouped for admission.
+#[derive(Default)]
+pub struct Index {
+    generation: u64,
+    cluster: Vec<Candidate>,
+    namespaced: HashMap<String, Vec<Candidate>>,
+    combined: Mutex<HashMap<String, Arc<[Candidate]>>>,
+}
+
+impl Index {
+    fn build(generation: u64, all: impl IntoIterator<Item = ConfigSource>) -> Self {
+        let mut index = Index {
+            generation,
+            ..Default::default()
+        };
+        for c in all {
+            let c = Candidate::new(c);
+            match &c.source.namespace {
+                Some(ns) => index.namespaced.entry(ns.clone()).or_default().push(c),
+                None => index.cluster.push(c),
+            }
+        }
+        index
+    }
+
+    /// The configs that can apply to a pod of `namespace`.
+    pub fn for_namespace(&self, namespace: &str) -> Arc<[Candidate]> {
+        let mut combined = self.combined.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = combined.get(namespace) {
+            return v.clone();
+        }
+        let v: Arc<[Candidate]> = self
+            .namespaced
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .chain(&self.cluster)
+            .cloned()
+            .collect();
+        // Bound the memory spent on namespaces that have no config of their own.
+        if combined.len() < 10_000 {
+            combined.insert(namespace.to_owned(), v.clone());
+        }
+        v
+    }
+
+    /// Number of configs of both kinds.
+    pub fn len(&self) -> usize {
+        self.cluster.len() + self.namespaced.values().map(Vec::len).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The config caches.
+pub struct ConfigCache {
+    source: RwLock<Source>,
+    generation: Arc<AtomicU64>,
+    ready: Arc<AtomicBool>,
+    index: RwLock<Arc<Index>>,
+}
+
+impl ConfigCache {
+    /// A fixed set of configs (tests, benchmarks, `inject`). Ready at once.
+    pub fn from_sources(configs: Vec<ConfigSource>) -> Self {
+        ConfigCache {
+            source: RwLock::new(Source::Static(configs)),
+            generation: Arc::new(AtomicU64::new(1)),
+            ready: Arc::new(AtomicBool::new(true)),
+            index: RwLock::new(Arc::new(Index::default())),
+        }
+    }
+
+    /// Replaces the configs of a static cache.
+    pub fn replace(&self, configs: Vec<ConfigSource>) {
+        *self.source.write().unwrap_or_else(|e| e.into_inner()) = Source::Static(configs);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Starts the two reflectors. The cache is ready once both have listed.
+    pub fn start(client: Client) -> Arc<Self> {
+        let (namespaced, ns_writer) = reflector::store::<MirrordTlsStealConfig>();
+        let (cluster, cl_writer) = reflector::store::<MirrordClusterTlsStealConfig>();
+        let cache = Arc::new(ConfigCache {
+            source: RwLock::new(Source::Stores {
+                namespaced: namespaced.clone(),
+                cluster: cluster.clone(),
+            }),
+            generation: Arc::new(AtomicU64::new(1)),
+            ready: Arc::new(AtomicBool::new(false)),
+            index: RwLock::new(Arc::new(Index::default())),
+        });
+
+        let generation = cache.generation.clone();
+        let ns_api: Api<MirrordTlsStealConfig> = Api::all(client.clone());
+        tokio::spawn(async move {
+            let stream =
+                reflector::reflector(ns_writer, watcher(ns_api, watcher::Config::default()))
+                    .default_backoff();
+            stream
+                .for_each(|ev| {
+                    if let Err(e) = ev {
+                        tracing::warn!(error = %e, "watching MirrordTlsStealConfig");
+                    }
+                    generation.fetch_add(1, Ordering::SeqCst);
+                    futures::future::ready(())
+                })
+                .await;
+        });
+        let generation = cache.generation.clone();
+        let cl_api: Api<MirrordClusterTlsStealConfig> = Api::all(client);
+        tokio::spawn(async move {
+            let stream =
+                reflector::reflector(cl_writer, watcher(cl_api, watcher::Config::default()))
+                    .default_backoff();
+            stream
+                .for_each(|ev| {
+                    if let Err(e) = ev {
+                        tracing::warn!(error = %e, "watching MirrordClusterTlsStealConfig");
+                    }
+                    generation.fetch_add(1, Ordering::SeqCst);
+                    futures::future::ready(())
+                })
+                .await;
+        });
+        let ready = cache.ready.clone();
+        tokio::spawn(async move {
+            if namespaced.wait_until_ready().await.is_ok()
+                && cluster.wait_until_ready().await.is_ok()
+            {
+                tracing::info!("config caches synced");
+                ready.store(true, Ordering::SeqCst);
+            }
+        });
+        cache
+    }
+
+    /// Both caches have completed their initial list.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The current snapshot, rebuilt when a config changed since the last call.
+    pub fn snapshot(&self) -> Arc<Index> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        {
+            let idx = self.index.read().unwrap_or_else(|e| e.into_inner());
+            if idx.generation == generation {
+                return idx.clone();
+            }
+        }
+        let mut idx = self.index.write().unwrap_or_else(|e| e.into_inner());
+        if idx.generation == generation {
+            return idx.clone();
+        }
+        let source = self.source.read().unwrap_or_else(|e| e.into_inner());
+        let new = match &*source {
+            Source::Static(v) => Index::build(generation, v.iter().cloned()),
+            Source::Stores {
+                namespaced,
+                cluster,
+            } => Index::build(
+                generation,
+                namespaced
+                    .state()
+                    .iter()
+                    .map(|c| ConfigSource::from(c.as_ref()))
+                    .chain(
+                        cluster
+                            .state()
+                            .iter()
+                            .map(|c| ConfigSource::from(c.as_ref())),
+                    ),
+            ),
+        };
+        *idx = Arc::new(new);
+        idx.clone()
+    }
+
+    /// The configs that can apply to a pod of `namespace`.
+    pub fn for_namespace(&self, namespace: &str) -> Arc<[Candidate]> {
+        self.snapshot().for_namespace(namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tls_steal_crds::TlsStealSpec;
+
+    #[test]
+    fn groups_by_namespace_and_rebuilds_on_change() {
+        let spec = TlsStealSpec::default();
+        let cache = ConfigCache::from_sources(vec![
+            ConfigSource::namespaced("a", "x", spec.clone()),
+            ConfigSource::namespaced("b", "y", spec.clone()),
+            ConfigSource::cluster("z", spec.clone()),
+        ]);
+        let names =
+            |v: Arc<[Candidate]>| v.iter().map(|c| c.source.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(cache.for_namespace("a")), ["x", "z"]);
+        assert_eq!(names(cache.for_namespace("c")), ["z"]);
+        assert_eq!(cache.snapshot().len(), 3);
+        cache.replace(vec![ConfigSource::namespaced("c", "w", spec)]);
+        assert_eq!(names(cache.for_namespace("a")), Vec::<String>::new());
+        assert_eq!(names(cache.for_namespace("c")), ["w"]);
+    }
+
+    #[test]
+    fn candidates_prefilter_by_literal_prefix() {
+        let with = |t: Option<&str>| TlsStealSpec {
+            target_path: t.map(Into::into),
+            ..Default::default()
+        };
+        let entries: Vec<Candidate> = [
+            None,
+            Some("deploy/web*"),
+            Some("deploy/api"),
+            Some("*/web"),
+            Some("pod/x?"),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| Candidate::new(ConfigSource::namespaced("a", &i.to_string(), with(t))))
+        .collect();
+        let target = PodTarget {
+            owners: vec![tls_steal_crds::Owner::new(
+                tls_steal_crds::OwnerKind::Deployment,
+                "web",
+            )],
+            ..Default::default()
+        };
+        let got: Vec<String> = candidates(&entries, &target)
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(got, ["0", "1", "3"]);
+    }
+}

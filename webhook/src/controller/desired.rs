@@ -1,0 +1,312 @@
+//! Pure part of the rollout controller: from a workload, its namespace's opt-in state and the
+//! configs, the plan hash its pods would get, what to do about it, and the JSON patch doing it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use kube::core::NamespaceResourceScope;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tls_steal_crds::{ConfigSource, Owner, OwnerKind, PodTarget, StealPlan, build_plan};
+
+use super::{CONFIG_HASH_ANNOTATION, ROLLOUT_ANNOTATION};
+use crate::mutate::{self, SkipReason};
+use crate::settings::Settings;
+
+/// The workload kinds the controller rolls out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl WorkloadKind {
+    pub const ALL: [WorkloadKind; 3] = [
+        WorkloadKind::Deployment,
+        WorkloadKind::StatefulSet,
+        WorkloadKind::DaemonSet,
+    ];
+
+    /// The Kubernetes kind (`Deployment`, ...), also the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::DaemonSet => "DaemonSet",
+        }
+    }
+
+    /// The owner kind of target paths (`deploy/x`, `statefulset/x`, `daemonset/x`).
+    pub fn owner_kind(self) -> OwnerKind {
+        match self {
+            WorkloadKind::Deployment => OwnerKind::Deployment,
+            WorkloadKind::StatefulSet => OwnerKind::StatefulSet,
+            WorkloadKind::DaemonSet => OwnerKind::DaemonSet,
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A workload type the controller handles.
+pub trait Workload:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + DeserializeOwned
+    + Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: WorkloadKind;
+    /// The pod template (`None` only for objects without a spec).
+    fn template(&self) -> Option<&PodTemplateSpec>;
+}
+
+impl Workload for Deployment {
+    const KIND: WorkloadKind = WorkloadKind::Deployment;
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().map(|s| &s.template)
+    }
+}
+
+impl Workload for StatefulSet {
+    const KIND: WorkloadKind = WorkloadKind::StatefulSet;
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().map(|s| &s.template)
+    }
+}
+
+impl Workload for DaemonSet {
+    const KIND: WorkloadKind = WorkloadKind::DaemonSet;
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().map(|s| &s.template)
+    }
+}
+
+/// `namespace/Kind/name`, the spelling of `matchedWorkloads` and of log lines.
+pub fn workload_id(namespace: &str, kind: WorkloadKind, name: &str) -> String {
+    format!("{namespace}/{}/{name}", kind.as_str())
+}
+
+/// Why a workload's pods get no plan whatever the configs say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoPlan {
+    /// The namespace lacks `tls-steal-injection=enabled`: the webhook is not called for it.
+    NamespaceNotOptedIn,
+    /// The webhook would skip the pods (opt-out label, `hostNetwork`, already injected, ...).
+    Pod(SkipReason),
+}
+
+impl NoPlan {
+    pub fn describe(self) -> String {
+        match self {
+            NoPlan::NamespaceNotOptedIn => {
+                "the namespace is not labelled tls-steal-injection=enabled".into()
+            }
+            NoPlan::Pod(r) => format!("the webhook skips its pods ({})", r.as_str()),
+        }
+    }
+}
+
+/// Everything the controller derives from one workload, independent of its Rust type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadState {
+    pub kind: WorkloadKind,
+    pub namespace: String,
+    pub name: String,
+    /// What matching sees: template labels and containers, owner `deploy/<name>` (or the like).
+    pub target: PodTarget,
+    /// Set when the pods get no plan regardless of the configs.
+    pub no_plan: Option<NoPlan>,
+    /// The template's `tls-steal.io/config-hash` (absent: empty).
+    pub current_hash: String,
+    /// The workload is annotated `tls-steal.io/rollout: "false"`.
+    pub rollout_disabled: bool,
+}
+
+impl WorkloadState {
+    /// Reads a workload. `namespace_opted_in` is the namespace's opt-in label; `settings` gives
+    /// the webhook's own-pod label (its pods are never injected).
+    pub fn of<W: Workload>(w: &W, namespace_opted_in: bool, settings: &Settings) -> Self {
+        let meta = w.meta();
+        let name = meta.name.clone().unwrap_or_default();
+        let template = w.template();
+        Self::from_parts(
+            W::KIND,
+            meta.namespace.as_deref().unwrap_or_default(),
+            &name,
+            meta,
+            template,
+            namespace_opted_in,
+            settings,
+        )
+    }
+
+    pub fn from_parts(
+        kind: WorkloadKind,
+        namespace: &str,
+        name: &str,
+        meta: &ObjectMeta,
+        template: Option<&PodTemplateSpec>,
+        namespace_opted_in: bool,
+        settings: &Settings,
+    ) -> Self {
+        let owners = vec![Owner::new(kind.owner_kind(), name)];
+        let empty = PodTemplateSpec::default();
+        let target = PodTarget::from_template(template.unwrap_or(&empty), owners);
+        let no_plan = if !namespace_opted_in {
+            Some(NoPlan::NamespaceNotOptedIn)
+        } else {
+            // The same checks the webhook makes before it looks at configs.
+            let pod = Pod {
+                metadata: template
+                    .and_then(|t| t.metadata.clone())
+                    .unwrap_or_default(),
+                spec: template.and_then(|t| t.spec.clone()),
+                status: None,
+            };
+            mutate::precheck(&pod, settings).map(NoPlan::Pod)
+        };
+        WorkloadState {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+            target,
+            no_plan,
+            current_hash: current_hash(template).to_owned(),
+            rollout_disabled: rollout_disabled(meta),
+        }
+    }
+
+    /// `namespace/Kind/name`.
+    pub fn id(&self) -> String {
+        workload_id(&self.namespace, self.kind, &self.name)
+    }
+
+    /// The plan the pods of this workload would get from `configs` (the configs of its namespace
+    /// and the cluster-scoped ones; others are ignored by the merge anyway). Empty when
+    /// [`WorkloadState::no_plan`] is set.
+    pub fn desired_plan(&self, configs: &[ConfigSource]) -> StealPlan {
+        if self.no_plan.is_some() {
+            return StealPlan::default();
+        }
+        build_plan(&self.target, &self.namespace, configs)
+    }
+
+    /// What to do given the desired hash.
+    pub fn decide(&self, desired_hash: &str) -> Decision {
+        if self.current_hash == desired_hash {
+            Decision::InSync
+        } else if self.rollout_disabled {
+            Decision::RolloutDisabled
+        } else {
+            Decision::Rollout
+        }
+    }
+}
+
+/// The outcome of comparing the current and the desired hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing to do; the workload is never touched.
+    InSync,
+    /// Out of date, but annotated `tls-steal.io/rollout: "false"`: reported, not patched.
+    RolloutDisabled,
+    /// Patch the template annotation (which rolls the workload out).
+    Rollout,
+}
+
+/// The template's `tls-steal.io/config-hash`, empty when absent.
+pub fn current_hash(template: Option<&PodTemplateSpec>) -> &str {
+    template
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(CONFIG_HASH_ANNOTATION))
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+/// `tls-steal.io/rollout: "false"` on the workload's own metadata.
+pub fn rollout_disabled(meta: &ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(ROLLOUT_ANNOTATION))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
+}
+
+/// Escapes one JSON-pointer token (RFC 6901).
+fn pointer_token(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+/// The one JSON patch setting the template's hash annotation to `hash`: a `test` of
+/// `metadata.resourceVersion` (optimistic concurrency: the patch fails if the workload changed
+/// since it was read) followed by one `add` (which replaces an existing member), creating the
+/// annotation map or the template metadata when absent.
+pub fn hash_patch(
+    template: Option<&PodTemplateSpec>,
+    resource_version: Option<&str>,
+    hash: &str,
+) -> json_patch::Patch {
+    let mut ops = Vec::new();
+    if let Some(rv) = resource_version {
+        ops.push(json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}));
+    }
+    let meta = template.and_then(|t| t.metadata.as_ref());
+    let annotations: BTreeMap<&str, &str> = [(CONFIG_HASH_ANNOTATION, hash)].into();
+    match meta {
+        None => ops.push(json!({
+            "op": "add",
+            "path": "/spec/template/metadata",
+            "value": {"annotations": annotations},
+        })),
+        Some(m) if m.annotations.is_none() => ops.push(json!({
+            "op": "add",
+            "path": "/spec/template/metadata/annotations",
+            "value": annotations,
+        })),
+        Some(_) => ops.push(json!({
+            "op": "add",
+            "path": format!(
+                "/spec/template/metadata/annotations/{}",
+                pointer_token(CONFIG_HASH_ANNOTATION)
+            ),
+            "value": hash,
+        })),
+    }
+    serde_json::from_value(serde_json::Value::Array(ops)).expect("a well-formed JSON patch")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointer_escaping() {
+        assert_eq!(
+            pointer_token("tls-steal.io/config-hash"),
+            "tls-steal.io~1config-hash"
+        );
+        assert_eq!(pointer_token("a~b"), "a~0b");
+    }
+
+    #[test]
+    fn kinds() {
+        for (i, k) in WorkloadKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+        }
+        assert_eq!(
+            WorkloadKind::StatefulSet.owner_kind().path_prefix(),
+            "statefulset"
+        );
+    }
+}

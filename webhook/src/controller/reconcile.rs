@@ -1,0 +1,288 @@
+//! The reconcile function of the three workload controllers, its error type and error policy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, ResourceExt};
+use tls_steal_crds::StealPlan;
+
+use super::desired::{Decision, Workload, WorkloadState};
+use super::{CONFIG_HASH_ANNOTATION, Context, FIELD_MANAGER, ROLLOUT_ANNOTATION};
+
+/// Why a reconciliation failed. The variant is the `error` label of
+/// `tls_steal_controller_reconcile_errors_total`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{workload}: the patch still conflicted after {attempts} attempts")]
+    Conflict { workload: String, attempts: u32 },
+    #[error("{0} has no name or namespace")]
+    InvalidObject(String),
+}
+
+/// The metric label of an [`Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    Kube,
+    Conflict,
+    InvalidObject,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 3] = [
+        ErrorKind::Kube,
+        ErrorKind::Conflict,
+        ErrorKind::InvalidObject,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Kube => "kube",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::InvalidObject => "invalid_object",
+        }
+    }
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Kube(_) => ErrorKind::Kube,
+            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::InvalidObject(_) => ErrorKind::InvalidObject,
+        }
+    }
+}
+
+/// A failed `test` op (422) or a resourceVersion precondition (409): someone changed the object.
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 422)
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Brings one workload's template hash to what the current configs give its pods.
+///
+/// In sync: no API request at all. Out of date and annotated `tls-steal.io/rollout: "false"`:
+/// a warning event on the workload (once per desired hash), no patch. Otherwise exactly one JSON
+/// patch (resourceVersion `test` + annotation `add`); on a conflict the workload is read again
+/// and the decision remade, with exponential backoff, up to `conflict_retries` attempts.
+pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconcile();
+    let (Some(ns), Some(name)) = (workload.namespace(), workload.meta().name.clone()) else {
+        return Err(Error::InvalidObject(format!("a {}", W::KIND.as_str())));
+    };
+    let api: Api<W> = Api::namespaced(ctx.client.clone(), &ns);
+    let resync = Action::requeue(ctx.settings.resync);
+    let mut obj = workload;
+    let mut attempt = 0u32;
+    loop {
+        let state = ctx.state_of(&*obj);
+        let id = state.id();
+        let plan = state.desired_plan(&ctx.configs_for(&ns));
+        match state.decide(&plan.hash) {
+            Decision::InSync => {
+                ctx.forget(&id);
+                return Ok(resync);
+            }
+            Decision::RolloutDisabled => {
+                ctx.forget_failures(&id);
+                report_disabled(&*obj, &state, &plan, &ctx).await;
+                return Ok(resync);
+            }
+            Decision::Rollout => {}
+        }
+        let patch = super::desired::hash_patch(
+            obj.template(),
+            obj.meta().resource_version.as_deref(),
+            &plan.hash,
+        );
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api.patch(&name, &params, &Patch::<()>::Json(patch)).await {
+            Ok(_) => {
+                ctx.forget(&id);
+                ctx.metrics.rollout(W::KIND);
+                tracing::info!(workload = %id, from = %state.current_hash, to = %plan.hash, "rolled out");
+                record_rollout(&*obj, &state, &plan, &ctx).await;
+                ctx.status_dirty.notify_one();
+                return Ok(resync);
+            }
+            Err(e) if is_not_found(&e) => return Ok(Action::await_change()),
+            Err(e) if is_conflict(&e) => {
+                attempt += 1;
+                if attempt >= ctx.settings.conflict_retries.max(1) {
+                    return Err(Error::Conflict {
+                        workload: id,
+                        attempts: attempt,
+                    });
+                }
+                tracing::debug!(workload = %id, attempt, "patch conflict; reading the workload again");
+                tokio::time::sleep(backoff(ctx.settings.conflict_backoff, attempt)).await;
+                match api.get_opt(&name).await? {
+                    Some(fresh) => obj = Arc::new(fresh),
+                    None => return Ok(Action::await_change()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `base * 2^(attempt-1)`, capped at 5 minutes.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(Duration::from_secs(300))
+}
+
+/// Counts the error and requeues the workload with a per-workload exponential backoff.
+pub fn error_policy<W: Workload>(workload: Arc<W>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(error.kind());
+    let id = super::desired::workload_id(
+        workload.namespace().as_deref().unwrap_or_default(),
+        W::KIND,
+        &workload.name_any(),
+    );
+    let failures = ctx.note_failure(&id);
+    let delay = backoff(Duration::from_secs(1), failures);
+    tracing::warn!(workload = %id, error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn config_list(plan: &StealPlan) -> String {
+    if plan.configs.is_empty() {
+        "none".into()
+    } else {
+        plan.configs.join(", ")
+    }
+}
+
+async fn record_rollout<W: Workload>(
+    obj: &W,
+    state: &WorkloadState,
+    plan: &StealPlan,
+    ctx: &Context,
+) {
+    let id = state.id();
+    let note = if plan.hash.is_empty() {
+        let why = state
+            .no_plan
+            .map(|r| r.describe())
+            .unwrap_or_else(|| "no config applies any more".into());
+        format!(
+            "tls-steal plan removed ({why}): rolling out so the pods lose the sidecar \
+             ({CONFIG_HASH_ANNOTATION} {:?} -> \"\")",
+            state.current_hash
+        )
+    } else {
+        format!(
+            "tls-steal plan changed: rolling out ({CONFIG_HASH_ANNOTATION} {:?} -> {:?}; ports {:?}; configs {})",
+            state.current_hash,
+            plan.hash,
+            plan.port_numbers(),
+            config_list(plan)
+        )
+    };
+    ctx.publish(
+        &Event {
+            type_: EventType::Normal,
+            reason: "RolloutTriggered".into(),
+            note: Some(note),
+            action: "Rollout".into(),
+            secondary: None,
+        },
+        &obj.object_ref(&()),
+    )
+    .await;
+    for config in &plan.configs {
+        let Some(reference) = ctx.config_reference(config) else {
+            continue;
+        };
+        ctx.publish(
+            &Event {
+                type_: EventType::Normal,
+                reason: "RolloutTriggered".into(),
+                note: Some(format!(
+                    "rolled out {id} so its pods get plan {:?} (ports {:?})",
+                    plan.hash,
+                    plan.port_numbers()
+                )),
+                action: "Rollout".into(),
+                secondary: Some(obj.object_ref(&())),
+            },
+            &reference,
+        )
+        .await;
+    }
+}
+
+/// A warning event on the workload, once per desired hash (the config status names it too).
+async fn report_disabled<W: Workload>(
+    obj: &W,
+    state: &WorkloadState,
+    plan: &StealPlan,
+    ctx: &Context,
+) {
+    let id = state.id();
+    if !ctx.first_report(&id, &plan.hash) {
+        return;
+    }
+    ctx.metrics.rollout_disabled(W::KIND);
+    tracing::info!(workload = %id, current = %state.current_hash, desired = %plan.hash, "rollout disabled by annotation");
+    ctx.publish(
+        &Event {
+            type_: EventType::Warning,
+            reason: "RolloutDisabled".into(),
+            note: Some(format!(
+                "not rolled out because of {ROLLOUT_ANNOTATION}: \"false\": the pods keep plan {:?} \
+                 while the current configs ({}) give {:?}",
+                state.current_hash,
+                config_list(plan),
+                plan.hash
+            )),
+            action: "Rollout".into(),
+            secondary: None,
+        },
+        &obj.object_ref(&()),
+    )
+    .await;
+    ctx.status_dirty.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let base = Duration::from_millis(200);
+        assert_eq!(backoff(base, 1), Duration::from_millis(200));
+        assert_eq!(backoff(base, 2), Duration::from_millis(400));
+        assert_eq!(backoff(base, 4), Duration::from_millis(1600));
+        assert_eq!(backoff(base, 100), Duration::from_secs(300));
+        assert_eq!(backoff(Duration::from_secs(1), 0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn error_kinds_are_metric_labels() {
+        let e = Error::Conflict {
+            workload: "a/Deployment/b".into(),
+            attempts: 5,
+        };
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert_eq!(e.kind().as_str(), "conflict");
+        assert!(e.to_string().contains("a/Deployment/b"));
+        assert_eq!(
+            ErrorKind::ALL.map(ErrorKind::as_str),
+            ["kube", "conflict", "invalid_object"]
+        );
+    }
+}

@@ -1,0 +1,284 @@
+//! `tls-steal-webhook inject -f obj.yaml --configs dir/`: prints the objects as the webhook would
+//! mutate them, without a cluster (like `istioctl kube-inject`).
+//!
+//! A Pod is mutated as at admission. For a Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or
+//! CronJob the pod template is mutated as if it were a pod of that workload (its target paths are
+//! the workload's, e.g. `deploy/web`). Other documents are printed unchanged. The mutation is
+//! applied as the same JSON patch the webhook would send, onto the document as read, so fields
+//! unknown to this build are kept. Sidecar mode `auto` means native here (no API server to ask).
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use serde_json::Value;
+use tls_steal_crds::{
+    ConfigSource, MirrordClusterTlsStealConfig, MirrordTlsStealConfig, Owner, OwnerKind, PodTarget,
+};
+
+use crate::mutate::{Outcome, mutate};
+use crate::serve::SidecarArgs;
+use crate::settings::{Settings, SidecarMode};
+
+/// `inject` flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct InjectArgs {
+    /// Pod or workload manifest (YAML or JSON, several documents allowed); `-` for stdin.
+    #[arg(short = 'f', long = "filename")]
+    pub file: PathBuf,
+    /// Directory of MirrordTlsStealConfig / MirrordClusterTlsStealConfig manifests (*.yaml,
+    /// *.yml, *.json; not recursive).
+    #[arg(long)]
+    pub configs: PathBuf,
+    /// Namespace of objects (and namespaced configs) that do not name one.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Output format.
+    #[arg(short = 'o', long, default_value = "yaml", value_parser = ["yaml", "json"])]
+    pub output: String,
+    #[command(flatten)]
+    pub sidecar: SidecarArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {kind} {name:?}: {message}")]
+    Object {
+        path: PathBuf,
+        kind: String,
+        name: String,
+        message: String,
+    },
+}
+
+fn read(path: &Path) -> Result<String, InjectError> {
+    let io = |source| InjectError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).map_err(io)
+    } else {
+        std::fs::read_to_string(path).map_err(io)
+    }
+}
+
+/// Parses every YAML (or JSON) document of a file.
+pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, InjectError> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| InjectError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// Every config of the files of `dir` (namespaced ones without a namespace get `namespace`).
+pub fn load_configs(dir: &Path, namespace: &str) -> Result<Vec<ConfigSource>, InjectError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| InjectError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        })
+        .collect();
+    files.sort();
+    let mut configs = Vec::new();
+    for path in files {
+        for doc in parse_documents(&path, &read(&path)?)? {
+            let kind = doc
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let bad = |e: serde_json::Error| InjectError::Object {
+                path: path.clone(),
+                kind: kind.clone(),
+                name: doc
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .into(),
+                message: e.to_string(),
+            };
+            match kind.as_str() {
+                "MirrordTlsStealConfig" => {
+                    let mut c: MirrordTlsStealConfig =
+                        serde_json::from_value(doc.clone()).map_err(bad)?;
+                    c.metadata
+                        .namespace
+                        .get_or_insert_with(|| namespace.to_owned());
+                    configs.push(ConfigSource::from(&c));
+                }
+                "MirrordClusterTlsStealConfig" => {
+                    let c: MirrordClusterTlsStealConfig =
+                        serde_json::from_value(doc.clone()).map_err(bad)?;
+                    configs.push(ConfigSource::from(&c));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(configs)
+}
+
+/// Where the pod template of a workload kind lives, and the owner kind it stands for.
+fn template_location(kind: &str) -> Option<(&'static str, OwnerKind)> {
+    Some(match kind {
+        "Deployment" => ("/spec/template", OwnerKind::Deployment),
+        "StatefulSet" => ("/spec/template", OwnerKind::StatefulSet),
+        "DaemonSet" => ("/spec/template", OwnerKind::DaemonSet),
+        "ReplicaSet" => ("/spec/template", OwnerKind::ReplicaSet),
+        "Job" => ("/spec/template", OwnerKind::Job),
+        "CronJob" => ("/spec/jobTemplate/spec/template", OwnerKind::CronJob),
+        _ => return None,
+    })
+}
+
+/// Builds the target (paths, owners) of the pod of a document.
+type TargetFn = Box<dyn Fn(&Pod) -> PodTarget>;
+
+/// What happened to one document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DocResult {
+    Injected,
+    Skipped(&'static str),
+    NotAWorkload,
+}
+
+/// Mutates one document in place.
+pub fn inject_document(
+    doc: &mut Value,
+    default_namespace: &str,
+    configs: &[ConfigSource],
+    settings: &Settings,
+) -> Result<DocResult, String> {
+    let kind = doc
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let name = doc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let namespace = doc
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or(default_namespace)
+        .to_owned();
+    let (pointer, target_of): (&str, TargetFn) = if kind == "Pod" {
+        ("", Box::new(PodTarget::from_pod))
+    } else if let Some((ptr, owner_kind)) = template_location(&kind) {
+        let owner = Owner::new(owner_kind, name.clone());
+        let f = move |p: &Pod| {
+            let tpl = PodTemplateSpec {
+                metadata: Some(p.metadata.clone()),
+                spec: p.spec.clone(),
+            };
+            PodTarget::from_template(&tpl, vec![owner.clone()])
+        };
+        (ptr, Box::new(f))
+    } else {
+        return Ok(DocResult::NotAWorkload);
+    };
+    let raw = doc.pointer_mut(pointer).ok_or("no pod template")?;
+    // The typed pod: for a template, its metadata and spec.
+    let mut pod_value = serde_json::json!({
+        "metadata": raw.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({})),
+        "spec": raw.get("spec").cloned().unwrap_or(Value::Null),
+    });
+    if pod_value["spec"].is_null() {
+        return Err("no pod spec".into());
+    }
+    if kind == "Pod"
+        && let Some(obj) = pod_value.as_object_mut()
+    {
+        obj.insert("apiVersion".into(), "v1".into());
+        obj.insert("kind".into(), "Pod".into());
+    }
+    let pod: Pod = serde_json::from_value(pod_value).map_err(|e| e.to_string())?;
+    let target = target_of(&pod);
+    let injection = match mutate(&pod, &target, &namespace, configs, settings) {
+        Outcome::Skipped(r) => return Ok(DocResult::Skipped(r.as_str())),
+        Outcome::Injected(i) => i,
+    };
+    if !injection.undeclared_ports.is_empty() {
+        tracing::warn!(ports = ?injection.undeclared_ports, %kind, %name, "captured ports that no container declares");
+    }
+    let before = serde_json::to_value(&pod).map_err(|e| e.to_string())?;
+    let after = serde_json::to_value(&injection.pod).map_err(|e| e.to_string())?;
+    let patch = json_patch::diff(&before, &after);
+    if raw.get("metadata").is_none()
+        && let Some(obj) = raw.as_object_mut()
+    {
+        obj.insert("metadata".into(), serde_json::json!({}));
+    }
+    json_patch::patch(raw, &patch).map_err(|e| e.to_string())?;
+    Ok(DocResult::Injected)
+}
+
+/// Runs the command, returning what to print.
+pub fn run(args: &InjectArgs) -> Result<String, InjectError> {
+    let settings = args.sidecar.settings(SidecarMode::Native);
+    let configs = load_configs(&args.configs, &args.namespace)?;
+    let mut docs = parse_documents(&args.file, &read(&args.file)?)?;
+    for doc in &mut docs {
+        let kind = doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let name = doc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        match inject_document(doc, &args.namespace, &configs, &settings) {
+            Ok(DocResult::Injected) => tracing::info!(%kind, %name, "injected"),
+            Ok(DocResult::Skipped(reason)) => tracing::info!(%kind, %name, reason, "not injected"),
+            Ok(DocResult::NotAWorkload) => {}
+            Err(message) => {
+                return Err(InjectError::Object {
+                    path: args.file.clone(),
+                    kind,
+                    name,
+                    message,
+                });
+            }
+        }
+    }
+    let render_err = |e: String| InjectError::Parse {
+        path: args.file.clone(),
+        message: e,
+    };
+    if args.output == "json" {
+        let v = if docs.len() == 1 {
+            docs.remove(0)
+        } else {
+            serde_json::json!({"apiVersion": "v1", "kind": "List", "items": docs})
+        };
+        return serde_json::to_string_pretty(&v)
+            .map(|s| s + "\n")
+            .map_err(|e| render_err(e.to_string()));
+    }
+    let mut out = String::new();
+    for (i, d) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_saphyr::to_string(d).map_err(|e| render_err(e.to_string()))?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,56 @@
+#![forbid(unsafe_code)]
+//! `tls-steal-webhook`: admission (`serve`, the default) and offline injection (`inject`).
+
+use clap::{Parser, Subcommand};
+use tls_steal_webhook::inject::{self, InjectArgs};
+use tls_steal_webhook::serve::{self, ServeArgs};
+
+#[derive(Parser)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
+enum Command {
+    /// Run the admission webhook (the default).
+    Serve(ServeArgs),
+    /// Print a pod or workload as the webhook would mutate it, without a cluster.
+    Inject(InjectArgs),
+    /// Run only the rollout controller (leader-elected; `serve --controller` runs it too).
+    Controller(tls_steal_webhook::controller::ControllerCommandArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Inject(args)) => {
+            print!("{}", inject::run(&args)?);
+            Ok(())
+        }
+        Some(Command::Serve(args)) => serve_blocking(args),
+        Some(Command::Controller(args)) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(tls_steal_webhook::controller::run_command(args)),
+        None => serve_blocking(cli.serve),
+    }
+}
+
+fn serve_blocking(args: ServeArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve::run(args))?;
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! `tls-steal-webhook serve`: wires the config caches, the certificate and the HTTPS server
+//! together against a cluster.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::admission::{Admission, Cluster};
+use crate::certs::{self, GeneratedCertOptions};
+use crate::configs::ConfigCache;
+use crate::metrics::Metrics;
+use crate::server::{self, AppState, DEFAULT_BODY_LIMIT};
+use crate::settings::{LabelArg, Settings, SidecarMode, SidecarModeArg, resources};
+
+/// Flags shared by `serve` and `inject`: what gets injected.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SidecarArgs {
+    /// Image of tls-steal-init and tls-steal-proxy.
+    #[arg(
+        long,
+        env = "TLS_STEAL_SIDECAR_IMAGE",
+        default_value = "ghcr.io/tls-steal/tls-steal-sidecar:latest"
+    )]
+    pub sidecar_image: String,
+    /// imagePullPolicy of the injected containers (unset: Kubernetes' default).
+    #[arg(long, env = "TLS_STEAL_SIDECAR_IMAGE_PULL_POLICY")]
+    pub image_pull_policy: Option<String>,
+    /// `native` (init container with restartPolicy Always), `classic` (first regular container)
+    /// or `auto` (native on Kubernetes 1.29+; `inject` without a cluster assumes native).
+    #[arg(
+        long,
+        value_enum,
+        env = "TLS_STEAL_SIDECAR_MODE",
+        default_value = "auto"
+    )]
+    pub sidecar_mode: SidecarModeArg,
+    #[arg(long, default_value = "10m")]
+    pub sidecar_cpu_request: String,
+    #[arg(long, default_value = "32Mi")]
+    pub sidecar_memory_request: String,
+    #[arg(long)]
+    pub sidecar_cpu_limit: Option<String>,
+    #[arg(long, default_value = "256Mi")]
+    pub sidecar_memory_limit: Option<String>,
+    /// Label (key=value) of the webhook's own pods, which are never injected.
+    #[arg(long, default_value = "app.kubernetes.io/name=tls-steal-webhook")]
+    pub self_label: LabelArg,
+}
+
+impl SidecarArgs {
+    /// The settings, with `auto` resolved to `detected`.
+    pub fn settings(&self, detected: SidecarMode) -> Settings {
+        Settings {
+            image: self.sidecar_image.clone(),
+            image_pull_policy: self.image_pull_policy.clone().filter(|p| !p.is_empty()),
+            resources: Some(resources(
+                &self.sidecar_cpu_request,
+                &self.sidecar_memory_request,
+                self.sidecar_cpu_limit.as_deref(),
+                self.sidecar_memory_limit.as_deref(),
+            )),
+            sidecar_mode: match self.sidecar_mode {
+                SidecarModeArg::Auto => detected,
+                SidecarModeArg::Native => SidecarMode::Native,
+                SidecarModeArg::Classic => SidecarMode::Classic,
+            },
+            self_label: Some((self.self_label.0.clone(), self.self_label.1.clone())),
+        }
+    }
+}
+
+/// `serve` flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Address of the HTTPS server.
+    #[arg(long, env = "TLS_STEAL_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub sidecar: SidecarArgs,
+    /// Serve this certificate (PEM chain) instead of generating one; reloaded when it changes.
+    #[arg(long, requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key of --tls-cert-file.
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// How often the certificate files are checked for changes.
+    #[arg(long, default_value = "10")]
+    pub tls_poll_seconds: u64,
+    /// The webhook's namespace (Secret and Service).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tls-steal")]
+    pub namespace: String,
+    /// Service name in front of the webhook (DNS names of the generated certificate).
+    #[arg(long, default_value = "tls-steal-webhook")]
+    pub service_name: String,
+    /// Secret holding the generated CA and certificate.
+    #[arg(long, default_value = "tls-steal-webhook-tls")]
+    pub secret_name: String,
+    /// MutatingWebhookConfiguration whose caBundle is kept in sync ("" to leave it alone).
+    #[arg(long, default_value = "tls-steal-webhook")]
+    pub webhook_config_name: String,
+    /// How often the generated certificate is checked for renewal.
+    #[arg(long, default_value = "3600")]
+    pub cert_check_seconds: u64,
+    /// Largest accepted AdmissionReview, in bytes (bigger: 413).
+    #[arg(long, default_value_t = DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+    /// `--controller`: also run the rollout controller (leader-elected) in this process.
+    #[command(flatten)]
+    pub controller: crate::controller::ServeControllerArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("connecting to the Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Cert(#[from] certs::CertError),
+    #[error("serving on {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the webhook until the process is stopped.
+pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    let client = Client::try_default().await?;
+    let detected = match client.apiserver_version().await {
+        Ok(v) => {
+            let mode = SidecarMode::for_version(&v.major, &v.minor);
+            tracing::info!(version = %v.git_version, mode = mode.as_str(), "API server version");
+            mode
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the API server version; assuming classic sidecars");
+            SidecarMode::Classic
+        }
+    };
+    let settings = args.sidecar.settings(detected);
+    tracing::info!(mode = settings.sidecar_mode.as_str(), image = %settings.image, "injection settings");
+
+    let cache = ConfigCache::start(client.clone());
+    if args.controller.enabled {
+        crate::controller::spawn(client.clone(), args.controller.args.clone());
+    }
+    let reporter = Reporter {
+        controller: "tls-steal-webhook".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let admission = Arc::new(Admission {
+        cache,
+        settings,
+        metrics: Arc::new(Metrics::default()),
+        cluster: Some(Cluster {
+            client: client.clone(),
+            recorder: Recorder::new(client.clone(), reporter),
+        }),
+    });
+    let tls_ready = Arc::new(AtomicBool::new(false));
+    let tls = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            certs::start_files(
+                cert.clone(),
+                key.clone(),
+                Duration::from_secs(args.tls_poll_seconds.max(1)),
+                tls_ready.clone(),
+            )
+            .await?
+        }
+        _ => {
+            let opts = GeneratedCertOptions {
+                namespace: args.namespace.clone(),
+                secret_name: args.secret_name.clone(),
+                service_name: args.service_name.clone(),
+                webhook_config_name: Some(args.webhook_config_name.clone())
+                    .filter(|n| !n.is_empty()),
+                check_interval: Duration::from_secs(args.cert_check_seconds.max(10)),
+            };
+            certs::start_generated(client, opts, tls_ready.clone()).await?
+        }
+    };
+    let listener = std::net::TcpListener::bind(args.listen).map_err(|source| ServeError::Io {
+        addr: args.listen,
+        source,
+    })?;
+    tracing::info!(addr = %args.listen, "serving /mutate");
+    let router = server::router(
+        AppState {
+            admission,
+            tls_ready,
+        },
+        args.body_limit,
+    );
+    server::serve_tls(listener, tls, router)
+        .await
+        .map_err(|source| ServeError::Io {
+            addr: args.listen,
+            source,
+        })
+}

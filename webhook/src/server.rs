@@ -1,0 +1,94 @@
+//! The thin HTTPS wrapper: `POST /mutate`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum_server::tls_rustls::RustlsConfig;
+use kube::core::admission::AdmissionResponse;
+
+use crate::admission::Admission;
+
+/// Largest accepted AdmissionReview body. Bigger ones get 413.
+pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub admission: Arc<Admission>,
+    /// Set once a serving certificate is loaded.
+    pub tls_ready: Arc<AtomicBool>,
+}
+
+/// The router, with `body_limit` bytes as the largest accepted review.
+pub fn router(state: AppState, body_limit: usize) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn mutate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                state.admission.metrics.oversized();
+            }
+            let review = AdmissionResponse::invalid(rejection.body_text()).into_review();
+            return json(status, serde_json::to_vec(&review).unwrap_or_default());
+        }
+    };
+    let answer = state.admission.review(&body).await;
+    json(
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK),
+        answer.body,
+    )
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let caches = state.admission.cache.is_ready();
+    let tls = state.tls_ready.load(Ordering::SeqCst);
+    if caches && tls {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        let msg = format!("not ready: config caches synced={caches}, certificate loaded={tls}");
+        (StatusCode::SERVICE_UNAVAILABLE, msg).into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = state
+        .admission
+        .metrics
+        .render(state.admission.cache.snapshot().len());
+    text.push_str(&crate::controller::render_metrics());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Serves `router` over TLS on an already bound listener until the process ends.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: RustlsConfig,
+    router: Router,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    axum_server::from_tcp_rustls(listener, tls)?
+        .serve(router.into_make_service())
+        .await
+}

@@ -1,0 +1,132 @@
+//! Shared by the HTTP tests and the benchmark: a real TLS server on 127.0.0.1 and a minimal
+//! HTTPS client (tokio-rustls + hyper http1) trusting only the generated CA.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum_server::tls_rustls::RustlsConfig;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tls_steal_webhook::admission::Admission;
+use tls_steal_webhook::certs::{self, CertBundle};
+use tls_steal_webhook::server::{self, AppState};
+
+pub const SERVICE: &str = "tls-steal-webhook";
+pub const NAMESPACE: &str = "tls-steal";
+
+pub fn sni() -> String {
+    format!("{SERVICE}.{NAMESPACE}.svc")
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub bundle: CertBundle,
+    pub state: AppState,
+}
+
+/// Starts the real router over TLS with a freshly generated certificate.
+pub async fn start(admission: Admission, body_limit: usize) -> TestServer {
+    let bundle = certs::generate(
+        &certs::dns_names(SERVICE, NAMESPACE),
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let tls = RustlsConfig::from_config(
+        certs::server_config(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = AppState {
+        admission: Arc::new(admission),
+        tls_ready: Arc::new(AtomicBool::new(true)),
+    };
+    let router = server::router(state.clone(), body_limit);
+    tokio::spawn(server::serve_tls(listener, tls, router));
+    TestServer {
+        addr,
+        bundle,
+        state,
+    }
+}
+
+pub fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+pub struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    /// The certificate chain the server presented.
+    pub peer_certs: Vec<CertificateDer<'static>>,
+}
+
+/// Opens one HTTPS connection (TLS verified against `ca_pem` with SNI `sni`).
+pub async fn connect(addr: SocketAddr, ca_pem: &str, sni: &str) -> std::io::Result<Conn> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let connector = tokio_rustls::TlsConnector::from(client_config(ca_pem));
+    let name = ServerName::try_from(sni.to_string()).unwrap();
+    let tls = connector.connect(name, tcp).await?;
+    let peer_certs = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .unwrap_or_default()
+        .to_vec();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(Conn { sender, peer_certs })
+}
+
+impl Conn {
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, Vec<u8>), hyper::Error> {
+        self.sender.ready().await?;
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", sni())
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes().to_vec();
+        Ok((status, body))
+    }
+
+    pub async fn post(&mut self, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+        self.request("POST", path, body).await.unwrap()
+    }
+
+    pub async fn get(&mut self, path: &str) -> (u16, Vec<u8>) {
+        self.request("GET", path, Vec::new()).await.unwrap()
+    }
+}

@@ -1,0 +1,372 @@
+//! The rollout controller's reconcile and status writer against a mock Kubernetes API.
+
+mod controller_common;
+
+/// Named so that `cargo nextest run controller` selects these tests.
+mod controller {
+
+    use std::sync::Arc;
+
+    use crate::controller_common::*;
+    use serde_json::{Value, json};
+    use tls_steal_crds::ConfigSource;
+    use tls_steal_webhook::controller::desired::WorkloadKind;
+    use tls_steal_webhook::controller::reconcile::{ErrorKind, reconcile};
+    use tls_steal_webhook::controller::sweep::sync_statuses;
+
+    const HASH_POINTER: &str = "/spec/template/metadata/annotations/tls-steal.io~1config-hash";
+
+    fn patches(log: &[Recorded]) -> Vec<&Recorded> {
+        log.iter().filter(|r| r.method == "PATCH").collect()
+    }
+
+    fn events(log: &[Recorded]) -> Vec<&Value> {
+        log.iter()
+            .filter(|r| r.is_event())
+            .map(|r| &r.body)
+            .collect()
+    }
+
+    /// `apps` opted in, config `web-tls` for `deploy/web` on 443, Deployment `web` with the given
+    /// template hash annotation (Null: no annotations map).
+    fn setup(template_annotations: Value, annotations: Value) -> (Harness, Value, String) {
+        let d = deployment("web", template_annotations, annotations);
+        let json_d = serde_json::to_value(&d).unwrap();
+        let config = ns_config(NS, "web-tls", spec(Some("deploy/web"), &[443]));
+        let mut h = harness(
+            vec![
+                (DEPLOY_PATH, json_d.clone()),
+                (CONFIG_PATH, serde_json::to_value(&config).unwrap()),
+            ],
+            0,
+        );
+        let expected = expected_hash(&d, &[ConfigSource::from(&config)]);
+        assert!(!expected.is_empty());
+        h.namespace(namespace(NS, true));
+        h.config(config);
+        (h, json_d, expected)
+    }
+
+    fn deploy_of(v: &Value) -> Arc<k8s_openapi::api::apps::v1::Deployment> {
+        Arc::new(serde_json::from_value(v.clone()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn hash_unchanged_means_no_request_at_all() {
+        let (mut h, _, expected) = setup(json!({}), Value::Null);
+        let d = deployment(
+            "web",
+            json!({"tls-steal.io/config-hash": expected}),
+            Value::Null,
+        );
+        h.deployment(d.clone());
+        reconcile(Arc::new(d), h.ctx.clone()).await.unwrap();
+        let metrics = h.metrics.clone();
+        let log = h.finish().await;
+        assert!(log.is_empty(), "unexpected requests: {log:?}");
+        assert_eq!(metrics.rollouts_of(WorkloadKind::Deployment), 0);
+    }
+
+    #[tokio::test]
+    async fn changed_hash_sends_exactly_one_json_patch() {
+        let (h, d, expected) = setup(
+            json!({"tls-steal.io/config-hash": "0123456789abcdef", "other": "x"}),
+            Value::Null,
+        );
+        reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
+        let patched = h.object(DEPLOY_PATH);
+        let metrics = h.metrics.clone();
+        let log = h.finish().await;
+
+        let p = patches(&log);
+        assert_eq!(p.len(), 1, "{log:#?}");
+        assert_eq!(p[0].path, DEPLOY_PATH);
+        assert_eq!(p[0].content_type, "application/json-patch+json");
+        assert!(p[0].query.contains("fieldManager=tls-steal-controller"));
+        assert_eq!(
+            p[0].body,
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": "100"},
+                {"op": "add", "path": HASH_POINTER, "value": expected},
+            ])
+        );
+        // No GET, nothing but the patch and the events.
+        assert!(log.iter().all(|r| r.method == "PATCH" || r.is_event()));
+        assert_eq!(
+            patched["spec"]["template"]["metadata"]["annotations"],
+            json!({"tls-steal.io/config-hash": expected, "other": "x"})
+        );
+
+        // One event on the workload, one on the config.
+        let ev = events(&log);
+        assert_eq!(ev.len(), 2, "{ev:#?}");
+        let on = |kind: &str| {
+            ev.iter()
+                .find(|e| e["regarding"]["kind"] == kind)
+                .unwrap_or_else(|| panic!("no event on a {kind}"))
+        };
+        let w = on("Deployment");
+        assert_eq!(w["reason"], "RolloutTriggered");
+        assert_eq!(w["type"], "Normal");
+        assert!(w["note"].as_str().unwrap().contains(&expected));
+        let c = on("MirrordTlsStealConfig");
+        assert_eq!(c["regarding"]["name"], "web-tls");
+        assert!(c["note"].as_str().unwrap().contains("apps/Deployment/web"));
+        assert_eq!(metrics.rollouts_of(WorkloadKind::Deployment), 1);
+
+        // The patched workload is in sync: a second reconcile (e.g. after a restart) does nothing.
+        let (mut h2, _, _) = setup(json!({}), Value::Null);
+        h2.deployment((*deploy_of(&patched)).clone());
+        reconcile(deploy_of(&patched), h2.ctx.clone())
+            .await
+            .unwrap();
+        assert!(h2.finish().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn missing_annotation_map_is_added_whole() {
+        let (h, d, expected) = setup(Value::Null, Value::Null);
+        reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
+        let patched = h.object(DEPLOY_PATH);
+        let log = h.finish().await;
+        let p = patches(&log);
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            p[0].body[1],
+            json!({"op": "add", "path": "/spec/template/metadata/annotations",
+               "value": {"tls-steal.io/config-hash": expected}})
+        );
+        assert_eq!(
+            patched["spec"]["template"]["metadata"]["annotations"]["tls-steal.io/config-hash"],
+            json!(expected)
+        );
+    }
+
+    #[tokio::test]
+    async fn opt_out_annotation_blocks_the_patch_and_the_status_says_why() {
+        let (mut h, d, expected) = setup(
+            json!({"tls-steal.io/config-hash": "0123456789abcdef"}),
+            json!({"tls-steal.io/rollout": "false"}),
+        );
+        h.deployment((*deploy_of(&d)).clone());
+        reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
+        // Reported once per desired hash, not on every resync.
+        reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
+        let patched = sync_statuses(&h.ctx).await.unwrap();
+        assert_eq!(patched, 1);
+        // Unchanged state: the status is not written again.
+        assert_eq!(sync_statuses(&h.ctx).await.unwrap(), 0);
+        let unchanged = h.object(DEPLOY_PATH);
+        let log = h.finish().await;
+
+        assert!(
+            log.iter()
+                .all(|r| !(r.path == DEPLOY_PATH && r.method == "PATCH")),
+            "the workload was patched: {log:#?}"
+        );
+        assert_eq!(unchanged, d, "the workload changed");
+        let ev = events(&log);
+        assert_eq!(ev.len(), 1, "{ev:#?}");
+        assert_eq!(ev[0]["type"], "Warning");
+        assert_eq!(ev[0]["reason"], "RolloutDisabled");
+        assert_eq!(ev[0]["regarding"]["name"], "web");
+        assert!(ev[0]["note"].as_str().unwrap().contains(&expected));
+
+        let p = patches(&log);
+        assert_eq!(p.len(), 1, "{log:#?}");
+        assert_eq!(p[0].path, CONFIG_STATUS_PATH);
+        assert_eq!(p[0].content_type, "application/merge-patch+json");
+        let status = &p[0].body["status"];
+        assert_eq!(status["observedGeneration"], 3);
+        assert_eq!(status["matchedWorkloads"], json!(["apps/Deployment/web"]));
+        assert_eq!(status["matchedCount"], 1);
+        assert_eq!(status["conflictCount"], 0);
+        let cond = |t: &str| {
+            status["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == t)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(cond("Valid")["status"], "True");
+        let rolled = cond("RolledOut");
+        assert_eq!(rolled["status"], "False");
+        assert_eq!(rolled["reason"], "RolloutDisabled");
+        let msg = rolled["message"].as_str().unwrap();
+        assert!(msg.contains("apps/Deployment/web"), "{msg}");
+        assert!(msg.contains("tls-steal.io/rollout"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn deleted_config_rolls_back_to_no_plan() {
+        let d = deployment(
+            "web",
+            json!({"tls-steal.io/config-hash": "0123456789abcdef"}),
+            Value::Null,
+        );
+        let json_d = serde_json::to_value(&d).unwrap();
+        let mut h = harness(vec![(DEPLOY_PATH, json_d)], 0);
+        h.namespace(namespace(NS, true));
+        // No config at all any more.
+        reconcile(Arc::new(d), h.ctx.clone()).await.unwrap();
+        let patched = h.object(DEPLOY_PATH);
+        let log = h.finish().await;
+        let p = patches(&log);
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            p[0].body,
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": "100"},
+                {"op": "add", "path": HASH_POINTER, "value": ""},
+            ])
+        );
+        assert_eq!(
+            patched["spec"]["template"]["metadata"]["annotations"]["tls-steal.io/config-hash"],
+            ""
+        );
+        let ev = events(&log);
+        assert_eq!(ev.len(), 1);
+        assert!(ev[0]["note"].as_str().unwrap().contains("plan removed"));
+    }
+
+    #[tokio::test]
+    async fn namespace_losing_its_label_rolls_back_to_no_plan() {
+        let (mut h, d, _) = setup(
+            json!({"tls-steal.io/config-hash": "0123456789abcdef"}),
+            Value::Null,
+        );
+        h.namespace(namespace(NS, false));
+        reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
+        let log = h.finish().await;
+        let p = patches(&log);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].body[1]["value"], "");
+        let ev = events(&log);
+        assert!(
+            ev[0]["note"]
+                .as_str()
+                .unwrap()
+                .contains("not labelled tls-steal-injection=enabled")
+        );
+    }
+
+    #[tokio::test]
+    async fn namespace_not_opted_in_and_no_hash_means_no_request() {
+        let (mut h, _, _) = setup(json!({}), Value::Null);
+        h.namespace(namespace(NS, false));
+        let d = deployment("web", json!({"unrelated": "1"}), Value::Null);
+        reconcile(Arc::new(d), h.ctx.clone()).await.unwrap();
+        assert!(h.finish().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn conflicts_are_retried_on_a_fresh_read() {
+        let d = deployment("web", json!({}), Value::Null);
+        let json_d = serde_json::to_value(&d).unwrap();
+        let mut h = harness(vec![(DEPLOY_PATH, json_d)], 1);
+        let config = ns_config(NS, "web-tls", spec(Some("deploy/web"), &[443]));
+        let expected = expected_hash(&d, &[ConfigSource::from(&config)]);
+        h.namespace(namespace(NS, true));
+        h.config(config);
+        reconcile(Arc::new(d), h.ctx.clone()).await.unwrap();
+        let log = h.finish().await;
+        let calls: Vec<(&str, &str)> = log
+            .iter()
+            .filter(|r| !r.is_event())
+            .map(|r| (r.method.as_str(), r.path.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("PATCH", DEPLOY_PATH),
+                ("GET", DEPLOY_PATH),
+                ("PATCH", DEPLOY_PATH)
+            ]
+        );
+        let p = patches(&log);
+        assert_eq!(p[0].body[0]["value"], "100");
+        // The object changed under us (101); the retry tests the fresh version.
+        assert_eq!(p[1].body[0]["value"], "101");
+        assert_eq!(p[1].body[1]["value"], json!(expected));
+    }
+
+    #[tokio::test]
+    async fn persistent_conflicts_become_a_conflict_error() {
+        let d = deployment("web", json!({}), Value::Null);
+        let json_d = serde_json::to_value(&d).unwrap();
+        let mut h = harness(vec![(DEPLOY_PATH, json_d)], usize::MAX);
+        h.namespace(namespace(NS, true));
+        h.config(ns_config(NS, "web-tls", spec(Some("deploy/web"), &[443])));
+        let err = reconcile(Arc::new(d), h.ctx.clone()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        let log = h.finish().await;
+        assert_eq!(patches(&log).len(), 5);
+    }
+
+    #[tokio::test]
+    async fn status_reports_invalid_configs_and_port_conflicts() {
+        let d = deployment("web", json!({}), Value::Null);
+        let web_tls = ns_config(NS, "web-tls", spec(Some("deploy/web"), &[443]));
+        // Loses port 443 to the namespaced config.
+        let everything = cluster_config("everything", spec(None, &[443, 8443]));
+        let mut bad = spec(Some("deploy/web"), &[9443]);
+        bad.ports[0].agent_as_server.authentication.cert_pem = "relative.pem".into();
+        let broken = ns_config(NS, "broken", bad);
+        let base = "/apis/mirrord.metalbear.co/v1alpha";
+        let mut h = harness(
+            vec![
+                (DEPLOY_PATH, serde_json::to_value(&d).unwrap()),
+                (CONFIG_PATH, serde_json::to_value(&web_tls).unwrap()),
+                (
+                    &format!("{base}/mirrordclustertlsstealconfigs/everything"),
+                    serde_json::to_value(&everything).unwrap(),
+                ),
+                (
+                    &format!("{base}/namespaces/apps/mirrordtlsstealconfigs/broken"),
+                    serde_json::to_value(&broken).unwrap(),
+                ),
+            ],
+            0,
+        );
+        h.namespace(namespace(NS, true));
+        h.deployment(d);
+        h.config(web_tls);
+        h.cluster_config(everything);
+        h.config(broken);
+        assert_eq!(sync_statuses(&h.ctx).await.unwrap(), 3);
+        let log = h.finish().await;
+        let status_of = |name: &str| {
+            log.iter()
+                .find(|r| r.path.ends_with(&format!("/{name}/status")))
+                .unwrap()
+                .body["status"]
+                .clone()
+        };
+        let everything = status_of("everything");
+        assert_eq!(
+            everything["matchedWorkloads"],
+            json!(["apps/Deployment/web"])
+        );
+        assert_eq!(everything["conflictCount"], 1);
+        assert_eq!(
+            everything["portConflicts"],
+            json!([{"port": 443, "workload": "apps/Deployment/web",
+                "keptBy": "MirrordTlsStealConfig/apps/web-tls"}])
+        );
+        assert_eq!(status_of("web-tls")["conflictCount"], 0);
+        let broken = status_of("broken");
+        let valid = &broken["conditions"][0];
+        assert_eq!(valid["type"], "Valid");
+        assert_eq!(valid["status"], "False");
+        assert_eq!(valid["reason"], "InvalidSpec");
+        assert!(
+            valid["message"]
+                .as_str()
+                .unwrap()
+                .contains("spec.ports[0].agentAsServer.authentication.certPem"),
+            "{valid}"
+        );
+    }
+}
