@@ -1,0 +1,7 @@
+#![forbid(unsafe_code)]
+//! `tls-steal-sidecar` as a library: the `init` (iptables capture) and `proxy` (TLS termination,
+//! routing, forwarding) halves, so the binary stays a thin CLI and tests drive the real code.
+
+pub mod init;
+pub mod proxy;
+pub mod session;

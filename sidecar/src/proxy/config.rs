@@ -1,0 +1,153 @@
+//! The proxy's settings: command-line arguments and the steal plan they point to.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tls_steal_crds::StealPlan;
+
+use super::files::FileResolver;
+
+/// The plan could not be obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no steal plan: pass --plan FILE or set TLS_STEAL_PLAN")]
+    NoPlan,
+    #[error("cannot read the steal plan file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid steal plan: {0}")]
+    Plan(#[from] tls_steal_crds::plan::PlanError),
+}
+
+/// `tls-steal-sidecar proxy` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProxyArgs {
+    /// The resolved steal plan as a JSON file (takes precedence over `TLS_STEAL_PLAN`).
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
+    /// The resolved steal plan as JSON (set by the webhook).
+    #[arg(long = "plan-json", env = "TLS_STEAL_PLAN", hide_env_values = true)]
+    pub plan_json: Option<String>,
+    /// Where redirected connections arrive (repeatable). IPv6 listeners are v6-only; one that
+    /// cannot be bound (no IPv6 in the pod) is skipped with a warning.
+    #[arg(long, default_values = ["0.0.0.0:15443", "[::]:15443"])]
+    pub listen: Vec<SocketAddr>,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    #[arg(long, default_value = "0.0.0.0:15401")]
+    pub admin: SocketAddr,
+    /// The session API (`kubectl-steal` reaches it through port-forward; keep it on loopback).
+    #[arg(long, default_value = "127.0.0.1:15400")]
+    pub session_api: SocketAddr,
+    /// Use this original destination instead of `SO_ORIGINAL_DST` (tests, setups without
+    /// iptables). Every connection is then treated as sent to this address.
+    #[arg(long)]
+    pub orig_dst_override: Option<SocketAddr>,
+    /// A process of the target container, whose `/proc/<pid>/root` is searched for PEM files not
+    /// mounted into the sidecar (default: every visible process).
+    #[arg(long)]
+    pub target_pid: Option<u32>,
+    /// Seconds a client may take to send a complete HTTP/1 request head.
+    #[arg(long, default_value_t = 10)]
+    pub header_read_timeout: u64,
+    /// Seconds allowed for the client TLS handshake.
+    #[arg(long, default_value_t = 10)]
+    pub handshake_timeout: u64,
+    /// Seconds allowed to connect (TCP + TLS) to the application.
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Milliseconds to wait for the first bytes of a TLS connection without ALPN before relaying
+    /// it as a non-HTTP stream.
+    #[arg(long, default_value_t = 2000)]
+    pub sniff_timeout_ms: u64,
+    /// Milliseconds between checks of the certificate files.
+    #[arg(long, default_value_t = 1000)]
+    pub reload_interval_ms: u64,
+    /// Seconds to let in-flight requests finish after SIGTERM.
+    #[arg(long, default_value_t = 25)]
+    pub drain_timeout: u64,
+    /// Largest HTTP/1 request head / HTTP/2 header list accepted, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+}
+
+/// Everything the proxy runs with.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub plan: StealPlan,
+    pub listen: Vec<SocketAddr>,
+    /// `None`: no admin listener.
+    pub admin: Option<SocketAddr>,
+    /// The session API listener; `None`: no session can register (the CLI sets 127.0.0.1:15400).
+    pub session_api: Option<SocketAddr>,
+    pub orig_dst_override: Option<SocketAddr>,
+    pub files: FileResolver,
+    pub header_read_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub sniff_timeout: Duration,
+    pub reload_interval: Duration,
+    pub drain_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+impl ProxyConfig {
+    /// Defaults for `plan`, listening on the standard ports.
+    pub fn new(plan: StealPlan) -> Self {
+        ProxyConfig {
+            plan,
+            listen: vec![
+                "0.0.0.0:15443".parse().unwrap(),
+                "[::]:15443".parse().unwrap(),
+            ],
+            admin: Some("0.0.0.0:15401".parse().unwrap()),
+            session_api: None,
+            orig_dst_override: None,
+            files: FileResolver::default(),
+            header_read_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            sniff_timeout: Duration::from_secs(2),
+            reload_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(25),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl ProxyArgs {
+    /// Reads and checks the plan (version and hash), and builds the configuration.
+    pub fn into_config(self) -> Result<ProxyConfig, ConfigError> {
+        let json = match (&self.plan, self.plan_json) {
+            (Some(path), _) => {
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            (None, Some(json)) => json,
+            (None, None) => return Err(ConfigError::NoPlan),
+        };
+        let plan = StealPlan::from_json(&json)?;
+        Ok(ProxyConfig {
+            plan,
+            listen: self.listen,
+            admin: Some(self.admin),
+            session_api: Some(self.session_api),
+            orig_dst_override: self.orig_dst_override,
+            files: FileResolver {
+                target_pid: self.target_pid,
+                ..FileResolver::default()
+            },
+            header_read_timeout: Duration::from_secs(self.header_read_timeout),
+            handshake_timeout: Duration::from_secs(self.handshake_timeout),
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            sniff_timeout: Duration::from_millis(self.sniff_timeout_ms),
+            reload_interval: Duration::from_millis(self.reload_interval_ms),
+            drain_timeout: Duration::from_secs(self.drain_timeout),
+            max_header_bytes: self.max_header_bytes,
+        })
+    }
+}

@@ -1,0 +1,210 @@
+//! One client connection: original destination → port state → TLS handshake → protocol
+//! (ALPN, else sniffing) → HTTP serving with per-request routing, or a byte relay.
+//! Every failure here ends this connection only, and is logged with the client address, the
+//! original destination and the port (the span fields).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::Shared;
+use super::forward::{ProxyBody, error_chain, text_response};
+use super::metrics::{ConnKind, HandshakeFailure};
+use super::orig_dst::original_dst;
+use super::passthrough::relay_tcp;
+use super::ports::ActivePort;
+use super::route::{ConnInfo, Route};
+use super::sniff::{Prefixed, Sniffed, classify};
+use super::tls_client::server_name;
+
+/// Handles one accepted connection to its end.
+pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, client: SocketAddr) {
+    let _guard = shared.drain.guard();
+    let _ = tcp.set_nodelay(true);
+    let dst = match original_dst(&tcp, shared.cfg.orig_dst_override) {
+        Ok(d) => d,
+        Err(e) => {
+            return warn!(%client, error = %e, "cannot tell the original destination; closing the connection");
+        }
+    };
+    let port = dst.port();
+    let span = info_span!("conn", %client, original_dst = %dst, port);
+    async move {
+        let active = shared.ports.get(port).and_then(|p| p.active());
+        match active {
+            None => {
+                shared.metrics.port(port).connection(ConnKind::Passthrough);
+                relay_tcp(tcp, dst, shared.cfg.connect_timeout).await
+            }
+            Some(active) => serve_tls(shared, active, tcp, client, dst).await,
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+enum Proto {
+    H1,
+    H2,
+    Opaque,
+}
+
+async fn serve_tls(
+    shared: Arc<Shared>,
+    active: Arc<ActivePort>,
+    tcp: TcpStream,
+    client: SocketAddr,
+    dst: SocketAddr,
+) {
+    let port = dst.port();
+    let m = shared.metrics.port(port);
+    let acceptor = TlsAcceptor::from(active.server.clone());
+    let mut tls =
+        match tokio::time::timeout(shared.cfg.handshake_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                let why = HandshakeFailure::classify(&e);
+                m.handshake_failure(why);
+                return info!(reason = why.label(), error = %e, "client TLS handshake failed");
+            }
+            Err(_) => {
+                m.handshake_failure(HandshakeFailure::Timeout);
+                return info!("client TLS handshake timed out");
+            }
+        };
+    drop(active);
+    m.connection(ConnKind::Tls);
+    let (_, session) = tls.get_ref();
+    let info = Arc::new(ConnInfo {
+        client,
+        original_dst: dst,
+        port,
+        sni: session.server_name().map(str::to_owned),
+        alpn: session.alpn_protocol().map(<[u8]>::to_vec),
+    });
+    let (proto, prefix) = match info.alpn.as_deref() {
+        Some(b"h2") => (Proto::H2, Bytes::new()),
+        Some(b"http/1.1" | b"http/1.0") => (Proto::H1, Bytes::new()),
+        Some(_) => (Proto::Opaque, Bytes::new()),
+        None => match sniff(&mut tls, shared.cfg.sniff_timeout).await {
+            Some((Sniffed::Http1, b)) => (Proto::H1, b),
+            Some((Sniffed::Http2, b)) => (Proto::H2, b),
+            Some((_, b)) => (Proto::Opaque, b),
+            None => return debug!("client closed before sending anything"),
+        },
+    };
+    let io = Prefixed::new(prefix, tls);
+    match proto {
+        Proto::Opaque => {
+            m.connection(ConnKind::Opaque);
+            relay_tls(&shared, &info, io).await
+        }
+        Proto::H1 | Proto::H2 => serve_http(shared, info, io, matches!(proto, Proto::H2)).await,
+    }
+}
+
+/// Reads until the first bytes tell the protocol. `None` when the client closed without a byte.
+/// A client that stays silent past `wait` (a server-speaks-first protocol) is relayed.
+async fn sniff<S: AsyncRead + Unpin>(s: &mut S, wait: Duration) -> Option<(Sniffed, Bytes)> {
+    let mut buf = BytesMut::with_capacity(64);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match classify(&buf) {
+            Sniffed::NeedMore => {}
+            other => return Some((other, buf.freeze())),
+        }
+        match tokio::time::timeout_at(deadline, s.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) if buf.is_empty() => return None,
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Some((Sniffed::Opaque, buf.freeze())),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+async fn serve_http<S>(shared: Arc<Shared>, info: Arc<ConnInfo>, io: S, h2: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc_shared = shared.clone();
+    let svc_info = info.clone();
+    let svc = service_fn(move |req| {
+        let shared = svc_shared.clone();
+        let info = svc_info.clone();
+        async move { Ok::<_, Infallible>(handle_request(&shared, &info, req).await) }
+    });
+    let builder = if h2 { &shared.http.h2 } else { &shared.http.h1 };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shared.shutdown.wait() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %error_chain(&*e), "client connection ended with an error");
+    }
+}
+
+async fn handle_request(
+    shared: &Shared,
+    info: &ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let (parts, body) = req.into_parts();
+    let route = shared.router.route(&parts, info);
+    let req = Request::from_parts(parts, body);
+    let req = match route {
+        Route::Forward => req.map(http_body_util::BodyExt::boxed_unsync),
+        Route::Steal(stolen) => return stolen.serve(req, info).await,
+        Route::Mirror(mirrored) => mirrored.tee(req, info),
+    };
+    match shared.ports.get(info.port).and_then(|p| p.active()) {
+        Some(active) => active.forwarder.forward(info, req).await,
+        None => text_response(
+            StatusCode::BAD_GATEWAY,
+            "tls-steal-proxy: port has no usable TLS material\n".into(),
+        ),
+    }
+}
+
+/// Non-HTTP over TLS: a new TLS connection to the app (same SNI, same ALPN), bytes copied.
+async fn relay_tls<S>(shared: &Shared, info: &ConnInfo, mut io: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(active) = shared.ports.get(info.port).and_then(|p| p.active()) else {
+        return;
+    };
+    let alpn: Vec<Vec<u8>> = info.alpn.iter().cloned().collect();
+    let connector = tokio_rustls::TlsConnector::from(active.forwarder.upstream_config(&alpn));
+    let name = server_name(info.sni.as_deref(), None, info.original_dst.ip());
+    let connect = async {
+        let tcp = TcpStream::connect(info.original_dst).await?;
+        tcp.set_nodelay(true)?;
+        connector.connect(name, tcp).await
+    };
+    let mut upstream = match tokio::time::timeout(shared.cfg.connect_timeout, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return warn!(error = %error_chain(&e), "relay: TLS connection to the application failed");
+        }
+        Err(_) => return warn!("relay: connecting to the application timed out"),
+    };
+    match tokio::io::copy_bidirectional(&mut io, &mut upstream).await {
+        Ok((up, down)) => debug!(up, down, "relay closed"),
+        Err(e) => debug!(error = %e, "relay ended with an error"),
+    }
+}

@@ -1,0 +1,133 @@
+//! A port's TLS material: every file its plan entry names, read in one pass, and the rustls
+//! configurations built from it. Reading and building are separate so the reloader can compare
+//! raw bytes cheaply and only rebuild on change.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use tls_steal_crds::plan::PortPlan;
+
+use super::files::{FileError, FileResolver};
+use super::pem::PemError;
+use super::tls_client::{self, UpstreamTls};
+use super::tls_server;
+
+/// Why a port's material is unusable: the file (or setting) and the reason.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("{what}: {reason}")]
+pub struct MaterialError {
+    /// A file path, or the name of the setting at fault.
+    pub what: String,
+    pub reason: String,
+}
+
+impl MaterialError {
+    pub fn new(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        MaterialError {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<PemError> for MaterialError {
+    fn from(e: PemError) -> Self {
+        MaterialError {
+            what: e.file,
+            reason: e.reason,
+        }
+    }
+}
+
+impl From<FileError> for MaterialError {
+    fn from(e: FileError) -> Self {
+        MaterialError {
+            what: e.path,
+            reason: e.reason,
+        }
+    }
+}
+
+/// One file as read.
+#[derive(Clone, Debug, Hash)]
+pub struct RawFile {
+    pub path: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Every file of one port entry, read.
+#[derive(Clone, Debug, Hash)]
+pub struct RawMaterial {
+    pub server_cert: RawFile,
+    pub server_key: RawFile,
+    pub server_roots: Vec<RawFile>,
+    pub client_auth: Option<(RawFile, RawFile)>,
+    pub client_roots: Vec<RawFile>,
+}
+
+impl RawMaterial {
+    /// Reads every file `plan` refers to.
+    pub fn read(plan: &PortPlan, files: &FileResolver) -> Result<Self, MaterialError> {
+        let one = |p: &str| -> Result<RawFile, MaterialError> {
+            Ok(RawFile {
+                path: p.to_owned(),
+                bytes: files.read(p)?,
+            })
+        };
+        let many = |paths: &[String]| -> Result<Vec<RawFile>, MaterialError> {
+            let mut v = Vec::new();
+            for p in paths {
+                v.extend(
+                    files
+                        .read_file_or_dir(p)?
+                        .into_iter()
+                        .map(|(path, bytes)| RawFile { path, bytes }),
+                );
+            }
+            Ok(v)
+        };
+        let s = &plan.agent_as_server;
+        let c = &plan.agent_as_client;
+        Ok(RawMaterial {
+            server_cert: one(&s.authentication.cert_pem)?,
+            server_key: one(&s.authentication.key_pem)?,
+            server_roots: many(
+                s.verification
+                    .as_ref()
+                    .map(|v| v.trust_roots.as_slice())
+                    .unwrap_or_default(),
+            )?,
+            client_auth: match &c.authentication {
+                Some(a) => Some((one(&a.cert_pem)?, one(&a.key_pem)?)),
+                None => None,
+            },
+            client_roots: many(&c.verification.trust_roots)?,
+        })
+    }
+
+    /// A cheap change detector over every byte and path read.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// The usable TLS material of a port: the server side toward clients, the client side toward
+/// the application.
+pub struct PortTls {
+    pub server: Arc<rustls::ServerConfig>,
+    pub upstream: Arc<UpstreamTls>,
+}
+
+impl PortTls {
+    pub fn build(plan: &PortPlan, raw: &RawMaterial) -> Result<Self, MaterialError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = tls_server::server_config(&plan.agent_as_server, raw, provider.clone())?;
+        let upstream = tls_client::upstream_tls(&plan.agent_as_client, raw, provider)?;
+        Ok(PortTls {
+            server: Arc::new(server),
+            upstream: Arc::new(upstream),
+        })
+    }
+}

@@ -1,0 +1,259 @@
+//! `tls-steal-sidecar proxy`: the TLS-terminating hop of the `tls-steal-proxy` container.
+//!
+//! Wiring only; each concern lives in its own module:
+//! [`config`] (arguments, plan), [`files`] (target-container paths), [`pem`], [`material`],
+//! [`tls_server`], [`tls_client`], [`ports`] (per-port state), [`reload`], [`orig_dst`],
+//! [`conn`] (one connection), [`sniff`], [`route`] (per-request decision), [`forward`],
+//! [`passthrough`], [`admin`], [`metrics`], [`shutdown`].
+
+pub mod admin;
+pub mod config;
+pub mod conn;
+pub mod files;
+pub mod forward;
+pub mod material;
+pub mod metrics;
+pub mod orig_dst;
+pub mod passthrough;
+pub mod pem;
+pub mod ports;
+pub mod reload;
+pub mod route;
+pub mod shutdown;
+pub mod sniff;
+pub mod tls_client;
+pub mod tls_server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+pub use config::{ConfigError, ProxyArgs, ProxyConfig};
+use metrics::Metrics;
+use ports::PortTable;
+use route::Router;
+use shutdown::{Drain, Shutdown};
+
+/// The proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("no capture listener could be bound")]
+    NoListener,
+}
+
+/// The HTTP server builders, configured once.
+pub struct HttpBuilders {
+    pub h1: auto::Builder<TokioExecutor>,
+    pub h2: auto::Builder<TokioExecutor>,
+}
+
+impl HttpBuilders {
+    fn new(cfg: &ProxyConfig) -> Self {
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(cfg.header_read_timeout)
+            .preserve_header_case(true)
+            .max_buf_size(cfg.max_header_bytes.max(8192));
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(cfg.max_header_bytes as u32)
+            .max_concurrent_streams(1000);
+        HttpBuilders {
+            h1: b.clone().http1_only(),
+            h2: b.http2_only(),
+        }
+    }
+}
+
+/// What every connection task shares.
+pub struct Shared {
+    pub cfg: ProxyConfig,
+    pub ports: PortTable,
+    pub metrics: Arc<Metrics>,
+    pub router: Arc<dyn Router>,
+    pub http: HttpBuilders,
+    pub shutdown: Shutdown,
+    pub drain: Drain,
+}
+
+/// A running proxy.
+pub struct ProxyHandle {
+    /// The bound capture listeners (resolved ports when `:0` was asked).
+    pub listen: Vec<SocketAddr>,
+    /// The bound admin listener.
+    pub admin: Option<SocketAddr>,
+    /// The bound session API listener (`cfg.session_api`).
+    pub session_api: Option<SocketAddr>,
+    shutdown: Shutdown,
+    task: JoinHandle<()>,
+}
+
+impl ProxyHandle {
+    /// Starts the graceful shutdown (as SIGTERM does).
+    pub fn shutdown(&self) {
+        self.shutdown.trigger();
+    }
+
+    /// Waits until the proxy has drained (or hit the drain deadline).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    TcpListener::from_std(s.into())
+}
+
+/// Loads the plan's material, binds the listeners (and the session API, `cfg.session_api`) and
+/// serves: each request is forwarded unless a session's filter takes it ([`crate::session`]).
+pub async fn start(cfg: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
+    let sessions =
+        crate::session::Sessions::new(crate::session::SessionConfig::new(cfg.plan.port_numbers()));
+    start_with_router(cfg, sessions).await
+}
+
+/// As [`start`], with the routing decision made by `router`.
+pub async fn start_with_router(
+    cfg: ProxyConfig,
+    router: Arc<dyn Router>,
+) -> Result<ProxyHandle, ProxyError> {
+    let metrics = Arc::new(Metrics::new(cfg.plan.port_numbers()));
+    let ports = {
+        let (plan, files, m, t) = (
+            cfg.plan.clone(),
+            cfg.files.clone(),
+            metrics.clone(),
+            cfg.connect_timeout,
+        );
+        tokio::task::spawn_blocking(move || PortTable::load(&plan, files, m, t))
+            .await
+            .expect("port loading panicked")
+    };
+    let mut listeners = Vec::new();
+    for addr in &cfg.listen {
+        match bind(*addr) {
+            Ok(l) => listeners.push(l),
+            Err(e) if addr.is_ipv6() => warn!(%addr, error = %e, "IPv6 capture listener not bound"),
+            Err(source) => {
+                return Err(ProxyError::Bind {
+                    addr: *addr,
+                    source,
+                });
+            }
+        }
+    }
+    if listeners.is_empty() {
+        return Err(ProxyError::NoListener);
+    }
+    let admin = match cfg.admin {
+        Some(addr) => Some(bind(addr).map_err(|source| ProxyError::Bind { addr, source })?),
+        None => None,
+    };
+    let listen: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    let shutdown = Shutdown::default();
+    let shared = Arc::new(Shared {
+        http: HttpBuilders::new(&cfg),
+        cfg,
+        ports,
+        metrics,
+        router,
+        shutdown: shutdown.clone(),
+        drain: Drain::default(),
+    });
+    let session_api = shared
+        .router
+        .attach(&shared)
+        .map_err(|source| ProxyError::Bind {
+            addr: shared
+                .cfg
+                .session_api
+                .unwrap_or_else(crate::session::default_api_addr),
+            source,
+        })?;
+    info!(listen = ?listen, admin = ?admin_addr, ports = ?shared.cfg.plan.port_numbers(), "tls-steal-proxy serving");
+
+    let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, shared.clone())));
+    let reload_task = tokio::spawn(reload::run(shared.clone()));
+    let accept_tasks: Vec<_> = listeners
+        .into_iter()
+        .map(|l| tokio::spawn(accept_loop(l, shared.clone())))
+        .collect();
+
+    let task = tokio::spawn(async move {
+        shared.shutdown.wait().await;
+        info!("shutting down: no new connections, draining in-flight requests");
+        for t in accept_tasks {
+            let _ = t.await;
+        }
+        reload_task.abort();
+        if shared.drain.wait(shared.cfg.drain_timeout).await {
+            info!("drained");
+        } else {
+            warn!(
+                live = shared.drain.live(),
+                "drain deadline reached; closing remaining connections"
+            );
+        }
+        if let Some(t) = admin_task {
+            t.abort();
+        }
+    });
+    Ok(ProxyHandle {
+        listen,
+        admin: admin_addr,
+        session_api,
+        shutdown,
+        task,
+    })
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, client)) => {
+                    tokio::spawn(conn::handle(shared.clone(), tcp, client));
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off, never exit.
+                    error!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = shared.shutdown.wait() => return,
+        }
+    }
+}
+
+/// Runs until SIGTERM/SIGINT, then drains.
+pub async fn run(cfg: ProxyConfig) -> Result<(), ProxyError> {
+    let handle = start(cfg).await?;
+    shutdown::signal().await;
+    handle.shutdown();
+    handle.wait().await;
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! The proxy as TLS client toward the application (`agentAsClient`).
+//!
+//! * `authentication` absent → anonymous; present → that chain and key as client certificate.
+//! * `verification`: `acceptAnyCert` (signatures still checked) or exactly the `trustRoots`;
+//!   system roots are never used, so no roots and no `acceptAnyCert` is a configuration error.
+//! * SNI: the client's SNI, else the request authority's host, else the original destination
+//!   IP ([`server_name`]).
+//! * ALPN: chosen per connection by the caller ([`UpstreamTls::config`]); the base config is
+//!   cloned per ALPN list and cached, sharing the session-resumption store.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tls_steal_crds::types::AgentAsClient;
+
+use super::material::{MaterialError, RawMaterial};
+use super::{pem, tls_server};
+
+/// The client configurations of one port, per offered ALPN list.
+pub struct UpstreamTls {
+    base: Arc<ClientConfig>,
+    by_alpn: Mutex<HashMap<Vec<Vec<u8>>, Arc<ClientConfig>>>,
+}
+
+impl UpstreamTls {
+    /// The configuration offering exactly `alpn` (empty: no ALPN extension).
+    pub fn config(&self, alpn: &[Vec<u8>]) -> Arc<ClientConfig> {
+        if alpn.is_empty() {
+            return self.base.clone();
+        }
+        let mut map = self.by_alpn.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(alpn.to_vec())
+            .or_insert_with(|| {
+                let mut c = (*self.base).clone();
+                c.alpn_protocols = alpn.to_vec();
+                Arc::new(c)
+            })
+            .clone()
+    }
+}
+
+/// Builds the client side of a port.
+pub fn upstream_tls(
+    plan: &AgentAsClient,
+    raw: &RawMaterial,
+    provider: Arc<CryptoProvider>,
+) -> Result<UpstreamTls, MaterialError> {
+    let verifier: Arc<dyn ServerCertVerifier> = if plan.verification.accept_any_cert {
+        Arc::new(AnyServerCert {
+            provider: provider.clone(),
+        })
+    } else {
+        if plan.verification.trust_roots.is_empty() {
+            return Err(MaterialError::new(
+                "agentAsClient.verification",
+                "trustRoots is empty and acceptAnyCert is false: the application's certificate could never be verified (system roots are never used)",
+            ));
+        }
+        let store = tls_server::root_store(&raw.client_roots)?;
+        if store.is_empty() {
+            return Err(MaterialError::new(
+                plan.verification.trust_roots.join(", "),
+                "no certificate found in agentAsClient.verification.trustRoots",
+            ));
+        }
+        WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
+            .build()
+            .map_err(|e| MaterialError::new("agentAsClient.verification", e.to_string()))?
+    };
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| MaterialError::new("agentAsClient", e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = match &raw.client_auth {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = pem::cert_chain(&cert.bytes, &cert.path)?;
+            let k = pem::private_key(&key.bytes, &key.path)?;
+            rustls::sign::CertifiedKey::from_der(chain.clone(), k.clone_key(), &provider).map_err(
+                |e| {
+                    MaterialError::new(
+                        &key.path,
+                        format!("cannot be used with the certificate in {}: {e}", cert.path),
+                    )
+                },
+            )?;
+            builder
+                .with_client_auth_cert(chain, k)
+                .map_err(|e| MaterialError::new(&cert.path, e.to_string()))?
+        }
+    };
+    Ok(UpstreamTls {
+        base: Arc::new(config),
+        by_alpn: Mutex::new(HashMap::new()),
+    })
+}
+
+/// The name presented to (and verified against) the application: the client's SNI, else the
+/// request authority's host, else the original destination IP.
+pub fn server_name(
+    sni: Option<&str>,
+    authority_host: Option<&str>,
+    dst: IpAddr,
+) -> ServerName<'static> {
+    for candidate in [sni, authority_host].into_iter().flatten() {
+        let host = candidate.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(name) = ServerName::try_from(host.to_owned()) {
+            return name;
+        }
+    }
+    ServerName::IpAddress(dst.into())
+}
+
+/// Accepts any application certificate; handshake signatures are still verified.
+#[derive(Debug)]
+struct AnyServerCert {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_rule() {
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        assert_eq!(
+            server_name(Some("a.test"), Some("b.test"), ip),
+            ServerName::try_from("a.test").unwrap()
+        );
+        assert_eq!(
+            server_name(None, Some("b.test"), ip),
+            ServerName::try_from("b.test").unwrap()
+        );
+        assert_eq!(
+            server_name(None, Some("[::1]"), ip),
+            ServerName::try_from("::1").unwrap()
+        );
+        assert_eq!(
+            server_name(None, None, ip),
+            ServerName::IpAddress(ip.into())
+        );
+        assert_eq!(
+            server_name(None, Some("bad host!"), ip),
+            ServerName::IpAddress(ip.into())
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! The proxy as TLS server toward the original client (`agentAsServer`).
+//!
+//! Client verification (seed semantics):
+//! * `verification` absent → no CertificateRequest is sent at all.
+//! * `acceptAnyCert` → any presented certificate is accepted (expired, self-signed, unknown
+//!   issuer…); the handshake signature is still checked, proving the client holds the key.
+//!   Anonymous clients only if `allowAnonymous` too.
+//! * `trustRoots` non-empty → webpki chain validation against exactly those roots; anonymous
+//!   clients only if `allowAnonymous`.
+//! * no roots, `allowAnonymous` only → a certificate is requested but any presented one is
+//!   refused: only anonymous clients get in.
+//! * no roots and neither flag → a configuration error (the port goes to passthrough and
+//!   `/readyz` says why), never a silent accept.
+
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use tls_steal_crds::types::{AgentAsServer, ServerVerification};
+
+use super::material::{MaterialError, RawFile, RawMaterial};
+use super::pem;
+
+/// Builds the server configuration of a port.
+pub fn server_config(
+    plan: &AgentAsServer,
+    raw: &RawMaterial,
+    provider: Arc<CryptoProvider>,
+) -> Result<rustls::ServerConfig, MaterialError> {
+    let chain = pem::cert_chain(&raw.server_cert.bytes, &raw.server_cert.path)?;
+    let key = pem::private_key(&raw.server_key.bytes, &raw.server_key.path)?;
+    // Loads the key with the provider and checks it matches the end-entity certificate.
+    rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(
+        |e| {
+            MaterialError::new(
+                &raw.server_key.path,
+                format!(
+                    "cannot be used with the certificate in {}: {e}",
+                    raw.server_cert.path
+                ),
+            )
+        },
+    )?;
+    let verifier = client_verifier(
+        plan.verification.as_ref(),
+        &raw.server_roots,
+        provider.clone(),
+    )?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| MaterialError::new("agentAsServer", e.to_string()))?;
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| MaterialError::new(&raw.server_cert.path, e.to_string()))?;
+    cfg.alpn_protocols = plan
+        .alpn_protocols
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    Ok(cfg)
+}
+
+/// A root store from PEM files; names the file of a certificate webpki refuses.
+pub fn root_store(files: &[RawFile]) -> Result<RootCertStore, MaterialError> {
+    let mut roots = RootCertStore::empty();
+    for f in files {
+        for cert in pem::certificates(&f.bytes, &f.path)? {
+            roots
+                .add(cert)
+                .map_err(|e| MaterialError::new(&f.path, format!("unusable trust root: {e}")))?;
+        }
+    }
+    Ok(roots)
+}
+
+fn client_verifier(
+    v: Option<&ServerVerification>,
+    roots: &[RawFile],
+    provider: Arc<CryptoProvider>,
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, MaterialError> {
+    let Some(v) = v else { return Ok(None) };
+    if v.accept_any_cert {
+        return Ok(Some(Arc::new(AnyClientCert {
+            provider,
+            mandatory: !v.allow_anonymous,
+            refuse_all: false,
+        })));
+    }
+    if v.trust_roots.is_empty() {
+        if v.allow_anonymous {
+            return Ok(Some(Arc::new(AnyClientCert {
+                provider,
+                mandatory: false,
+                refuse_all: true,
+            })));
+        }
+        return Err(MaterialError::new(
+            "agentAsServer.verification",
+            "trustRoots is empty and neither allowAnonymous nor acceptAnyCert is set: no client could ever connect",
+        ));
+    }
+    let store = root_store(roots)?;
+    if store.is_empty() {
+        return Err(MaterialError::new(
+            v.trust_roots.join(", "),
+            "no certificate found in agentAsServer.verification.trustRoots",
+        ));
+    }
+    let mut b = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider);
+    if v.allow_anonymous {
+        b = b.allow_unauthenticated();
+    }
+    b.build()
+        .map(Some)
+        .map_err(|e| MaterialError::new("agentAsServer.verification", e.to_string()))
+}
+
+/// Accepts any presented client certificate (or, with `refuse_all`, none), still checking
+/// the handshake signatures with the provider's algorithms.
+#[derive(Debug)]
+struct AnyClientCert {
+    provider: Arc<CryptoProvider>,
+    mandatory: bool,
+    refuse_all: bool,
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if self.refuse_all {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            ));
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -1,0 +1,158 @@
+//! The per-request decision over the active sessions ([`Router`] for [`Sessions`]).
+//!
+//! For a request on port P: the sessions of P, earliest-registered first, are asked in turn; the
+//! first whose filter matches takes it ([`Route::Steal`], or [`Route::Mirror`] for a mirror
+//! session); every later session whose filter also matches is told
+//! ([`Event::LostToEarlierSession`], fire-and-forget). No match → [`Route::Forward`]. A steal
+//! session with too many requests waiting for its answers is stuck: it is closed and skipped,
+//! so the request goes to the next match or to the app.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::Request;
+use hyper::body::Incoming;
+use tls_steal_crds::session::{Event, Mode};
+use tracing::warn;
+
+use super::Sessions;
+use super::conn::Session;
+use super::metrics::{Routed, SessionError};
+use super::view::PartsView;
+use crate::proxy::Shared;
+use crate::proxy::forward::ProxyBody;
+use crate::proxy::route::{ConnInfo, Route, Router};
+
+/// A request taken by a steal session: [`Stolen::serve`] delivers it and returns the answer.
+#[derive(Clone)]
+pub struct Stolen {
+    pub session: Arc<Session>,
+    pub request_id: u64,
+}
+
+/// A request mirrored to a session: [`Mirrored::tee`] starts the copy and returns the request
+/// to forward to the app.
+#[derive(Clone)]
+pub struct Mirrored {
+    pub session: Arc<Session>,
+    pub request_id: u64,
+}
+
+impl Stolen {
+    pub async fn serve(self, req: Request<Incoming>, conn: &ConnInfo) -> http::Response<ProxyBody> {
+        self.session.steal(self.request_id, req, conn).await
+    }
+}
+
+impl Mirrored {
+    pub fn tee(self, req: Request<Incoming>, conn: &ConnInfo) -> Request<ProxyBody> {
+        self.session.mirror(self.request_id, req, conn)
+    }
+}
+
+macro_rules! handle_traits {
+    ($t:ty) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($t))
+                    .field("session", &self.session.id)
+                    .field("request_id", &self.request_id)
+                    .finish()
+            }
+        }
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                self.session.id == other.session.id && self.request_id == other.request_id
+            }
+        }
+        impl Eq for $t {}
+    };
+}
+handle_traits!(Stolen);
+handle_traits!(Mirrored);
+
+impl Sessions {
+    /// The routing decision (see the module documentation).
+    pub fn decide(&self, parts: &http::request::Parts, conn: &ConnInfo) -> Route {
+        let snapshot = self.registry.snapshot();
+        let candidates = snapshot.for_port(conn.port);
+        if candidates.is_empty() {
+            self.metrics.routed(conn.port, Routed::Forwarded);
+            return Route::Forward;
+        }
+        let view = PartsView::new(parts);
+        let mut winner: Option<(&Arc<Session>, u64)> = None;
+        for s in candidates {
+            if s.is_closing() || !s.matches(&view) {
+                continue;
+            }
+            match winner {
+                None => {
+                    if s.mode == Mode::Steal && s.in_flight() >= self.cfg.max_in_flight {
+                        warn!(session = s.id, client = %s.client, in_flight = s.in_flight(),
+                            "session is not answering; closing it (its requests get 502s, the next ones go to the app)");
+                        self.metrics.error(SessionError::Stuck);
+                        s.close(&format!(
+                            "closed by the sidecar: {} requests were waiting for its answers",
+                            s.in_flight()
+                        ));
+                        continue;
+                    }
+                    winner = Some((s, self.next_request_id()));
+                }
+                Some((w, request_id)) => {
+                    self.metrics.lost_event(conn.port);
+                    s.tell(Event::LostToEarlierSession {
+                        request_id,
+                        method: parts.method.to_string(),
+                        path: parts
+                            .uri
+                            .path_and_query()
+                            .map(|p| p.as_str().to_owned())
+                            .unwrap_or_else(|| "/".into()),
+                        winner: w.id,
+                    });
+                }
+            }
+        }
+        match winner {
+            None => {
+                self.metrics.routed(conn.port, Routed::Forwarded);
+                Route::Forward
+            }
+            Some((s, request_id)) => {
+                let session = s.clone();
+                match s.mode {
+                    Mode::Steal => {
+                        self.metrics.routed(conn.port, Routed::Stolen);
+                        Route::Steal(Stolen {
+                            session,
+                            request_id,
+                        })
+                    }
+                    Mode::Mirror => {
+                        self.metrics.routed(conn.port, Routed::Mirrored);
+                        Route::Mirror(Mirrored {
+                            session,
+                            request_id,
+                        })
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Router for Sessions {
+    fn route(&self, request: &http::request::Parts, conn: &ConnInfo) -> Route {
+        self.decide(request, conn)
+    }
+
+    fn attach(&self, shared: &Arc<Shared>) -> std::io::Result<Option<SocketAddr>> {
+        Sessions::attach(self, shared)
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        self.metrics.render(out);
+    }
+}

@@ -1,0 +1,225 @@
+//! Bad input never crashes the proxy nor disturbs other connections: each case runs while a
+//! good client keeps making requests that must all succeed.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct World {
+    pki: Pki,
+    _app: App,
+    proxy: tls_steal_sidecar::proxy::ProxyHandle,
+}
+
+async fn world() -> World {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let mut cfg = test_config(port_plan(&pki, app.addr.port()), app.addr);
+    cfg.header_read_timeout = Duration::from_secs(1);
+    cfg.handshake_timeout = Duration::from_secs(1);
+    cfg.max_header_bytes = 16 * 1024;
+    let proxy = start_proxy(cfg).await;
+    World {
+        pki,
+        _app: app,
+        proxy,
+    }
+}
+
+/// Runs `bad` while good requests (one long-lived h2 connection, fresh h1 connections) go on.
+async fn beside<F: std::future::Future<Output = ()>>(w: &World, bad: F) {
+    let addr = w.proxy.listen[0];
+    let h2 = ClientOpts::new(&w.pki, &["h2"]);
+    let h1 = ClientOpts::new(&w.pki, &["http/1.1"]);
+    let mut long = Conn::open(addr, &h2).await.unwrap();
+    let good = async {
+        for i in 0..10 {
+            let (s, _) = long
+                .get(&format!("/good/{i}"))
+                .await
+                .expect("good h2 request");
+            assert_eq!(s, 200);
+            get_seen(addr, &h1, "/good-fresh")
+                .await
+                .expect("good h1 request");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    };
+    tokio::join!(good, bad);
+    // And after.
+    get_seen(addr, &h1, "/after")
+        .await
+        .expect("request after the bad input");
+}
+
+async fn closed_within(s: &mut (impl AsyncReadExt + Unpin), limit: Duration) -> bool {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(start.elapsed()), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn garbage_bytes_instead_of_tls() {
+    let w = world().await;
+    let addr: SocketAddr = w.proxy.listen[0];
+    beside(&w, async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"\x00\xffGET / HTTP/1.1\r\n\r\n garbage garbage garbage\x16\x03\x01\x00\x05hello",
+        )
+        .await
+        .unwrap();
+        assert!(closed_within(&mut s, Duration::from_secs(3)).await);
+    })
+    .await;
+    let m = admin_get(w.proxy.admin.unwrap(), "/metrics").await.1;
+    assert!(
+        m.lines()
+            .any(|l| l.contains("reason=\"not_tls\"") && !l.ends_with(" 0")),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn client_hello_without_sni() {
+    let w = world().await;
+    let addr = w.proxy.listen[0];
+    beside(&w, async {
+        let mut o = ClientOpts::new(&w.pki, &["http/1.1"]);
+        o.sni = None;
+        let seen = get_seen(addr, &o, "/nosni").await.unwrap();
+        assert_eq!(
+            seen.sni.as_deref(),
+            Some("app.test"),
+            "SNI toward the app from the Host header"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused() {
+    let w = world().await;
+    let addr = w.proxy.listen[0];
+    beside(&w, async {
+        let mut tls = tls_connect(addr, &ClientOpts::new(&w.pki, &["http/1.1"]))
+            .await
+            .unwrap();
+        let big = "a".repeat(64 * 1024);
+        let req = format!("GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {big}\r\n\r\n");
+        let _ = tls.write_all(req.as_bytes()).await;
+        let mut resp = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut resp)).await;
+        let text = String::from_utf8_lossy(&resp);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 431"),
+            "{text}"
+        );
+        // HTTP/2: a header list over the limit is refused without hurting the connection's peers.
+        let mut c = Conn::open(addr, &ClientOpts::new(&w.pki, &["h2"]))
+            .await
+            .unwrap();
+        let req = c
+            .request("GET", "/big")
+            .header("x-big", big)
+            .body(empty())
+            .unwrap();
+        if let Ok(r) = c.send(req).await {
+            assert_ne!(r.status(), 200);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn slow_client_is_timed_out() {
+    let w = world().await;
+    let addr = w.proxy.listen[0];
+    beside(&w, async {
+        // Slow request head (slowloris): closed after the header read timeout.
+        let mut tls = tls_connect(addr, &ClientOpts::new(&w.pki, &["http/1.1"]))
+            .await
+            .unwrap();
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: app").await.unwrap();
+        let start = Instant::now();
+        assert!(
+            closed_within(&mut tls, Duration::from_secs(5)).await,
+            "slow head never timed out"
+        );
+        assert!(start.elapsed() >= Duration::from_millis(500));
+        // A TCP connection that never starts the handshake.
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        assert!(
+            closed_within(&mut tcp, Duration::from_secs(5)).await,
+            "silent handshake never timed out"
+        );
+    })
+    .await;
+    let m = admin_get(w.proxy.admin.unwrap(), "/metrics").await.1;
+    assert!(
+        m.lines()
+            .any(|l| l.contains("reason=\"timeout\"") && !l.ends_with(" 0")),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn client_vanishing_mid_body() {
+    let w = world().await;
+    let addr = w.proxy.listen[0];
+    beside(&w, async {
+        for alpn in ["http/1.1", "h2"] {
+            let mut tls = tls_connect(addr, &ClientOpts::new(&w.pki, &[alpn]))
+                .await
+                .unwrap();
+            if alpn == "http/1.1" {
+                tls.write_all(
+                    b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 10000000\r\n\r\n",
+                )
+                .await
+                .unwrap();
+                tls.write_all(&vec![b'x'; 1 << 20]).await.unwrap();
+                drop(tls);
+            } else {
+                let (mut s, conn) = hyper::client::conn::http2::handshake(
+                    hyper_util::rt::TokioExecutor::new(),
+                    hyper_util::rt::TokioIo::new(tls),
+                )
+                .await
+                .unwrap();
+                let conn = tokio::spawn(conn);
+                let (mut tx, body) = futures::channel::mpsc::channel::<
+                    Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>,
+                >(4);
+                let req = http::Request::post("https://app.test/upload")
+                    .body(http_body_util::BodyExt::boxed(
+                        http_body_util::StreamBody::new(body),
+                    ))
+                    .unwrap();
+                let pending = tokio::spawn(async move { s.send_request(req).await });
+                use futures::SinkExt;
+                tx.send(Ok(hyper::body::Frame::data(bytes::Bytes::from(
+                    vec![b'y'; 256 * 1024],
+                ))))
+                .await
+                .unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                conn.abort();
+                pending.abort();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}

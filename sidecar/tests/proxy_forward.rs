@@ -1,0 +1,252 @@
+//! The forward path: HTTP/1.1 and HTTP/2 through the proxy with TLS on both sides, SNI, ALPN
+//! and headers as the app sees them, trailers, WebSocket upgrade, sniffing without ALPN, curl.
+
+mod common;
+
+use common::*;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn http1_forward_keeps_sni_alpn_and_headers() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let proxy = start_proxy(test_config(port_plan(&pki, app.addr.port()), app.addr)).await;
+    let o = ClientOpts::new(&pki, &["http/1.1"]);
+    let mut c = Conn::open(proxy.listen[0], &o).await.unwrap();
+    assert!(!c.is_h2());
+    let req = c
+        .request("GET", "/info?q=1")
+        .header("X-Custom-Header", "Value With Spaces")
+        .header("x-multi", "a")
+        .header("x-multi", "b")
+        .body(empty())
+        .unwrap();
+    let resp = c.send(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen: Seen =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(seen.sni.as_deref(), Some("app.test"));
+    assert_eq!(seen.alpn.as_deref(), Some("http/1.1"));
+    assert_eq!(seen.version, "HTTP/1.1");
+    assert_eq!(seen.uri, "/info?q=1");
+    assert_eq!(seen.header("host"), Some("app.test"));
+    assert_eq!(seen.header("x-custom-header"), Some("Value With Spaces"));
+    let multi: Vec<_> = seen
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "x-multi")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(multi, ["a", "b"]);
+    assert!(!seen.client_cert);
+    // Keep-alive: a second request on the same connection.
+    let (status, _) = c.get("/again").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(app.last().uri, "/again");
+}
+
+#[tokio::test]
+async fn http2_forward_keeps_sni_alpn_and_authority() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let proxy = start_proxy(test_config(port_plan(&pki, app.addr.port()), app.addr)).await;
+    let o = ClientOpts::new(&pki, &["h2", "http/1.1"]);
+    let mut c = Conn::open(proxy.listen[0], &o).await.unwrap();
+    assert!(c.is_h2());
+    let req = c
+        .request("POST", "/info")
+        .header("x-trace", "t1")
+        .body(body_of("hello"))
+        .unwrap();
+    let resp = c.send(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen: Seen =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(seen.sni.as_deref(), Some("app.test"));
+    assert_eq!(seen.alpn.as_deref(), Some("h2"));
+    assert_eq!(seen.version, "HTTP/2.0");
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.uri, "https://app.test/info");
+    assert_eq!(seen.header("x-trace"), Some("t1"));
+    assert_eq!(
+        seen.header("host"),
+        None,
+        "no Host invented toward an h2 app"
+    );
+    // Many concurrent streams on the one client connection.
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let mut c2 = match &c {
+            Conn::H2(s) => Conn::H2(s.clone()),
+            Conn::H1(_) => unreachable!(),
+        };
+        tasks.push(tokio::spawn(async move {
+            c2.get(&format!("/slow?i={i}")).await.unwrap().0
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+}
+
+#[tokio::test]
+async fn http2_client_to_http1_only_app_gets_host_from_authority() {
+    let pki = Pki::new();
+    let app = App::start_with(AppOptions {
+        leaf: pki.server_leaf.clone(),
+        alpn: vec!["http/1.1"],
+        client_roots: vec![],
+    })
+    .await;
+    let proxy = start_proxy(test_config(port_plan(&pki, app.addr.port()), app.addr)).await;
+    let seen = get_seen(proxy.listen[0], &ClientOpts::new(&pki, &["h2"]), "/info")
+        .await
+        .unwrap();
+    assert_eq!(seen.alpn.as_deref(), Some("http/1.1"));
+    assert_eq!(seen.version, "HTTP/1.1");
+    assert_eq!(seen.header("host"), Some("app.test"));
+}
+
+#[tokio::test]
+async fn no_alpn_is_sniffed_and_sni_falls_back_to_authority() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let mut plan = port_plan(&pki, app.addr.port());
+    plan.agent_as_server.alpn_protocols.clear();
+    let proxy = start_proxy(test_config(plan, app.addr)).await;
+    // HTTP/1.1 without ALPN and without SNI: the app sees SNI from the Host header.
+    let mut o = ClientOpts::new(&pki, &[]);
+    o.sni = None;
+    let seen = get_seen(proxy.listen[0], &o, "/info").await.unwrap();
+    assert_eq!(seen.alpn, None);
+    assert_eq!(seen.sni.as_deref(), Some("app.test"));
+    assert_eq!(seen.version, "HTTP/1.1");
+    // HTTP/2 prior knowledge without ALPN is sniffed from the preface.
+    let tls = tls_connect(proxy.listen[0], &ClientOpts::new(&pki, &[]))
+        .await
+        .unwrap();
+    let (mut s, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let resp = s
+        .send_request(
+            http::Request::get("https://app.test/h2pk")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(app.last().uri, "/h2pk");
+}
+
+#[tokio::test]
+async fn trailers_pass_through_http2() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let proxy = start_proxy(test_config(port_plan(&pki, app.addr.port()), app.addr)).await;
+    let mut c = Conn::open(proxy.listen[0], &ClientOpts::new(&pki, &["h2"]))
+        .await
+        .unwrap();
+    let req = c
+        .request("POST", "/trailers")
+        .header("te", "trailers")
+        .body(empty())
+        .unwrap();
+    let resp = c.send(req).await.unwrap();
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers arrive");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    assert_eq!(trailers.get("x-checksum").unwrap(), "abc123");
+    assert_eq!(&collected.to_bytes()[..], b"body-before-trailers");
+}
+
+#[tokio::test]
+async fn websocket_upgrade_echoes() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let proxy = start_proxy(test_config(port_plan(&pki, app.addr.port()), app.addr)).await;
+    let mut tls = tls_connect(proxy.listen[0], &ClientOpts::new(&pki, &["http/1.1"]))
+        .await
+        .unwrap();
+    tls.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tls.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    for msg in [
+        &b"frame-one"[..],
+        b"second frame, longer",
+        &[0u8, 1, 2, 255],
+    ] {
+        tls.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tls.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, msg);
+    }
+    let seen = app.last();
+    assert_eq!(seen.header("upgrade"), Some("websocket"));
+    assert_eq!(
+        seen.header("sec-websocket-key"),
+        Some("dGhlIHNhbXBsZSBub25jZQ==")
+    );
+}
+
+/// curl (Debian package `curl`, built with HTTP/2) as an independent client.
+#[tokio::test]
+async fn curl_http1_and_http2() {
+    if std::process::Command::new("curl")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        panic!("curl is required (apt-get install curl)");
+    }
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let proxy = start_proxy(test_config(port_plan(&pki, app.addr.port()), app.addr)).await;
+    let port = proxy.listen[0].port();
+    for (flag, alpn) in [("--http1.1", "http/1.1"), ("--http2", "h2")] {
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--fail",
+                flag,
+                "--cacert",
+                &pki.path("server-root.crt"),
+            ])
+            .args(["--resolve", &format!("app.test:{port}:127.0.0.1")])
+            .args(["-H", "X-From-Curl: yes"])
+            .arg(format!("https://app.test:{port}/curl"))
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seen: Seen = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(seen.alpn.as_deref(), Some(alpn));
+        assert_eq!(seen.sni.as_deref(), Some("app.test"));
+        assert_eq!(seen.header("x-from-curl"), Some("yes"));
+    }
+}

@@ -1,0 +1,203 @@
+//! Operations: passthrough and readiness when material is missing, certificate rotation under
+//! load (Kubernetes `..data` symlink swap), metrics, graceful shutdown.
+
+mod common;
+
+use std::os::unix::fs::symlink;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test]
+async fn missing_key_means_passthrough_and_not_ready_then_recovers() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let mut plan = port_plan(&pki, app.addr.port());
+    let key = pki.path("later/tls.key");
+    plan.agent_as_server.authentication.key_pem = key.clone();
+    let proxy = start_proxy(test_config(plan, app.addr)).await;
+    let (status, body) = admin_get(proxy.admin.unwrap(), "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains(&key) && body.contains("not found") && body.contains("passthrough"),
+        "{body}"
+    );
+    // The client reaches the app's own TLS directly: the app sees the client's own ALPN and a
+    // client certificate it presented itself (the proxy never terminated TLS).
+    let o = ClientOpts::new(&pki, &["h2"]).with_cert(&pki.client_leaf);
+    let seen = get_seen(proxy.listen[0], &o, "/through").await.unwrap();
+    assert!(
+        seen.client_cert,
+        "only the original client holds this certificate"
+    );
+    assert_eq!(seen.alpn.as_deref(), Some("h2"));
+    let metrics = admin_get(proxy.admin.unwrap(), "/metrics").await.1;
+    assert!(
+        metrics.contains(&format!(
+            "tls_steal_connections_total{{port=\"{}\",kind=\"passthrough\"}} 1",
+            app.addr.port()
+        )),
+        "{metrics}"
+    );
+    // The key appears: the port starts terminating TLS and readiness recovers.
+    pki.write("later/tls.key", &pki.server_leaf.key_pem);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = admin_get(proxy.admin.unwrap(), "/readyz").await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never became ready: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = get_seen(proxy.listen[0], &o, "/terminated").await.unwrap();
+    assert!(
+        !seen.client_cert,
+        "now the proxy terminates and connects anonymously"
+    );
+}
+
+/// A Kubernetes Secret volume: `tls.crt -> ..data/tls.crt`, `..data -> ..<timestamp>`.
+fn secret_volume(pki: &Pki, version: &str, leaf: &Leaf) {
+    let vol = pki.dir.path().join("vol");
+    let dir = vol.join(format!("..{version}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tls.crt"), leaf.full_chain_pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), &leaf.key_pem).unwrap();
+    let tmp = vol.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    symlink(format!("..{version}"), &tmp).unwrap();
+    std::fs::rename(&tmp, vol.join("..data")).unwrap(); // atomic swap, as the kubelet does
+    for f in ["tls.crt", "tls.key"] {
+        let _ = symlink(format!("..data/{f}"), vol.join(f));
+    }
+}
+
+#[tokio::test]
+async fn rotation_under_load_fails_no_request() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    secret_volume(&pki, "2024_01_01", &pki.server_leaf);
+    let mut plan = port_plan(&pki, app.addr.port());
+    plan.agent_as_server.authentication.cert_pem = pki.path("vol/tls.crt");
+    plan.agent_as_server.authentication.key_pem = pki.path("vol/tls.key");
+    let proxy = start_proxy(test_config(plan, app.addr)).await;
+    let addr = proxy.listen[0];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for w in 0..4 {
+        let (stop, ok, pki_opts) = (
+            stop.clone(),
+            ok.clone(),
+            ClientOpts::new(&pki, if w % 2 == 0 { &["h2"] } else { &["http/1.1"] }),
+        );
+        load.push(tokio::spawn(async move {
+            // One long-lived connection (must survive the rotation) and fresh ones.
+            let mut long = Conn::open(addr, &pki_opts).await.unwrap();
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match long.get("/long").await {
+                    Ok((s, _)) if s == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        failures.push(format!("long: {other:?}"));
+                        0
+                    }
+                };
+                match get_seen(addr, &pki_opts, "/fresh").await {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        failures.push(format!("fresh: {e}"));
+                        0
+                    }
+                };
+            }
+            failures
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new_leaf = pki.server_inter.leaf(1002);
+    secret_volume(&pki, "2024_02_02", &new_leaf);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let tls = tls_connect(addr, &ClientOpts::new(&pki, &["http/1.1"]))
+            .await
+            .unwrap();
+        if tls.get_ref().1.peer_certificates().unwrap()[0] == new_leaf.cert_der {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        let failures = t.await.unwrap();
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+    assert!(ok.load(Ordering::Relaxed) > 20);
+    let metrics = admin_get(proxy.admin.unwrap(), "/metrics").await.1;
+    assert!(
+        metrics.contains(&format!(
+            "tls_steal_cert_reloads_total{{port=\"{}\",result=\"ok\"}} 1",
+            app.addr.port()
+        )),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_and_health() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let proxy = start_proxy(test_config(port_plan(&pki, app.addr.port()), app.addr)).await;
+    for _ in 0..3 {
+        get_seen(proxy.listen[0], &ClientOpts::new(&pki, &["h2"]), "/m")
+            .await
+            .unwrap();
+    }
+    let admin = proxy.admin.unwrap();
+    assert_eq!(admin_get(admin, "/healthz").await.0, 200);
+    let (status, body) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let m = admin_get(admin, "/metrics").await.1;
+    let p = app.addr.port();
+    for needle in [
+        format!("tls_steal_requests_total{{port=\"{p}\",outcome=\"forwarded\"}} 3"),
+        format!("tls_steal_request_duration_seconds_count{{port=\"{p}\"}} 3"),
+        format!("tls_steal_upstream_connects_total{{port=\"{p}\",result=\"ok\"}}"),
+        format!("tls_steal_upstream_connections{{port=\"{p}\"}}"),
+        "# TYPE tls_steal_request_duration_seconds histogram".to_string(),
+    ] {
+        assert!(m.contains(&needle), "missing {needle}\n{m}");
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let proxy = start_proxy(test_config(port_plan(&pki, app.addr.port()), app.addr)).await;
+    let addr = proxy.listen[0];
+    let mut c = Conn::open(addr, &ClientOpts::new(&pki, &["http/1.1"]))
+        .await
+        .unwrap();
+    let in_flight = tokio::spawn(async move { c.get("/slow").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.shutdown();
+    let (status, _) = in_flight.await.unwrap().unwrap();
+    assert_eq!(status, 200);
+    tokio::time::timeout(Duration::from_secs(5), proxy.wait())
+        .await
+        .expect("drains in time");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
