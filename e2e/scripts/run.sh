@@ -1,0 +1,350 @@
+#!/usr/bin/env bash
+# The e2e suite (root, Debian bookworm): deps -> Kubernetes v1.20.2 (built once, cached) -> release
+# binaries -> OCI images -> single-node cluster -> `helm install` of chart/ -> checks -> teardown
+# (always, via trap; KEEP_CLUSTER=1 leaves the cluster up for debugging; SKIP_BUILD=1 uses the
+# binaries already in target/release).
+# Each check prints `PASS name` or `FAIL name: reason` (SKIP lines are not counted as passed); the
+# last line is `N passed, N failed`. Exits non-zero when a check failed.
+set -euo pipefail
+{ # the whole script is one compound command: bash parses it fully before running, so editing
+  # this file during a run cannot change the running suite
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+source "$HERE/lib.sh"
+[ "$(id -u)" = 0 ] || die "run.sh: must run as root"
+FIX=$REPO/e2e/fixtures
+# E2E_PROFILE=debug reuses the test build (scripts/test.sh) instead of a second, release build.
+PROFILE=${E2E_PROFILE:-release}
+REL=${CARGO_TARGET_DIR:-$REPO/target}/$PROFILE
+BUILD_FLAGS=(); [ "$PROFILE" = release ] && BUILD_FLAGS=(--release)
+T_START=$SECONDS
+declare -A TIMING=()
+PHASE=start
+phase_start() { PHASE=$1; PHASE_T0=$SECONDS; log "== $1"; }
+phase_end() { TIMING[$1]=$((SECONDS-PHASE_T0)); }
+
+PASSED=0; FAILED=0; SKIPPED=0
+pass() { echo "PASS $1"; PASSED=$((PASSED+1)); }
+fail() { echo "FAIL $1: $2"; FAILED=$((FAILED+1)); }
+skip() { echo "SKIP $1: $2"; SKIPPED=$((SKIPPED+1)); }
+# check NAME FUNCTION: the function returns 0 (pass) or prints its reason as its last line
+check() {
+  local name=$1 out; shift
+  log "check: $name"
+  if out=$("$@" 2>&1); then
+    CHECK_OK=1; pass "$name"
+  else
+    CHECK_OK=0; printf '%s\n' "$out" | sed 's/^/    | /' | tail -15
+    fail "$name" "$(printf '%s\n' "$out" | grep -v '^\s*$' | tail -1)"
+  fi
+}
+
+teardown() {
+  local rc=$?
+  set +e
+  [ $rc = 0 ] || fail "suite" "stopped during phase '$PHASE' (exit status $rc)"
+  if [ "${CLUSTER_STARTED:-0}" = 1 ]; then
+    if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
+      log "KEEP_CLUSTER=1: cluster left running; stop it with e2e/scripts/cluster-down.sh"
+    else
+      phase_start teardown; "$HERE/cluster-down.sh"; phase_end teardown
+    fi
+  fi
+  log "TIMING $(for k in "${!TIMING[@]}"; do printf '%s=%ss ' "$k" "${TIMING[$k]}"; done)total=$((SECONDS-T_START))s"
+  echo "$PASSED passed, $FAILED failed"
+  [ $FAILED = 0 ] && [ $rc = 0 ] && exit 0
+  exit 1
+}
+trap teardown EXIT
+trap 'exit 130' INT TERM
+
+# ---- setup --------------------------------------------------------------------------------------
+phase_start deps; "$HERE/deps.sh"; phase_end deps
+phase_start k8s-build; "$HERE/build-k8s.sh"; phase_end k8s-build
+phase_start helm; "$HERE/get-helm.sh" >/dev/null; phase_end helm
+
+phase_start cargo-build
+# the four binaries; if one crate does not compile (mid-edit), build the others and report it.
+# Only binaries built by this run go into the images (copied to $E2E_RUN/bin), never stale ones.
+BIN_DIR=$E2E_RUN/bin; rm -rf "$BIN_DIR"; mkdir -p "$BIN_DIR"
+declare -A BIN_OF=([tls-steal-webhook]=tls-steal-webhook [tls-steal-sidecar]=tls-steal-sidecar
+                   [kubectl-steal]=kubectl-steal [tls-steal-e2e]=e2e-https-app)
+PKGS=(tls-steal-webhook tls-steal-sidecar kubectl-steal tls-steal-e2e)
+if [ "${SKIP_BUILD:-0}" = 1 ]; then   # development: take whatever target/release holds
+  OK_PKGS=(); for p in "${PKGS[@]}"; do [ -x "$REL/${BIN_OF[$p]}" ] && OK_PKGS+=("$p"); done
+  log "SKIP_BUILD=1: using existing binaries of ${OK_PKGS[*]}"
+elif (cd "$REPO" && cargo build "${BUILD_FLAGS[@]}" $(printf -- '-p %s ' "${PKGS[@]}")); then
+  OK_PKGS=("${PKGS[@]}")
+else
+  OK_PKGS=()
+  for p in "${PKGS[@]}"; do
+    if (cd "$REPO" && cargo build "${BUILD_FLAGS[@]}" -p "$p"); then OK_PKGS+=("$p"); else fail "cargo build $p" "does not compile"; fi
+  done
+fi
+for p in "${OK_PKGS[@]}"; do cp "$REL/${BIN_OF[$p]}" "$BIN_DIR/"; done
+phase_end cargo-build
+phase_start images; "$HERE/images.sh" "$BIN_DIR"; phase_end images
+
+phase_start cluster-up
+CLUSTER_STARTED=1
+"$HERE/cluster-up.sh"
+phase_end cluster-up
+
+phase_start helm-install
+HELM_OK=0
+HELM_ARGS=(-f "$FIX/values-e2e.yaml")
+if [ ! -x "$BIN_DIR/tls-steal-webhook" ]; then
+  fail "helm install" "no tls-steal-webhook binary (cargo build failed)"
+elif out=$("$HELM" --kubeconfig "$KUBECONFIG_FILE" install tls-steal "$REPO/chart" -n tls-steal \
+      --create-namespace "${HELM_ARGS[@]}" 2>&1); then
+  HELM_OK=1; pass "helm install"
+else
+  fail "helm install" "$(printf '%s\n' "$out" | grep -v '^\s*$' | tail -3 | tr '\n' ' ')"
+fi
+phase_end helm-install
+
+# ---- checks -------------------------------------------------------------------------------------
+W=$E2E_RUN/work; rm -rf "$W"; mkdir -p "$W"
+render() { # template namespace name extra-labels
+  sed -e "s/__NAMESPACE__/$2/g" -e "s/__NAME__/$3/g" -e "s|__EXTRA_LABELS__|${4:-}|g" "$FIX/$1"
+}
+demo_cert() { # the app's self-signed certificate: $W/demo.{crt,key}
+  [ -f "$W/demo.crt" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$W/demo.key" -out "$W/demo.crt" -days 2 -subj /CN=demo-app \
+    -addext "subjectAltName=DNS:demo-app,DNS:localhost" 2>/dev/null
+}
+demo_tls_secret() { # namespace: the app's certificate as a kubernetes.io/tls Secret
+  demo_cert && kc -n "$1" create secret tls demo-app-tls --cert "$W/demo.crt" --key "$W/demo.key" >/dev/null
+}
+pod_of() { kc -n "$1" get pods -l "app=$2" -o jsonpath='{.items[0].metadata.name}'; }
+containers_of() { # namespace pod -> "init:a,b containers:c,d"
+  kc -n "$1" get pod "$2" -o jsonpath='init:{range .spec.initContainers[*]}{.name},{end} containers:{range .spec.containers[*]}{.name},{end}'
+}
+
+# (a) the seed example is accepted as is; port 70000 is rejected by the API server
+check_seed_accepted() {
+  kc create namespace example-deploy-namespace >/dev/null
+  kc apply -f "$FIX/seed-tls-steal-config.yaml" || { echo "seed example rejected"; return 1; }
+  kc -n example-deploy-namespace get mirrordtlsstealconfig tls-steal-config-for-example-deploy >/dev/null ||
+    { echo "seed example not stored"; return 1; }
+}
+check_port_70000_rejected() {
+  sed -e 's/port: 443/port: 70000/' -e 's/name: tls-steal-config-for-example-deploy/name: port-70000/' \
+    "$FIX/seed-tls-steal-config.yaml" > "$W/port-70000.yaml"
+  local out
+  if out=$(kc apply -f "$W/port-70000.yaml" 2>&1); then echo "port 70000 was accepted: $out"; return 1; fi
+  echo "$out"
+  echo "$out" | grep -qi 'ports' || { echo "rejected, but not for the port: $out"; return 1; }
+}
+check "seed example accepted as is" check_seed_accepted
+check "port 70000 rejected by the API server" check_port_70000_rejected
+
+# (b) the webhook Deployment becomes Available, and its CA reaches the webhook configuration
+check_webhook_available() {
+  [ $HELM_OK = 1 ] || { echo "needs the chart installed"; return 1; }
+  kc -n tls-steal wait --for=condition=Available deploy/tls-steal-webhook --timeout=120s || {
+    kc -n tls-steal get pods -o wide; kc -n tls-steal logs deploy/tls-steal-webhook --tail=5
+    echo "webhook Deployment not Available after 120s"; return 1; }
+  local ready; ready=$(kc -n tls-steal get deploy tls-steal-webhook -o jsonpath='{.status.readyReplicas}')
+  [ "$ready" = 2 ] || { echo "readyReplicas=$ready, want 2"; return 1; }
+  ca_patched() { [ -n "$(kc get mutatingwebhookconfiguration tls-steal-webhook -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ]; }
+  wait_for 60 "caBundle" ca_patched || { echo "caBundle of the MutatingWebhookConfiguration never set"; return 1; }
+}
+check "webhook Deployment Available (2 replicas, caBundle set)" check_webhook_available
+WEBHOOK_UP=$CHECK_OK
+
+# (c) injection in an opted-in namespace; none in an unlabelled one, none for an opted-out pod
+NS_IN=e2e-inject NS_PLAIN=e2e-plain
+setup_demo() { # namespace labelled?
+  kc create namespace "$1" >/dev/null || return 1
+  if [ "$2" = yes ]; then kc label namespace "$1" tls-steal-injection=enabled >/dev/null || return 1; fi
+  demo_tls_secret "$1" || return 1
+  render demo-config.yaml.in "$1" demo-app | kc apply -f - >/dev/null || return 1
+  sleep 2   # let the webhook's config cache see the new config (watch)
+  render demo-app.yaml.in "$1" demo-app | kc apply -f - >/dev/null
+}
+check_injected() {
+  setup_demo $NS_IN yes || { echo "could not create the demo app in $NS_IN"; return 1; }
+  render demo-app.yaml.in $NS_IN demo-app-optout ', "tls-steal.io/inject": "false"' | kc apply -f - >/dev/null
+  kc -n $NS_IN rollout status deploy/demo-app --timeout=60s >/dev/null 2>&1 || true
+  local pod; pod=$(pod_of $NS_IN demo-app) || { echo "no demo-app pod"; return 1; }
+  local c; c=$(containers_of $NS_IN "$pod")
+  echo "$c"
+  [[ $c == *"init:"*tls-steal-init,*" containers:"* ]] || { echo "no tls-steal-init in $pod ($c)"; return 1; }
+  [[ ${c#*containers:} == *tls-steal-proxy,* ]] || { echo "no tls-steal-proxy in $pod ($c)"; return 1; }
+  kc -n $NS_IN wait --for=condition=Ready "pod/$pod" --timeout=60s >/dev/null 2>&1 || {
+    kc -n $NS_IN get pod "$pod" -o wide
+    kc -n $NS_IN logs "$pod" -c tls-steal-proxy --tail=5 2>&1
+    echo "injected pod $pod not Ready: $(kc -n $NS_IN get pod "$pod" -o jsonpath='{range .status.containerStatuses[*]}{.name}={.ready}/{.state.waiting.reason}{.state.terminated.reason} {end}')"
+    return 1; }
+  kc -n $NS_IN get pod "$pod" -o jsonpath='{.metadata.annotations.tls-steal\.io/status}' | grep -q . ||
+    { echo "no tls-steal.io/status annotation on $pod"; return 1; }
+}
+check_not_injected_unlabelled() {
+  [ "$WEBHOOK_UP" = 1 ] || { echo "needs the webhook Available (else this proves nothing)"; return 1; }
+  setup_demo $NS_PLAIN no || { echo "could not create the demo app in $NS_PLAIN"; return 1; }
+  kc -n $NS_PLAIN rollout status deploy/demo-app --timeout=90s >/dev/null || { echo "demo-app in $NS_PLAIN not ready"; return 1; }
+  local pod c; pod=$(pod_of $NS_PLAIN demo-app); c=$(containers_of $NS_PLAIN "$pod")
+  [ "$c" = "init: containers:app," ] || { echo "unexpected containers in $NS_PLAIN/$pod: $c"; return 1; }
+}
+check_not_injected_optout() {
+  [ "$WEBHOOK_UP" = 1 ] || { echo "needs the webhook Available (else this proves nothing)"; return 1; }
+  kc -n $NS_IN rollout status deploy/demo-app-optout --timeout=90s >/dev/null || { echo "demo-app-optout not ready"; return 1; }
+  local pod c; pod=$(pod_of $NS_IN demo-app-optout); c=$(containers_of $NS_IN "$pod")
+  [ "$c" = "init: containers:app," ] || { echo "opted-out pod $pod was changed: $c"; return 1; }
+}
+if [ "$WEBHOOK_UP" = 1 ]; then
+  check "injected: tls-steal-init + tls-steal-proxy, pod Ready" check_injected
+else
+  fail "injected: tls-steal-init + tls-steal-proxy, pod Ready" "needs the webhook Available"
+  setup_demo $NS_IN yes 2>/dev/null || true
+  render demo-app.yaml.in $NS_IN demo-app-optout ', "tls-steal.io/inject": "false"' | kc apply -f - >/dev/null || true
+fi
+check "not injected: unlabelled namespace" check_not_injected_unlabelled
+check "not injected: pod labelled tls-steal.io/inject=false" check_not_injected_optout
+
+# (d) from the node, HTTPS over HTTP/1.1 and HTTP/2 to podIP:443 reaches the app unchanged
+check_passthrough() { # curl-flag expected-version
+  local pod ip body
+  pod=$(pod_of $NS_IN demo-app) && ip=$(kc -n $NS_IN get pod "$pod" -o jsonpath='{.status.podIP}') && [ -n "$ip" ] ||
+    { echo "no demo-app pod IP"; return 1; }
+  [[ $(containers_of $NS_IN "$pod") == *tls-steal-proxy* ]] || { echo "needs an injected pod"; return 1; }
+  body=$(curl -sS -k "$1" --max-time 10 -H 'x-e2e-probe: hello' -H 'x-steal: no' \
+    "https://$ip:443/echo/path?q=1") || { echo "curl $1 https://$ip:443 failed"; return 1; }
+  echo "$body"
+  for want in "served-by: pod $pod" "method: GET" "path: /echo/path?q=1" "version: $2" \
+      "header: x-e2e-probe: hello" "header: x-steal: no"; do
+    grep -qxF "$want" <<<"$body" || { echo "response lacks '$want'"; return 1; }
+  done
+}
+check "HTTP/1.1 over TLS reaches the app unchanged" check_passthrough --http1.1 HTTP/1.1
+check "HTTP/2 over TLS reaches the app unchanged" check_passthrough --http2 HTTP/2.0
+
+# (e) `kubectl steal deploy/demo-app --port 443 --header 'x-steal: yes' --to <local app>` over a real
+# port-forward (API server -> kubelet -> pod): requests with the header (HTTP/1.1 and HTTP/2) are
+# answered by the local app, the others by the pod; after Ctrl-C the pod answers everything again.
+check_kubectl_steal() {
+  [ "$WEBHOOK_UP" = 1 ] || { echo "needs the webhook Available"; return 1; }
+  [ -x "$BIN_DIR/kubectl-steal" ] || { echo "needs the kubectl-steal binary"; return 1; }
+  local pod ip lp local_host app_pid steal_pid rc=0
+  pod=$(pod_of $NS_IN demo-app) && ip=$(kc -n $NS_IN get pod "$pod" -o jsonpath='{.status.podIP}') && [ -n "$ip" ] ||
+    { echo "no demo-app pod"; return 1; }
+  [[ $(containers_of $NS_IN "$pod") == *tls-steal-proxy* ]] || { echo "needs an injected pod"; return 1; }
+  lp=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  local_host=$(cat /proc/sys/kernel/hostname)
+  "$BIN_DIR/e2e-https-app" --listen "127.0.0.1:$lp" --cert "$W/demo.crt" --key "$W/demo.key" > "$W/local-app.log" 2>&1 &
+  app_pid=$!
+  KUBECONFIG=$KUBECONFIG_FILE "$BIN_DIR/kubectl-steal" -n $NS_IN deploy/demo-app --port 443 \
+    --header 'x-steal: yes' --to "127.0.0.1:$lp" > "$W/kubectl-steal.log" 2>&1 &
+  steal_pid=$!
+  served_by() { curl -sS -k --max-time 10 "$@" | head -1; }
+  body() {
+    registered() { grep -q 'registered' "$W/kubectl-steal.log"; }
+    wait_for 30 "kubectl steal session" registered || { cat "$W/kubectl-steal.log"; echo "no session registered within 30s"; return 1; }
+    local got
+    for v in --http1.1 --http2; do
+      got=$(served_by $v -H 'x-steal: yes' "https://$ip/stolen$v")
+      [ "$got" = "served-by: pod $local_host" ] || { echo "$v with x-steal: yes answered by '$got', want the local app"; return 1; }
+      got=$(served_by $v -H 'x-steal: no' "https://$ip/kept$v")
+      [ "$got" = "served-by: pod $pod" ] || { echo "$v without the header answered by '$got', want the pod"; return 1; }
+    done
+    kill -INT $steal_pid
+    stopped() { ! kill -0 $steal_pid 2>/dev/null; }
+    wait_for 10 "kubectl-steal to exit on SIGINT" stopped || { echo "kubectl-steal ignored SIGINT for 10s"; return 1; }
+    got=$(served_by -H 'x-steal: yes' "https://$ip/after")
+    if [ "$got" != "served-by: pod $pod" ]; then   # the next request must reach the pod; diagnose how long it takes
+      local t0=$SECONDS after="still not after 5s"
+      while [ $((SECONDS-t0)) -lt 5 ]; do
+        sleep 0.5
+        [ "$(served_by -H 'x-steal: yes' "https://$ip/after")" = "served-by: pod $pod" ] && { after="after ~$((SECONDS-t0))s"; break; }
+      done
+      echo "first header request after kubectl-steal exited (SIGINT) was answered by '$got' (pod answers $after), want the pod"
+      return 1
+    fi
+    sed 's/^/kubectl-steal: /' "$W/kubectl-steal.log" | tail -6
+  }
+  body || rc=1
+  kill -9 $steal_pid $app_pid 2>/dev/null; wait $steal_pid $app_pid 2>/dev/null
+  return $rc
+}
+check "kubectl steal --header over port-forward: matching requests to the local app" check_kubectl_steal
+
+# (f) mTLS variant of the config (verification.trustRoots = a client CA): a client certificate from
+# that CA gets through to the app; no certificate, or one from another CA, does not
+NS_MTLS=e2e-mtls
+check_mtls() {
+  [ "$WEBHOOK_UP" = 1 ] || { echo "needs the webhook Available"; return 1; }
+  local p=$W/mtls; mkdir -p "$p"
+  ca() { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$p/$1.key" \
+           -out "$p/$1.crt" -days 2 -subj "/CN=$1" 2>/dev/null; }
+  client() { # name ca
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$p/$1.key" \
+      -out "$p/$1.csr" -subj "/CN=$1" 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' > "$p/$1.ext"
+    openssl x509 -req -in "$p/$1.csr" -CA "$p/$2.crt" -CAkey "$p/$2.key" -CAcreateserial -days 2 \
+      -extfile "$p/$1.ext" -out "$p/$1.crt" 2>/dev/null
+  }
+  ca client-ca && ca other-ca && client good client-ca && client bad other-ca || { echo "openssl failed"; return 1; }
+  demo_cert || return 1
+  kc create namespace $NS_MTLS >/dev/null && kc label namespace $NS_MTLS tls-steal-injection=enabled >/dev/null &&
+  kc -n $NS_MTLS create secret generic demo-app-tls --from-file=tls.crt="$W/demo.crt" --from-file=tls.key="$W/demo.key" \
+    --from-file=client-ca.crt="$p/client-ca.crt" >/dev/null &&
+  render demo-config-mtls.yaml.in $NS_MTLS demo-app | kc apply -f - >/dev/null || { echo "setup failed"; return 1; }
+  sleep 2
+  render demo-app.yaml.in $NS_MTLS demo-app | kc apply -f - >/dev/null || return 1
+  kc -n $NS_MTLS rollout status deploy/demo-app --timeout=60s >/dev/null || { echo "mTLS demo-app not Ready"; return 1; }
+  local pod ip got
+  pod=$(pod_of $NS_MTLS demo-app); ip=$(kc -n $NS_MTLS get pod "$pod" -o jsonpath='{.status.podIP}')
+  [[ $(containers_of $NS_MTLS "$pod") == *tls-steal-proxy* ]] || { echo "mTLS demo pod not injected"; return 1; }
+  for v in --http1.1 --http2; do
+    got=$(curl -sS -k $v --max-time 10 --cert "$p/good.crt" --key "$p/good.key" "https://$ip/mtls" | head -1)
+    [ "$got" = "served-by: pod $pod" ] || { echo "$v with a client cert from the trusted CA: got '$got'"; return 1; }
+    got=$(curl -sS -k $v --max-time 10 "https://$ip/anon" 2>&1 | head -1)
+    [[ $got != served-by* ]] || { echo "$v without a client certificate reached the app"; return 1; }
+    got=$(curl -sS -k $v --max-time 10 --cert "$p/bad.crt" --key "$p/bad.key" "https://$ip/other" 2>&1 | head -1)
+    [[ $got != served-by* ]] || { echo "$v with a certificate from an untrusted CA reached the app"; return 1; }
+  done
+}
+check "mTLS variant: only client certs from the configured roots get through" check_mtls
+
+# ---- not yet implemented (never counted as passed) ----------------------------------------------
+# rollout on config edit/delete (issue 7): e2e/tests/rollout.rs drives it against this cluster.
+# On by default; E2E_ROLLOUT=0 skips it (a SKIP line, never counted as passed).
+check_rollout() {
+  [ "$WEBHOOK_UP" = 1 ] || { echo "needs the webhook Available"; return 1; }
+  (cd "$REPO" && TLS_STEAL_E2E_KUBECONFIG=$KUBECONFIG_FILE timeout 1200 \
+     cargo test -p tls-steal-e2e --test rollout -- --nocapture) || { echo "cargo test --test rollout failed"; return 1; }
+}
+if [ "${E2E_ROLLOUT:-1}" = 1 ]; then
+  check "rollout on config edit/delete, unrelated Deployment untouched" check_rollout
+else
+  skip "rollout on config edit/delete, unrelated Deployment untouched" "E2E_ROLLOUT=0"
+fi
+
+# fail open: with the webhook scaled to zero, pods of an opted-in namespace are still created
+# (failurePolicy Ignore), promptly and uninjected; then the webhook comes back
+check_fail_open() {
+  [ $HELM_OK = 1 ] || { echo "needs the chart installed"; return 1; }
+  kc get namespace $NS_IN >/dev/null 2>&1 || { echo "needs namespace $NS_IN"; return 1; }
+  kc -n tls-steal scale deploy/tls-steal-webhook --replicas=0 >/dev/null || return 1
+  no_webhook_pods() { [ -z "$(kc -n tls-steal get pods -l app.kubernetes.io/name=tls-steal-webhook -o name)" ]; }
+  local t_stop=$SECONDS
+  wait_for 120 "webhook pods gone" no_webhook_pods || {
+    kc -n tls-steal get pods -o wide
+    echo "webhook pods did not stop within 120s of scaling to 0 (SIGTERM handling? grace period 30s)"; return 1; }
+  echo "webhook pods gone $((SECONDS-t_stop))s after scaling to 0"
+  local t0=$SECONDS
+  render demo-app.yaml.in $NS_IN demo-app-failopen | kc apply -f - >/dev/null || { echo "Deployment create failed"; return 1; }
+  kc -n $NS_IN rollout status deploy/demo-app-failopen --timeout=60s >/dev/null ||
+    { echo "pod creation blocked or slow while the webhook is down"; return 1; }
+  local took=$((SECONDS-t0)) pod c
+  pod=$(pod_of $NS_IN demo-app-failopen); c=$(containers_of $NS_IN "$pod")
+  echo "pod $pod Ready ${took}s after create, containers $c"
+  [ "$c" = "init: containers:app," ] || { echo "pod created without the webhook has $c"; return 1; }
+  kc -n tls-steal scale deploy/tls-steal-webhook --replicas=2 >/dev/null || return 1
+  kc -n tls-steal wait --for=condition=Available deploy/tls-steal-webhook --timeout=90s >/dev/null ||
+    { echo "webhook did not come back"; return 1; }
+}
+check "fail open: pods created while the webhook is down" check_fail_open
+exit 0
+}

@@ -1,0 +1,175 @@
+#![forbid(unsafe_code)]
+//! `e2e-https-app [--listen ADDR] [--cert PEM] [--key PEM] [--alpn h2,http/1.1]`
+//!
+//! A tiny HTTPS server (HTTP/1.1 and HTTP/2 via ALPN) for the e2e suite and the demo. Every
+//! request is answered `200` with a plain-text body:
+//!
+//! ```text
+//! served-by: pod <hostname>
+//! method: GET
+//! authority: host[:port]
+//! path: /x?y=1
+//! version: HTTP/2.0
+//! header: name: value      (one line per request header, in order)
+//! body-bytes: N
+//! ```
+//!
+//! The certificate is re-read for every new connection, so a rotated Secret is picked up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+struct Args {
+    listen: SocketAddr,
+    cert: PathBuf,
+    key: PathBuf,
+    alpn: Vec<Vec<u8>>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        listen: "0.0.0.0:443".parse()?,
+        cert: "/tls/tls.crt".into(),
+        key: "/tls/tls.key".into(),
+        alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => a.listen = value()?.parse().context("--listen")?,
+            "--cert" => a.cert = value()?.into(),
+            "--key" => a.key = value()?.into(),
+            "--alpn" => {
+                a.alpn = value()?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.as_bytes().to_vec())
+                    .collect()
+            }
+            "-h" | "--help" => {
+                println!(
+                    "e2e-https-app [--listen ADDR] [--cert PEM] [--key PEM] [--alpn h2,http/1.1]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}"),
+        }
+    }
+    Ok(a)
+}
+
+fn server_config(args: &Args) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&args.cert)
+        .with_context(|| format!("reading {}", args.cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing {}", args.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&args.key)
+        .with_context(|| format!("reading {}", args.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = args.alpn.clone();
+    Ok(Arc::new(cfg))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+async fn handle(
+    host: Arc<String>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let mut out = format!(
+        "{}\nmethod: {}\nauthority: {}\npath: {}\nversion: {:?}\n",
+        tls_steal_e2e::served_by_line(&host),
+        req.method(),
+        req.uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| req
+                .headers()
+                .get("host")
+                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()))
+            .unwrap_or_default(),
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/"),
+        req.version()
+    );
+    for (name, value) in req.headers() {
+        out.push_str(&format!(
+            "header: {}: {}\n",
+            name,
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    let body = req.into_body().collect().await?.to_bytes();
+    out.push_str(&format!("body-bytes: {}\n", body.len()));
+    Ok(Response::builder()
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("x-served-by", host.as_str())
+        .body(Full::new(Bytes::from(out)))
+        .expect("static response parts are valid"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    server_config(&args)?; // fail fast on unusable files
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let host = Arc::new(hostname());
+    eprintln!(
+        "e2e-https-app: serving https on {} as {}",
+        args.listen, host
+    );
+    loop {
+        let (tcp, peer) = listener.accept().await?;
+        let cfg = match server_config(&args) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("e2e-https-app: certificate: {e:#}");
+                continue;
+            }
+        };
+        let host = host.clone();
+        tokio::spawn(async move {
+            let tls = match TlsAcceptor::from(cfg).accept(tcp).await {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("e2e-https-app: TLS handshake with {peer}: {e}");
+                    return;
+                }
+            };
+            let svc = hyper::service::service_fn(move |req| handle(host.clone(), req));
+            if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), svc)
+                .await
+            {
+                eprintln!("e2e-https-app: connection from {peer}: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,434 @@
+//! The Helm chart: `helm lint` is clean and `helm template` renders the objects the design asks
+//! for (webhook configuration, least-privilege RBAC, a hardened 2-replica Deployment, PDB).
+//! helm comes from `e2e/scripts/get-helm.sh` (cached under /var/cache/tls-steal-e2e) when `$HELM`
+//! is not set.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn chart() -> PathBuf {
+    root().join("chart")
+}
+
+fn helm() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        if let Some(h) = std::env::var_os("HELM") {
+            return h.into();
+        }
+        let script = root().join("e2e/scripts/get-helm.sh");
+        let mut cmd = Command::new("bash");
+        cmd.arg(&script);
+        // Not root: keep the download in the target directory instead of /var/cache.
+        let cache = Path::new("/var/cache/tls-steal-e2e");
+        if std::fs::create_dir_all(cache).is_err() || tempfile_probe(cache).is_err() {
+            cmd.env("E2E_CACHE", root().join("target/tls-steal-e2e-cache"));
+        }
+        let out = cmd.output().expect("running get-helm.sh");
+        assert!(
+            out.status.success(),
+            "get-helm.sh failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+}
+
+fn tempfile_probe(dir: &Path) -> std::io::Result<()> {
+    let p = dir.join(".write-probe");
+    std::fs::write(&p, b"")?;
+    std::fs::remove_file(p)
+}
+
+fn run_helm(args: &[&str]) -> (bool, String) {
+    let out = Command::new(helm())
+        .args(args)
+        .output()
+        .expect("running helm");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `helm template` with `--set` values; the rendered objects.
+fn render(sets: &[&str]) -> Vec<Value> {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "tls-steal",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "tls-steal",
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let (ok, text) = run_helm(&args);
+    assert!(ok, "helm template {sets:?} failed:\n{text}");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("rendered YAML parses");
+    docs.into_iter().filter(|d| d.is_object()).collect()
+}
+
+fn find<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = objs.iter().filter(|o| o["kind"] == kind).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one {kind}, got {}",
+        found.len()
+    );
+    found[0]
+}
+
+fn strs(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Verbs granted on `group`/`resource` by a (Cluster)Role, and whether any of those rules is
+/// limited by resourceNames.
+fn verbs(role: &Value, group: &str, resource: &str) -> (BTreeSet<String>, bool) {
+    let mut verbs = BTreeSet::new();
+    let mut named = false;
+    for rule in role["rules"].as_array().unwrap() {
+        if strs(&rule["apiGroups"]).contains(group) && strs(&rule["resources"]).contains(resource) {
+            verbs.extend(strs(&rule["verbs"]));
+            named |= rule.get("resourceNames").is_some();
+        }
+    }
+    (verbs, named)
+}
+
+#[test]
+fn lint_is_clean() {
+    let (ok, text) = run_helm(&["lint", "--strict", chart().to_str().unwrap()]);
+    assert!(ok, "helm lint failed:\n{text}");
+    assert!(text.contains("0 chart(s) failed"), "{text}");
+    assert!(
+        !text.contains("[WARNING]") && !text.contains("[ERROR]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn mutating_webhook_configuration() {
+    let objs = render(&[]);
+    let mwc = find(&objs, "MutatingWebhookConfiguration");
+    let hooks = mwc["webhooks"].as_array().unwrap();
+    assert_eq!(hooks.len(), 1);
+    let w = &hooks[0];
+    assert_eq!(w["failurePolicy"], "Ignore", "fails open by default");
+    assert_eq!(w["reinvocationPolicy"], "IfNeeded");
+    assert_eq!(w["timeoutSeconds"], 5);
+    assert_eq!(w["sideEffects"], "None");
+    assert_eq!(strs(&w["admissionReviewVersions"]), set(&["v1"]));
+    assert_eq!(
+        w["namespaceSelector"]["matchLabels"]["tls-steal-injection"],
+        "enabled"
+    );
+    let exprs = w["objectSelector"]["matchExpressions"].as_array().unwrap();
+    let excludes = |key: &str, value: &str| {
+        exprs.iter().any(|e| {
+            e["key"] == key && e["operator"] == "NotIn" && strs(&e["values"]).contains(value)
+        })
+    };
+    assert!(
+        excludes("tls-steal.io/inject", "false"),
+        "opted-out pods: {exprs:?}"
+    );
+    assert!(
+        excludes("app.kubernetes.io/name", "tls-steal-webhook"),
+        "own pods: {exprs:?}"
+    );
+    let rules = w["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(strs(&rules[0]["operations"]), set(&["CREATE"]));
+    assert_eq!(strs(&rules[0]["resources"]), set(&["pods"]));
+    assert_eq!(strs(&rules[0]["apiGroups"]), set(&[""]));
+    let svc = &w["clientConfig"]["service"];
+    assert_eq!(svc["path"], "/mutate");
+    assert_eq!(svc["namespace"], "tls-steal");
+    let service = find(&objs, "Service");
+    assert_eq!(svc["name"], service["metadata"]["name"]);
+    assert_eq!(svc["port"], service["spec"]["ports"][0]["port"]);
+    assert!(
+        w["clientConfig"].get("caBundle").is_none(),
+        "selfManaged: the webhook patches caBundle"
+    );
+
+    // The webhook's own pods carry the label the objectSelector excludes.
+    let deploy = find(&objs, "Deployment");
+    assert_eq!(
+        deploy["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"],
+        "tls-steal-webhook"
+    );
+
+    let fail = render(&["webhook.failurePolicy=Fail"]);
+    assert_eq!(
+        find(&fail, "MutatingWebhookConfiguration")["webhooks"][0]["failurePolicy"],
+        "Fail"
+    );
+}
+
+#[test]
+fn deployment_is_hardened_and_replicated() {
+    let objs = render(&[]);
+    let d = find(&objs, "Deployment");
+    assert_eq!(d["spec"]["replicas"], 2);
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_ne!(pod["securityContext"]["runAsUser"], 0);
+    let c = &pod["containers"][0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(strs(&sc["capabilities"]["drop"]), set(&["ALL"]));
+    assert!(pod.get("hostNetwork").is_none());
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    let args = strs(&c["args"]);
+    assert!(args.contains("serve"), "{args:?}");
+    assert!(args.contains("--sidecar-mode=auto"), "{args:?}");
+    assert!(
+        args.contains("--webhook-config-name=tls-steal-webhook"),
+        "{args:?}"
+    );
+    assert_eq!(
+        pod["serviceAccountName"],
+        find(&objs, "ServiceAccount")["metadata"]["name"]
+    );
+
+    let pdb = find(&objs, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        d["spec"]["selector"]["matchLabels"]
+    );
+
+    let custom = render(&[
+        "sidecar.mode=classic",
+        "image.sidecar.repository=local/sidecar",
+        "image.sidecar.tag=dev",
+        "image.sidecar.pullPolicy=Never",
+        "image.webhook.repository=local/webhook",
+        "image.webhook.tag=dev",
+        "replicaCount=3",
+    ]);
+    let d = find(&custom, "Deployment");
+    assert_eq!(d["spec"]["replicas"], 3);
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "local/webhook:dev");
+    let args = strs(&c["args"]);
+    for a in [
+        "--sidecar-mode=classic",
+        "--sidecar-image=local/sidecar:dev",
+        "--image-pull-policy=Never",
+    ] {
+        assert!(args.contains(a), "{a} missing from {args:?}");
+    }
+}
+
+#[test]
+fn rbac_is_least_privilege() {
+    let objs = render(&[]);
+    let cr = find(&objs, "ClusterRole");
+    let role = find(&objs, "Role");
+    for r in [cr, role] {
+        for rule in r["rules"].as_array().unwrap() {
+            for field in ["apiGroups", "resources", "verbs"] {
+                assert!(!strs(&rule[field]).contains("*"), "wildcard in {rule}");
+            }
+        }
+    }
+    let read = set(&["get", "list", "watch"]);
+    for kind in ["mirrordtlsstealconfigs", "mirrordclustertlsstealconfigs"] {
+        assert_eq!(verbs(cr, "mirrord.metalbear.co", kind).0, read, "{kind}");
+        let status = verbs(cr, "mirrord.metalbear.co", &format!("{kind}/status")).0;
+        assert!(
+            status.contains("update") && status.contains("patch"),
+            "{kind}/status: {status:?}"
+        );
+    }
+    assert_eq!(verbs(cr, "", "pods").0, read);
+    assert_eq!(verbs(cr, "", "namespaces").0, read);
+    assert_eq!(verbs(cr, "apps", "replicasets").0, read);
+    for kind in ["deployments", "statefulsets", "daemonsets"] {
+        assert_eq!(
+            verbs(cr, "apps", kind).0,
+            set(&["get", "list", "watch", "patch"]),
+            "{kind}"
+        );
+    }
+    assert_eq!(verbs(cr, "batch", "jobs").0, set(&["get"]));
+    assert!(verbs(cr, "", "events").0.contains("create"));
+    assert!(
+        verbs(cr, "", "secrets").0.is_empty(),
+        "no cluster-wide Secret access"
+    );
+    let (mwc, named) = verbs(
+        cr,
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+    );
+    assert_eq!(mwc, set(&["get", "patch"]));
+    assert!(
+        named,
+        "MWC access is limited to its own configuration by name"
+    );
+
+    assert_eq!(role["metadata"]["namespace"], "tls-steal");
+    assert!(
+        verbs(role, "coordination.k8s.io", "leases")
+            .0
+            .contains("update")
+    );
+    let secret_rules: Vec<&Value> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| strs(&r["resources"]).contains("secrets"))
+        .collect();
+    for r in &secret_rules {
+        let v = strs(&r["verbs"]);
+        assert!(
+            !v.contains("list") && !v.contains("watch") && !v.contains("delete"),
+            "{r}"
+        );
+        if v.contains("get") || v.contains("update") {
+            assert_eq!(
+                strs(&r["resourceNames"]),
+                set(&["tls-steal-webhook-tls"]),
+                "{r}"
+            );
+        }
+    }
+    let all: BTreeSet<String> = secret_rules
+        .iter()
+        .flat_map(|r| strs(&r["verbs"]))
+        .collect();
+    assert_eq!(all, set(&["get", "update", "create"]));
+
+    // Bindings point at the ServiceAccount.
+    let sa = find(&objs, "ServiceAccount")["metadata"]["name"].clone();
+    for kind in ["ClusterRoleBinding", "RoleBinding"] {
+        let b = find(&objs, kind);
+        assert_eq!(b["subjects"][0]["name"], sa);
+        assert_eq!(b["subjects"][0]["namespace"], "tls-steal");
+    }
+}
+
+#[test]
+fn certificate_modes() {
+    let cm = render(&["certificate.mode=certManager"]);
+    assert!(cm.iter().any(|o| o["kind"] == "Certificate"));
+    let mwc = find(&cm, "MutatingWebhookConfiguration");
+    assert_eq!(
+        mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "tls-steal/tls-steal-webhook"
+    );
+    let args = strs(&find(&cm, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(
+        args.iter().any(|a| a.starts_with("--tls-cert-file=")),
+        "{args:?}"
+    );
+    // No Secret or MWC write access when the webhook does not manage its certificate.
+    assert!(verbs(find(&cm, "Role"), "", "secrets").0.is_empty());
+    assert!(
+        verbs(
+            find(&cm, "ClusterRole"),
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations"
+        )
+        .0
+        .is_empty()
+    );
+
+    let supplied = render(&[
+        "certificate.mode=secret",
+        "certificate.secret.name=my-tls",
+        "certificate.secret.caBundle=Q0E=",
+    ]);
+    let mwc = find(&supplied, "MutatingWebhookConfiguration");
+    assert_eq!(mwc["webhooks"][0]["clientConfig"]["caBundle"], "Q0E=");
+    let vols = &find(&supplied, "Deployment")["spec"]["template"]["spec"]["volumes"];
+    assert!(
+        vols.as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "my-tls"),
+        "{vols}"
+    );
+
+    let chart = chart();
+    let (ok, text) = run_helm(&[
+        "template",
+        "x",
+        chart.to_str().unwrap(),
+        "--set",
+        "certificate.mode=secret",
+    ]);
+    assert!(
+        !ok && text.contains("certificate.secret"),
+        "secret mode needs a Secret name:\n{text}"
+    );
+}
+
+#[test]
+fn schema_rejects_bad_values() {
+    let chart = chart();
+    for bad in [
+        "sidecar.mode=sometimes",
+        "webhook.failurePolicy=Maybe",
+        "certificate.mode=vault",
+        "replicaCount=0",
+    ] {
+        let (ok, text) = run_helm(&["template", "x", chart.to_str().unwrap(), "--set", bad]);
+        assert!(!ok, "{bad} was accepted");
+        assert!(
+            text.contains("schema") || text.contains("must be"),
+            "{bad}: {text}"
+        );
+    }
+}
+
+#[test]
+fn crds_are_shipped() {
+    let chart = chart();
+    let (ok, text) = run_helm(&["template", "x", chart.to_str().unwrap(), "--include-crds"]);
+    assert!(ok, "{text}");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let crds: BTreeSet<String> = docs
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .filter_map(|d| d["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        crds,
+        set(&[
+            "mirrordtlsstealconfigs.mirrord.metalbear.co",
+            "mirrordclustertlsstealconfigs.mirrord.metalbear.co"
+        ])
+    );
+}
