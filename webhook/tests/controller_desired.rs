@@ -6,12 +6,15 @@ mod controller_common;
 mod controller {
 
     use crate::controller_common::*;
-    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+    use k8s_openapi::api::core::v1::Pod;
     use serde_json::{Value, json};
     use tls_steal_crds::status::{Condition, TlsStealConfigStatus};
     use tls_steal_crds::{ConfigSource, Owner, OwnerKind, PodTarget, build_plan};
     use tls_steal_webhook::controller::desired::{
-        Decision, NoPlan, WorkloadKind, WorkloadState, current_hash, hash_patch,
+        Adoption, Decision, NoPlan, Workload, WorkloadKind, WorkloadState, adoption,
+        adoption_patch, current_hash, hash_annotation_present, hash_patch, hash_recorded,
+        live_pod_hashes, pod_plan_hash, pod_selector, rollout_patch, workload_current_hash,
     };
     use tls_steal_webhook::controller::status::{ConfigInput, SyncCounts, compute_statuses};
     use tls_steal_webhook::mutate::SkipReason;
@@ -306,5 +309,168 @@ mod controller {
             Some("2026-02-02T00:00:00Z")
         );
         assert_eq!(again[1], statuses[1].clone());
+    }
+
+    #[test]
+    fn adoption_judges_the_live_pods() {
+        let h = "0123456789abcdef".to_owned();
+        let other = "fedcba9876543210".to_owned();
+        assert_eq!(
+            adoption(&h, &[h.clone(), h.clone()], false),
+            Adoption::InSync
+        );
+        assert_eq!(
+            adoption(&h, &[h.clone(), String::new()], false),
+            Adoption::Rollout
+        );
+        assert_eq!(adoption(&h, &[other], false), Adoption::Rollout);
+        assert_eq!(adoption(&h, &[], false), Adoption::WaitForPods);
+        assert_eq!(adoption(&h, &[], true), Adoption::InSync);
+        assert_eq!(adoption(&h, &[String::new()], true), Adoption::Rollout);
+    }
+
+    #[test]
+    fn pod_hashes_come_from_the_status_annotation() {
+        let pod_of = |v: Value| -> Pod { serde_json::from_value(v).unwrap() };
+        assert_eq!(pod_plan_hash(&pod_of(pod("web", "a", Some("abc")))), "abc");
+        assert_eq!(pod_plan_hash(&pod_of(pod("web", "b", None))), "");
+        let mut garbled = pod("web", "c", None);
+        garbled["metadata"]["annotations"]["tls-steal.io/status"] = json!("not json");
+        assert_eq!(pod_plan_hash(&pod_of(garbled)), "");
+
+        let mut failed = pod("web", "d", None);
+        failed["status"]["phase"] = json!("Succeeded");
+        let mut deleting = pod("web", "e", None);
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        let pods: Vec<Pod> = [pod("web", "a", Some("abc")), failed, deleting]
+            .into_iter()
+            .map(pod_of)
+            .collect();
+        assert_eq!(live_pod_hashes(&pods), ["abc"]);
+    }
+
+    #[test]
+    fn annotation_presence_and_selectors() {
+        let absent = deployment("web", json!({"other": "x"}), Value::Null);
+        let no_map = deployment("web", Value::Null, Value::Null);
+        let empty = deployment("web", json!({"tls-steal.io/config-hash": ""}), Value::Null);
+        assert!(!hash_annotation_present(absent.template()));
+        assert!(!hash_annotation_present(no_map.template()));
+        assert!(hash_annotation_present(empty.template()));
+
+        assert_eq!(pod_selector(absent.selector()).as_deref(), Some("app=web"));
+        let with_exprs: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "x"},
+            "spec": {"selector": {"matchLabels": {"app": "x"},
+                                  "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]},
+                                                       {"key": "canary", "operator": "DoesNotExist"}]},
+                     "template": {}}
+        }))
+        .unwrap();
+        assert_eq!(
+            pod_selector(with_exprs.selector()).as_deref(),
+            Some("app=x,tier in (a,b),!canary")
+        );
+        // Selecting every pod, or an unknown operator: the pods cannot be judged.
+        let everything: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "x"}, "spec": {"selector": {}, "template": {}}
+        }))
+        .unwrap();
+        assert_eq!(pod_selector(everything.selector()), None);
+        let bad: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "x"},
+            "spec": {"selector": {"matchExpressions": [{"key": "a", "operator": "Bogus"}]}, "template": {}}
+        }))
+        .unwrap();
+        assert_eq!(pod_selector(bad.selector()), None);
+    }
+
+    #[test]
+    fn current_hash_prefers_the_template_then_the_adoption_record() {
+        let adopted = deployment(
+            "web",
+            json!({}),
+            json!({"tls-steal.io/adopted-hash": "abc"}),
+        );
+        assert_eq!(
+            workload_current_hash(&adopted.metadata, adopted.template()),
+            "abc"
+        );
+        assert!(hash_recorded(&adopted.metadata, adopted.template()));
+        assert_eq!(state(&adopted, true).current_hash, "abc");
+        // Counted as in sync by the status and the gauges.
+        let configs = sources(&[("a", None, &[443])]);
+        let h = expected_hash(&adopted, &configs);
+        let matching = deployment("web", json!({}), json!({"tls-steal.io/adopted-hash": h}));
+        let inputs: Vec<ConfigInput<'_>> = configs
+            .iter()
+            .map(|c| ConfigInput {
+                source: c,
+                generation: Some(1),
+                previous: None,
+            })
+            .collect();
+        let (_, counts) = compute_statuses(&inputs, &[state(&matching, true)], "now");
+        assert_eq!(counts.in_sync, 1);
+        assert_eq!(counts.out_of_sync, 0);
+
+        // A present template annotation (even "") wins over the record.
+        let both = deployment(
+            "web",
+            json!({"tls-steal.io/config-hash": ""}),
+            json!({"tls-steal.io/adopted-hash": "abc"}),
+        );
+        assert_eq!(workload_current_hash(&both.metadata, both.template()), "");
+        let none = deployment("web", json!({}), json!({"x": "y"}));
+        assert_eq!(workload_current_hash(&none.metadata, none.template()), "");
+        assert!(!hash_recorded(&none.metadata, none.template()));
+
+        let json_of = |p: json_patch::Patch| serde_json::to_value(p).unwrap();
+        assert_eq!(
+            json_of(adoption_patch(&none.metadata, "abc")),
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": "100"},
+                {"op": "add", "path": "/metadata/annotations/tls-steal.io~1adopted-hash", "value": "abc"}
+            ])
+        );
+        let bare = deployment("web", json!({}), Value::Null);
+        assert_eq!(
+            json_of(adoption_patch(&bare.metadata, "abc"))[1],
+            json!({"op": "add", "path": "/metadata/annotations",
+                   "value": {"tls-steal.io/adopted-hash": "abc"}})
+        );
+        // A rollout removes the record; without one it is the plain hash patch.
+        assert_eq!(
+            json_of(rollout_patch(&adopted.metadata, adopted.template(), ""))[2],
+            json!({"op": "remove", "path": "/metadata/annotations/tls-steal.io~1adopted-hash"})
+        );
+        assert_eq!(
+            json_of(rollout_patch(&none.metadata, none.template(), "abc")),
+            json_of(hash_patch(none.template(), Some("100"), "abc"))
+        );
+    }
+
+    #[test]
+    fn workloads_wanting_no_pods() {
+        let mut d = deployment("web", json!({}), Value::Null);
+        assert!(!d.expects_no_pods());
+        d.spec.as_mut().unwrap().replicas = Some(0);
+        assert!(d.expects_no_pods());
+        let ds = |status: Value| -> DaemonSet {
+            serde_json::from_value(json!({
+                "metadata": {"name": "x", "generation": 2},
+                "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": {}},
+                "status": status
+            }))
+            .unwrap()
+        };
+        // A new DaemonSet has no status yet: its pods may still come.
+        assert!(!ds(Value::Null).expects_no_pods());
+        let stale = json!({"currentNumberScheduled": 0, "desiredNumberScheduled": 0,
+                           "numberMisscheduled": 0, "numberReady": 0, "observedGeneration": 1});
+        assert!(!ds(stale).expects_no_pods());
+        let current = json!({"currentNumberScheduled": 0, "desiredNumberScheduled": 0,
+                             "numberMisscheduled": 0, "numberReady": 0, "observedGeneration": 2});
+        assert!(ds(current).expects_no_pods());
     }
 }

@@ -8,13 +8,15 @@ mod controller {
     use std::sync::Arc;
 
     use crate::controller_common::*;
+    use kube::runtime::controller::Action;
     use serde_json::{Value, json};
     use tls_steal_crds::ConfigSource;
     use tls_steal_webhook::controller::desired::WorkloadKind;
-    use tls_steal_webhook::controller::reconcile::{ErrorKind, reconcile};
+    use tls_steal_webhook::controller::reconcile::{ADOPTION_RECHECK, ErrorKind, reconcile};
     use tls_steal_webhook::controller::sweep::sync_statuses;
 
     const HASH_POINTER: &str = "/spec/template/metadata/annotations/tls-steal.io~1config-hash";
+    const ADOPTED_POINTER: &str = "/metadata/annotations/tls-steal.io~1adopted-hash";
 
     fn patches(log: &[Recorded]) -> Vec<&Recorded> {
         log.iter().filter(|r| r.method == "PATCH").collect()
@@ -126,6 +128,7 @@ mod controller {
     #[tokio::test]
     async fn missing_annotation_map_is_added_whole() {
         let (h, d, expected) = setup(Value::Null, Value::Null);
+        h.pods(vec![pod("web", "web-1", None)]);
         reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
         let patched = h.object(DEPLOY_PATH);
         let log = h.finish().await;
@@ -140,6 +143,291 @@ mod controller {
             patched["spec"]["template"]["metadata"]["annotations"]["tls-steal.io/config-hash"],
             json!(expected)
         );
+    }
+
+    fn pod_lists(log: &[Recorded]) -> Vec<&Recorded> {
+        log.iter()
+            .filter(|r| r.method == "GET" && r.path == PODS_PATH)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn absent_annotation_and_pods_with_the_plan_records_the_adoption_without_rollout() {
+        // Created after its config: the webhook gave the pods the plan; no annotation yet.
+        let (h, d, expected) = setup(json!({"other": "x"}), Value::Null);
+        h.pods(vec![
+            pod("web", "web-1", Some(&expected)),
+            pod("web", "web-2", Some(&expected)),
+        ]);
+        let action = reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
+        assert_eq!(action, Action::requeue(h.ctx.settings.resync));
+        let adopted = h.object(DEPLOY_PATH);
+        // Level-triggered: judging the recorded workload again (a resync, a restart) does
+        // nothing at all, without listing the pods.
+        let again = reconcile(deploy_of(&adopted), h.ctx.clone()).await.unwrap();
+        assert_eq!(again, action);
+        let metrics = h.metrics.clone();
+        let log = h.finish().await;
+
+        let calls: Vec<(&str, &str)> = log
+            .iter()
+            .map(|r| (r.method.as_str(), r.path.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            [("GET", PODS_PATH), ("PATCH", DEPLOY_PATH)],
+            "{log:#?}"
+        );
+        // Listed by the Deployment's selector.
+        assert!(
+            log[0].query.contains("labelSelector=app%3Dweb"),
+            "{}",
+            log[0].query
+        );
+        // Exactly one patch, of the workload's own metadata (the map was absent: added whole),
+        // and no template patch.
+        let p = patches(&log);
+        assert_eq!(p.len(), 1, "{log:#?}");
+        assert_eq!(p[0].content_type, "application/json-patch+json");
+        assert!(p[0].query.contains("fieldManager=tls-steal-controller"));
+        assert_eq!(
+            p[0].body,
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": "100"},
+                {"op": "add", "path": "/metadata/annotations",
+                 "value": {"tls-steal.io/adopted-hash": expected}},
+            ])
+        );
+        assert!(
+            p.iter()
+                .all(|r| !r.body.to_string().contains("/spec/template")),
+            "{log:#?}"
+        );
+        assert_eq!(
+            adopted["metadata"]["annotations"],
+            json!({"tls-steal.io/adopted-hash": expected})
+        );
+        assert_eq!(
+            adopted["spec"], d["spec"],
+            "the pod template changed (a rollout)"
+        );
+        assert_eq!(metrics.rollouts_of(WorkloadKind::Deployment), 0);
+    }
+
+    #[tokio::test]
+    async fn adoption_adds_to_an_existing_annotation_map() {
+        let (h, d, expected) = setup(json!({}), json!({"owner": "team-a"}));
+        h.pods(vec![pod("web", "web-1", Some(&expected))]);
+        reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
+        let adopted = h.object(DEPLOY_PATH);
+        let log = h.finish().await;
+        let p = patches(&log);
+        assert_eq!(p.len(), 1, "{log:#?}");
+        assert_eq!(
+            p[0].body,
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": "100"},
+                {"op": "add", "path": ADOPTED_POINTER, "value": expected},
+            ])
+        );
+        assert_eq!(
+            adopted["metadata"]["annotations"],
+            json!({"owner": "team-a", "tls-steal.io/adopted-hash": expected})
+        );
+    }
+
+    #[tokio::test]
+    async fn adopted_hash_equal_to_desired_means_no_request_at_all() {
+        let (mut h, _, expected) = setup(json!({}), Value::Null);
+        let d = deployment(
+            "web",
+            json!({"other": "x"}),
+            json!({"tls-steal.io/adopted-hash": expected}),
+        );
+        h.deployment(d.clone());
+        // Pods would say otherwise, but a recorded hash is compared without listing them.
+        h.pods(vec![pod("web", "web-1", None)]);
+        reconcile(Arc::new(d), h.ctx.clone()).await.unwrap();
+        // The status and the gauges count it as in sync too.
+        sync_statuses(&h.ctx).await.unwrap();
+        let metrics = h.metrics.clone();
+        let log = h.finish().await;
+        assert!(
+            log.iter().all(|r| r.path == CONFIG_STATUS_PATH),
+            "unexpected requests: {log:#?}"
+        );
+        let status = &log[0].body["status"];
+        let rolled = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "RolledOut")
+            .unwrap();
+        assert_eq!(rolled["reason"], "UpToDate", "{rolled}");
+        assert_eq!(metrics.rollouts_of(WorkloadKind::Deployment), 0);
+    }
+
+    #[tokio::test]
+    async fn adopted_workload_rolls_back_when_its_config_is_deleted() {
+        let d = deployment(
+            "web",
+            json!({"other": "x"}),
+            json!({"tls-steal.io/adopted-hash": "0123456789abcdef"}),
+        );
+        let json_d = serde_json::to_value(&d).unwrap();
+        let mut h = harness(vec![(DEPLOY_PATH, json_d)], 0);
+        h.namespace(namespace(NS, true));
+        // No config at all any more: desired "".
+        reconcile(Arc::new(d), h.ctx.clone()).await.unwrap();
+        let patched = h.object(DEPLOY_PATH);
+        let metrics = h.metrics.clone();
+        let log = h.finish().await;
+        let p = patches(&log);
+        assert_eq!(p.len(), 1, "{log:#?}");
+        assert_eq!(p[0].path, DEPLOY_PATH);
+        assert_eq!(
+            p[0].body,
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": "100"},
+                {"op": "add", "path": HASH_POINTER, "value": ""},
+                {"op": "remove", "path": ADOPTED_POINTER},
+            ])
+        );
+        assert!(pod_lists(&log).is_empty(), "{log:#?}");
+        assert_eq!(
+            patched["spec"]["template"]["metadata"]["annotations"],
+            json!({"other": "x", "tls-steal.io/config-hash": ""})
+        );
+        // The template annotation supersedes the adoption record, which is removed.
+        assert_eq!(patched["metadata"]["annotations"], json!({}));
+        assert_eq!(metrics.rollouts_of(WorkloadKind::Deployment), 1);
+        let ev = events(&log);
+        assert!(ev[0]["note"].as_str().unwrap().contains("plan removed"));
+    }
+
+    #[tokio::test]
+    async fn adopted_workload_rolls_back_when_its_namespace_loses_the_label() {
+        let (mut h, _, expected) = setup(json!({}), Value::Null);
+        h.namespace(namespace(NS, false));
+        let d = deployment(
+            "web",
+            json!({}),
+            json!({"tls-steal.io/adopted-hash": expected}),
+        );
+        h.objects
+            .lock()
+            .unwrap()
+            .insert(DEPLOY_PATH.into(), serde_json::to_value(&d).unwrap());
+        reconcile(Arc::new(d), h.ctx.clone()).await.unwrap();
+        let log = h.finish().await;
+        let p = patches(&log);
+        assert_eq!(p.len(), 1, "{log:#?}");
+        assert_eq!(p[0].body[1]["path"], HASH_POINTER);
+        assert_eq!(p[0].body[1]["value"], "");
+    }
+
+    #[tokio::test]
+    async fn absent_annotation_ignores_finished_and_terminating_pods() {
+        let (h, d, expected) = setup(json!({}), Value::Null);
+        let mut evicted = pod("web", "web-old-1", None);
+        evicted["status"]["phase"] = json!("Failed");
+        let mut terminating = pod("web", "web-old-2", None);
+        terminating["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        h.pods(vec![
+            evicted,
+            terminating,
+            pod("web", "web-1", Some(&expected)),
+        ]);
+        reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
+        let log = h.finish().await;
+        // Adopted: only the metadata record, no template patch.
+        let p = patches(&log);
+        assert_eq!(p.len(), 1, "{log:#?}");
+        assert_eq!(
+            p[0].body[1]["value"],
+            json!({"tls-steal.io/adopted-hash": expected})
+        );
+        assert_eq!(pod_lists(&log).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn absent_annotation_and_a_pod_without_sidecar_sends_one_patch() {
+        // Existed before the config: an old pod has no sidecar (hash "").
+        let (h, d, expected) = setup(json!({"other": "x"}), Value::Null);
+        h.pods(vec![
+            pod("web", "web-1", Some(&expected)),
+            pod("web", "web-2", None),
+        ]);
+        let action = reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
+        assert_eq!(action, Action::requeue(h.ctx.settings.resync));
+        let patched = h.object(DEPLOY_PATH);
+        let metrics = h.metrics.clone();
+        let log = h.finish().await;
+        assert_eq!(pod_lists(&log).len(), 1, "{log:#?}");
+        let p = patches(&log);
+        assert_eq!(p.len(), 1, "{log:#?}");
+        assert_eq!(p[0].path, DEPLOY_PATH);
+        assert_eq!(
+            p[0].body,
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": "100"},
+                {"op": "add", "path": HASH_POINTER, "value": expected},
+            ])
+        );
+        assert_eq!(
+            patched["spec"]["template"]["metadata"]["annotations"]["tls-steal.io/config-hash"],
+            json!(expected)
+        );
+        assert_eq!(metrics.rollouts_of(WorkloadKind::Deployment), 1);
+    }
+
+    #[tokio::test]
+    async fn absent_annotation_and_a_pod_with_another_plan_sends_one_patch() {
+        let (h, d, _) = setup(json!({}), Value::Null);
+        h.pods(vec![pod("web", "web-1", Some("0123456789abcdef"))]);
+        reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
+        let log = h.finish().await;
+        assert_eq!(patches(&log).len(), 1, "{log:#?}");
+    }
+
+    #[tokio::test]
+    async fn absent_annotation_and_no_pods_yet_requeues_without_patch() {
+        let (h, d, _) = setup(json!({}), Value::Null);
+        h.pods(vec![]);
+        let action = reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
+        assert_eq!(action, Action::requeue(ADOPTION_RECHECK));
+        assert_eq!(ADOPTION_RECHECK, std::time::Duration::from_secs(5));
+        let unchanged = h.object(DEPLOY_PATH);
+        let log = h.finish().await;
+        let calls: Vec<(&str, &str)> = log
+            .iter()
+            .map(|r| (r.method.as_str(), r.path.as_str()))
+            .collect();
+        assert_eq!(calls, [("GET", PODS_PATH)], "{log:#?}");
+        assert_eq!(unchanged, d, "the workload changed");
+    }
+
+    #[tokio::test]
+    async fn absent_annotation_no_pods_and_zero_replicas_does_not_wait() {
+        let (h, mut d, _) = setup(json!({}), Value::Null);
+        d["spec"]["replicas"] = json!(0);
+        h.pods(vec![]);
+        let action = reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
+        assert_eq!(action, Action::requeue(h.ctx.settings.resync));
+        let log = h.finish().await;
+        assert!(patches(&log).is_empty(), "{log:#?}");
+        assert_eq!(pod_lists(&log).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn present_empty_annotation_is_compared_without_listing_pods() {
+        // `""` was written by the controller (plan removed): present, so no pod list.
+        let (h, d, expected) = setup(json!({"tls-steal.io/config-hash": ""}), Value::Null);
+        h.pods(vec![pod("web", "web-1", Some(&expected))]);
+        reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
+        let log = h.finish().await;
+        assert!(pod_lists(&log).is_empty(), "{log:#?}");
+        assert_eq!(patches(&log).len(), 1, "{log:#?}");
     }
 
     #[tokio::test]
@@ -266,6 +554,7 @@ mod controller {
         let d = deployment("web", json!({}), Value::Null);
         let json_d = serde_json::to_value(&d).unwrap();
         let mut h = harness(vec![(DEPLOY_PATH, json_d)], 1);
+        h.pods(vec![pod("web", "web-1", None)]);
         let config = ns_config(NS, "web-tls", spec(Some("deploy/web"), &[443]));
         let expected = expected_hash(&d, &[ConfigSource::from(&config)]);
         h.namespace(namespace(NS, true));
@@ -280,6 +569,8 @@ mod controller {
         assert_eq!(
             calls,
             [
+                // The template has no hash annotation: its pods are listed (once).
+                ("GET", PODS_PATH),
                 ("PATCH", DEPLOY_PATH),
                 ("GET", DEPLOY_PATH),
                 ("PATCH", DEPLOY_PATH)
@@ -297,6 +588,7 @@ mod controller {
         let d = deployment("web", json!({}), Value::Null);
         let json_d = serde_json::to_value(&d).unwrap();
         let mut h = harness(vec![(DEPLOY_PATH, json_d)], usize::MAX);
+        h.pods(vec![pod("web", "web-1", None)]);
         h.namespace(namespace(NS, true));
         h.config(ns_config(NS, "web-tls", spec(Some("deploy/web"), &[443])));
         let err = reconcile(Arc::new(d), h.ctx.clone()).await.unwrap_err();

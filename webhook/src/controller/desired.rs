@@ -5,15 +5,16 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::Resource;
-use kube::core::NamespaceResourceScope;
+use kube::core::{NamespaceResourceScope, Selector};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tls_steal_crds::{ConfigSource, Owner, OwnerKind, PodTarget, StealPlan, build_plan};
 
-use super::{CONFIG_HASH_ANNOTATION, ROLLOUT_ANNOTATION};
+use super::{ADOPTED_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION, ROLLOUT_ANNOTATION};
+use crate::STATUS_ANNOTATION;
 use crate::mutate::{self, SkipReason};
 use crate::settings::Settings;
 
@@ -69,12 +70,23 @@ pub trait Workload:
     const KIND: WorkloadKind;
     /// The pod template (`None` only for objects without a spec).
     fn template(&self) -> Option<&PodTemplateSpec>;
+    /// `spec.selector`: the label selector of the workload's pods.
+    fn selector(&self) -> Option<&LabelSelector>;
+    /// The workload is known to want no pods at all (`spec.replicas: 0`; for a DaemonSet, an
+    /// up-to-date status scheduling it on no node), so there is nothing to wait for.
+    fn expects_no_pods(&self) -> bool;
 }
 
 impl Workload for Deployment {
     const KIND: WorkloadKind = WorkloadKind::Deployment;
     fn template(&self) -> Option<&PodTemplateSpec> {
         self.spec.as_ref().map(|s| &s.template)
+    }
+    fn selector(&self) -> Option<&LabelSelector> {
+        self.spec.as_ref().map(|s| &s.selector)
+    }
+    fn expects_no_pods(&self) -> bool {
+        self.spec.as_ref().and_then(|s| s.replicas) == Some(0)
     }
 }
 
@@ -83,12 +95,29 @@ impl Workload for StatefulSet {
     fn template(&self) -> Option<&PodTemplateSpec> {
         self.spec.as_ref().map(|s| &s.template)
     }
+    fn selector(&self) -> Option<&LabelSelector> {
+        self.spec.as_ref().map(|s| &s.selector)
+    }
+    fn expects_no_pods(&self) -> bool {
+        self.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+    }
 }
 
 impl Workload for DaemonSet {
     const KIND: WorkloadKind = WorkloadKind::DaemonSet;
     fn template(&self) -> Option<&PodTemplateSpec> {
         self.spec.as_ref().map(|s| &s.template)
+    }
+    fn selector(&self) -> Option<&LabelSelector> {
+        self.spec.as_ref().map(|s| &s.selector)
+    }
+    fn expects_no_pods(&self) -> bool {
+        // Only trust a status written for the current spec (a new DaemonSet has none yet).
+        self.status.as_ref().is_some_and(|s| {
+            s.desired_number_scheduled == 0
+                && s.observed_generation.is_some()
+                && s.observed_generation >= self.metadata.generation
+        })
     }
 }
 
@@ -127,7 +156,9 @@ pub struct WorkloadState {
     pub target: PodTarget,
     /// Set when the pods get no plan regardless of the configs.
     pub no_plan: Option<NoPlan>,
-    /// The template's `tls-steal.io/config-hash` (absent: empty).
+    /// The plan hash the pods carry as far as the workload records it
+    /// ([`workload_current_hash`]: the template's `tls-steal.io/config-hash`, else the
+    /// workload's `tls-steal.io/adopted-hash`, else empty).
     pub current_hash: String,
     /// The workload is annotated `tls-steal.io/rollout: "false"`.
     pub rollout_disabled: bool,
@@ -182,7 +213,7 @@ impl WorkloadState {
             name: name.into(),
             target,
             no_plan,
-            current_hash: current_hash(template).to_owned(),
+            current_hash: workload_current_hash(meta, template).to_owned(),
             rollout_disabled: rollout_disabled(meta),
         }
     }
@@ -235,6 +266,109 @@ pub fn current_hash(template: Option<&PodTemplateSpec>) -> &str {
         .unwrap_or_default()
 }
 
+/// Whether the template carries a `tls-steal.io/config-hash` annotation at all (an empty value
+/// counts as present: the controller wrote it to remove a plan).
+pub fn hash_annotation_present(template: Option<&PodTemplateSpec>) -> bool {
+    template
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .is_some_and(|a| a.contains_key(CONFIG_HASH_ANNOTATION))
+}
+
+/// The workload's own `tls-steal.io/adopted-hash` (written when it was adopted without a
+/// rollout), `None` when absent.
+pub fn adopted_hash(meta: &ObjectMeta) -> Option<&str> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(ADOPTED_HASH_ANNOTATION))
+        .map(String::as_str)
+}
+
+/// The plan hash a workload's pods carry as far as the workload records it: the template's
+/// `tls-steal.io/config-hash` when present (even `""`), else the workload's
+/// `tls-steal.io/adopted-hash` when present, else `""`. Used by reconcile, the namespace
+/// trigger filter, config status and the sync gauges alike.
+pub fn workload_current_hash<'a>(
+    meta: &'a ObjectMeta,
+    template: Option<&'a PodTemplateSpec>,
+) -> &'a str {
+    if hash_annotation_present(template) {
+        current_hash(template)
+    } else {
+        adopted_hash(meta).unwrap_or_default()
+    }
+}
+
+/// Whether the workload records a hash at all (template annotation or adopted-hash). Only a
+/// workload recording none has its pods listed for adoption.
+pub fn hash_recorded(meta: &ObjectMeta, template: Option<&PodTemplateSpec>) -> bool {
+    hash_annotation_present(template) || adopted_hash(meta).is_some()
+}
+
+/// The label selector string listing a workload's pods. `None` when the selector is missing,
+/// selects everything, or cannot be expressed (then the pods cannot be judged).
+pub fn pod_selector(selector: Option<&LabelSelector>) -> Option<String> {
+    let selector = Selector::try_from(selector?.clone()).ok()?;
+    (!selector.selects_all()).then(|| selector.to_string())
+}
+
+/// The plan hash the webhook gave a pod: the `hash` of its `tls-steal.io/status` annotation;
+/// empty when the pod has no (readable) status, i.e. no sidecar.
+pub fn pod_plan_hash(pod: &Pod) -> String {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(STATUS_ANNOTATION))
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        .and_then(|v| v.get("hash")?.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The plan hashes of the pods that will keep running: pods being deleted or finished
+/// (`Succeeded`, `Failed`, e.g. evicted) are left out.
+pub fn live_pod_hashes<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Vec<String> {
+    pods.into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            !matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        })
+        .map(pod_plan_hash)
+        .collect()
+}
+
+/// What to do with a workload whose template has no hash annotation yet (created after its
+/// configs: the webhook already gave its pods their plan) and whose desired hash differs from
+/// the empty one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adoption {
+    /// Every live pod already carries the desired hash (or the workload wants no pods): leave
+    /// the template alone.
+    InSync,
+    /// No pod yet (just created): the webhook will give the new pods the desired plan; look
+    /// again shortly.
+    WaitForPods,
+    /// Some pod has another plan (typically none: it predates the config): roll out.
+    Rollout,
+}
+
+/// Decides [`Adoption`] from the live pods' hashes ([`live_pod_hashes`]).
+pub fn adoption(desired_hash: &str, pod_hashes: &[String], expects_no_pods: bool) -> Adoption {
+    if pod_hashes.is_empty() {
+        if expects_no_pods {
+            Adoption::InSync
+        } else {
+            Adoption::WaitForPods
+        }
+    } else if pod_hashes.iter().all(|h| h == desired_hash) {
+        Adoption::InSync
+    } else {
+        Adoption::Rollout
+    }
+}
+
 /// `tls-steal.io/rollout: "false"` on the workload's own metadata.
 pub fn rollout_disabled(meta: &ObjectMeta) -> bool {
     meta.annotations
@@ -282,6 +416,48 @@ pub fn hash_patch(
             ),
             "value": hash,
         })),
+    }
+    serde_json::from_value(serde_json::Value::Array(ops)).expect("a well-formed JSON patch")
+}
+
+/// The patch of a rollout: [`hash_patch`], plus the removal of the workload's
+/// `tls-steal.io/adopted-hash` when it has one (the template annotation supersedes it).
+pub fn rollout_patch(
+    meta: &ObjectMeta,
+    template: Option<&PodTemplateSpec>,
+    hash: &str,
+) -> json_patch::Patch {
+    let mut patch = hash_patch(template, meta.resource_version.as_deref(), hash);
+    if adopted_hash(meta).is_some() {
+        let op = json!({
+            "op": "remove",
+            "path": format!("/metadata/annotations/{}", pointer_token(ADOPTED_HASH_ANNOTATION)),
+        });
+        patch
+            .0
+            .push(serde_json::from_value(op).expect("a well-formed JSON patch operation"));
+    }
+    patch
+}
+
+/// The JSON patch recording an adoption without a rollout: a `test` of
+/// `metadata.resourceVersion`, then an `add` of `tls-steal.io/adopted-hash: hash` to the
+/// WORKLOAD's own `metadata.annotations` (the whole map when absent). The pod template is not
+/// touched, so nothing is rolled out.
+pub fn adoption_patch(meta: &ObjectMeta, hash: &str) -> json_patch::Patch {
+    let mut ops = Vec::new();
+    if let Some(rv) = meta.resource_version.as_deref() {
+        ops.push(json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}));
+    }
+    if meta.annotations.is_none() {
+        let annotations: BTreeMap<&str, &str> = [(ADOPTED_HASH_ANNOTATION, hash)].into();
+        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": annotations}));
+    } else {
+        ops.push(json!({
+            "op": "add",
+            "path": format!("/metadata/annotations/{}", pointer_token(ADOPTED_HASH_ANNOTATION)),
+            "value": hash,
+        }));
     }
     serde_json::from_value(serde_json::Value::Array(ops)).expect("a well-formed JSON patch")
 }

@@ -25,12 +25,39 @@
 //! * Config status ([`status`], written by [`sweep`]) is recomputed from the caches after any
 //!   change (debounced) and only patched when it differs.
 //! * Leader election on a Lease ([`leader`]); everything above runs only while leading.
-//! * Known consequences of comparing with the template annotation: a workload created after
-//!   its config already has injected pods but no annotation yet, so it is rolled out once when
-//!   first adopted; a StatefulSet or DaemonSet with `updateStrategy: OnDelete` gets the patched
-//!   template but keeps its pods until they are deleted by hand. The desired hash is computed
-//!   with the workload as the only owner, so a `targetPath` naming a ReplicaSet (`rs/...`) or a
-//!   pod is seen by the webhook but not here.
+//! * Adoption: a workload recording no hash (no template annotation and no
+//!   `tls-steal.io/adopted-hash`, typically one created after its configs) is not rolled out on
+//!   sight, since the webhook already gave its pods their plan. Before patching, its pods are
+//!   listed once by the workload's `spec.selector` and the `hash` of each one's
+//!   `tls-steal.io/status` annotation (absent = empty) compared with the desired hash, leaving
+//!   out pods being deleted or finished ([`desired::adoption`]): at least one pod and all
+//!   carrying it → one JSON patch of the WORKLOAD's own `metadata.annotations` (resourceVersion
+//!   `test` + `add` of [`ADOPTED_HASH_ANNOTATION`], the whole map when absent;
+//!   [`desired::adoption_patch`]), which rolls nothing out but records the hash; no pod yet → no
+//!   patch, looked at again in [`reconcile::ADOPTION_RECHECK`] (not at all, and nothing
+//!   recorded, if it wants no pods: `replicas: 0`, or a DaemonSet scheduled on no node: its
+//!   future pods get their plan from the webhook); some pod differs (e.g. it predates the
+//!   config and has no sidecar) → the template is patched. The adoption record is not a
+//!   rollout, so `tls-steal.io/rollout: "false"` does not block it. Only a workload recording
+//!   no hash is judged by its pods: a present template annotation, even `""`, or a present
+//!   record is compared as is without listing pods. Still level-triggered: the pods are
+//!   current state too. Without a usable selector, or without permission to list pods, the
+//!   template alone decides (it is patched).
+//! * The current hash of a workload ([`desired::workload_current_hash`]) is its template's
+//!   `tls-steal.io/config-hash` when present, else its `tls-steal.io/adopted-hash`, else `""`.
+//!   Reconcile, the trigger filter for namespaces that lost their label, config status and the
+//!   sync gauges all use it, so an adopted workload counts as in sync, and when its plan is
+//!   removed later (config deleted or no longer matching, namespace label removed) the desired
+//!   `""` differs from the record and the template is patched to `""` as usual: rolled out, its
+//!   pods lose the sidecar. Any template patch also removes the record
+//!   ([`desired::rollout_patch`]), since the template annotation then supersedes it.
+//! * Known consequences of comparing with the recorded hash: a StatefulSet or DaemonSet with
+//!   `updateStrategy: OnDelete` gets the patched template but keeps its pods until they are
+//!   deleted by hand. An adopted workload whose recording patch has not happened yet (no pods,
+//!   or the patch failed and is retried) is counted as out of sync (`RolloutPending`) by the
+//!   status until it is recorded. The desired hash is computed with the workload as the only
+//!   owner, so a `targetPath` naming a ReplicaSet (`rs/...`) or a pod is seen by the webhook
+//!   but not here.
 
 pub mod desired;
 pub mod leader;
@@ -66,6 +93,10 @@ pub use metrics::render_global as render_metrics;
 
 /// Pod-template annotation carrying the plan hash (public name, see DESIGN).
 pub const CONFIG_HASH_ANNOTATION: &str = "tls-steal.io/config-hash";
+/// Workload (not template) annotation recording the plan hash of a workload adopted without a
+/// rollout: its pods already carried that plan. Read only while the template has no
+/// [`CONFIG_HASH_ANNOTATION`]; removed by the next template patch.
+pub const ADOPTED_HASH_ANNOTATION: &str = "tls-steal.io/adopted-hash";
 /// Workload annotation that, set to `"false"`, keeps the controller from rolling it out.
 pub const ROLLOUT_ANNOTATION: &str = "tls-steal.io/rollout";
 /// Field manager of the controller's patches, and its event reporter name.
@@ -690,7 +721,7 @@ async fn workload_controller<W: Workload>(
                 let ns = w.meta().namespace.as_deref().unwrap_or_default();
                 t.covers(ns)
                     && (scope.namespace_opted_in(ns)
-                        || !desired::current_hash(w.template()).is_empty())
+                        || !desired::workload_current_hash(w.meta(), w.template()).is_empty())
             })
             .map(|w| ObjectRef::from_obj(w.as_ref()))
             .collect();

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, ResourceExt};
 use tls_steal_crds::StealPlan;
 
-use super::desired::{Decision, Workload, WorkloadState};
+use super::desired::{Adoption, Decision, Workload, WorkloadState};
 use super::{CONFIG_HASH_ANNOTATION, Context, FIELD_MANAGER, ROLLOUT_ANNOTATION};
 
 /// Why a reconciliation failed. The variant is the `error` label of
@@ -67,12 +68,20 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+/// How soon a workload without a hash annotation and without pods yet is looked at again.
+pub const ADOPTION_RECHECK: Duration = Duration::from_secs(5);
+
 /// Brings one workload's template hash to what the current configs give its pods.
 ///
-/// In sync: no API request at all. Out of date and annotated `tls-steal.io/rollout: "false"`:
-/// a warning event on the workload (once per desired hash), no patch. Otherwise exactly one JSON
-/// patch (resourceVersion `test` + annotation `add`); on a conflict the workload is read again
-/// and the decision remade, with exponential backoff, up to `conflict_retries` attempts.
+/// In sync: no API request at all. Workload recording no hash (no template annotation, no
+/// `tls-steal.io/adopted-hash`) but a non-empty desired hash: its pods are listed once and judged
+/// by [`super::desired::adoption`] — all carrying the desired hash means one JSON patch of the
+/// workload's own metadata recording `tls-steal.io/adopted-hash` (no rollout), no pods yet means
+/// a recheck in [`ADOPTION_RECHECK`], no pods because it wants none means no request.
+/// Out of date and annotated `tls-steal.io/rollout: "false"`: a warning event on the workload
+/// (once per desired hash), no patch. Otherwise exactly one JSON patch (resourceVersion `test` +
+/// annotation `add`); on a conflict the workload is read again and the decision remade, with
+/// exponential backoff, up to `conflict_retries` attempts.
 pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconcile();
     let (Some(ns), Some(name)) = (workload.namespace(), workload.meta().name.clone()) else {
@@ -82,32 +91,72 @@ pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Resu
     let resync = Action::requeue(ctx.settings.resync);
     let mut obj = workload;
     let mut attempt = 0u32;
+    // The live pods' plan hashes, listed at most once per reconciliation.
+    let mut pod_hashes: Option<Option<Vec<String>>> = None;
     loop {
         let state = ctx.state_of(&*obj);
         let id = state.id();
         let plan = state.desired_plan(&ctx.configs_for(&ns));
-        match state.decide(&plan.hash) {
-            Decision::InSync => {
-                ctx.forget(&id);
-                return Ok(resync);
+        let decision = state.decide(&plan.hash);
+        // Set when every live pod already carries the plan: record it on the workload instead
+        // of rolling it out.
+        let mut adopt = false;
+        if decision != Decision::InSync
+            && !super::desired::hash_recorded(obj.meta(), obj.template())
+        {
+            let hashes = match &pod_hashes {
+                Some(h) => h,
+                None => pod_hashes.insert(live_pod_hashes(&*obj, &ns, &id, &ctx).await?),
+            };
+            // `None`: the pods cannot be judged; decide from the template alone, as before.
+            if let Some(hashes) = hashes {
+                match super::desired::adoption(&plan.hash, hashes, obj.expects_no_pods()) {
+                    // No pod at all (wants none): nothing to record, a later pod gets the plan
+                    // from the webhook and a plan removal has no pod to take it from.
+                    Adoption::InSync if hashes.is_empty() => {
+                        tracing::debug!(workload = %id, "wants no pods; not rolling out");
+                        ctx.forget(&id);
+                        return Ok(resync);
+                    }
+                    Adoption::InSync => adopt = true,
+                    Adoption::WaitForPods => {
+                        tracing::debug!(workload = %id, "no pods yet; looking again shortly");
+                        ctx.forget_failures(&id);
+                        return Ok(Action::requeue(ADOPTION_RECHECK));
+                    }
+                    Adoption::Rollout => {}
+                }
             }
-            Decision::RolloutDisabled => {
-                ctx.forget_failures(&id);
-                report_disabled(&*obj, &state, &plan, &ctx).await;
-                return Ok(resync);
-            }
-            Decision::Rollout => {}
         }
-        let patch = super::desired::hash_patch(
-            obj.template(),
-            obj.meta().resource_version.as_deref(),
-            &plan.hash,
-        );
+        let patch = if adopt {
+            // Not a rollout: the opt-out annotation does not apply.
+            super::desired::adoption_patch(obj.meta(), &plan.hash)
+        } else {
+            match decision {
+                Decision::InSync => {
+                    ctx.forget(&id);
+                    return Ok(resync);
+                }
+                Decision::RolloutDisabled => {
+                    ctx.forget_failures(&id);
+                    report_disabled(&*obj, &state, &plan, &ctx).await;
+                    return Ok(resync);
+                }
+                Decision::Rollout => {}
+            }
+            super::desired::rollout_patch(obj.meta(), obj.template(), &plan.hash)
+        };
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
         match api.patch(&name, &params, &Patch::<()>::Json(patch)).await {
+            Ok(_) if adopt => {
+                ctx.forget(&id);
+                tracing::info!(workload = %id, hash = %plan.hash, "pods already carry the plan; recorded it without a rollout");
+                ctx.status_dirty.notify_one();
+                return Ok(resync);
+            }
             Ok(_) => {
                 ctx.forget(&id);
                 ctx.metrics.rollout(W::KIND);
@@ -134,6 +183,29 @@ pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Resu
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// The plan hashes of the workload's live pods (listed by its `spec.selector`). `None` when
+/// they cannot be listed: no usable selector, or the controller may not list pods (403).
+async fn live_pod_hashes<W: Workload>(
+    obj: &W,
+    ns: &str,
+    id: &str,
+    ctx: &Context,
+) -> Result<Option<Vec<String>>, Error> {
+    let Some(selector) = super::desired::pod_selector(obj.selector()) else {
+        tracing::debug!(workload = %id, "no usable pod selector; judging the template alone");
+        return Ok(None);
+    };
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    match pods.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => Ok(Some(super::desired::live_pod_hashes(&list.items))),
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            tracing::warn!(workload = %id, "may not list pods; judging the template alone");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -35,7 +35,7 @@ pub struct ConfigInput<'a> {
 /// Counts over all workloads (metrics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncCounts {
-    /// Workloads whose template hash is the desired one.
+    /// Workloads whose current hash ([`super::desired::workload_current_hash`]) is the desired one.
     pub in_sync: u64,
     /// Workloads waiting for (or refused, see `disabled`) a rollout.
     pub out_of_sync: u64,

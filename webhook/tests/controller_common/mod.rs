@@ -27,6 +27,7 @@ pub const CONFIG_PATH: &str =
 pub const CONFIG_STATUS_PATH: &str =
     "/apis/mirrord.metalbear.co/v1alpha/namespaces/apps/mirrordtlsstealconfigs/web-tls/status";
 pub const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/apps/events";
+pub const PODS_PATH: &str = "/api/v1/namespaces/apps/pods";
 
 /// A valid spec for `ports`.
 pub fn spec(target: Option<&str>, ports: &[u16]) -> TlsStealSpec {
@@ -83,6 +84,24 @@ pub fn deployment(name: &str, template_annotations: Value, annotations: Value) -
         }
     }))
     .unwrap()
+}
+
+/// A running pod of Deployment `app` in [`NS`]; `plan_hash` is the hash of the
+/// `tls-steal.io/status` annotation the webhook writes (`None`: no sidecar, no annotation).
+pub fn pod(app: &str, name: &str, plan_hash: Option<&str>) -> Value {
+    let annotations = match plan_hash {
+        Some(h) => json!({"tls-steal.io/status": json!({
+            "configs": ["MirrordTlsStealConfig/apps/web-tls"], "ports": [443], "hash": h,
+            "discarded": [], "sidecarMode": "native"}).to_string()}),
+        None => json!({}),
+    };
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": {"app": app},
+                     "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+        "status": {"phase": "Running"}
+    })
 }
 
 /// The hash the webhook's merge gives the pods of Deployment `d` (computed independently of
@@ -300,6 +319,15 @@ impl Harness {
         self.writers
             .deployments
             .apply_watcher_event(&watcher::Event::Apply(d));
+    }
+
+    /// What a pod list in [`NS`] answers (any label selector: the query is only recorded).
+    pub fn pods(&self, pods: Vec<Value>) {
+        self.objects.lock().unwrap().insert(
+            PODS_PATH.into(),
+            json!({"apiVersion": "v1", "kind": "PodList",
+                   "metadata": {"resourceVersion": "1"}, "items": pods}),
+        );
     }
 
     /// The stored JSON at `path`.
