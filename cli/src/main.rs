@@ -73,7 +73,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         registration: reg.clone(),
         deliverer: Arc::new(deliverer),
         output: output.clone(),
+        shutdown: Default::default(),
     });
+    let sessions = ctx.clone();
     let (fatal_tx, mut fatal_rx) = mpsc::channel(4);
 
     let (what, work) = match (&args.connect, &args.target) {
@@ -135,17 +137,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ));
 
     let mut work = work;
+    // `biased`: a session task sends its fatal error and then ends, so both can be ready at
+    // once; the fatal error (e.g. "the sidecar refused the session") is the one to report.
     let (result, finished): (anyhow::Result<()>, bool) = tokio::select! {
+        biased;
         _ = shutdown_signal() => (Ok(()), false),
         Some(fatal) = fatal_rx.recv() => (Err(fatal.into()), false),
         ended = &mut work => (match ended {
+            _ if let Ok(fatal) = fatal_rx.try_recv() => Err(fatal.into()),
             Ok(Ok(())) => Err(anyhow::anyhow!("following the pods ended")),
             Ok(Err(e)) => Err(e.into()),
             Err(e) => Err(anyhow::anyhow!("internal error: {e}")),
         }, true),
     };
     if !finished {
-        // Dropping the sessions closes their connections, which deregisters them at once.
+        // A clean exit: every session sends GOAWAY (the sidecar stops routing to it at once,
+        // even when the connection is a port-forward that takes a while to close), answers the
+        // stolen requests it already has, and closes; bounded, then whatever is left is dropped.
+        sessions.shutdown.begin();
+        if tokio::time::timeout(SHUTDOWN_BOUND, sessions.shutdown.drained())
+            .await
+            .is_err()
+        {
+            output.info("sessions did not close in time; dropping their connections");
+        }
         work.abort();
         let _ = work.await;
     }
@@ -155,6 +170,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     result
 }
+
+/// How long a clean exit waits for the sessions to finish their requests and close.
+const SHUTDOWN_BOUND: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Ctrl-C (SIGINT) or SIGTERM.
 async fn shutdown_signal() {

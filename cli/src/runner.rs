@@ -97,7 +97,8 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(250u64 << attempt.min(5)).min(Duration::from_secs(5))
 }
 
-/// Runs the session of `endpoint` until the task is dropped or a fatal error. A `--connect`
+/// Runs the session of `endpoint` until the task is dropped, a fatal error, or the end of a
+/// clean shutdown ([`session::Shutdown`]). A `--connect`
 /// endpoint that cannot be reached at all on the first try is fatal too (nothing to wait for).
 pub async fn keep_session(endpoint: Endpoint, ctx: Arc<Context>, fatal: mpsc::Sender<Fatal>) {
     let label = endpoint.label();
@@ -122,6 +123,9 @@ pub async fn keep_session(endpoint: Endpoint, ctx: Arc<Context>, fatal: mpsc::Se
                 ));
                 let ended = session::serve(registered.io, ctx.clone(), label.clone()).await;
                 drop(forward);
+                if ctx.shutdown.is_started() {
+                    return;
+                }
                 let why = ended.err().map_or("closed".to_string(), |e| e.to_string());
                 ctx.output.info(&format!(
                     "{label}: session connection lost ({why}); registering again"
@@ -145,7 +149,10 @@ pub async fn keep_session(endpoint: Endpoint, ctx: Arc<Context>, fatal: mpsc::Se
                     "{label}: {error}; retrying in {}ms",
                     wait.as_millis()
                 ));
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = ctx.shutdown.started() => return,
+                }
                 attempt += 1;
                 continue;
             }

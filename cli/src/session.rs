@@ -143,23 +143,90 @@ pub struct Context {
     pub registration: Registration,
     pub deliverer: Arc<Deliverer>,
     pub output: Arc<Output>,
+    /// Ctrl-C: every session leaves cleanly.
+    pub shutdown: Shutdown,
+}
+
+/// The clean end of every session (Ctrl-C / SIGTERM): each session shuts its HTTP/2 server
+/// down gracefully (`GOAWAY`: the sidecar stops routing to it at once), answers the stolen
+/// requests it already has, and closes; [`Shutdown::drained`] resolves when none is left.
+#[derive(Debug)]
+pub struct Shutdown {
+    stop: tokio::sync::watch::Sender<bool>,
+    serving: tokio::sync::watch::Sender<usize>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            stop: tokio::sync::watch::channel(false).0,
+            serving: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl Shutdown {
+    /// Asks every session to leave.
+    pub fn begin(&self) {
+        self.stop.send_replace(true);
+    }
+
+    pub fn is_started(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Resolves once [`Shutdown::begin`] was called.
+    pub async fn started(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Resolves when no session connection is being served.
+    pub async fn drained(&self) {
+        let mut rx = self.serving.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    fn enter(&self) -> Serving<'_> {
+        self.serving.send_modify(|n| *n += 1);
+        Serving(self)
+    }
+}
+
+/// One session connection being served.
+struct Serving<'a>(&'a Shutdown);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.serving.send_modify(|n| *n -= 1);
+    }
 }
 
 /// Serves the reverse HTTP/2 connection until it ends; `label` names the endpoint (`pod/x`).
+/// On [`Shutdown::begin`] the connection is shut down gracefully (`GOAWAY`, then the streams
+/// in flight are answered, then it closes).
 pub async fn serve(io: Upgraded, ctx: Arc<Context>, label: String) -> Result<(), hyper::Error> {
     let label = Arc::new(label);
+    let svc_ctx = ctx.clone();
     let service = service_fn(move |req| {
-        let (ctx, label) = (ctx.clone(), label.clone());
+        let (ctx, label) = (svc_ctx.clone(), label.clone());
         async move { Ok::<_, Infallible>(handle(req, &ctx, &label).await) }
     });
-    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+    let _serving = ctx.shutdown.enter();
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .enable_connect_protocol()
         .max_concurrent_streams(1000)
         .keep_alive_interval(Some(Duration::from_secs(15)))
         .keep_alive_timeout(Duration::from_secs(20))
-        .serve_connection(io, service)
-        .await
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => return r,
+        _ = ctx.shutdown.started() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
 }
 
 async fn handle(req: Request<Incoming>, ctx: &Context, label: &str) -> Response<Body> {

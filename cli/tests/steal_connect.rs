@@ -259,6 +259,15 @@ async fn sigint_deregisters_so_the_next_request_reaches_the_real_app() {
         .expect("kubectl-steal exits after SIGINT")
         .unwrap();
     assert!(status.success(), "{status}");
+    // Right away, no pause: kubectl-steal left with a GOAWAY the sidecar acknowledged before
+    // it exited, so the session is already out of the sidecar's routing.
+    let a = h1(w.sidecar.listen, "/x", &[STEAL]).await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (StatusCode::OK, "real GET /x"),
+        "{}",
+        a.body
+    );
     let summary = steal.wait_for("summary:").await;
     assert!(summary.contains("1 stolen"), "{summary}");
     while let Ok(Ok(Some(l))) =
@@ -271,8 +280,8 @@ async fn sigint_deregisters_so_the_next_request_reaches_the_real_app() {
         steal.lines.lock().unwrap().join("\n")
     );
 
-    let a = h1(w.sidecar.listen, "/x", &[STEAL]).await;
-    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "real GET /x"));
+    let a = h1(w.sidecar.listen, "/y", &[STEAL]).await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "real GET /y"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,6 +78,80 @@ async fn session_end_mid_request_gives_502_then_the_app_answers() {
 }
 
 #[tokio::test]
+async fn a_session_leaving_with_goaway_stops_taking_requests_at_once_and_answers_its_own() {
+    let w = World::start().await;
+    let s = register(
+        w.api,
+        &w.reg(
+            Some(HttpFilter::Path("^/slow".into())),
+            Mode::Steal,
+            "bob@laptop",
+        ),
+        default_handler("s"),
+    )
+    .await
+    .unwrap();
+    w.wait_sessions(1).await;
+    // A stolen request in flight (the session answers it after a second).
+    let mut c = Conn::open(w.addr(), &ClientOpts::new(&w.pki, &["http/1.1"]))
+        .await
+        .unwrap();
+    let req = c.request("GET", "/slow-a").body(common::empty()).unwrap();
+    let waiting = s.arrived.notified();
+    let pending = tokio::spawn(async move {
+        let resp = c.send(req).await.unwrap();
+        let who = served_by(&resp);
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, who, body)
+    });
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the session got the request");
+
+    // The session sends GOAWAY; the sidecar takes it out of routing as soon as it reads it,
+    // while the connection is still open for the answer in flight.
+    s.goaway();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !w.status().await.sessions.is_empty() {
+        assert!(Instant::now() < deadline, "the session never left");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !pending.is_finished() && !s.is_closed(),
+        "the session left before its connection ended"
+    );
+
+    // At once: a matching request reaches the app, not the leaving session (and no 502).
+    let mut c2 = Conn::open(w.addr(), &ClientOpts::new(&w.pki, &["http/1.1"]))
+        .await
+        .unwrap();
+    let resp = c2
+        .send(c2.request("GET", "/slow-b").body(common::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(served_by(&resp), "app");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let seen: common::Seen = serde_json::from_slice(&body).unwrap();
+    assert_eq!(seen.uri, "/slow-b");
+
+    // The request the session already had is answered by it.
+    let (status, who, body) = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(who, "s");
+    assert_eq!(s.got().len(), 1);
+    let m = w.metrics().await;
+    assert!(
+        !m.contains("tls_steal_session_errors_total{kind=\"request_failed\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
 async fn a_session_that_stops_answering_is_closed_after_its_bound() {
     let w = World::start_with(&[], Some(|c| c.max_in_flight = 4)).await;
     let s = register(

@@ -285,8 +285,22 @@ pub async fn start_sidecar(real_app: SocketAddr, certs: &Certs) -> Sidecar {
     let plan = plan_dir.path().join("plan.json");
     std::fs::write(&plan, plan_json(real_app.port(), certs)).unwrap();
     let addr = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
-    let (listen, admin, session_api) = (addr(), addr(), addr());
-    let child = spawn_sidecar(&plan, real_app, listen, admin, session_api).await;
+    // The ports are picked free, then bound by the sidecar: another test process may take one
+    // in between (then this sidecar cannot bind it, or the port answers for someone else), so
+    // the sidecar is only used once its own session API answers for this test's app; else it
+    // starts again on new ports.
+    let mut attempt = 0;
+    let (child, listen, admin, session_api) = loop {
+        let (listen, admin, session_api) = (addr(), addr(), addr());
+        match spawn_sidecar(&plan, real_app, listen, admin, session_api).await {
+            Ok(child) => break (child, listen, admin, session_api),
+            Err(why) => {
+                attempt += 1;
+                assert!(attempt < 5, "the sidecar did not come up: {why}");
+                eprintln!("the sidecar did not come up ({why}); again on other ports");
+            }
+        }
+    };
     Sidecar {
         child,
         plan,
@@ -309,7 +323,8 @@ impl Sidecar {
             self.admin,
             self.session_api,
         )
-        .await;
+        .await
+        .unwrap_or_else(|why| panic!("the sidecar did not come up again: {why}"));
     }
 }
 
@@ -319,8 +334,8 @@ pub async fn spawn_sidecar(
     listen: SocketAddr,
     admin: SocketAddr,
     session_api: SocketAddr,
-) -> Child {
-    let child = Command::new(sidecar_bin())
+) -> Result<Child, String> {
+    let mut child = Command::new(sidecar_bin())
         .arg("proxy")
         .arg("--plan")
         .arg(plan)
@@ -336,17 +351,62 @@ pub async fn spawn_sidecar(
         .expect("the sidecar starts");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let up = TcpStream::connect(session_api).await.is_ok()
-            && TcpStream::connect(listen).await.is_ok();
-        if up {
-            return child;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("it exited ({status})"));
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the sidecar did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        match status_ports(session_api).await {
+            Some(ports)
+                if ports.contains(&real_app.port())
+                    && TcpStream::connect(listen).await.is_ok()
+                    && matches!(child.try_wait(), Ok(None)) =>
+            {
+                return Ok(child);
+            }
+            Some(ports) if ports.contains(&real_app.port()) => {}
+            Some(ports) => {
+                let _ = child.kill().await;
+                return Err(format!(
+                    "{session_api} answers for ports {ports:?}, not {}",
+                    real_app.port()
+                ));
+            }
+            None => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let _ = child.kill().await;
+            return Err(format!("its session API {session_api} did not answer"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The captured ports a session API reports (`GET /v1/status`); `None` if it does not answer
+/// (not listening yet); an empty list if something else answers.
+async fn status_ports(api: SocketAddr) -> Option<Vec<u16>> {
+    let mut tcp = TcpStream::connect(api).await.ok()?;
+    let ask = async {
+        tcp.write_all(b"GET /v1/status HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+            .await?;
+        let mut out = Vec::new();
+        tcp.read_to_end(&mut out).await?;
+        std::io::Result::Ok(out)
+    };
+    let out = match tokio::time::timeout(Duration::from_secs(2), ask).await {
+        Ok(Ok(out)) => out,
+        _ => return Some(Vec::new()),
+    };
+    let text = String::from_utf8_lossy(&out);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let report: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    Some(
+        report["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["port"].as_u64())
+            .map(|p| p as u16)
+            .collect(),
+    )
 }
 
 /// A running `kubectl-steal`, with what it printed so far.

@@ -27,6 +27,7 @@ use super::ports::ActivePort;
 use super::route::{ConnInfo, Route};
 use super::sniff::{Prefixed, Sniffed, classify};
 use super::tls_client::server_name;
+use crate::session::Delivery;
 
 /// Handles one accepted connection to its end.
 pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, client: SocketAddr) {
@@ -168,7 +169,11 @@ async fn handle_request(
     let req = Request::from_parts(parts, body);
     let req = match route {
         Route::Forward => req.map(http_body_util::BodyExt::boxed_unsync),
-        Route::Steal(stolen) => return stolen.serve(req, info).await,
+        Route::Steal(stolen) => match stolen.serve(req, info).await {
+            Delivery::Answered(resp) => return resp,
+            // The session was closing and never got it: the app answers, as with no session.
+            Delivery::NotTaken(req) => req.map(http_body_util::BodyExt::boxed_unsync),
+        },
         Route::Mirror(mirrored) => mirrored.tee(req, info),
     };
     match shared.ports.get(info.port).and_then(|p| p.active()) {

@@ -221,6 +221,7 @@ impl Forwarder {
             // forbid the HTTP/1.1 fallback.
             *req.version_mut() = Version::HTTP_11;
         }
+        strip_hop_by_hop(req.headers_mut(), upgrade);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let m = self.metrics.port(self.port);
         match client.request(req).await {
@@ -233,6 +234,8 @@ impl Forwarder {
                     tokio::spawn(tunnel(from_client, from_app));
                 }
                 *resp.version_mut() = version;
+                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                strip_hop_by_hop(resp.headers_mut(), switching);
                 resp.map(|b| b.boxed_unsync())
             }
             Err(e) => {
@@ -248,6 +251,36 @@ impl Forwarder {
                 )
             }
         }
+    }
+}
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1 (and those `Connection` names): they
+/// describe one connection, so a client's `Connection: close` must not close the pooled
+/// connection to the app, nor the app's the client's. An upgrade keeps `Connection` and
+/// `Upgrade`, which are what it is made of. Every other header passes unchanged.
+pub fn strip_hop_by_hop(headers: &mut http::HeaderMap, upgrade: bool) {
+    use http::header::{CONNECTION, TE, TRANSFER_ENCODING};
+    let named: Vec<http::HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| http::HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(upgrade && n == UPGRADE))
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    if !upgrade {
+        headers.remove(CONNECTION);
+        headers.remove(UPGRADE);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    // hyper frames bodies itself; `TE: trailers` is end-to-end in practice (gRPC needs it).
+    headers.remove(TRANSFER_ENCODING);
+    if headers.get(TE).is_some_and(|v| v.as_bytes() != b"trailers") {
+        headers.remove(TE);
     }
 }
 
@@ -429,5 +462,35 @@ mod tests {
         assert_eq!(host_of("a.test:8443"), "a.test");
         assert_eq!(host_of("[::1]:443"), "::1");
         assert_eq!(host_of("a.test"), "a.test");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped_others_kept() {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close, x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("te", "gzip"),
+            ("host", "app.test"),
+            ("x-end", "2"),
+        ] {
+            h.append(k, v.parse().unwrap());
+        }
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["host", "x-end"]);
+
+        let mut h = http::HeaderMap::new();
+        h.insert("connection", "Upgrade".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(
+            h.len(),
+            3,
+            "an upgrade keeps Connection and Upgrade; TE: trailers stays"
+        );
     }
 }

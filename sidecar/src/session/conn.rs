@@ -8,7 +8,12 @@
 //!
 //! The session ends when its connection ends (or when the sidecar closes it: too many requests
 //! waiting for its answers, or no PING answer): it leaves the registry at once, requests waiting
-//! for its answer get a `502` saying so, and the next requests reach the app.
+//! for its answer get a `502` saying so, and the next requests reach the app. A session leaving
+//! cleanly (`kubectl-steal` on Ctrl-C) sends `GOAWAY` first: the sidecar notices it as it reads
+//! it (`session::goaway`), takes the session out of the registry at once, and lets the streams
+//! in flight be answered. A request routed to a session whose connection turns out closed
+//! before the request was handed over (hyper gives it back) goes to the app
+//! ([`Delivery::NotTaken`]): the `502` is only for requests the session had taken.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -35,11 +40,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::goaway::GoawayWatch;
 use super::metrics::{SessionError, SessionMetrics};
 use super::{SessionConfig, Sessions};
 use crate::proxy::forward::{ProxyBody, error_chain, text_response};
 use crate::proxy::route::ConnInfo;
 use crate::proxy::sniff::{Prefixed, Sniffed, classify};
+
+/// How long a session that ended cleanly waits for the answers to its requests in flight.
+const DRAIN_BOUND: Duration = Duration::from_secs(30);
 
 /// Errors of bodies sent to a session.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -87,6 +96,9 @@ pub(crate) enum SendError {
     Ended(String),
     /// The session is alive but the exchange failed (e.g. it reset the stream).
     Failed(String),
+    /// The session's connection was closed (or closing) before the request was handed over:
+    /// the session never saw it, so it can go to the app instead.
+    NotSent(String),
 }
 
 impl std::fmt::Display for SendError {
@@ -94,7 +106,76 @@ impl std::fmt::Display for SendError {
         match self {
             SendError::Ended(r) => write!(f, "the session ended ({r})"),
             SendError::Failed(r) => f.write_str(r),
+            SendError::NotSent(r) => write!(f, "not sent: the session is closing ({r})"),
         }
+    }
+}
+
+/// What became of a stolen request.
+pub enum Delivery {
+    /// The session's answer, or a `502` saying why there is none.
+    Answered(Response<ProxyBody>),
+    /// The session was closing and never got the request (it was not handed over): it goes to
+    /// the app, as if no session had matched.
+    NotTaken(Request<Incoming>),
+}
+
+/// The head of a stolen request as it arrived, to rebuild it if the session never gets it.
+struct OriginalHead {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    extensions: http::Extensions,
+}
+
+impl OriginalHead {
+    fn into_request(self, body: Incoming, client_upgrade: Option<OnUpgrade>) -> Request<Incoming> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers;
+        *req.extensions_mut() = self.extensions;
+        if let Some(u) = client_upgrade {
+            req.extensions_mut().insert(u);
+        }
+        req
+    }
+}
+
+/// A stolen request's body as lent to the session's connection: the body stays in a shared
+/// slot, so a request hyper hands back unsent gets its body back, untouched, for the app.
+struct LentBody(Arc<Mutex<Option<Incoming>>>);
+
+impl hyper::body::Body for LentBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_mut() {
+            Some(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BoxError::from))),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().is_none_or(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().map_or_else(
+            || hyper::body::SizeHint::with_exact(0),
+            hyper::body::Body::size_hint,
+        )
     }
 }
 
@@ -366,24 +447,31 @@ impl Session {
             let link = rx
                 .wait_for(|l| !matches!(l, Link::Connecting))
                 .await
-                .map_err(|_| SendError::Ended("the session is gone".to_owned()))?;
+                .map_err(|_| SendError::NotSent("the session is gone".to_owned()))?;
             match &*link {
                 Link::Ready(s) => s.clone(),
-                Link::Closed(r) => return Err(SendError::Ended(r.to_string())),
+                Link::Closed(r) => return Err(SendError::NotSent(r.to_string())),
                 Link::Connecting => unreachable!(),
             }
         };
+        if sender.is_closed() {
+            return Err(SendError::NotSent("its connection is closed".to_owned()));
+        }
         // An upgrade (extended CONNECT) is sent as is: a session whose SETTINGS do not allow
         // it resets the stream, which ends as a 502 naming the error.
         let closed = async {
             let _ = rx.wait_for(|l| matches!(l, Link::Closed(_))).await;
         };
+        // `try_send_request`: a request hyper could not hand to the connection (it is closed,
+        // or a GOAWAY was just noticed) comes back, and is known not to have reached the session.
         tokio::select! {
-            r = sender.send_request(req) => r.map_err(|e| {
-                if self.is_closing() || matches!(&*self.link.borrow(), Link::Closed(_)) {
+            r = sender.try_send_request(req) => r.map_err(|mut e| {
+                if e.take_message().is_some() {
+                    SendError::NotSent(error_chain(e.error()))
+                } else if self.is_closing() || matches!(&*self.link.borrow(), Link::Closed(_)) {
                     SendError::Ended(self.closed_reason().to_string())
                 } else {
-                    SendError::Failed(error_chain(&e))
+                    SendError::Failed(error_chain(e.error()))
                 }
             }),
             _ = closed => Err(SendError::Ended(self.closed_reason().to_string())),
@@ -402,7 +490,7 @@ impl Session {
                 "session {} ({client}) ended before answering this request: {r}",
                 self.id
             ),
-            SendError::Failed(r) => format!(
+            SendError::Failed(r) | SendError::NotSent(r) => format!(
                 "session {} ({client}) failed to answer this request: {r}",
                 self.id
             ),
@@ -415,20 +503,29 @@ impl Session {
     }
 
     /// Delivers a stolen request to the session and returns its answer (or a 502 saying why
-    /// there is none).
+    /// there is none). A request the session never got (its connection closed or closing before
+    /// the request was handed over) comes back as [`Delivery::NotTaken`], for the app.
     pub async fn steal(
         &self,
         request_id: u64,
         mut req: Request<Incoming>,
         conn: &ConnInfo,
-    ) -> Response<ProxyBody> {
+    ) -> Delivery {
         let _slot = InFlight::enter(&self.in_flight);
         self.stolen.fetch_add(1, Ordering::Relaxed);
         let version = req.version();
         let upgrade = upgrade_protocol(&req);
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let meta = self.meta(request_id, conn, version, upgrade.clone(), Mode::Steal);
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        let original = OriginalHead {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            extensions: std::mem::take(&mut parts.extensions),
+        };
+        let lent = Arc::new(Mutex::new(Some(body)));
         let mut parts = session_head(parts, &meta, conn.original_dst);
         let body = match &upgrade {
             Some(proto) => {
@@ -439,13 +536,23 @@ impl Session {
                     .insert(hyper::ext::Protocol::from(proto.as_str()));
                 Empty::new().map_err(|n| match n {}).boxed_unsync()
             }
-            None => body.map_err(BoxError::from).boxed_unsync(),
+            None => LentBody(lent.clone()).boxed_unsync(),
         };
         let resp = match self.send(Request::from_parts(parts, body)).await {
             Ok(r) => r,
-            Err(why) => return self.failed(request_id, why),
+            Err(SendError::NotSent(why)) => {
+                let body = lent.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let Some(body) = body else {
+                    return Delivery::Answered(self.failed(request_id, SendError::NotSent(why)));
+                };
+                self.stolen.fetch_sub(1, Ordering::Relaxed);
+                info!(session = self.id, client = %self.client, request = request_id, reason = %why,
+                    "the session is closing and never got this request; it goes to the app");
+                return Delivery::NotTaken(original.into_request(body, client_upgrade));
+            }
+            Err(why) => return Delivery::Answered(self.failed(request_id, why)),
         };
-        match (upgrade, client_upgrade) {
+        Delivery::Answered(match (upgrade, client_upgrade) {
             (Some(proto), Some(client_upgrade)) => {
                 self.finish_upgrade(resp, client_upgrade, &proto, version)
             }
@@ -454,7 +561,7 @@ impl Session {
                 *resp.version_mut() = version;
                 resp
             }
-        }
+        })
     }
 
     /// The session's answer to an extended CONNECT: `2xx` + `tls-steal-status: 101` → a `101`
@@ -543,9 +650,19 @@ impl Session {
 
     /// Runs the session's connection to its end, then removes the session.
     pub(crate) async fn run(self: Arc<Self>, sessions: Arc<Sessions>, on_upgrade: OnUpgrade) {
-        let result = self.connect_and_serve(on_upgrade).await;
+        let result = self.connect_and_serve(&sessions, on_upgrade).await;
         sessions.registry.remove(self.id);
         self.closing.store(true, Ordering::Release);
+        if result.is_ok() && !self.was_killed() {
+            // A clean end (the session's GOAWAY, or its connection closed): hyper's client may
+            // finish while the streams it already sent are still being answered; they complete
+            // (or fail, if the connection is gone) on their own. Requests waiting for an answer
+            // only get a 502 when the sidecar closes the session itself.
+            let deadline = tokio::time::Instant::now() + DRAIN_BOUND;
+            while self.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         let reason = match result {
             Ok(r) => r,
             Err(r) => {
@@ -560,7 +677,18 @@ impl Session {
             mirrored = self.mirrored.load(Ordering::Relaxed), %reason, "session ended");
     }
 
-    async fn connect_and_serve(self: &Arc<Self>, on_upgrade: OnUpgrade) -> Result<String, String> {
+    fn was_killed(&self) -> bool {
+        self.close_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    async fn connect_and_serve(
+        self: &Arc<Self>,
+        sessions: &Sessions,
+        on_upgrade: OnUpgrade,
+    ) -> Result<String, String> {
         let upgraded = tokio::time::timeout(Duration::from_secs(10), on_upgrade)
             .await
             .map_err(|_| "the registration connection was not upgraded in time".to_owned())?
@@ -596,7 +724,11 @@ impl Session {
             let _ = io.shutdown().await;
             return Err("the session sent an HTTP/1 request instead of serving HTTP/2".into());
         }
-        let io = TokioIo::new(Prefixed::new(prefix.freeze(), io));
+        let goaway = Arc::new(Notify::new());
+        let io = TokioIo::new(GoawayWatch::new(
+            Prefixed::new(prefix.freeze(), io),
+            goaway.clone(),
+        ));
         let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
@@ -625,14 +757,29 @@ impl Session {
         if let Some(rx) = events {
             tokio::spawn(self.clone().deliver_events(rx));
         }
-        tokio::select! {
-            r = conn => match r {
-                Ok(()) => Ok("the session closed its connection".into()),
-                Err(e) => Err(format!("the session connection failed: {}", error_chain(&e))),
-            },
-            _ = self.kill.notified() => {
-                let reason = self.close_reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                Ok(reason.unwrap_or_else(|| "closed by the sidecar".into()))
+        tokio::pin!(conn);
+        let mut leaving = false;
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => return match r {
+                    Ok(()) if leaving => Ok("the session left (GOAWAY)".into()),
+                    Ok(()) => Ok("the session closed its connection".into()),
+                    Err(e) => Err(format!("the session connection failed: {}", error_chain(&e))),
+                },
+                _ = self.kill.notified() => {
+                    let reason = self.close_reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    return Ok(reason.unwrap_or_else(|| "closed by the sidecar".into()));
+                }
+                _ = goaway.notified(), if !leaving => {
+                    // The session is leaving (kubectl-steal's Ctrl-C): out of the registry now,
+                    // so the next requests reach the app; its streams in flight complete, then
+                    // it closes the connection.
+                    leaving = true;
+                    self.closing.store(true, Ordering::Release);
+                    sessions.registry.remove(self.id);
+                    info!(session = self.id, client = %self.client, in_flight = self.in_flight(),
+                        "session is leaving (GOAWAY); it takes no new requests");
+                }
             }
         }
     }

@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod conn;
+mod goaway;
 pub mod metrics;
 pub mod mirror;
 pub mod registry;
@@ -33,7 +34,7 @@ use tls_steal_crds::session::SESSION_API_PORT;
 
 use crate::proxy::Shared;
 
-pub use conn::Session;
+pub use conn::{Delivery, Session};
 pub use metrics::SessionMetrics;
 pub use registry::Registry;
 pub use route::{Mirrored, Stolen};

@@ -16,14 +16,15 @@ use tls_steal_crds::session::{Event, Mode};
 use tracing::warn;
 
 use super::Sessions;
-use super::conn::Session;
+use super::conn::{Delivery, Session};
 use super::metrics::{Routed, SessionError};
 use super::view::PartsView;
 use crate::proxy::Shared;
 use crate::proxy::forward::ProxyBody;
 use crate::proxy::route::{ConnInfo, Route, Router};
 
-/// A request taken by a steal session: [`Stolen::serve`] delivers it and returns the answer.
+/// A request taken by a steal session: [`Stolen::serve`] delivers it and returns the answer
+/// (or, if the session was closing and never got it, the request back, for the app).
 #[derive(Clone)]
 pub struct Stolen {
     pub session: Arc<Session>,
@@ -39,7 +40,7 @@ pub struct Mirrored {
 }
 
 impl Stolen {
-    pub async fn serve(self, req: Request<Incoming>, conn: &ConnInfo) -> http::Response<ProxyBody> {
+    pub async fn serve(self, req: Request<Incoming>, conn: &ConnInfo) -> Delivery {
         self.session.steal(self.request_id, req, conn).await
     }
 }

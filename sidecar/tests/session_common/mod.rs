@@ -173,6 +173,7 @@ pub struct TestSession {
     pub events: Arc<Mutex<Vec<Event>>>,
     /// Notified on every request the session receives.
     pub arrived: Arc<Notify>,
+    leave: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -193,6 +194,17 @@ impl TestSession {
 
     /// Closes the session's connection.
     pub fn close(self) {}
+
+    /// Leaves the way `kubectl-steal` does on Ctrl-C: HTTP/2 graceful shutdown (`GOAWAY`), the
+    /// streams in flight answered, then the connection closed.
+    pub fn goaway(&self) {
+        self.leave.notify_one();
+    }
+
+    /// Whether the session's connection is over.
+    pub fn is_closed(&self) -> bool {
+        self.task.is_finished()
+    }
 }
 
 /// The default handler: answers with `x-served-by: <name>` and a JSON body describing the
@@ -372,16 +384,26 @@ pub async fn register_raw(
             Ok(handler(g, req).await)
         }
     });
+    let leave = Arc::new(Notify::new());
+    let leave2 = leave.clone();
     let task = tokio::spawn(async move {
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.enable_connect_protocol();
-        let _ = b.serve_connection(upgraded, svc).await;
+        let conn = b.serve_connection(upgraded, svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = leave2.notified() => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
     });
     Ok(TestSession {
         id,
         got,
         events,
         arrived,
+        leave,
         task,
     })
 }
