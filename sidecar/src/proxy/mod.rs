@@ -20,6 +20,7 @@ pub mod ports;
 pub mod reload;
 pub mod route;
 pub mod shutdown;
+pub mod signatures;
 pub mod sniff;
 pub mod tls_client;
 pub mod tls_server;

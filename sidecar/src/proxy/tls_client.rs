@@ -20,6 +20,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tls_steal_crds::types::AgentAsClient;
 
 use super::material::{MaterialError, RawMaterial};
+use super::signatures::Signatures;
 use super::{pem, tls_server};
 
 /// The client configurations of one port, per offered ALPN list.
@@ -53,7 +54,7 @@ pub fn upstream_tls(
 ) -> Result<UpstreamTls, MaterialError> {
     let verifier: Arc<dyn ServerCertVerifier> = if plan.verification.accept_any_cert {
         Arc::new(AnyServerCert {
-            provider: provider.clone(),
+            provider: Signatures(provider.clone()),
         })
     } else {
         if plan.verification.trust_roots.is_empty() {
@@ -121,7 +122,7 @@ pub fn server_name(
 /// Accepts any application certificate; handshake signatures are still verified.
 #[derive(Debug)]
 struct AnyServerCert {
-    provider: Arc<CryptoProvider>,
+    provider: Signatures,
 }
 
 impl ServerCertVerifier for AnyServerCert {
@@ -142,12 +143,7 @@ impl ServerCertVerifier for AnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.provider.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -156,18 +152,11 @@ impl ServerCertVerifier for AnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.provider.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.schemes()
     }
 }
 

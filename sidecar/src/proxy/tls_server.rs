@@ -26,6 +26,7 @@ use tls_steal_crds::types::{AgentAsServer, ServerVerification};
 
 use super::material::{MaterialError, RawFile, RawMaterial};
 use super::pem;
+use super::signatures::Signatures;
 
 /// Builds the server configuration of a port.
 pub fn server_config(
@@ -91,7 +92,7 @@ fn client_verifier(
     let Some(v) = v else { return Ok(None) };
     if v.accept_any_cert {
         return Ok(Some(Arc::new(AnyClientCert {
-            provider,
+            provider: Signatures(provider),
             mandatory: !v.allow_anonymous,
             refuse_all: false,
         })));
@@ -99,7 +100,7 @@ fn client_verifier(
     if v.trust_roots.is_empty() {
         if v.allow_anonymous {
             return Ok(Some(Arc::new(AnyClientCert {
-                provider,
+                provider: Signatures(provider),
                 mandatory: false,
                 refuse_all: true,
             })));
@@ -129,7 +130,7 @@ fn client_verifier(
 /// the handshake signatures with the provider's algorithms.
 #[derive(Debug)]
 struct AnyClientCert {
-    provider: Arc<CryptoProvider>,
+    provider: Signatures,
     mandatory: bool,
     refuse_all: bool,
 }
@@ -163,12 +164,7 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.provider.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -177,17 +173,10 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.provider.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.schemes()
     }
 }
