@@ -18,7 +18,7 @@
 # Env: BENCH_DIR (scratch, default /tmp/tls-steal-bench), BENCH_MAX_WAIT (seconds to wait for the
 #      1-minute load average to drop below BENCH_MAX_LOAD=1.5; default 600), BENCH_ROUNDS (2),
 #      BENCH_SECS (8), BENCH_SKIP_BUILD=1, BENCH_SKIP_APT=1,
-#      BENCH_SIDECAR / BENCH_STEAL_CLI (binaries; default the release builds).
+#      BENCH_SIDECAR / BENCH_STEAL_CLI (binaries; default the `dist` profile builds, as shipped).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -55,12 +55,12 @@ if [[ -z ${BENCH_SKIP_APT:-} ]]; then
 fi
 
 if [[ -z ${BENCH_SKIP_BUILD:-} ]]; then
-  log "cargo build --release -p tls-steal-sidecar -p kubectl-steal"
-  (cd "$ROOT" && cargo build --release -q -p tls-steal-sidecar -p kubectl-steal)
+  log "cargo build --profile dist -p tls-steal-sidecar -p kubectl-steal"
+  (cd "$ROOT" && cargo build --profile dist -q -p tls-steal-sidecar -p kubectl-steal)
 fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-SIDECAR=${BENCH_SIDECAR:-$TARGET_DIR/release/tls-steal-sidecar}
-STEAL_CLI=${BENCH_STEAL_CLI:-$TARGET_DIR/release/kubectl-steal}
+SIDECAR=${BENCH_SIDECAR:-$TARGET_DIR/dist/tls-steal-sidecar}
+STEAL_CLI=${BENCH_STEAL_CLI:-$TARGET_DIR/dist/kubectl-steal}
 [[ -x $SIDECAR ]] || die "$SIDECAR missing"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -370,7 +370,7 @@ H1D=$(best direct h1) H2D=$(best direct h2)
   echo
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), $(uname -r), $(date -u +'%Y-%m-%d %H:%M UTC')"
   echo "Load average at start: $LOAD_START; when measuring began: $LOAD_MEASURE (waited ${waited}s); at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "tls-steal-sidecar: release build of git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && [[ -n $(git status --porcelain -- sidecar crds 2>/dev/null) ]] && echo ' + uncommitted changes in sidecar/ crds/'), binary built $SIDECAR_BUILT"
+  echo "tls-steal-sidecar: dist-profile build of git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && [[ -n $(git status --porcelain -- sidecar crds 2>/dev/null) ]] && echo ' + uncommitted changes in sidecar/ crds/'), binary built $SIDECAR_BUILT"
   echo "Versions: $(nginx -v 2>&1 | cut -d' ' -f3), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(h2load --version | head -1)"
   echo "Worker threads: app nginx $THREADS worker; nginx $THREADS worker; haproxy nbthread $THREADS; tls-steal TOKIO_WORKER_THREADS=$THREADS (threads at start: $ts_all_threads, of which $ts_threads tokio runtime threads = 1 worker + the blocking pool's)"
   echo "tls-steal: $SESSION_NOTE. Steal backend hits (all from the checks): $STEAL_HITS"

@@ -21,6 +21,7 @@ async fn world() -> World {
     let app = App::start(&pki).await;
     let mut cfg = test_config(port_plan(&pki, app.addr.port()), app.addr);
     cfg.header_read_timeout = Duration::from_secs(1);
+    cfg.idle_timeout = Duration::from_secs(2);
     cfg.handshake_timeout = Duration::from_secs(1);
     cfg.max_header_bytes = 16 * 1024;
     let proxy = start_proxy(cfg).await;
@@ -172,6 +173,65 @@ async fn slow_client_is_timed_out() {
             .any(|l| l.contains("reason=\"timeout\"") && !l.ends_with(" 0")),
         "{m}"
     );
+}
+
+#[tokio::test]
+async fn http2_silent_and_idle_connections_are_closed_streaming_ones_kept() {
+    let w = world().await;
+    let addr = w.proxy.listen[0];
+    let h2 = ClientOpts::new(&w.pki, &["h2"]);
+    beside(&w, async {
+        // TLS done, then not even the HTTP/2 preface: closed after the header timeout (1 s).
+        let mut tls = tls_connect(addr, &h2).await.unwrap();
+        let start = Instant::now();
+        assert!(
+            closed_within(&mut tls, Duration::from_secs(5)).await,
+            "silent h2 connection never timed out"
+        );
+        assert!(start.elapsed() >= Duration::from_millis(900));
+
+        // One request, then nothing: closed after the idle timeout (2 s) with GOAWAY.
+        let tls = tls_connect(addr, &h2).await.unwrap();
+        let (mut s, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = http::Request::get("https://app.test/once")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        assert_eq!(s.send_request(req).await.unwrap().status(), 200);
+        let idle_from = Instant::now();
+        tokio::time::timeout(Duration::from_secs(6), conn)
+            .await
+            .expect("idle h2 connection never closed")
+            .unwrap()
+            .expect("closed cleanly (GOAWAY), not torn down");
+        let idle = idle_from.elapsed();
+        assert!(idle >= Duration::from_millis(1900), "closed after {idle:?}");
+
+        // A response still streaming after the idle timeout keeps its connection.
+        let mut conn = Conn::open(addr, &h2).await.unwrap();
+        let req = conn
+            .request("GET", "/download/4194304")
+            .body(empty())
+            .unwrap();
+        let resp = conn.send(req).await.unwrap();
+        let start = Instant::now();
+        let mut body = resp.into_body();
+        let mut n = 0;
+        while let Some(f) = http_body_util::BodyExt::frame(&mut body).await {
+            n += f.unwrap().into_data().map(|d| d.len()).unwrap_or(0);
+            if start.elapsed() < Duration::from_secs(3) {
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+        }
+        assert_eq!(n, 4 << 20);
+        assert!(start.elapsed() >= Duration::from_secs(3));
+    })
+    .await;
 }
 
 #[tokio::test]

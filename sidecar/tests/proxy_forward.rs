@@ -90,6 +90,95 @@ async fn http2_forward_keeps_sni_alpn_and_authority() {
     }
 }
 
+/// `tls_steal_upstream_connects_total{result="ok"}` of the proxy.
+async fn upstream_connects(proxy: &tls_steal_sidecar::proxy::ProxyHandle) -> u64 {
+    let m = admin_get(proxy.admin.unwrap(), "/metrics").await.1;
+    m.lines()
+        .filter(|l| l.starts_with("tls_steal_upstream_connects_total{") && l.contains("\"ok\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn http2_app_is_reconnected_once_not_once_per_waiting_request() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let mut cfg = test_config(port_plan(&pki, app.addr.port()), app.addr);
+    cfg.upstream_idle_timeout = std::time::Duration::from_millis(300);
+    let proxy = start_proxy(cfg).await;
+    let o = ClientOpts::new(&pki, &["h2"]);
+    let c = Conn::open(proxy.listen[0], &o).await.unwrap();
+    let burst = |n: usize| {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let mut c2 = match &c {
+                    Conn::H2(s) => Conn::H2(s.clone()),
+                    Conn::H1(_) => unreachable!(),
+                };
+                tokio::spawn(async move { c2.get(&format!("/b?i={i}")).await.unwrap().0 })
+            })
+            .collect();
+        async move {
+            for t in tasks {
+                assert_eq!(t.await.unwrap(), 200);
+            }
+        }
+    };
+    // The first burst cannot know the app speaks h2 (ALPN comes with the handshake).
+    burst(1).await;
+    assert_eq!(upstream_connects(&proxy).await, 1);
+    // The pooled connection idles out; 100 requests then wait for one new connection.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    burst(100).await;
+    assert_eq!(
+        upstream_connects(&proxy).await,
+        2,
+        "one reconnect for the whole burst"
+    );
+    assert_eq!(app.last().alpn.as_deref(), Some("h2"));
+}
+
+#[tokio::test]
+async fn http1_clients_reuse_app_connections_across_client_connections() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let proxy = start_proxy(test_config(port_plan(&pki, app.addr.port()), app.addr)).await;
+    let o = ClientOpts::new(&pki, &["http/1.1"]);
+    // A client that reconnects for every request (`Connection: close`), one after the other:
+    // each client connection hands its app connection on to the next.
+    for i in 0..20 {
+        let mut c = Conn::open(proxy.listen[0], &o).await.unwrap();
+        let req = c
+            .request("GET", &format!("/r{i}"))
+            .header("connection", "close")
+            .body(empty())
+            .unwrap();
+        let resp = c.send(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+        drop(c);
+        // The proxy sees the client leave before the next one arrives.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        upstream_connects(&proxy).await,
+        1,
+        "one app connection for all"
+    );
+    // Two clients at once need two; the app saw every request with its own Host.
+    let mut a = Conn::open(proxy.listen[0], &o).await.unwrap();
+    let mut b = Conn::open(proxy.listen[0], &o).await.unwrap();
+    let (ra, rb) = tokio::join!(a.get("/slow?a"), b.get("/slow?b"));
+    assert_eq!(ra.unwrap().0, 200);
+    assert_eq!(rb.unwrap().0, 200);
+    assert_eq!(upstream_connects(&proxy).await, 2);
+    assert_eq!(app.last().header("host"), Some("app.test"));
+    assert!(
+        app.last().header("connection").is_none(),
+        "the client's Connection header is not forwarded"
+    );
+}
+
 #[tokio::test]
 async fn http2_client_to_http1_only_app_gets_host_from_authority() {
     let pki = Pki::new();
@@ -249,4 +338,59 @@ async fn curl_http1_and_http2() {
         assert_eq!(seen.sni.as_deref(), Some("app.test"));
         assert_eq!(seen.header("x-from-curl"), Some("yes"));
     }
+}
+
+/// An HTTPS app that closes every connection after one answer (`Connection: close`), so a kept
+/// app connection is always gone by the client's next request.
+async fn closing_app(pki: &Pki) -> std::net::SocketAddr {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(pki.server_leaf.chain(), pki.server_leaf.key())
+        .unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut n = 0u32;
+        while let Ok((tcp, _)) = listener.accept().await {
+            n += 1;
+            let (acceptor, conn_no) = (acceptor.clone(), n);
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from(format!("conn {conn_no}"))),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(false)
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_kept_app_connection_the_app_closed_is_replaced_without_an_error() {
+    let pki = Pki::new();
+    let app = closing_app(&pki).await;
+    let proxy = start_proxy(test_config(port_plan(&pki, app.port()), app)).await;
+    let mut c = Conn::open(proxy.listen[0], &ClientOpts::new(&pki, &["http/1.1"]))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let (status, body) = c.get("/").await.unwrap();
+        assert_eq!(status, 200);
+        seen.push(String::from_utf8(body.to_vec()).unwrap());
+    }
+    assert_eq!(seen, ["conn 1", "conn 2", "conn 3", "conn 4", "conn 5"]);
+    assert_eq!(upstream_connects(&proxy).await, 5);
 }

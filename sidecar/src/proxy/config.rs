@@ -49,15 +49,22 @@ pub struct ProxyArgs {
     /// mounted into the sidecar (default: every visible process).
     #[arg(long)]
     pub target_pid: Option<u32>,
-    /// Seconds a client may take to send a complete HTTP/1 request head.
+    /// Seconds a client may take to send a complete request head: for HTTP/1 every head (so an
+    /// idle keep-alive connection is closed after it too), for HTTP/2 the first request.
     #[arg(long, default_value_t = 10)]
     pub header_read_timeout: u64,
+    /// Seconds an HTTP/2 connection may stay without an open stream before it is closed (GOAWAY).
+    #[arg(long, default_value_t = 60)]
+    pub idle_timeout: u64,
     /// Seconds allowed for the client TLS handshake.
     #[arg(long, default_value_t = 10)]
     pub handshake_timeout: u64,
     /// Seconds allowed to connect (TCP + TLS) to the application.
     #[arg(long, default_value_t = 10)]
     pub connect_timeout: u64,
+    /// Seconds an unused pooled connection to the application is kept open.
+    #[arg(long, default_value_t = 60)]
+    pub upstream_idle_timeout: u64,
     /// Milliseconds to wait for the first bytes of a TLS connection without ALPN before relaying
     /// it as a non-HTTP stream.
     #[arg(long, default_value_t = 2000)]
@@ -85,8 +92,10 @@ pub struct ProxyConfig {
     pub orig_dst_override: Option<SocketAddr>,
     pub files: FileResolver,
     pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
     pub sniff_timeout: Duration,
     pub reload_interval: Duration,
     pub drain_timeout: Duration,
@@ -107,8 +116,10 @@ impl ProxyConfig {
             orig_dst_override: None,
             files: FileResolver::default(),
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            upstream_idle_timeout: Duration::from_secs(60),
             sniff_timeout: Duration::from_secs(2),
             reload_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(25),
@@ -142,8 +153,10 @@ impl ProxyArgs {
                 ..FileResolver::default()
             },
             header_read_timeout: Duration::from_secs(self.header_read_timeout),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
             handshake_timeout: Duration::from_secs(self.handshake_timeout),
             connect_timeout: Duration::from_secs(self.connect_timeout),
+            upstream_idle_timeout: Duration::from_secs(self.upstream_idle_timeout),
             sniff_timeout: Duration::from_millis(self.sniff_timeout_ms),
             reload_interval: Duration::from_millis(self.reload_interval_ms),
             drain_timeout: Duration::from_secs(self.drain_timeout),

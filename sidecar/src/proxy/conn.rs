@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -19,7 +20,9 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Shared;
+use super::affinity::Affinity;
 use super::forward::{ProxyBody, error_chain, text_response};
+use super::idle::{Activity, Guarded};
 use super::metrics::{ConnKind, HandshakeFailure};
 use super::orig_dst::original_dst;
 use super::passthrough::relay_tcp;
@@ -137,19 +140,46 @@ async fn serve_http<S>(shared: Arc<Shared>, info: Arc<ConnInfo>, io: S, h2: bool
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // HTTP/2 only: hyper's HTTP/1 header timeout already bounds idle HTTP/1 connections.
+    let activity = h2.then(Activity::default);
+    // HTTP/1.1 only: one request at a time, so one app connection of its own.
+    let affinity = (!h2).then(Affinity::new);
     let svc_shared = shared.clone();
     let svc_info = info.clone();
+    let svc_activity = activity.clone();
     let svc = service_fn(move |req| {
         let shared = svc_shared.clone();
         let info = svc_info.clone();
-        async move { Ok::<_, Infallible>(handle_request(&shared, &info, req).await) }
+        let stream = svc_activity.as_ref().map(Activity::open);
+        let affinity = affinity.clone();
+        async move {
+            let resp = handle_request(&shared, &info, req, affinity.as_deref()).await;
+            Ok::<_, Infallible>(match stream {
+                Some(guard) => resp.map(|b| Guarded::new(b, guard).boxed_unsync()),
+                None => resp,
+            })
+        }
     });
     let builder = if h2 { &shared.http.h2 } else { &shared.http.h1 };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
+    let expired = async {
+        match &activity {
+            Some(a) => {
+                a.expired(shared.cfg.header_read_timeout, shared.cfg.idle_timeout)
+                    .await
+            }
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = shared.shutdown.wait() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        why = expired => {
+            debug!(?why, "closing an HTTP/2 connection without open streams");
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -163,6 +193,7 @@ async fn handle_request(
     shared: &Shared,
     info: &ConnInfo,
     req: Request<Incoming>,
+    affinity: Option<&Affinity>,
 ) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
     let route = shared.router.route(&parts, info);
@@ -177,7 +208,7 @@ async fn handle_request(
         Route::Mirror(mirrored) => mirrored.tee(req, info),
     };
     match shared.ports.get(info.port).and_then(|p| p.active()) {
-        Some(active) => active.forwarder.forward(info, req).await,
+        Some(active) => active.forwarder.forward(info, req, affinity).await,
         None => text_response(
             StatusCode::BAD_GATEWAY,
             "tls-steal-proxy: port has no usable TLS material\n".into(),

@@ -4,12 +4,20 @@
 //!   connector is fixed per pool, so requests never share a connection made for another name.
 //! * The app picks the protocol: offering `h2` (when the client spoke h2) and getting it yields
 //!   one multiplexed connection; otherwise HTTP/1.1 connections, as many as concurrent requests
-//!   need (the pool is unbounded, idle ones are closed after a minute).
+//!   need (the pool is unbounded, idle ones are closed after `--upstream-idle-timeout`, 60 s).
+//! * Once the app has answered over h2, that pool key switches to an HTTP/2-only client (offering
+//!   only `h2`): it makes one connection at a time, where the ALPN-agnostic client starts a
+//!   handshake for every request waiting when no connection is open (hundreds at once after an
+//!   idle minute). A failed connect switches back, so an app that dropped h2 is reached again.
 //! * Bodies stream both ways (`Incoming` in, `Incoming` out), so trailers and back-pressure are
 //!   hyper's; nothing is buffered whole.
-//! * Headers are passed as received. The URI given to the pool carries the client's authority
-//!   (its `:authority`, else `Host`), so an h2 app sees the same `:authority`; toward an
-//!   HTTP/1.1 app a `Host` is added from it only when the request has none (h2 → h1).
+//! * Header values, duplicates and order are passed as received; HTTP/1 header *names* reach
+//!   the app in lowercase (they are case-insensitive, RFC 9110 §5.1, and HTTP/2 always carries
+//!   them so), as Envoy, HAProxy and linkerd do: keeping each message's original spelling cost
+//!   ~11% of the proxy's instructions per request (measured with callgrind, BENCHMARKS.md).
+//! * The URI given to the pool carries the client's authority (its `:authority`, else `Host`),
+//!   so an h2 app sees the same `:authority`; toward an HTTP/1.1 app a `Host` is added from it
+//!   only when the request has none (h2 → h1).
 //! * HTTP/1.1 upgrades (WebSocket): the upgrade is taken on both sides and the two upgraded
 //!   streams are joined with `copy_bidirectional`.
 
@@ -19,15 +27,18 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HOST, UPGRADE};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -37,6 +48,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tracing::{debug, warn};
 
+use super::affinity::{Affinity, IdleConns};
 use super::metrics::{Metrics, Outcome};
 use super::route::ConnInfo;
 use super::tls_client::{UpstreamTls, server_name};
@@ -60,10 +72,19 @@ pub fn text_response(status: StatusCode, text: String) -> Response<ProxyBody> {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct PoolKey {
+pub struct PoolKey {
     dst: SocketAddr,
     name: ServerName<'static>,
     alpn: Vec<Vec<u8>>,
+}
+
+/// Timeouts toward the application.
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamTimeouts {
+    /// TCP connect + TLS handshake.
+    pub connect: Duration,
+    /// An idle pooled connection is closed after this.
+    pub idle: Duration,
 }
 
 /// The forwarding side of one port (one per generation of its TLS material).
@@ -71,8 +92,31 @@ pub struct Forwarder {
     port: u16,
     upstream: Arc<UpstreamTls>,
     metrics: Arc<Metrics>,
-    connect_timeout: Duration,
-    clients: Mutex<HashMap<PoolKey, Client<UpstreamConnector, ProxyBody>>>,
+    timeouts: UpstreamTimeouts,
+    clients: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    /// App connections of HTTP/1.1 clients that went away (see `affinity`).
+    idle: Arc<IdleConns>,
+}
+
+type UpstreamClient = Client<UpstreamConnector, ProxyBody>;
+
+/// The clients of one pool key.
+struct Pool {
+    /// Offers the key's ALPN list; the app decides.
+    auto: UpstreamClient,
+    /// HTTP/2 only, offering only `h2`; `None` when the key does not offer `h2`.
+    h2: Option<UpstreamClient>,
+    /// The app answered over h2 on this key: use `h2`.
+    speaks_h2: AtomicBool,
+}
+
+impl Pool {
+    fn pick(&self) -> (&UpstreamClient, bool) {
+        match &self.h2 {
+            Some(h2) if self.speaks_h2.load(Relaxed) => (h2, true),
+            _ => (&self.auto, false),
+        }
+    }
 }
 
 impl Drop for Forwarder {
@@ -93,16 +137,6 @@ fn offered_alpn(client_alpn: Option<&[u8]>, upgrade: bool) -> Vec<Vec<u8>> {
     }
 }
 
-fn host_of(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    authority
-        .rsplit_once(':')
-        .map(|(h, _)| h)
-        .unwrap_or(authority)
-}
-
 fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11 && req.headers().contains_key(UPGRADE)
 }
@@ -112,14 +146,19 @@ impl Forwarder {
         port: u16,
         upstream: Arc<UpstreamTls>,
         metrics: Arc<Metrics>,
-        connect_timeout: Duration,
+        timeouts: UpstreamTimeouts,
     ) -> Self {
         Forwarder {
             port,
             upstream,
             metrics,
-            connect_timeout,
+            timeouts,
             clients: Mutex::new(HashMap::new()),
+            idle: {
+                let idle = Arc::new(IdleConns::default());
+                idle.start_sweeper(timeouts.idle);
+                idle
+            },
         }
     }
 
@@ -128,103 +167,73 @@ impl Forwarder {
         self.upstream.config(alpn)
     }
 
-    fn client(&self, key: PoolKey) -> Client<UpstreamConnector, ProxyBody> {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = clients.get(&key) {
-            return c.clone();
-        }
+    fn client_for(&self, key: &PoolKey, alpn: &[Vec<u8>], h2_only: bool) -> UpstreamClient {
         let connector = UpstreamConnector {
             dst: key.dst,
             name: key.name.clone(),
-            tls: TlsConnector::from(self.upstream.config(&key.alpn)),
-            connect_timeout: self.connect_timeout,
+            tls: TlsConnector::from(self.upstream.config(alpn)),
+            connect_timeout: self.timeouts.connect,
             metrics: self.metrics.clone(),
             port: self.port,
         };
-        let client = Client::builder(TokioExecutor::new())
+        Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .http1_preserve_header_case(true)
+            .pool_idle_timeout(self.timeouts.idle)
+            .http2_only(h2_only)
             .set_host(true)
-            .build(connector);
+            .build(connector)
+    }
+
+    fn pool(&self, key: PoolKey) -> Arc<Pool> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = clients.get(&key) {
+            return p.clone();
+        }
+        let offers_h2 = key.alpn.iter().any(|a| a == b"h2");
+        let pool = Arc::new(Pool {
+            auto: self.client_for(&key, &key.alpn, false),
+            h2: offers_h2.then(|| self.client_for(&key, &[b"h2".to_vec()], true)),
+            speaks_h2: AtomicBool::new(false),
+        });
         self.metrics.port(self.port).upstream_pools(1);
-        clients.insert(key, client.clone());
-        client
+        clients.insert(key, pool.clone());
+        pool
     }
 
     /// Sends `req` to the app and returns its response (or a 502 naming the failure).
-    /// (Any body: `Incoming`, or a mirrored request's teed body.)
-    pub async fn forward<B>(&self, conn: &ConnInfo, req: Request<B>) -> Response<ProxyBody>
+    /// (Any body: `Incoming`, or a mirrored request's teed body.) `affinity`: the client
+    /// connection's own app connection slot (HTTP/1.1 clients, see [`super::affinity`]).
+    pub async fn forward<B>(
+        &self,
+        conn: &ConnInfo,
+        req: Request<B>,
+        affinity: Option<&Affinity>,
+    ) -> Response<ProxyBody>
     where
         B: http_body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
         let mut req = req.map(|b| b.boxed_unsync());
         let start = Instant::now();
-        let authority: Option<String> = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                req.headers()
-                    .get(HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
+        // The client's authority (`:authority`, else `Host`), else the original destination.
+        let authority: Option<Authority> = match req.uri().authority() {
+            Some(a) => Some(a.clone()),
+            None => req
+                .headers()
+                .get(HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
+        };
         let upgrade = is_upgrade(&req);
-        let name = server_name(
-            conn.sni.as_deref(),
-            authority.as_deref().map(host_of),
-            conn.original_dst.ip(),
-        );
-        let key = PoolKey {
-            dst: conn.original_dst,
-            name,
-            alpn: offered_alpn(conn.alpn.as_deref(), upgrade),
-        };
-        let client = self.client(key);
-
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".into());
-        let dst = conn.original_dst.to_string();
-        let uri = authority
-            .as_deref()
-            .and_then(|a| {
-                Uri::builder()
-                    .scheme("https")
-                    .authority(a)
-                    .path_and_query(pq.as_str())
-                    .build()
-                    .ok()
-            })
-            .or_else(|| {
-                Uri::builder()
-                    .scheme("https")
-                    .authority(dst.as_str())
-                    .path_and_query(pq.as_str())
-                    .build()
-                    .ok()
-            });
-        let Some(uri) = uri else {
-            return text_response(
-                StatusCode::BAD_REQUEST,
-                format!("tls-steal-proxy: unusable request target {pq:?}\n"),
-            );
-        };
-        *req.uri_mut() = uri;
         let version = req.version();
-        if version == Version::HTTP_2 {
-            // The pool picks h2 or HTTP/1.1 by what the app negotiated; an HTTP_2 version would
-            // forbid the HTTP/1.1 fallback.
-            *req.version_mut() = Version::HTTP_11;
-        }
         strip_hop_by_hop(req.headers_mut(), upgrade);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let dedicated = affinity.filter(|_| !upgrade && conn.alpn.as_deref() != Some(b"h2"));
+        let sent = match dedicated {
+            Some(slot) => self.send_dedicated(slot, conn, authority, req).await,
+            None => self.send_pooled(conn, authority, upgrade, req).await,
+        };
         let m = self.metrics.port(self.port);
-        match client.request(req).await {
+        match sent {
             Ok(mut resp) => {
                 m.request(Outcome::Forwarded, start.elapsed());
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -238,9 +247,13 @@ impl Forwarder {
                 strip_hop_by_hop(resp.headers_mut(), switching);
                 resp.map(|b| b.boxed_unsync())
             }
-            Err(e) => {
+            Err(SendFailure::BadTarget(target)) => text_response(
+                StatusCode::BAD_REQUEST,
+                format!("tls-steal-proxy: unusable request target {target:?}\n"),
+            ),
+            Err(SendFailure::Upstream(e)) => {
                 m.request(Outcome::UpstreamError, start.elapsed());
-                let detail = error_chain(&e);
+                let detail = error_chain(&*e);
                 warn!(client = %conn.client, original_dst = %conn.original_dst, port = conn.port, error = %detail, "forwarding to the application failed");
                 text_response(
                     StatusCode::BAD_GATEWAY,
@@ -252,6 +265,158 @@ impl Forwarder {
             }
         }
     }
+
+    fn key(&self, conn: &ConnInfo, authority: Option<&Authority>, upgrade: bool) -> PoolKey {
+        PoolKey {
+            dst: conn.original_dst,
+            name: server_name(
+                conn.sni.as_deref(),
+                authority.map(Authority::host),
+                conn.original_dst.ip(),
+            ),
+            alpn: offered_alpn(conn.alpn.as_deref(), upgrade),
+        }
+    }
+
+    /// Through the shared pool of the request's key (absolute-form URI, the pool adds `Host`).
+    async fn send_pooled(
+        &self,
+        conn: &ConnInfo,
+        authority: Option<Authority>,
+        upgrade: bool,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, SendFailure> {
+        let pool = self.pool(self.key(conn, authority.as_ref(), upgrade));
+        let (client, via_h2) = pool.pick();
+        let mut parts = std::mem::take(req.uri_mut()).into_parts();
+        parts.scheme = Some(Scheme::HTTPS);
+        parts.authority = match authority {
+            Some(a) => Some(a),
+            None => Authority::try_from(conn.original_dst.to_string()).ok(),
+        };
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        let target = parts.path_and_query.clone();
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| SendFailure::BadTarget(target))?;
+        if req.version() == Version::HTTP_2 {
+            // The pool picks h2 or HTTP/1.1 by what the app negotiated; an HTTP_2 version would
+            // forbid the HTTP/1.1 fallback.
+            *req.version_mut() = Version::HTTP_11;
+        }
+        match client.request(req).await {
+            Ok(resp) => {
+                if !via_h2 && pool.h2.is_some() && resp.version() == Version::HTTP_2 {
+                    pool.speaks_h2.store(true, Relaxed);
+                }
+                Ok(resp)
+            }
+            Err(e) => {
+                if via_h2 && e.is_connect() {
+                    pool.speaks_h2.store(false, Relaxed);
+                }
+                Err(SendFailure::Upstream(Box::new(e)))
+            }
+        }
+    }
+
+    /// Over the client connection's own HTTP/1.1 connection to the app (origin-form URI, `Host`
+    /// added from the authority when the client sent none).
+    async fn send_dedicated(
+        &self,
+        slot: &Affinity,
+        conn: &ConnInfo,
+        authority: Option<Authority>,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, SendFailure> {
+        // With SNI the key is fixed for the connection; without, it follows the authority.
+        let held =
+            slot.take(|k| conn.sni.is_some() || *k == self.key(conn, authority.as_ref(), false));
+        let (key, mut sender) = match held {
+            Some((key, sender)) => (key, Some(sender)),
+            None => {
+                let key = self.key(conn, authority.as_ref(), false);
+                let sender = self.idle.take(&key, self.timeouts.idle);
+                (key, sender)
+            }
+        };
+        if !req.headers().contains_key(HOST) {
+            let host = match &authority {
+                Some(a) => http::HeaderValue::from_str(a.as_str()),
+                None => http::HeaderValue::from_str(&conn.original_dst.to_string()),
+            };
+            if let Ok(host) = host {
+                req.headers_mut().insert(HOST, host);
+            }
+        }
+        if req.uri().authority().is_some() || req.uri().path_and_query().is_none() {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(pq);
+        }
+        // A kept connection may have been closed by the app meanwhile: a request it never
+        // received is sent again once, on a new connection.
+        let mut retried = false;
+        loop {
+            let mut s = match sender.take() {
+                Some(s) => s,
+                None => self.connect_h1(&key).await?,
+            };
+            if s.ready().await.is_err() {
+                continue;
+            }
+            match s.try_send_request(req).await {
+                Ok(resp) => {
+                    slot.hold(key, s, &self.idle);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !retried => {
+                        retried = true;
+                        req = unsent;
+                    }
+                    _ => return Err(SendFailure::Upstream(Box::new(e.into_error()))),
+                },
+            }
+        }
+    }
+
+    async fn connect_h1(&self, key: &PoolKey) -> Result<Sender, SendFailure> {
+        let connector = UpstreamConnector {
+            dst: key.dst,
+            name: key.name.clone(),
+            tls: TlsConnector::from(self.upstream.config(&key.alpn)),
+            connect_timeout: self.timeouts.connect,
+            metrics: self.metrics.clone(),
+            port: self.port,
+        };
+        let io = connector.connect().await;
+        self.metrics.port(self.port).upstream_connect(io.is_ok());
+        let io = io.map_err(|e| SendFailure::Upstream(Box::new(e)))?;
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| SendFailure::Upstream(Box::new(e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %error_chain(&e), "connection to the application ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<ProxyBody>;
+
+/// Why a request did not reach the app.
+enum SendFailure {
+    /// The request target cannot be made into a URI (answered 400).
+    BadTarget(Option<PathAndQuery>),
+    /// Connecting or the exchange failed (answered 502).
+    Upstream(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 (and those `Connection` names): they
@@ -259,24 +424,55 @@ impl Forwarder {
 /// connection to the app, nor the app's the client's. An upgrade keeps `Connection` and
 /// `Upgrade`, which are what it is made of. Every other header passes unchanged.
 pub fn strip_hop_by_hop(headers: &mut http::HeaderMap, upgrade: bool) {
+    use http::HeaderName;
     use http::header::{CONNECTION, TE, TRANSFER_ENCODING};
-    let named: Vec<http::HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| http::HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(upgrade && n == UPGRADE))
-        .collect();
-    for n in named {
-        headers.remove(n);
+    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    // One pass over the names, then removals of what is there: this runs twice per request, and
+    // hashed removals of absent names (and parsing `&str` names) cost more than the pass.
+    let (mut connection, mut others) = (false, false);
+    for n in headers.keys() {
+        if n == CONNECTION {
+            connection = true;
+        } else if [
+            &UPGRADE,
+            &TE,
+            &TRANSFER_ENCODING,
+            &KEEP_ALIVE,
+            &PROXY_CONNECTION,
+        ]
+        .contains(&n)
+        {
+            others = true;
+        }
+    }
+    if connection {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // `close` names no header; `keep-alive` is removed below anyway.
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .filter(|n| !(upgrade && n == UPGRADE))
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+        if !upgrade {
+            headers.remove(CONNECTION);
+        }
+    }
+    if !(connection || others) {
+        return;
     }
     if !upgrade {
-        headers.remove(CONNECTION);
         headers.remove(UPGRADE);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
     // hyper frames bodies itself; `TE: trailers` is end-to-end in practice (gRPC needs it).
     headers.remove(TRANSFER_ENCODING);
     if headers.get(TE).is_some_and(|v| v.as_bytes() != b"trailers") {
@@ -459,9 +655,20 @@ mod tests {
         );
         assert_eq!(offered_alpn(Some(b"h2"), true), vec![b"http/1.1".to_vec()]);
         assert_eq!(offered_alpn(None, false), Vec::<Vec<u8>>::new());
-        assert_eq!(host_of("a.test:8443"), "a.test");
-        assert_eq!(host_of("[::1]:443"), "::1");
-        assert_eq!(host_of("a.test"), "a.test");
+        let host = |a: &str| Authority::try_from(a).unwrap().host().to_owned();
+        let ip = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            server_name(None, Some(&host("a.test:8443")), ip),
+            ServerName::try_from("a.test").unwrap()
+        );
+        assert_eq!(
+            server_name(None, Some(&host("[::1]:443")), ip),
+            ServerName::try_from("::1").unwrap()
+        );
+        assert_eq!(
+            server_name(Some("sni.test"), Some(&host("a.test")), ip),
+            ServerName::try_from("sni.test").unwrap()
+        );
     }
 
     #[test]
@@ -492,5 +699,31 @@ mod tests {
             3,
             "an upgrade keeps Connection and Upgrade; TE: trailers stays"
         );
+
+        // Without `Connection`, the fixed names still go; `Connection: keep-alive, X-Other`
+        // removes the header it names; a message with none is left alone.
+        for (pairs, left) in [
+            (
+                &[("keep-alive", "1"), ("proxy-connection", "x"), ("a", "1")][..],
+                &["a"][..],
+            ),
+            (
+                &[
+                    ("connection", "Keep-Alive, X-Other"),
+                    ("x-other", "1"),
+                    ("b", "2"),
+                ][..],
+                &["b"][..],
+            ),
+            (&[("c", "3"), ("te", "trailers")][..], &["c", "te"][..]),
+        ] {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, v.parse().unwrap());
+            }
+            strip_hop_by_hop(&mut h, false);
+            let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(names, left, "{pairs:?}");
+        }
     }
 }

@@ -3,14 +3,16 @@
 //! Wiring only; each concern lives in its own module:
 //! [`config`] (arguments, plan), [`files`] (target-container paths), [`pem`], [`material`],
 //! [`tls_server`], [`tls_client`], [`ports`] (per-port state), [`reload`], [`orig_dst`],
-//! [`conn`] (one connection), [`sniff`], [`route`] (per-request decision), [`forward`],
+//! [`conn`] (one connection), [`affinity`] (HTTP/1.1 app connection per client connection), [`sniff`], [`route`] (per-request decision), [`forward`], [`idle`] (HTTP/2 timeouts),
 //! [`passthrough`], [`admin`], [`metrics`], [`shutdown`].
 
 pub mod admin;
+pub mod affinity;
 pub mod config;
 pub mod conn;
 pub mod files;
 pub mod forward;
+pub mod idle;
 pub mod material;
 pub mod metrics;
 pub mod orig_dst;
@@ -64,12 +66,14 @@ impl HttpBuilders {
         b.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(cfg.header_read_timeout)
-            .preserve_header_case(true)
             .max_buf_size(cfg.max_header_bytes.max(8192));
         b.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(cfg.max_header_bytes as u32)
-            .max_concurrent_streams(1000);
+            .max_concurrent_streams(1000)
+            // A peer that vanished mid-stream (no FIN) is noticed; idle ones are closed by `idle`.
+            .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+            .keep_alive_timeout(std::time::Duration::from_secs(20));
         HttpBuilders {
             h1: b.clone().http1_only(),
             h2: b.http2_only(),
@@ -144,7 +148,10 @@ pub async fn start_with_router(
             cfg.plan.clone(),
             cfg.files.clone(),
             metrics.clone(),
-            cfg.connect_timeout,
+            forward::UpstreamTimeouts {
+                connect: cfg.connect_timeout,
+                idle: cfg.upstream_idle_timeout,
+            },
         );
         tokio::task::spawn_blocking(move || PortTable::load(&plan, files, m, t))
             .await

@@ -6,14 +6,13 @@
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use tls_steal_crds::StealPlan;
 use tls_steal_crds::plan::PortPlan;
 use tracing::{error, info, warn};
 
 use super::files::FileResolver;
-use super::forward::Forwarder;
+use super::forward::{Forwarder, UpstreamTimeouts};
 use super::material::{MaterialError, PortTls, RawMaterial};
 use super::metrics::Metrics;
 
@@ -84,7 +83,7 @@ pub struct PortTable {
     ports: BTreeMap<u16, PortEntry>,
     files: FileResolver,
     metrics: Arc<Metrics>,
-    connect_timeout: Duration,
+    timeouts: UpstreamTimeouts,
 }
 
 fn error_fingerprint(e: &MaterialError) -> u64 {
@@ -99,13 +98,13 @@ impl PortTable {
         plan: &StealPlan,
         files: FileResolver,
         metrics: Arc<Metrics>,
-        connect_timeout: Duration,
+        timeouts: UpstreamTimeouts,
     ) -> Self {
         let mut table = PortTable {
             ports: BTreeMap::new(),
             files,
             metrics,
-            connect_timeout,
+            timeouts,
         };
         for p in &plan.ports {
             let (state, _) = table.build(p);
@@ -143,7 +142,7 @@ impl PortTable {
                         p.port,
                         tls.upstream,
                         self.metrics.clone(),
-                        self.connect_timeout,
+                        self.timeouts,
                     ),
                 }),
                 fingerprint,

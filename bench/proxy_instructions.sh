@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Instructions per request of `tls-steal-sidecar proxy` (user space), counted by callgrind:
+# repeatable whatever else the machine is doing, unlike req/s on a shared 2-core machine.
+#
+# Reuses the app, certificates and plan that `bench/proxy.sh` leaves in its scratch directory.
+# The proxy runs under valgrind with one worker thread and a registered session (filter
+# `^x-steal:`), and serves N1 then N2 requests (h2load, 50 connections) in two separate runs;
+# (Ir(N2) - Ir(N1)) / (N2 - N1) cancels start-up and the 50 TLS handshakes.
+#
+# Usage (as root): bash bench/proxy_instructions.sh [BIN...]   (default: target/dist binary)
+# Env: BENCH_DIR (default /tmp/tls-steal-bench), KINDS ("h1 h2"), N1 (4000), N2 (12000).
+# Under valgrind the h2 run's first burst opens many app connections (each request waiting for
+# the slow first handshake starts one), so its figure includes handshakes: compare h2 rows with
+# each other only.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+D=${BENCH_DIR:-/tmp/tls-steal-bench}
+KINDS=${KINDS:-h1 h2}
+N1=${N1:-4000}
+N2=${N2:-12000}
+CLI=${BENCH_STEAL_CLI:-$ROOT/target/dist/kubectl-steal}
+[[ -x $CLI ]] || CLI=$ROOT/target/release/kubectl-steal
+(($# > 0)) || set -- "$ROOT/target/dist/tls-steal-sidecar"
+
+[[ -f $D/plan.json && -f $D/app.conf ]] || { echo "run bench/proxy.sh first (no $D/plan.json)" >&2; exit 1; }
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+
+nginx -c "$D/app.conf" -p "$D" -e "$D/app.err" 2>/dev/null || true
+trap 'kill "$(cat "$D/app.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
+
+# total Ir of one proxy run serving N requests of KIND
+count() {
+  local bin=$1 kind=$2 n=$3 out vp sp
+  out=$(mktemp /tmp/tls-steal-cg.XXXXXX)
+  TOKIO_WORKER_THREADS=1 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "$bin" proxy --plan "$D/plan.json" --listen 127.0.0.1:15443 --admin 127.0.0.1:15401 \
+    --session-api 127.0.0.1:15400 --orig-dst-override 127.0.0.1:9443 2>/dev/null &
+  vp=$!
+  for _ in $(seq 150); do (echo >/dev/tcp/127.0.0.1/15443) 2>/dev/null && break; sleep 0.2; done
+  "$CLI" --connect 127.0.0.1:15400 -p 9443 --header '^x-steal:' --to 127.0.0.1:9444 \
+    --trust-root "$D/ca.pem" --server-name localhost --client bench >/dev/null 2>&1 &
+  sp=$!
+  sleep 3
+  if [[ $kind == h1 ]]; then
+    h2load --h1 -t2 -c50 -n "$n" https://127.0.0.1:15443/1k >/dev/null 2>&1
+  else
+    h2load -t2 -c50 -m10 -n "$n" https://127.0.0.1:15443/1k >/dev/null 2>&1
+  fi
+  kill "$sp"; sleep 1; kill -INT "$vp"; wait "$vp" 2>/dev/null || true
+  awk '/^summary:/ {print $2}' "$out"
+  rm -f "$out"
+}
+
+echo "| binary | protocol | instructions/request |"
+echo "|---|---|---:|"
+for bin in "$@"; do
+  for kind in $KINDS; do
+    a=$(count "$bin" "$kind" "$N1")
+    b=$(count "$bin" "$kind" "$N2")
+    echo "| $(basename "$bin") | $kind | $(((b - a) / (N2 - N1))) |"
+  done
+done

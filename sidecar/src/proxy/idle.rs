@@ -1,0 +1,209 @@
+//! Timeouts of HTTP/2 client connections, which hyper's server does not have: hyper's HTTP/1
+//! header timeout also covers idle keep-alive connections, but an HTTP/2 connection could stay
+//! open forever without sending a request (or after its last one), holding a connection slot.
+//!
+//! * no request head within `header_read_timeout` of the handshake → closed;
+//! * no stream open for `idle_timeout` → closed (GOAWAY; a client simply reconnects).
+//!
+//! A stream counts as open from its request head until its response body has ended (or the
+//! client reset it), so a long gRPC stream or download is never "idle".
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
+
+use super::forward::ProxyBody;
+
+#[derive(Debug)]
+struct State {
+    open: usize,
+    /// When `open` last dropped to zero (or the connection started).
+    idle_since: Instant,
+    any_request: bool,
+}
+
+/// The open streams of one connection.
+#[derive(Clone, Debug)]
+pub struct Activity(Arc<Mutex<State>>);
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity(Arc::new(Mutex::new(State {
+            open: 0,
+            idle_since: Instant::now(),
+            any_request: false,
+        })))
+    }
+}
+
+/// Why a connection was closed by [`Activity::expired`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    NoRequest,
+    Idle,
+}
+
+impl Activity {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A request head arrived; the stream stays open until the guard is dropped.
+    pub fn open(&self) -> StreamGuard {
+        let mut s = self.state();
+        s.open += 1;
+        s.any_request = true;
+        StreamGuard(self.clone())
+    }
+
+    /// Resolves when the connection has been without an open stream for too long.
+    pub async fn expired(&self, header_timeout: Duration, idle_timeout: Duration) -> Expiry {
+        loop {
+            let (open, since, any) = {
+                let s = self.state();
+                (s.open, s.idle_since, s.any_request)
+            };
+            let (limit, why) = if any {
+                (idle_timeout, Expiry::Idle)
+            } else {
+                (header_timeout, Expiry::NoRequest)
+            };
+            if open > 0 {
+                // Re-checked after a whole period: a stream closing now restarts the clock.
+                tokio::time::sleep(limit).await;
+                continue;
+            }
+            if Instant::now() >= since + limit {
+                return why;
+            }
+            tokio::time::sleep_until(since + limit).await;
+        }
+    }
+}
+
+/// Closes its stream when dropped.
+#[derive(Debug)]
+pub struct StreamGuard(Activity);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let mut s = self.0.state();
+        s.open -= 1;
+        if s.open == 0 {
+            s.idle_since = Instant::now();
+        }
+    }
+}
+
+/// A response body that keeps its stream open until it ends or is dropped.
+pub struct Guarded {
+    inner: ProxyBody,
+    guard: Option<StreamGuard>,
+}
+
+impl Guarded {
+    pub fn new(inner: ProxyBody, guard: StreamGuard) -> Self {
+        Guarded {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Body for Guarded {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.guard = None;
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    fn body(text: &'static str) -> ProxyBody {
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|n: std::convert::Infallible| match n {})
+            .boxed_unsync()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_request_expires_after_the_header_timeout() {
+        let a = Activity::default();
+        let start = Instant::now();
+        let why = a
+            .expired(Duration::from_secs(10), Duration::from_secs(60))
+            .await;
+        assert_eq!(why, Expiry::NoRequest);
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_stream_is_never_idle_and_the_clock_restarts_when_it_ends() {
+        let a = Activity::default();
+        let guard = a.open();
+        let watch = {
+            let a = a.clone();
+            tokio::spawn(async move {
+                let why = a
+                    .expired(Duration::from_secs(10), Duration::from_secs(60))
+                    .await;
+                (why, Instant::now())
+            })
+        };
+        // A response body streaming for 5 minutes keeps the connection.
+        let mut resp = Guarded::new(body("x"), guard);
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        assert!(!watch.is_finished());
+        let ended_at = Instant::now();
+        assert!(resp.frame().await.is_some());
+        assert!(resp.frame().await.is_none(), "body ended: stream closed");
+        let (why, at) = watch.await.unwrap();
+        assert_eq!(why, Expiry::Idle);
+        assert!(
+            at >= ended_at + Duration::from_secs(60),
+            "{:?}",
+            at - ended_at
+        );
+        assert!(
+            at <= ended_at + Duration::from_secs(120),
+            "{:?}",
+            at - ended_at
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_response_closes_its_stream() {
+        let a = Activity::default();
+        drop(Guarded::new(body("x"), a.open()));
+        let start = Instant::now();
+        let why = a
+            .expired(Duration::from_secs(10), Duration::from_secs(60))
+            .await;
+        assert_eq!(why, Expiry::Idle);
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+    }
+}
