@@ -9,6 +9,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+// As in the binary (`src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -238,6 +242,14 @@ fn main() {
                 review("ns-7", "svc-3"),
                 true,
                 Some(2000.0),
+            )
+            .await,
+            scenario(
+                "spread, inject, 6,000/s offered",
+                spread_configs(),
+                review("ns-7", "svc-3"),
+                true,
+                Some(6000.0),
             )
             .await,
             scenario(

@@ -12,8 +12,8 @@
 //! * a pod that is skipped: HTTP 200, `allowed: true`, no patch (skip reason counted).
 //! * an internal error (including a panic in the mutation): HTTP 200, `allowed: true`, no patch,
 //!   logged and counted (fail open).
-//! * a pod that is injected: HTTP 200, `allowed: true`, a JSON patch (the json-patch diff of the
-//!   pod before and after [`mutate`]).
+//! * a pod that is injected: HTTP 200, `allowed: true`, a JSON patch turning the pod into the one
+//!   [`mutate`](crate::mutate::mutate) returns ([`Mutation::patch_json`]).
 //!
 //! Bodies over the size limit are refused with 413 by the HTTP layer before reaching here.
 
@@ -30,9 +30,9 @@ use kube::{Api, Client};
 use serde::Deserialize;
 use tls_steal_crds::{Owner, OwnerKind, PodTarget};
 
-use crate::configs::{ConfigCache, candidates};
+use crate::configs::ConfigCache;
 use crate::metrics::{Metrics, ReviewResult};
-use crate::mutate::{Injection, Outcome, mutate, precheck};
+use crate::mutate::{Mutation, mutation, precheck};
 use crate::settings::Settings;
 
 /// Access to the cluster for the rare owner lookup and for events. Absent in tests and `inject`.
@@ -64,26 +64,56 @@ fn answer(status: u16, review: &AdmissionReview<kube::core::DynamicObject>) -> A
     }
 }
 
-/// An allowed review carrying `patch`. kube-core's `with_patch` keeps the patch as `Vec<u8>`,
-/// which serde writes as an array of numbers (slow to build and parse); it is written here as the
-/// base64 string Kubernetes itself uses for `[]byte`, next to `patchType: JSONPatch`.
-fn answer_with_patch(
-    resp: AdmissionResponse,
-    patch: &json_patch::Patch,
-) -> Result<Answer, serde_json::Error> {
-    let patch = serde_json::to_vec(patch)?;
-    let mut value = serde_json::to_value(resp.into_review())?;
-    if let Some(r) = value.get_mut("response").and_then(|r| r.as_object_mut()) {
-        r.insert(
-            "patch".into(),
-            serde_json::to_value(k8s_openapi::ByteString(patch))?,
-        );
-        r.insert("patchType".into(), "JSONPatch".into());
+/// An allowed review carrying `patch` (a serialised JSON patch), written straight into the
+/// body. kube-core's `with_patch` keeps the patch as `Vec<u8>`, which serde writes as an array of
+/// numbers; here it is the base64 string Kubernetes itself uses for `[]byte`, next to
+/// `patchType: JSONPatch`. Same keys, in the same (sorted) order, as kube-core's review.
+fn answer_with_patch(resp: &AdmissionResponse, patch: &[u8]) -> Result<Answer, serde_json::Error> {
+    let mut body = Vec::with_capacity(patch.len() / 3 * 4 + 256);
+    body.extend_from_slice(b"{\"apiVersion\":");
+    serde_json::to_writer(&mut body, &resp.types.api_version)?;
+    body.extend_from_slice(b",\"kind\":");
+    serde_json::to_writer(&mut body, &resp.types.kind)?;
+    body.extend_from_slice(b",\"response\":{\"allowed\":");
+    serde_json::to_writer(&mut body, &resp.allowed)?;
+    if !resp.audit_annotations.is_empty() {
+        body.extend_from_slice(b",\"auditAnnotations\":");
+        serde_json::to_writer(&mut body, &resp.audit_annotations)?;
     }
-    Ok(Answer {
-        status: 200,
-        body: serde_json::to_vec(&value)?,
-    })
+    body.extend_from_slice(b",\"patch\":\"");
+    base64(&mut body, patch);
+    body.extend_from_slice(b"\",\"patchType\":\"JSONPatch\",\"status\":");
+    serde_json::to_writer(&mut body, &resp.result)?;
+    body.extend_from_slice(b",\"uid\":");
+    serde_json::to_writer(&mut body, &resp.uid)?;
+    if let Some(w) = &resp.warnings {
+        body.extend_from_slice(b",\"warnings\":");
+        serde_json::to_writer(&mut body, w)?;
+    }
+    body.extend_from_slice(b"}}");
+    Ok(Answer { status: 200, body })
+}
+
+/// Standard base64 with padding (what `k8s_openapi::ByteString` writes), appended to `out`.
+fn base64(out: &mut Vec<u8>, data: &[u8]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let sextet = |n: u32, shift: u32| ALPHABET[((n >> shift) & 63) as usize];
+    let mut chunks = data.chunks_exact(3);
+    for c in &mut chunks {
+        let n = u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2]);
+        out.extend_from_slice(&[sextet(n, 18), sextet(n, 12), sextet(n, 6), sextet(n, 0)]);
+    }
+    match *chunks.remainder() {
+        [a] => {
+            let n = u32::from(a) << 16;
+            out.extend_from_slice(&[sextet(n, 18), sextet(n, 12), b'=', b'=']);
+        }
+        [a, b] => {
+            let n = u32::from(a) << 16 | u32::from(b) << 8;
+            out.extend_from_slice(&[sextet(n, 18), sextet(n, 12), sextet(n, 6), b'=']);
+        }
+        _ => {}
+    }
 }
 
 /// `allowed: true` for a request that could not be turned into an [`AdmissionRequest`].
@@ -115,6 +145,24 @@ impl Admission {
     }
 
     async fn review_inner(&self, body: &[u8]) -> (ReviewResult, Answer) {
+        // The common case in one typed pass; anything unusual takes the general path below, which
+        // decides every error answer.
+        if let Ok(FastReview {
+            api_version,
+            kind,
+            request: Some(mut req),
+            ..
+        }) = serde_json::from_slice::<FastReview>(body)
+            && req.kind.kind == "Pod"
+            && req.kind.group.is_empty()
+        {
+            req.types = kube::core::TypeMeta { api_version, kind };
+            return self.review_request(req).await;
+        }
+        self.review_general(body).await
+    }
+
+    async fn review_general(&self, body: &[u8]) -> (ReviewResult, Answer) {
         let value: serde_json::Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => {
@@ -173,6 +221,10 @@ impl Admission {
                 return (ReviewResult::Invalid, answer(400, &resp.into_review()));
             }
         };
+        self.review_request(req).await
+    }
+
+    async fn review_request(&self, req: AdmissionRequest<Pod>) -> (ReviewResult, Answer) {
         let resp = AdmissionResponse::from(&req);
         let (Operation::Create, Some(pod)) = (&req.operation, &req.object) else {
             let warning = format!(
@@ -192,7 +244,7 @@ impl Admission {
 
         match self.decide(pod, &namespace, req.dry_run).await {
             Ok(Decision::Skip) => (ReviewResult::Skipped, answer(200, &resp.into_review())),
-            Ok(Decision::Patch(patch)) => match answer_with_patch(resp.clone(), &patch) {
+            Ok(Decision::Patch(patch)) => match answer_with_patch(&resp, &patch) {
                 Ok(a) => (ReviewResult::Injected, a),
                 Err(e) => {
                     tracing::error!(error = %e, "serialising the patch");
@@ -225,21 +277,22 @@ impl Admission {
         if !entries.is_empty() && !target.needs_lookup().is_empty() {
             self.lookup_owners(&mut target, namespace).await;
         }
-        let configs = candidates(&entries, &target);
+        let configs = entries.candidates(&target);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            mutate(pod, &target, namespace, &configs, &self.settings)
+            match mutation(pod, &target, namespace, &configs, &self.settings) {
+                Err(reason) => Ok(Err(reason)),
+                Ok(m) => m.patch_json(pod).map(|patch| Ok((m, patch))),
+            }
         }))
-        .map_err(|_| "the mutation panicked".to_string())?;
-        let injection = match outcome {
-            Outcome::Skipped(reason) => {
+        .map_err(|_| "the mutation panicked".to_string())?
+        .map_err(|e| e.to_string())?;
+        let (injection, patch) = match outcome {
+            Err(reason) => {
                 self.metrics.skip(reason);
                 return Ok(Decision::Skip);
             }
-            Outcome::Injected(i) => i,
+            Ok(i) => i,
         };
-        let before = serde_json::to_value(pod).map_err(|e| e.to_string())?;
-        let after = serde_json::to_value(&injection.pod).map_err(|e| e.to_string())?;
-        let patch = json_patch::diff(&before, &after);
         tracing::info!(
             target = %target.display_name(),
             %namespace,
@@ -291,7 +344,7 @@ impl Admission {
         }
     }
 
-    fn warn_undeclared(&self, pod: &Pod, namespace: &str, injection: &Injection) {
+    fn warn_undeclared(&self, pod: &Pod, namespace: &str, injection: &Mutation) {
         let ports = &injection.undeclared_ports;
         tracing::warn!(?ports, "captured ports that no container declares");
         let note = format!(
@@ -325,7 +378,23 @@ impl Admission {
 
 enum Decision {
     Skip,
-    Patch(json_patch::Patch),
+    /// The serialised JSON patch.
+    Patch(Vec<u8>),
+}
+
+/// `AdmissionReview<Pod>` with the same fields and types, minus kube-core's
+/// `#[serde(flatten)]` of the type meta, which makes serde buffer the whole body before reading
+/// it. It accepts what the general path accepts (field for field), so a review it reads gets the
+/// same answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FastReview {
+    api_version: String,
+    kind: String,
+    request: Option<AdmissionRequest<Pod>>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    response: Option<AdmissionResponse>,
 }
 
 /// What an event about a pod being created refers to: its controller (which exists already),
@@ -348,5 +417,186 @@ fn event_reference(pod: &Pod, namespace: &str) -> ObjectReference {
         name: meta.name.clone().or_else(|| meta.generate_name.clone()),
         namespace: Some(namespace.into()),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use tls_steal_crds::TlsStealSpec;
+
+    fn admission() -> Admission {
+        let spec: TlsStealSpec = serde_json::from_value(json!({
+            "targetPath": "deploy/web",
+            "ports": [{"port": 8443,
+                "agentAsServer": {"authentication": {"certPem": "/etc/tls/tls.crt", "keyPem": "/etc/tls/tls.key"}},
+                "agentAsClient": {"verification": {"acceptAnyCert": true}}}]
+        }))
+        .unwrap();
+        Admission {
+            cache: Arc::new(ConfigCache::from_sources(vec![
+                tls_steal_crds::ConfigSource::namespaced("shop", "web", spec),
+            ])),
+            settings: Settings::default(),
+            metrics: Arc::new(Metrics::default()),
+            cluster: None,
+        }
+    }
+
+    fn pod(deploy: &str) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": format!("{deploy}-5d8f7c-"), "namespace": "shop",
+                "labels": {"app": deploy, "pod-template-hash": "5d8f7c"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{deploy}-5d8f7c"), "uid": "u"}]},
+            "spec": {"containers": [{"name": "app", "image": "web:1", "ports": [{"containerPort": 8443}],
+                "volumeMounts": [{"name": "tls", "mountPath": "/etc/tls"}]}],
+                "volumes": [{"name": "tls", "secret": {"secretName": "web-tls"}}]}
+        })
+    }
+
+    fn review(api_version: &str, kind: Value, operation: &str, object: Value) -> Value {
+        json!({
+            "apiVersion": api_version, "kind": "AdmissionReview",
+            "request": {"uid": "u-1", "kind": kind,
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "shop", "operation": operation,
+                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+                "object": object, "oldObject": null, "dryRun": false}
+        })
+    }
+
+    /// The one-pass read answers exactly like the general path, byte for byte.
+    #[tokio::test]
+    async fn fast_path_answers_like_the_general_path() {
+        let a = admission();
+        let pod_kind = json!({"group": "", "version": "v1", "kind": "Pod"});
+        let mut bodies = vec![
+            review(
+                "admission.k8s.io/v1",
+                pod_kind.clone(),
+                "CREATE",
+                pod("web"),
+            ),
+            review(
+                "admission.k8s.io/v1beta1",
+                pod_kind.clone(),
+                "CREATE",
+                pod("web"),
+            ),
+            review(
+                "admission.k8s.io/v1",
+                pod_kind.clone(),
+                "CREATE",
+                pod("api"),
+            ),
+            review(
+                "admission.k8s.io/v1",
+                pod_kind.clone(),
+                "UPDATE",
+                pod("web"),
+            ),
+            review(
+                "admission.k8s.io/v1",
+                pod_kind.clone(),
+                "DELETE",
+                Value::Null,
+            ),
+            review(
+                "admission.k8s.io/v1",
+                json!({"group": "apps", "version": "v1", "kind": "Pod"}),
+                "CREATE",
+                pod("web"),
+            ),
+            review(
+                "admission.k8s.io/v1",
+                json!({"group": "", "version": "v1", "kind": "Service"}),
+                "CREATE",
+                pod("web"),
+            ),
+        ];
+        let mut no_ns = review(
+            "admission.k8s.io/v1",
+            pod_kind.clone(),
+            "CREATE",
+            pod("web"),
+        );
+        no_ns["request"]
+            .as_object_mut()
+            .unwrap()
+            .remove("namespace");
+        bodies.push(no_ns);
+        let mut bad = review(
+            "admission.k8s.io/v1",
+            pod_kind.clone(),
+            "CREATE",
+            pod("web"),
+        );
+        bad["request"]["object"]["spec"]["containers"] = json!("not a list");
+        bodies.push(bad);
+        let mut no_user = review("admission.k8s.io/v1", pod_kind, "CREATE", pod("web"));
+        no_user["request"]
+            .as_object_mut()
+            .unwrap()
+            .remove("userInfo");
+        bodies.push(no_user);
+        let mut bodies: Vec<Vec<u8>> = bodies
+            .iter()
+            .map(|b| serde_json::to_vec(b).unwrap())
+            .collect();
+        bodies
+            .push(br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}"#.to_vec());
+        bodies.push(br#"{"request": {"uid": "x", "uid": "y"}}"#.to_vec());
+        bodies.push(b"[1, 2]".to_vec());
+        let mut patched = 0;
+        for body in &bodies {
+            let (r1, fast) = a.review_inner(body).await;
+            let (r2, general) = a.review_general(body).await;
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(r1, r2, "{text}");
+            assert_eq!(fast.status, general.status, "{text}");
+            assert_eq!(fast.body, general.body, "{text}");
+            let v: Value = serde_json::from_slice(&fast.body).unwrap();
+            patched += usize::from(v["response"].get("patch").is_some());
+        }
+        assert_eq!(patched, 3);
+    }
+
+    /// The patched answer is what kube-core's review with the patch added would serialise to.
+    #[test]
+    fn patched_answer_matches_kube_core_shape() {
+        let patch = br#"[{"op":"add","path":"/a","value":1}]"#.to_vec();
+        let check = |resp: AdmissionResponse| {
+            let got = answer_with_patch(&resp, &patch).unwrap();
+            let mut want = serde_json::to_value(resp.into_review()).unwrap();
+            want["response"]["patch"] =
+                serde_json::to_value(k8s_openapi::ByteString(patch.clone())).unwrap();
+            want["response"]["patchType"] = "JSONPatch".into();
+            assert_eq!(got.body, serde_json::to_vec(&want).unwrap());
+        };
+        let mut resp = AdmissionResponse::invalid("x");
+        resp.allowed = true;
+        resp.result = Default::default();
+        resp.uid = "u-1".into();
+        check(resp.clone());
+        resp.warnings = Some(vec!["w".into()]);
+        resp.audit_annotations.insert("k".into(), "v".into());
+        check(resp);
+    }
+
+    #[test]
+    fn base64_matches_byte_string() {
+        let data: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        for len in (0..10).chain([255, 256, 257, 512]) {
+            let mut got = Vec::new();
+            base64(&mut got, &data[..len]);
+            let want = serde_json::to_value(k8s_openapi::ByteString(data[..len].to_vec())).unwrap();
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                want.as_str().unwrap(),
+                "{len}"
+            );
+        }
     }
 }

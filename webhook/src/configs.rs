@@ -57,13 +57,70 @@ pub fn candidates(entries: &[Candidate], target: &PodTarget) -> Vec<ConfigSource
         .collect()
 }
 
+/// The configs that can apply to pods of one namespace (its own and the cluster ones), indexed
+/// by literal prefix: a pod's candidates are found by looking up the prefixes of its few target
+/// paths instead of comparing every config with every path.
+#[derive(Debug, Default)]
+pub struct NamespaceConfigs {
+    entries: Vec<Candidate>,
+    /// Entries without a literal prefix (candidates for every pod).
+    unprefixed: Vec<usize>,
+    by_prefix: HashMap<String, Vec<usize>>,
+    /// The distinct prefix lengths, ascending.
+    lengths: Vec<usize>,
+}
+
+impl NamespaceConfigs {
+    fn new(entries: Vec<Candidate>) -> Self {
+        let mut index = NamespaceConfigs::default();
+        for (i, c) in entries.iter().enumerate() {
+            if c.prefix.is_empty() {
+                index.unprefixed.push(i);
+            } else {
+                index.by_prefix.entry(c.prefix.clone()).or_default().push(i);
+                index.lengths.push(c.prefix.len());
+            }
+        }
+        index.lengths.sort_unstable();
+        index.lengths.dedup();
+        index.entries = entries;
+        index
+    }
+
+    /// Same result as [`candidates`] over all the entries, in the same order.
+    pub fn candidates(&self, target: &PodTarget) -> Vec<ConfigSource> {
+        let mut found = self.unprefixed.clone();
+        for p in target.target_paths() {
+            for &len in self.lengths.iter().take_while(|&&len| len <= p.path.len()) {
+                if let Some(hits) = p.path.get(..len).and_then(|pre| self.by_prefix.get(pre)) {
+                    found.extend(hits);
+                }
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        found
+            .into_iter()
+            .map(|i| self.entries[i].source.clone())
+            .collect()
+    }
+}
+
+impl std::ops::Deref for NamespaceConfigs {
+    type Target = [Candidate];
+
+    fn deref(&self) -> &[Candidate] {
+        &self.entries
+    }
+}
+
 /// A snapshot of every config, grouped for admission.
 #[derive(Default)]
 pub struct Index {
     generation: u64,
     cluster: Vec<Candidate>,
     namespaced: HashMap<String, Vec<Candidate>>,
-    combined: Mutex<HashMap<String, Arc<[Candidate]>>>,
+    combined: Mutex<HashMap<String, Arc<NamespaceConfigs>>>,
 }
 
 impl Index {
@@ -83,19 +140,20 @@ impl Index {
     }
 
     /// The configs that can apply to a pod of `namespace`.
-    pub fn for_namespace(&self, namespace: &str) -> Arc<[Candidate]> {
+    pub fn for_namespace(&self, namespace: &str) -> Arc<NamespaceConfigs> {
         let mut combined = self.combined.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(v) = combined.get(namespace) {
             return v.clone();
         }
-        let v: Arc<[Candidate]> = self
-            .namespaced
-            .get(namespace)
-            .into_iter()
-            .flatten()
-            .chain(&self.cluster)
-            .cloned()
-            .collect();
+        let v = Arc::new(NamespaceConfigs::new(
+            self.namespaced
+                .get(namespace)
+                .into_iter()
+                .flatten()
+                .chain(&self.cluster)
+                .cloned()
+                .collect(),
+        ));
         // Bound the memory spent on namespaces that have no config of their own.
         if combined.len() < 10_000 {
             combined.insert(namespace.to_owned(), v.clone());
@@ -239,7 +297,7 @@ impl ConfigCache {
     }
 
     /// The configs that can apply to a pod of `namespace`.
-    pub fn for_namespace(&self, namespace: &str) -> Arc<[Candidate]> {
+    pub fn for_namespace(&self, namespace: &str) -> Arc<NamespaceConfigs> {
         self.snapshot().for_namespace(namespace)
     }
 }
@@ -258,7 +316,7 @@ mod tests {
             ConfigSource::cluster("z", spec.clone()),
         ]);
         let names =
-            |v: Arc<[Candidate]>| v.iter().map(|c| c.source.name.clone()).collect::<Vec<_>>();
+            |v: Arc<NamespaceConfigs>| v.iter().map(|c| c.source.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(cache.for_namespace("a")), ["x", "z"]);
         assert_eq!(names(cache.for_namespace("c")), ["z"]);
         assert_eq!(cache.snapshot().len(), 3);
@@ -296,5 +354,70 @@ mod tests {
             .map(|c| c.name)
             .collect();
         assert_eq!(got, ["0", "1", "3"]);
+        let indexed: Vec<String> = NamespaceConfigs::new(entries)
+            .candidates(&target)
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(indexed, got);
+    }
+
+    #[test]
+    fn indexed_candidates_equal_the_linear_filter() {
+        use tls_steal_crds::target::ContainerInfo;
+        use tls_steal_crds::{Owner, OwnerKind};
+        let patterns = [
+            None,
+            Some("deploy/web*"),
+            Some("deploy/we"),
+            Some("deploy/web"),
+            Some("deploy/web/container/app"),
+            Some("deploy/webx"),
+            Some("pod/é*"),
+            Some("pod/é1/container/a?p"),
+            Some("*"),
+            Some("?x"),
+            Some("rs/web-5d8f7c*"),
+            Some("daemonset/a"),
+        ];
+        let entries: Vec<Candidate> = patterns
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let spec = TlsStealSpec {
+                    target_path: t.map(Into::into),
+                    ..Default::default()
+                };
+                Candidate::new(ConfigSource::namespaced("a", &i.to_string(), spec))
+            })
+            .collect();
+        let index = NamespaceConfigs::new(entries.clone());
+        let app = ContainerInfo {
+            name: "app".into(),
+            ports: vec![8443],
+        };
+        let targets = [
+            PodTarget {
+                owners: vec![
+                    Owner::new(OwnerKind::ReplicaSet, "web-5d8f7c"),
+                    Owner::new(OwnerKind::Deployment, "web"),
+                ],
+                containers: vec![app.clone()],
+                ..Default::default()
+            },
+            PodTarget {
+                name: Some("é1".into()),
+                containers: vec![app.clone()],
+                ..Default::default()
+            },
+            PodTarget {
+                name: Some("é".into()),
+                ..Default::default()
+            },
+            PodTarget::default(),
+        ];
+        for t in &targets {
+            assert_eq!(index.candidates(t), candidates(&entries, t), "{t:?}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use tls_steal_crds::{
     ConfigSource, MirrordClusterTlsStealConfig, MirrordTlsStealConfig, Owner, OwnerKind, PodTarget,
 };
 
-use crate::mutate::{Outcome, mutate};
+use crate::mutate::mutation;
 use crate::serve::SidecarArgs;
 use crate::settings::{Settings, SidecarMode};
 
@@ -210,16 +210,14 @@ pub fn inject_document(
     }
     let pod: Pod = serde_json::from_value(pod_value).map_err(|e| e.to_string())?;
     let target = target_of(&pod);
-    let injection = match mutate(&pod, &target, &namespace, configs, settings) {
-        Outcome::Skipped(r) => return Ok(DocResult::Skipped(r.as_str())),
-        Outcome::Injected(i) => i,
+    let injection = match mutation(&pod, &target, &namespace, configs, settings) {
+        Err(r) => return Ok(DocResult::Skipped(r.as_str())),
+        Ok(m) => m,
     };
     if !injection.undeclared_ports.is_empty() {
         tracing::warn!(ports = ?injection.undeclared_ports, %kind, %name, "captured ports that no container declares");
     }
-    let before = serde_json::to_value(&pod).map_err(|e| e.to_string())?;
-    let after = serde_json::to_value(&injection.pod).map_err(|e| e.to_string())?;
-    let patch = json_patch::diff(&before, &after);
+    let patch = injection.patch(&pod).map_err(|e| e.to_string())?;
     if raw.get("metadata").is_none()
         && let Some(obj) = raw.as_object_mut()
     {

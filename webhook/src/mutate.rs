@@ -108,6 +108,159 @@ pub struct Injection {
     pub proc_files: Vec<(String, String)>,
 }
 
+/// What [`mutate`] decided for a pod, before it is applied: the plan and the additions.
+/// [`Mutation::apply`] makes the injected pod; [`Mutation::patch_json`] writes the same additions
+/// as the JSON patch admission answers with, without copying or serialising the pod.
+#[derive(Clone, Debug)]
+pub struct Mutation {
+    pub plan: StealPlan,
+    /// Plan ports no container of the pod declares (still captured; warned about).
+    pub undeclared_ports: Vec<u16>,
+    /// (container, path) resolved through `/proc/<pid>/root` rather than a volume.
+    pub proc_files: Vec<(String, String)>,
+    /// Appended to the init containers.
+    init_containers: Vec<Container>,
+    /// Classic mode: inserted as the first container.
+    first_container: Option<Container>,
+    /// The `tls-steal.io/status` annotation.
+    status: String,
+}
+
+impl Mutation {
+    /// The injected pod. `pod` is the pod the mutation was computed for.
+    pub fn apply(self, pod: &Pod) -> Injection {
+        let mut out = pod.clone();
+        let spec: &mut PodSpec = out.spec.get_or_insert_with(Default::default);
+        if !self.proc_files.is_empty() {
+            spec.share_process_namespace = Some(true);
+        }
+        spec.init_containers
+            .get_or_insert_with(Vec::new)
+            .extend(self.init_containers);
+        if let Some(c) = self.first_container {
+            spec.containers.insert(0, c);
+        }
+        out.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(STATUS_ANNOTATION.into(), self.status);
+        Injection {
+            pod: out,
+            plan: self.plan,
+            undeclared_ports: self.undeclared_ports,
+            proc_files: self.proc_files,
+        }
+    }
+
+    /// The RFC 6902 JSON patch (serialised) that turns `pod`, the pod the mutation was computed
+    /// for, into the pod [`Mutation::apply`] returns; the same as `json_patch::diff` of the two
+    /// pods (containers inserted in classic mode are added, not replaced index by index, so the
+    /// pod's own containers stay exactly as sent). Checked against [`Mutation::apply`] in debug
+    /// builds.
+    pub fn patch_json(&self, pod: &Pod) -> Result<Vec<u8>, serde_json::Error> {
+        let json = serde_json::to_vec(&self.patch_ops(pod))?;
+        if cfg!(debug_assertions) {
+            let mut doc = serde_json::to_value(pod)?;
+            let patch: json_patch::Patch = serde_json::from_slice(&json)?;
+            json_patch::patch(&mut doc, &patch).expect("the injection patch applies");
+            let want = serde_json::to_value(&self.clone().apply(pod).pod)?;
+            assert_eq!(
+                doc, want,
+                "the injection patch must produce the injected pod"
+            );
+        }
+        Ok(json)
+    }
+
+    /// [`Mutation::patch_json`] as a [`json_patch::Patch`].
+    pub fn patch(&self, pod: &Pod) -> Result<json_patch::Patch, serde_json::Error> {
+        serde_json::from_slice(&self.patch_json(pod)?)
+    }
+
+    /// In the order `json_patch::diff` would list them (object keys sorted).
+    fn patch_ops(&self, pod: &Pod) -> Vec<PatchOp<'_>> {
+        let mut ops = Vec::new();
+        let add_or_replace = |exists: bool| if exists { "replace" } else { "add" };
+        match &pod.metadata.annotations {
+            None => ops.push(PatchOp {
+                op: "add",
+                path: "/metadata/annotations".into(),
+                value: PatchValue::Status(&self.status),
+            }),
+            Some(a) if a.get(STATUS_ANNOTATION) != Some(&self.status) => ops.push(PatchOp {
+                op: add_or_replace(a.contains_key(STATUS_ANNOTATION)),
+                path: format!("/metadata/annotations/{}", pointer_token(STATUS_ANNOTATION)),
+                value: PatchValue::Str(&self.status),
+            }),
+            Some(_) => {}
+        }
+        let spec = pod.spec.as_ref();
+        if let Some(c) = &self.first_container {
+            ops.push(PatchOp {
+                op: "add",
+                path: "/spec/containers/0".into(),
+                value: PatchValue::Container(c),
+            });
+        }
+        match spec.and_then(|s| s.init_containers.as_ref()) {
+            None => ops.push(PatchOp {
+                op: "add",
+                path: "/spec/initContainers".into(),
+                value: PatchValue::Containers(&self.init_containers),
+            }),
+            Some(existing) => {
+                for (i, c) in self.init_containers.iter().enumerate() {
+                    ops.push(PatchOp {
+                        op: "add",
+                        path: format!("/spec/initContainers/{}", existing.len() + i),
+                        value: PatchValue::Container(c),
+                    });
+                }
+            }
+        }
+        let share = spec.and_then(|s| s.share_process_namespace);
+        if !self.proc_files.is_empty() && share != Some(true) {
+            ops.push(PatchOp {
+                op: add_or_replace(share.is_some()),
+                path: "/spec/shareProcessNamespace".into(),
+                value: PatchValue::Bool(true),
+            });
+        }
+        ops
+    }
+}
+
+/// One patch operation, serialised as `{"op", "path", "value"}` without building a `Value`.
+#[derive(Serialize)]
+struct PatchOp<'a> {
+    op: &'static str,
+    path: String,
+    value: PatchValue<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PatchValue<'a> {
+    Bool(bool),
+    Str(&'a str),
+    /// An annotations map holding only the status.
+    Status(#[serde(serialize_with = "status_map")] &'a str),
+    Container(&'a Container),
+    Containers(&'a [Container]),
+}
+
+fn status_map<S: serde::Serializer>(status: &&str, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(1))?;
+    m.serialize_entry(STATUS_ANNOTATION, status)?;
+    m.end()
+}
+
+/// Escapes a JSON-pointer token (RFC 6901).
+fn pointer_token(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
 /// The result of [`mutate`].
 #[derive(Clone, Debug)]
 pub enum Outcome {
@@ -164,40 +317,54 @@ pub fn mutate(
     configs: &[ConfigSource],
     settings: &Settings,
 ) -> Outcome {
+    match mutation(pod, target, namespace, configs, settings) {
+        Ok(m) => Outcome::Injected(Box::new(m.apply(pod))),
+        Err(reason) => Outcome::Skipped(reason),
+    }
+}
+
+/// [`mutate`] up to the decision: what would be added to `pod`, or why nothing is.
+pub fn mutation(
+    pod: &Pod,
+    target: &PodTarget,
+    namespace: &str,
+    configs: &[ConfigSource],
+    settings: &Settings,
+) -> Result<Mutation, SkipReason> {
     if let Some(reason) = precheck(pod, settings) {
-        return Outcome::Skipped(reason);
+        return Err(reason);
     }
     let plan = build_plan(target, namespace, configs);
     if plan.is_empty() {
-        return Outcome::Skipped(if plan.rejected.is_empty() {
+        return Err(if plan.rejected.is_empty() {
             SkipReason::NoMatchingConfig
         } else {
             SkipReason::InvalidConfigs
         });
     }
-    Outcome::Injected(Box::new(inject_plan(pod, plan, target, settings)))
+    // precheck: the pod has a spec.
+    let Some(spec) = &pod.spec else {
+        return Err(SkipReason::NoSpec);
+    };
+    Ok(plan_mutation(spec, plan, target, settings))
 }
 
-fn inject_plan(pod: &Pod, plan: StealPlan, target: &PodTarget, settings: &Settings) -> Injection {
-    let mut out = pod.clone();
-    let spec: &mut PodSpec = out.spec.get_or_insert_with(Default::default);
+fn plan_mutation(
+    spec: &PodSpec,
+    plan: StealPlan,
+    target: &PodTarget,
+    settings: &Settings,
+) -> Mutation {
     let (mounts, proc_files) = proxy_mounts(spec, &plan);
-    if !proc_files.is_empty() {
-        spec.share_process_namespace = Some(true);
-    }
-
     let init = init_container(&plan, settings);
     let mut proxy = proxy_container(&plan, mounts, !proc_files.is_empty(), settings);
-    let inits = spec.init_containers.get_or_insert_with(Vec::new);
-    inits.push(init);
-    match settings.sidecar_mode {
+    let (init_containers, first_container) = match settings.sidecar_mode {
         SidecarMode::Native => {
             proxy.restart_policy = Some("Always".into());
-            inits.push(proxy);
+            (vec![init, proxy], None)
         }
-        SidecarMode::Classic => spec.containers.insert(0, proxy),
-    }
-
+        SidecarMode::Classic => (vec![init], Some(proxy)),
+    };
     let status = InjectionStatus {
         configs: plan.configs.clone(),
         ports: plan.port_numbers(),
@@ -205,24 +372,18 @@ fn inject_plan(pod: &Pod, plan: StealPlan, target: &PodTarget, settings: &Settin
         discarded: plan.discarded.clone(),
         sidecar_mode: settings.sidecar_mode.as_str().into(),
     };
-    out.metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(
-            STATUS_ANNOTATION.into(),
-            serde_json::to_string(&status).expect("status serialises"),
-        );
-
     let undeclared_ports = plan
         .port_numbers()
         .into_iter()
         .filter(|p| !target.containers.iter().any(|c| c.ports.contains(p)))
         .collect();
-    Injection {
-        pod: out,
+    Mutation {
         plan,
         undeclared_ports,
         proc_files,
+        init_containers,
+        first_container,
+        status: serde_json::to_string(&status).expect("status serialises"),
     }
 }
 
@@ -383,6 +544,61 @@ fn proxy_mounts(spec: &PodSpec, plan: &StealPlan) -> (Vec<VolumeMount>, Vec<(Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// Fields the pod already has are replaced, and containers are added at the right indices.
+    #[test]
+    fn patch_over_existing_fields() {
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "annotations": {"a/b~c": "1"}},
+            "spec": {"shareProcessNamespace": false, "initContainers": [{"name": "setup"}],
+                "containers": [{"name": "app", "ports": [{"containerPort": 8443}]}, {"name": "log"}]}
+        }))
+        .unwrap();
+        let spec = serde_json::from_value(json!({
+            "targetPath": "pod/p",
+            "ports": [{"port": 8443,
+                "agentAsServer": {"authentication": {"certPem": "/certs/tls.crt", "keyPem": "/certs/tls.key"}},
+                "agentAsClient": {"verification": {"acceptAnyCert": true}}}]
+        }))
+        .unwrap();
+        let configs = [ConfigSource::namespaced("ns", "c", spec)];
+        let target = PodTarget::from_pod(&pod);
+        for mode in [SidecarMode::Native, SidecarMode::Classic] {
+            let settings = Settings {
+                sidecar_mode: mode,
+                ..Settings::default()
+            };
+            let m = mutation(&pod, &target, "ns", &configs, &settings).unwrap();
+            assert!(!m.proc_files.is_empty());
+            let patch = m.patch(&pod).unwrap();
+            let paths: Vec<(String, String)> = patch
+                .iter()
+                .map(|op| {
+                    let v = serde_json::to_value(op).unwrap();
+                    (
+                        v["op"].as_str().unwrap().into(),
+                        v["path"].as_str().unwrap().into(),
+                    )
+                })
+                .collect();
+            let p = |op: &str, path: &str| (op.to_string(), path.to_string());
+            let mut want = vec![p("add", "/metadata/annotations/tls-steal.io~1status")];
+            if mode == SidecarMode::Classic {
+                want.push(p("add", "/spec/containers/0"));
+            }
+            want.push(p("add", "/spec/initContainers/1"));
+            if mode == SidecarMode::Native {
+                want.push(p("add", "/spec/initContainers/2"));
+            }
+            want.push(p("replace", "/spec/shareProcessNamespace"));
+            assert_eq!(paths, want);
+            let mut doc = serde_json::to_value(&pod).unwrap();
+            json_patch::patch(&mut doc, &patch).unwrap();
+            assert_eq!(doc, serde_json::to_value(m.apply(&pod).pod).unwrap());
+        }
+    }
 
     #[test]
     fn covering_mount_is_component_wise_and_longest() {

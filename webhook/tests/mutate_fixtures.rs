@@ -6,11 +6,15 @@ use serde_json::{Value, json};
 use tls_steal_crds::{
     ConfigSource, MirrordClusterTlsStealConfig, MirrordTlsStealConfig, PodTarget, StealPlan,
 };
-use tls_steal_webhook::mutate::{Injection, InjectionStatus, Outcome, SkipReason, mutate};
+use tls_steal_webhook::mutate::{
+    Injection, InjectionStatus, Outcome, SkipReason, mutate, mutation,
+};
 use tls_steal_webhook::settings::{Settings, SidecarMode};
 
 struct Fixture {
     namespace: String,
+    /// The pod as the API server sends it.
+    raw_pod: Value,
     pod: Pod,
     configs: Vec<ConfigSource>,
 }
@@ -33,6 +37,7 @@ fn fixture(name: &str) -> Fixture {
         .collect();
     Fixture {
         namespace: v["namespace"].as_str().unwrap().into(),
+        raw_pod: v["pod"].clone(),
         pod: serde_json::from_value(v["pod"].clone()).unwrap(),
         configs,
     }
@@ -67,7 +72,29 @@ fn run(f: &Fixture, mode: SidecarMode) -> Injection {
         StealPlan::from_json(env[0].value.as_deref().unwrap()).unwrap(),
         injection.plan
     );
+    check_patch(f, &s, &injection);
     injection
+}
+
+/// The patch turns the pod as sent into the injected pod, like a full diff of the two would; in
+/// native mode it is exactly that diff.
+fn check_patch(f: &Fixture, s: &Settings, injection: &Injection) {
+    let target = PodTarget::from_pod(&f.pod);
+    let patch = mutation(&f.pod, &target, &f.namespace, &f.configs, s)
+        .unwrap()
+        .patch(&f.pod)
+        .unwrap();
+    let mut raw = f.raw_pod.clone();
+    json_patch::patch(&mut raw, &patch).unwrap();
+    assert_eq!(serde_json::from_value::<Pod>(raw).unwrap(), injection.pod);
+    let before = serde_json::to_value(&f.pod).unwrap();
+    let after = serde_json::to_value(&injection.pod).unwrap();
+    let mut doc = before.clone();
+    json_patch::patch(&mut doc, &patch).unwrap();
+    assert_eq!(doc, after);
+    if s.sidecar_mode == SidecarMode::Native {
+        assert_eq!(patch, json_patch::diff(&before, &after));
+    }
 }
 
 fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
