@@ -94,10 +94,17 @@ impl CompiledFilter {
     pub fn matches(&self, req: &dyn RequestView) -> bool {
         let hit = |re: &Regex, s: &str| re.is_match(s).unwrap_or(false);
         match self {
-            CompiledFilter::Header(re) => req.header_lines().any(|(name, value)| {
-                let value = String::from_utf8_lossy(value);
-                hit(re, &format!("{name}: {value}"))
-            }),
+            CompiledFilter::Header(re) => {
+                // One buffer for every `name: value` line: this runs for each request.
+                let mut line = String::with_capacity(128);
+                req.header_lines().any(|(name, value)| {
+                    line.clear();
+                    line.push_str(name);
+                    line.push_str(": ");
+                    line.push_str(&String::from_utf8_lossy(value));
+                    hit(re, &line)
+                })
+            }
             CompiledFilter::Path(re) => {
                 hit(re, req.path())
                     || req
