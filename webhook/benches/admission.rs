@@ -202,6 +202,73 @@ async fn scenario(
     }
 }
 
+/// Closed loop driven by `h2load` (another process, as the API server is): 64 HTTP/1.1
+/// keep-alive TLS connections, each sending its next review when the answer arrives. `None`
+/// when h2load is not installed (Debian: nghttp2-client).
+async fn external(name: &'static str, configs: Vec<ConfigSource>, body: Vec<u8>) -> Option<Result> {
+    let admission = Admission {
+        cache: Arc::new(ConfigCache::from_sources(configs)),
+        settings: Settings::default(),
+        metrics: Arc::new(Metrics::default()),
+        cluster: None,
+    };
+    let srv = common::start(admission, 4 * 1024 * 1024).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (data, log) = (dir.path().join("review.json"), dir.path().join("log.tsv"));
+    std::fs::write(&data, &body).unwrap();
+    let total = CONCURRENCY * PER_CONN;
+    let url = format!("https://127.0.0.1:{}/mutate", srv.addr.port());
+    let run = |n: usize, log: Option<&std::path::Path>| {
+        let mut cmd = tokio::process::Command::new("h2load");
+        cmd.args([
+            "--h1",
+            "-t1",
+            "-c",
+            &CONCURRENCY.to_string(),
+            "-n",
+            &n.to_string(),
+        ])
+        .arg("-d")
+        .arg(&data)
+        .args(["-H", "content-type: application/json"]);
+        if let Some(log) = log {
+            cmd.arg("--log-file").arg(log);
+        }
+        cmd.arg(&url).stdout(std::process::Stdio::piped());
+        cmd.output()
+    };
+    // Warm-up (connections, caches); a missing h2load ends the scenario.
+    let warm = run(CONCURRENCY * WARMUP_PER_CONN, None).await.ok()?;
+    let text = String::from_utf8_lossy(&warm.stdout).into_owned();
+    assert!(text.contains(" 0 failed"), "{name}: h2load warm-up: {text}");
+    let start = Instant::now();
+    let out = run(total, Some(&log)).await.unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(&format!("{total} succeeded")),
+        "{name}: {text}"
+    );
+    // Log lines: start (µs since epoch), status, duration (µs).
+    let mut all: Vec<Duration> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2)?.trim().parse::<u64>().ok())
+        .map(Duration::from_micros)
+        .collect();
+    assert_eq!(all.len(), total, "{name}: h2load log");
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Some(Result {
+        name,
+        total,
+        secs,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        max: *all.last().unwrap(),
+    })
+}
+
 /// CPU cost of one review without HTTP/TLS: `Admission::review` in a loop on one task.
 async fn in_process(configs: Vec<ConfigSource>, body: &[u8]) -> Duration {
     let admission = Admission {
@@ -269,6 +336,16 @@ fn main() {
             )
             .await,
         ]
+        .into_iter()
+        .chain(
+            external(
+                "spread, inject, closed loop, h2load client (another process)",
+                spread_configs(),
+                review("ns-7", "svc-3"),
+            )
+            .await,
+        )
+        .collect::<Vec<_>>()
     });
     println!(
         "webhook admission: 1,000 configs, {CONCURRENCY} concurrent HTTPS connections, {} cores, body {} bytes",
