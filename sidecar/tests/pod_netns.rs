@@ -12,140 +12,26 @@
 //! the test's own namespaces.
 
 mod common;
+mod netns;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Ca;
+use netns::{BIN, Netns, check, pod_and_client, privileged, text};
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
 use tls_steal_crds::StealPlan;
 use tls_steal_crds::plan::PortPlan;
 use tls_steal_crds::types::{AgentAsClient, AgentAsServer, ClientVerification, TlsAuthentication};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tls-steal-sidecar");
 const APP_PORT: u16 = 8443;
 const PROXY_PORT: u16 = 15443;
 const ADMIN: &str = "127.0.0.1:15401";
 /// The subnet number of this test (`init_netns.rs` uses 11, 12 and 16).
 const X: u8 = 41;
-
-/// Root and a working `ip netns`, or a printed reason to skip.
-fn privileged(test: &str) -> bool {
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
-        status
-            .lines()
-            .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(2) == Some("0"))
-    });
-    if !root {
-        eprintln!("SKIPPED {test}: needs root (real iptables in network namespaces)");
-        return false;
-    }
-    let netns = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !netns {
-        eprintln!("SKIPPED {test}: `ip netns` is not available (install iproute2)");
-        return false;
-    }
-    true
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn check(what: &str, out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    check(&format!("ip {}", args.join(" ")), out);
-}
-
-/// A network namespace, deleted (with its veth end) on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(test: &str, role: &str) -> Self {
-        let name = format!("tls-steal-{}-{test}-{role}", std::process::id());
-        // A leftover of an earlier, killed run of the same pid would make `add` fail.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `program` run inside the namespace (`ip netns exec` execs it: the child is the program).
-    fn command(&self, program: &str) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.name, program]);
-        command
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> Output {
-        self.command(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|err| panic!("run {program} in {}: {err}", self.name))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// A pod namespace and a client namespace joined by a veth (`eth0` in both), dual-stack.
-struct Pod {
-    // Field order: the client goes first on drop, then the pod (deleting either removes the veth).
-    client: Netns,
-    pod: Netns,
-}
-
-fn pod_and_client(test: &str) -> Pod {
-    let pod = Netns::new(test, "pod");
-    let client = Netns::new(test, "client");
-    ip(&[
-        "-n",
-        &pod.name,
-        "link",
-        "add",
-        "eth0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &client.name,
-    ]);
-    for (ns, host) in [(&pod, 1), (&client, 2)] {
-        let v4 = format!("10.250.{X}.{host}/24");
-        let v6 = format!("fd00:250:{X}::{host}/64");
-        ip(&["-n", &ns.name, "addr", "add", &v4, "dev", "eth0"]);
-        ip(&["-n", &ns.name, "addr", "add", &v6, "dev", "eth0", "nodad"]);
-        ip(&["-n", &ns.name, "link", "set", "eth0", "up"]);
-    }
-    Pod { client, pod }
-}
 
 /// A process started in a namespace, its stderr in a file; killed on drop, and its stderr
 /// printed when the test is failing.
@@ -386,7 +272,7 @@ fn ipv4_and_ipv6_clients_reach_the_app_through_the_proxy() {
         return;
     }
     let started = Instant::now();
-    let p = pod_and_client("pod");
+    let p = pod_and_client("pod", X, true);
     // (name, the pod's address as curl wants it, the pod's address, the client's address)
     let families = [
         (
