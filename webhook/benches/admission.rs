@@ -114,6 +114,16 @@ struct Result {
     max: Duration,
 }
 
+/// The review handler over `configs`, as the server builds it (no cluster: no owner lookups).
+fn admission(configs: Vec<ConfigSource>) -> Admission {
+    Admission {
+        cache: Arc::new(ConfigCache::from_sources(configs)),
+        settings: Settings::default(),
+        metrics: Arc::new(Metrics::default()),
+        cluster: None,
+    }
+}
+
 /// `rate`: `None` = closed loop (each connection sends its next review as soon as the previous
 /// answer arrived); `Some(r)` = open loop at `r` reviews/s in total (each connection on a fixed
 /// schedule; latency counted from the scheduled time, so queueing is not hidden).
@@ -124,12 +134,7 @@ async fn scenario(
     expect_patch: bool,
     rate: Option<f64>,
 ) -> Result {
-    let admission = Admission {
-        cache: Arc::new(ConfigCache::from_sources(configs)),
-        settings: Settings::default(),
-        metrics: Arc::new(Metrics::default()),
-        cluster: None,
-    };
+    let admission = admission(configs);
     let srv = common::start(admission, 4 * 1024 * 1024).await;
     let body = Arc::new(body);
     // Sanity check of the answer.
@@ -206,12 +211,7 @@ async fn scenario(
 /// keep-alive TLS connections, each sending its next review when the answer arrives. `None`
 /// when h2load is not installed (Debian: nghttp2-client).
 async fn external(name: &'static str, configs: Vec<ConfigSource>, body: Vec<u8>) -> Option<Result> {
-    let admission = Admission {
-        cache: Arc::new(ConfigCache::from_sources(configs)),
-        settings: Settings::default(),
-        metrics: Arc::new(Metrics::default()),
-        cluster: None,
-    };
+    let admission = admission(configs);
     let srv = common::start(admission, 4 * 1024 * 1024).await;
     let dir = tempfile::tempdir().unwrap();
     let (data, log) = (dir.path().join("review.json"), dir.path().join("log.tsv"));
@@ -271,12 +271,7 @@ async fn external(name: &'static str, configs: Vec<ConfigSource>, body: Vec<u8>)
 
 /// CPU cost of one review without HTTP/TLS: `Admission::review` in a loop on one task.
 async fn in_process(configs: Vec<ConfigSource>, body: &[u8]) -> Duration {
-    let admission = Admission {
-        cache: Arc::new(ConfigCache::from_sources(configs)),
-        settings: Settings::default(),
-        metrics: Arc::new(Metrics::default()),
-        cluster: None,
-    };
+    let admission = admission(configs);
     for _ in 0..200 {
         admission.review(body).await;
     }

@@ -96,24 +96,13 @@ fn answer_with_patch(resp: &AdmissionResponse, patch: &[u8]) -> Result<Answer, s
 
 /// Standard base64 with padding (what `k8s_openapi::ByteString` writes), appended to `out`.
 fn base64(out: &mut Vec<u8>, data: &[u8]) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let sextet = |n: u32, shift: u32| ALPHABET[((n >> shift) & 63) as usize];
-    let mut chunks = data.chunks_exact(3);
-    for c in &mut chunks {
-        let n = u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2]);
-        out.extend_from_slice(&[sextet(n, 18), sextet(n, 12), sextet(n, 6), sextet(n, 0)]);
-    }
-    match *chunks.remainder() {
-        [a] => {
-            let n = u32::from(a) << 16;
-            out.extend_from_slice(&[sextet(n, 18), sextet(n, 12), b'=', b'=']);
-        }
-        [a, b] => {
-            let n = u32::from(a) << 16 | u32::from(b) << 8;
-            out.extend_from_slice(&[sextet(n, 18), sextet(n, 12), sextet(n, 6), b'=']);
-        }
-        _ => {}
-    }
+    use base64::Engine;
+    let start = out.len();
+    let len = base64::encoded_len(data.len(), true).expect("a patch far below usize::MAX / 4");
+    out.resize(start + len, 0);
+    base64::engine::general_purpose::STANDARD
+        .encode_slice(data, &mut out[start..])
+        .expect("the buffer was sized by encoded_len");
 }
 
 /// `allowed: true` for a request that could not be turned into an [`AdmissionRequest`].

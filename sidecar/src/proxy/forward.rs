@@ -137,6 +137,17 @@ fn offered_alpn(client_alpn: Option<&[u8]>, upgrade: bool) -> Vec<Vec<u8>> {
     }
 }
 
+/// The client's authority: its `:authority` (h2, or an absolute-form target), else `Host`.
+fn client_authority<B>(req: &Request<B>) -> Option<Authority> {
+    match req.uri().authority() {
+        Some(a) => Some(a.clone()),
+        None => req
+            .headers()
+            .get(HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
+    }
+}
+
 fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11 && req.headers().contains_key(UPGRADE)
 }
@@ -167,15 +178,20 @@ impl Forwarder {
         self.upstream.config(alpn)
     }
 
-    fn client_for(&self, key: &PoolKey, alpn: &[Vec<u8>], h2_only: bool) -> UpstreamClient {
-        let connector = UpstreamConnector {
+    /// Connects to `key`'s destination and name, offering `alpn`.
+    fn connector(&self, key: &PoolKey, alpn: &[Vec<u8>]) -> UpstreamConnector {
+        UpstreamConnector {
             dst: key.dst,
             name: key.name.clone(),
             tls: TlsConnector::from(self.upstream.config(alpn)),
             connect_timeout: self.timeouts.connect,
             metrics: self.metrics.clone(),
             port: self.port,
-        };
+        }
+    }
+
+    fn client_for(&self, key: &PoolKey, alpn: &[Vec<u8>], h2_only: bool) -> UpstreamClient {
+        let connector = self.connector(key, alpn);
         Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -215,22 +231,14 @@ impl Forwarder {
     {
         let mut req = req.map(|b| b.boxed_unsync());
         let start = Instant::now();
-        // The client's authority (`:authority`, else `Host`), else the original destination.
-        let authority: Option<Authority> = match req.uri().authority() {
-            Some(a) => Some(a.clone()),
-            None => req
-                .headers()
-                .get(HOST)
-                .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
-        };
         let upgrade = is_upgrade(&req);
         let version = req.version();
         strip_hop_by_hop(req.headers_mut(), upgrade);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let dedicated = affinity.filter(|_| !upgrade && conn.alpn.as_deref() != Some(b"h2"));
         let sent = match dedicated {
-            Some(slot) => self.send_dedicated(slot, conn, authority, req).await,
-            None => self.send_pooled(conn, authority, upgrade, req).await,
+            Some(slot) => self.send_dedicated(slot, conn, req).await,
+            None => self.send_pooled(conn, upgrade, req).await,
         };
         let m = self.metrics.port(self.port);
         match sent {
@@ -282,10 +290,10 @@ impl Forwarder {
     async fn send_pooled(
         &self,
         conn: &ConnInfo,
-        authority: Option<Authority>,
         upgrade: bool,
         mut req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, SendFailure> {
+        let authority = client_authority(&req);
         let pool = self.pool(self.key(conn, authority.as_ref(), upgrade));
         let (client, via_h2) = pool.pick();
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
@@ -326,22 +334,23 @@ impl Forwarder {
         &self,
         slot: &Affinity,
         conn: &ConnInfo,
-        authority: Option<Authority>,
         mut req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, SendFailure> {
-        // With SNI the key is fixed for the connection; without, it follows the authority.
-        let held =
-            slot.take(|k| conn.sni.is_some() || *k == self.key(conn, authority.as_ref(), false));
+        // With SNI the key is fixed for the connection (so the authority is not even parsed);
+        // without, it follows the authority.
+        let key_of =
+            |req: &Request<ProxyBody>| self.key(conn, client_authority(req).as_ref(), false);
+        let held = slot.take(|k| conn.sni.is_some() || *k == key_of(&req));
         let (key, mut sender) = match held {
             Some((key, sender)) => (key, Some(sender)),
             None => {
-                let key = self.key(conn, authority.as_ref(), false);
+                let key = key_of(&req);
                 let sender = self.idle.take(&key, self.timeouts.idle);
                 (key, sender)
             }
         };
         if !req.headers().contains_key(HOST) {
-            let host = match &authority {
+            let host = match &client_authority(&req) {
                 Some(a) => http::HeaderValue::from_str(a.as_str()),
                 None => http::HeaderValue::from_str(&conn.original_dst.to_string()),
             };
@@ -385,17 +394,11 @@ impl Forwarder {
     }
 
     async fn connect_h1(&self, key: &PoolKey) -> Result<Sender, SendFailure> {
-        let connector = UpstreamConnector {
-            dst: key.dst,
-            name: key.name.clone(),
-            tls: TlsConnector::from(self.upstream.config(&key.alpn)),
-            connect_timeout: self.timeouts.connect,
-            metrics: self.metrics.clone(),
-            port: self.port,
-        };
-        let io = connector.connect().await;
-        self.metrics.port(self.port).upstream_connect(io.is_ok());
-        let io = io.map_err(|e| SendFailure::Upstream(Box::new(e)))?;
+        let io = self
+            .connector(key, &key.alpn)
+            .connect()
+            .await
+            .map_err(|e| SendFailure::Upstream(Box::new(e)))?;
         let (sender, connection) = hyper::client::conn::http1::Builder::new()
             .handshake(io)
             .await
@@ -527,16 +530,19 @@ impl tower_service::Service<Uri> for UpstreamConnector {
 
     fn call(&mut self, _uri: Uri) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move {
-            let r = this.connect().await;
-            this.metrics.port(this.port).upstream_connect(r.is_ok());
-            r
-        })
+        Box::pin(async move { this.connect().await })
     }
 }
 
 impl UpstreamConnector {
+    /// TCP + TLS, counted in `upstream_connects_total` by result.
     async fn connect(&self) -> io::Result<UpstreamIo> {
+        let r = self.try_connect().await;
+        self.metrics.port(self.port).upstream_connect(r.is_ok());
+        r
+    }
+
+    async fn try_connect(&self) -> io::Result<UpstreamIo> {
         let dst = self.dst;
         let connect = async {
             let tcp = TcpStream::connect(dst).await?;
