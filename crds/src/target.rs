@@ -91,7 +91,7 @@ impl Owner {
 }
 
 /// A container and the ports it declares.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ContainerInfo {
     pub name: String,
     pub ports: Vec<u16>,
@@ -105,7 +105,8 @@ pub struct TargetPath {
 }
 
 /// What matching needs to know about a pod (or a pod template about to become pods).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `Hash`: the webhook remembers decisions per target (`build_plan` reads nothing else of a pod).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PodTarget {
     /// `None` while the pod only has `generateName` (admission) or for a template.
     pub name: Option<String>,

@@ -1,10 +1,18 @@
 //! Admission throughput and latency: the real HTTPS server (router + rustls) with 1,000 configs
-//! in the caches, driven by 64 concurrent keep-alive HTTPS connections (hyper http1 clients) in
-//! the same process. Run: `cargo bench -p tls-steal-webhook --bench admission`.
+//! in the caches, driven by 64 concurrent keep-alive HTTPS connections in the same process. Run:
+//! `cargo bench -p tls-steal-webhook --bench admission`.
+//!
+//! The load generator shares the 2 cores with the server (the API server would not), so it is
+//! kept light: each connection is one task writing a pre-encoded HTTP/1.1 request over rustls
+//! and reading the answer (status, `content-length`, body) with httparse ([`RawConn`]), instead
+//! of a hyper client (a connection task and a request channel per connection).
 //!
 //! Scenarios: `spread` (900 namespaced configs over 100 namespaces + 100 cluster-scoped ones;
 //! every review injects), `one-namespace` (all 1,000 namespaced configs in the pod's namespace:
 //! the worst case for matching; every review injects), `skip` (no config matches).
+//!
+//! `ADMISSION_BENCH_ONLY=<text>` runs only the scenarios whose name contains `<text>` (for
+//! profiling one of them).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -13,8 +21,12 @@ mod common;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use serde_json::json;
 use tls_steal_crds::{ConfigSource, TlsStealSpec};
@@ -24,7 +36,7 @@ use tls_steal_webhook::metrics::Metrics;
 use tls_steal_webhook::settings::Settings;
 
 const CONCURRENCY: usize = 64;
-const PER_CONN: usize = 250;
+const PER_CONN: usize = 500;
 const WARMUP_PER_CONN: usize = 20;
 
 fn spec(target: String, port: u16) -> TlsStealSpec {
@@ -71,12 +83,17 @@ fn one_namespace_configs() -> Vec<ConfigSource> {
 }
 
 fn review(namespace: &str, deploy: &str) -> Vec<u8> {
+    review_of_replicaset(namespace, deploy, "5d8f7c")
+}
+
+/// A review of a pod of ReplicaSet `<deploy>-<hash>`.
+fn review_of_replicaset(namespace: &str, deploy: &str, hash: &str) -> Vec<u8> {
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"generateName": format!("{deploy}-5d8f7c-"), "namespace": namespace,
-            "labels": {"app": deploy, "pod-template-hash": "5d8f7c", "team": "payments", "tier": "backend"},
+        "metadata": {"generateName": format!("{deploy}-{hash}-"), "namespace": namespace,
+            "labels": {"app": deploy, "pod-template-hash": hash, "team": "payments", "tier": "backend"},
             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090"},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{deploy}-5d8f7c"),
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{deploy}-{hash}"),
                 "uid": "3c1d6a4e-0000-4000-8000-000000000000", "controller": true, "blockOwnerDeletion": true}]},
         "spec": {
             "containers": [{"name": "app", "image": "example.com/app:1.2.3",
@@ -112,15 +129,135 @@ struct Result {
     p50: Duration,
     p99: Duration,
     max: Duration,
+    /// CPU time the server used (only when the client is another process).
+    server_cpu: Option<Duration>,
 }
 
 /// The review handler over `configs`, as the server builds it (no cluster: no owner lookups).
 fn admission(configs: Vec<ConfigSource>) -> Admission {
-    Admission {
-        cache: Arc::new(ConfigCache::from_sources(configs)),
-        settings: Settings::default(),
-        metrics: Arc::new(Metrics::default()),
-        cluster: None,
+    Admission::new(
+        Arc::new(ConfigCache::from_sources(configs)),
+        Settings::default(),
+        Arc::new(Metrics::default()),
+        None,
+    )
+}
+
+/// One keep-alive HTTPS connection sending pre-encoded requests (see the module docs).
+struct RawConn {
+    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    async fn connect(addr: SocketAddr, ca_pem: &str) -> RawConn {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let connector = tokio_rustls::TlsConnector::from(common::client_config(ca_pem));
+        let name = ServerName::try_from(common::sni()).unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        RawConn {
+            tls,
+            buf: Vec::with_capacity(16 * 1024),
+        }
+    }
+
+    /// `POST /mutate` with `body`, as the bytes to write.
+    fn request(body: &[u8]) -> Vec<u8> {
+        let mut req = format!(
+            "POST /mutate HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            common::sni(),
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        req
+    }
+
+    /// Sends `request` and reads the whole answer: its status and body.
+    async fn send(&mut self, request: &[u8]) -> (u16, &[u8]) {
+        self.tls.write_all(request).await.unwrap();
+        self.buf.clear();
+        let (status, head, len) = loop {
+            let mut chunk = [0u8; 8192];
+            let n = self.tls.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head) = resp.parse(&self.buf).unwrap() {
+                let len = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map(|h| {
+                        std::str::from_utf8(h.value)
+                            .unwrap()
+                            .parse::<usize>()
+                            .unwrap()
+                    })
+                    .expect("answers carry content-length");
+                break (resp.code.unwrap(), head, len);
+            }
+        };
+        while self.buf.len() < head + len {
+            let mut chunk = [0u8; 8192];
+            let n = self.tls.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the server closed the connection mid-answer");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(self.buf.len(), head + len, "one answer per request");
+        (status, &self.buf[head..])
+    }
+}
+
+/// What the connections send.
+#[derive(Clone)]
+enum Pods {
+    /// The same review again and again: pods of one ReplicaSet, as a rollout or a scale-up
+    /// sends them (the webhook reuses its decision for all but the first).
+    OneReplicaSet(Arc<Vec<u8>>),
+    /// Every review a pod of another ReplicaSet of `svc-3` in `ns-7`: no decision can be reused.
+    NewReplicaSetEach,
+}
+
+impl Pods {
+    fn same(body: Vec<u8>) -> Self {
+        Pods::OneReplicaSet(Arc::new(body))
+    }
+
+    /// Review `k` of connection `conn`.
+    fn body(&self, conn: usize, k: usize) -> Arc<Vec<u8>> {
+        match self {
+            Pods::OneReplicaSet(b) => b.clone(),
+            Pods::NewReplicaSetEach => Arc::new(review_of_replicaset(
+                "ns-7",
+                "svc-3",
+                &format!("{conn:02x}{k:04x}"),
+            )),
+        }
+    }
+
+    /// Every review connection `conn` sends (warm-up first), made before the clock starts.
+    fn bodies(&self, conn: usize) -> Vec<Arc<Vec<u8>>> {
+        (0..WARMUP_PER_CONN + PER_CONN)
+            .map(|k| self.body(conn, k))
+            .collect()
+    }
+
+    /// [`Pods::bodies`] as HTTP requests.
+    fn requests(&self, conn: usize) -> Vec<Arc<Vec<u8>>> {
+        match self {
+            Pods::OneReplicaSet(b) => {
+                let req = Arc::new(RawConn::request(b));
+                vec![req; WARMUP_PER_CONN + PER_CONN]
+            }
+            Pods::NewReplicaSetEach => self
+                .bodies(conn)
+                .iter()
+                .map(|b| Arc::new(RawConn::request(b)))
+                .collect(),
+        }
     }
 }
 
@@ -130,18 +267,20 @@ fn admission(configs: Vec<ConfigSource>) -> Admission {
 async fn scenario(
     name: &'static str,
     configs: Vec<ConfigSource>,
-    body: Vec<u8>,
+    pods: Pods,
     expect_patch: bool,
     rate: Option<f64>,
-) -> Result {
+) -> Option<Result> {
+    if !selected(name) {
+        return None;
+    }
     let admission = admission(configs);
     let srv = common::start(admission, 4 * 1024 * 1024).await;
-    let body = Arc::new(body);
     // Sanity check of the answer.
     let mut c = common::connect(srv.addr, &srv.bundle.ca_cert_pem, &common::sni())
         .await
         .unwrap();
-    let (status, resp) = c.post("/mutate", body.to_vec()).await;
+    let (status, resp) = c.post("/mutate", pods.body(0, 0).to_vec()).await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_slice(&resp).unwrap();
     assert_eq!(
@@ -152,20 +291,20 @@ async fn scenario(
 
     let mut conns = Vec::new();
     for _ in 0..CONCURRENCY {
-        conns.push(
-            common::connect(srv.addr, &srv.bundle.ca_cert_pem, &common::sni())
-                .await
-                .unwrap(),
-        );
+        conns.push(RawConn::connect(srv.addr, &srv.bundle.ca_cert_pem).await);
     }
     let barrier = Arc::new(tokio::sync::Barrier::new(CONCURRENCY + 1));
     let mut tasks = Vec::new();
     for (idx, mut conn) in conns.into_iter().enumerate() {
-        let body = body.clone();
+        let requests = pods.requests(idx);
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
-            for _ in 0..WARMUP_PER_CONN {
-                conn.post("/mutate", body.to_vec()).await;
+            for req in &requests[..WARMUP_PER_CONN] {
+                let (status, body) = conn.send(req).await;
+                assert_eq!(status, 200);
+                let key = b"\"patchType\"";
+                let patched = body.windows(key.len()).any(|w| w == key);
+                assert_eq!(patched, expect_patch, "{name}");
             }
             barrier.wait().await;
             let mut lat = Vec::with_capacity(PER_CONN);
@@ -181,7 +320,7 @@ async fn scenario(
                         at
                     }
                 };
-                let (status, _) = conn.post("/mutate", body.to_vec()).await;
+                let (status, _) = conn.send(&requests[WARMUP_PER_CONN + k]).await;
                 lat.push(t.elapsed());
                 assert_eq!(status, 200);
             }
@@ -197,20 +336,29 @@ async fn scenario(
     let secs = start.elapsed().as_secs_f64();
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    Result {
+    Some(Result {
         name,
         total: all.len(),
         secs,
         p50: pct(0.50),
         p99: pct(0.99),
         max: *all.last().unwrap(),
-    }
+        server_cpu: None,
+    })
+}
+
+/// See `ADMISSION_BENCH_ONLY` in the module docs.
+fn selected(name: &str) -> bool {
+    std::env::var("ADMISSION_BENCH_ONLY").map_or(true, |only| name.contains(&only))
 }
 
 /// Closed loop driven by `h2load` (another process, as the API server is): 64 HTTP/1.1
 /// keep-alive TLS connections, each sending its next review when the answer arrives. `None`
 /// when h2load is not installed (Debian: nghttp2-client).
 async fn external(name: &'static str, configs: Vec<ConfigSource>, body: Vec<u8>) -> Option<Result> {
+    if !selected(name) {
+        return None;
+    }
     let admission = admission(configs);
     let srv = common::start(admission, 4 * 1024 * 1024).await;
     let dir = tempfile::tempdir().unwrap();
@@ -242,8 +390,10 @@ async fn external(name: &'static str, configs: Vec<ConfigSource>, body: Vec<u8>)
     let text = String::from_utf8_lossy(&warm.stdout).into_owned();
     assert!(text.contains(" 0 failed"), "{name}: h2load warm-up: {text}");
     let start = Instant::now();
+    let cpu = process_cpu();
     let out = run(total, Some(&log)).await.unwrap();
     let secs = start.elapsed().as_secs_f64();
+    let server_cpu = process_cpu() - cpu;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         text.contains(&format!("{total} succeeded")),
@@ -266,21 +416,37 @@ async fn external(name: &'static str, configs: Vec<ConfigSource>, body: Vec<u8>)
         p50: pct(0.50),
         p99: pct(0.99),
         max: *all.last().unwrap(),
+        server_cpu: Some(server_cpu),
     })
 }
 
+/// CPU time (user + system) this process has used, from `/proc/self/stat` (clock ticks of
+/// 10 ms: a run of a few CPU-seconds reads it to 1%). h2load is another process, so during the
+/// external scenario this is the server's CPU alone.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name (which is in parentheses): state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
 /// CPU cost of one review without HTTP/TLS: `Admission::review` in a loop on one task.
-async fn in_process(configs: Vec<ConfigSource>, body: &[u8]) -> Duration {
+async fn in_process(configs: Vec<ConfigSource>, pods: Pods) -> Duration {
     let admission = admission(configs);
-    for _ in 0..200 {
+    let bodies = pods.bodies(0);
+    for body in &bodies[..WARMUP_PER_CONN] {
         admission.review(body).await;
     }
-    let n = 3000;
+    let rounds = 6;
     let t = Instant::now();
-    for _ in 0..n {
-        assert_eq!(admission.review(body).await.status, 200);
+    for _ in 0..rounds {
+        for body in &bodies[WARMUP_PER_CONN..] {
+            assert_eq!(admission.review(body).await.status, 200);
+        }
     }
-    t.elapsed() / n
+    t.elapsed() / (rounds * PER_CONN) as u32
 }
 
 fn main() {
@@ -289,11 +455,19 @@ fn main() {
         .build()
         .unwrap();
     let results = rt.block_on(async {
-        vec![
+        [
             scenario(
                 "spread, inject, closed loop",
                 spread_configs(),
-                review("ns-7", "svc-3"),
+                Pods::same(review("ns-7", "svc-3")),
+                true,
+                None,
+            )
+            .await,
+            scenario(
+                "spread, inject, a new ReplicaSet each review, closed loop",
+                spread_configs(),
+                Pods::NewReplicaSetEach,
                 true,
                 None,
             )
@@ -301,7 +475,7 @@ fn main() {
             scenario(
                 "spread, inject, 2,000/s offered",
                 spread_configs(),
-                review("ns-7", "svc-3"),
+                Pods::same(review("ns-7", "svc-3")),
                 true,
                 Some(2000.0),
             )
@@ -309,7 +483,7 @@ fn main() {
             scenario(
                 "spread, inject, 6,000/s offered",
                 spread_configs(),
-                review("ns-7", "svc-3"),
+                Pods::same(review("ns-7", "svc-3")),
                 true,
                 Some(6000.0),
             )
@@ -317,7 +491,7 @@ fn main() {
             scenario(
                 "one-namespace, inject, closed loop",
                 one_namespace_configs(),
-                review("ns-7", "svc-3"),
+                Pods::same(review("ns-7", "svc-3")),
                 true,
                 None,
             )
@@ -325,16 +499,17 @@ fn main() {
             scenario(
                 "spread, skip (no match), closed loop",
                 spread_configs(),
-                review("ns-7", "nothing"),
+                Pods::same(review("ns-7", "nothing")),
                 false,
                 None,
             )
             .await,
         ]
         .into_iter()
+        .flatten()
         .chain(
             external(
-                "spread, inject, closed loop, h2load client (another process)",
+                "spread, inject, h2load client (another process), closed loop",
                 spread_configs(),
                 review("ns-7", "svc-3"),
             )
@@ -347,22 +522,28 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         review("ns-7", "svc-3").len()
     );
-    let (spread_inject, one_ns_inject, spread_skip) = rt.block_on(async {
+    let (inject, new_rs, one_ns, one_ns_new_rs, skip) = rt.block_on(async {
+        let same = || Pods::same(review("ns-7", "svc-3"));
         (
-            in_process(spread_configs(), &review("ns-7", "svc-3")).await,
-            in_process(one_namespace_configs(), &review("ns-7", "svc-3")).await,
-            in_process(spread_configs(), &review("ns-7", "nothing")).await,
+            in_process(spread_configs(), same()).await,
+            in_process(spread_configs(), Pods::NewReplicaSetEach).await,
+            in_process(one_namespace_configs(), same()).await,
+            in_process(one_namespace_configs(), Pods::NewReplicaSetEach).await,
+            in_process(spread_configs(), Pods::same(review("ns-7", "nothing"))).await,
         )
     });
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "in-process, no HTTP (one task): spread inject {:.0} µs/review, one-namespace inject {:.0} µs/review, spread skip {:.0} µs/review",
-        spread_inject.as_secs_f64() * 1e6,
-        one_ns_inject.as_secs_f64() * 1e6,
-        spread_skip.as_secs_f64() * 1e6
+        "in-process, no HTTP (one task), µs/review: spread inject {:.1} (a new ReplicaSet each: {:.1}), one-namespace inject {:.1} (a new ReplicaSet each: {:.1}), spread skip {:.1}",
+        us(inject),
+        us(new_rs),
+        us(one_ns),
+        us(one_ns_new_rs),
+        us(skip)
     );
     println!("| scenario | reviews | reviews/s | p50 | p99 | max |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for r in results {
+    for r in &results {
         println!(
             "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms |",
             r.name,
@@ -372,5 +553,16 @@ fn main() {
             r.p99.as_secs_f64() * 1e3,
             r.max.as_secs_f64() * 1e3
         );
+    }
+    for r in &results {
+        if let Some(cpu) = r.server_cpu {
+            let per = cpu / r.total as u32;
+            println!(
+                "server CPU with the external client ({}): {:.0} µs/review, i.e. {:.0} reviews/s per core",
+                r.name,
+                us(per),
+                1.0 / per.as_secs_f64()
+            );
+        }
     }
 }

@@ -30,10 +30,12 @@ use kube::{Api, Client};
 use serde::Deserialize;
 use tls_steal_crds::{Owner, OwnerKind, PodTarget};
 
-use crate::configs::ConfigCache;
+use crate::configs::{ConfigCache, NamespaceConfigs};
+use crate::memo::{self, Decided, Injected, Memo};
 use crate::metrics::{Metrics, ReviewResult};
-use crate::mutate::{Mutation, mutation, precheck};
+use crate::mutate::{PodShape, SkipReason, precheck, shape_mutation};
 use crate::settings::Settings;
+use crate::sparse_pod::SparsePod;
 
 /// Access to the cluster for the rare owner lookup and for events. Absent in tests and `inject`.
 #[derive(Clone)]
@@ -48,6 +50,8 @@ pub struct Admission {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub cluster: Option<Cluster>,
+    /// Decisions per pod shape, for these settings (hence private: set once, in `new`).
+    memo: Memo,
 }
 
 /// An HTTP status and a JSON body.
@@ -68,8 +72,11 @@ fn answer(status: u16, review: &AdmissionReview<kube::core::DynamicObject>) -> A
 /// body. kube-core's `with_patch` keeps the patch as `Vec<u8>`, which serde writes as an array of
 /// numbers; here it is the base64 string Kubernetes itself uses for `[]byte`, next to
 /// `patchType: JSONPatch`. Same keys, in the same (sorted) order, as kube-core's review.
-fn answer_with_patch(resp: &AdmissionResponse, patch: &[u8]) -> Result<Answer, serde_json::Error> {
-    let mut body = Vec::with_capacity(patch.len() / 3 * 4 + 256);
+fn answer_with_patch(
+    resp: &AdmissionResponse,
+    patch_base64: &str,
+) -> Result<Answer, serde_json::Error> {
+    let mut body = Vec::with_capacity(patch_base64.len() + 256);
     body.extend_from_slice(b"{\"apiVersion\":");
     serde_json::to_writer(&mut body, &resp.types.api_version)?;
     body.extend_from_slice(b",\"kind\":");
@@ -81,7 +88,7 @@ fn answer_with_patch(resp: &AdmissionResponse, patch: &[u8]) -> Result<Answer, s
         serde_json::to_writer(&mut body, &resp.audit_annotations)?;
     }
     body.extend_from_slice(b",\"patch\":\"");
-    base64(&mut body, patch);
+    body.extend_from_slice(patch_base64.as_bytes());
     body.extend_from_slice(b"\",\"patchType\":\"JSONPatch\",\"status\":");
     serde_json::to_writer(&mut body, &resp.result)?;
     body.extend_from_slice(b",\"uid\":");
@@ -94,15 +101,10 @@ fn answer_with_patch(resp: &AdmissionResponse, patch: &[u8]) -> Result<Answer, s
     Ok(Answer { status: 200, body })
 }
 
-/// Standard base64 with padding (what `k8s_openapi::ByteString` writes), appended to `out`.
-fn base64(out: &mut Vec<u8>, data: &[u8]) {
+/// Standard base64 with padding (what `k8s_openapi::ByteString` writes).
+fn base64(data: &[u8]) -> String {
     use base64::Engine;
-    let start = out.len();
-    let len = base64::encoded_len(data.len(), true).expect("a patch far below usize::MAX / 4");
-    out.resize(start + len, 0);
-    base64::engine::general_purpose::STANDARD
-        .encode_slice(data, &mut out[start..])
-        .expect("the buffer was sized by encoded_len");
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 /// `allowed: true` for a request that could not be turned into an [`AdmissionRequest`].
@@ -124,39 +126,92 @@ fn allowed_with_warning(mut resp: AdmissionResponse, warning: String) -> Admissi
     resp
 }
 
+/// Where a review stands after its synchronous part.
+enum Step {
+    Done(ReviewResult, Answer),
+    /// A pod CREATE to decide on. Boxed: only this crosses the owner lookup's `.await`, which
+    /// keeps the review's future small (axum moves it several times; a 23 kB future, when the
+    /// request sat in it, cost 5% of the server's CPU in memcpy).
+    Pod(Box<PodReview>),
+}
+
+struct PodReview {
+    pod: Pod,
+    dry_run: bool,
+    resp: AdmissionResponse,
+    namespace: String,
+    entries: Arc<NamespaceConfigs>,
+    target: PodTarget,
+}
+
 impl Admission {
+    pub fn new(
+        cache: Arc<ConfigCache>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        cluster: Option<Cluster>,
+    ) -> Self {
+        Admission {
+            cache,
+            settings,
+            metrics,
+            cluster,
+            memo: Memo::default(),
+        }
+    }
+
     /// Answers one request body. Never panics.
     pub async fn review(&self, body: &[u8]) -> Answer {
         let start = Instant::now();
-        let (result, answer) = self.review_inner(body).await;
+        let (result, answer) = self.complete(self.read(body)).await;
         self.metrics.review(result, start.elapsed());
         answer
     }
 
-    async fn review_inner(&self, body: &[u8]) -> (ReviewResult, Answer) {
-        // The common case in one typed pass; anything unusual takes the general path below, which
-        // decides every error answer.
+    /// The only asynchronous part: owners that names cannot answer are looked up.
+    async fn complete(&self, step: Step) -> (ReviewResult, Answer) {
+        match step {
+            Step::Done(result, answer) => (result, answer),
+            Step::Pod(mut review) => {
+                if self.cluster.is_some()
+                    && !review.entries.is_empty()
+                    && !review.target.needs_lookup().is_empty()
+                {
+                    Box::pin(self.lookup_owners(&mut review.target, &review.namespace)).await;
+                }
+                self.finish(*review)
+            }
+        }
+    }
+
+    fn read(&self, body: &[u8]) -> Step {
+        // The common case in one typed pass over only the fields used; anything unusual takes
+        // the general path below, which decides every error answer.
         if let Ok(FastReview {
             api_version,
             kind,
-            request: Some(mut req),
+            request: Some(req),
             ..
         }) = serde_json::from_slice::<FastReview>(body)
             && req.kind.kind == "Pod"
             && req.kind.group.is_empty()
         {
+            let mut req = whole_pods(req);
             req.types = kube::core::TypeMeta { api_version, kind };
-            return self.review_request(req).await;
+            return self.start(req);
         }
-        self.review_general(body).await
+        self.read_general(body)
     }
 
-    async fn review_general(&self, body: &[u8]) -> (ReviewResult, Answer) {
+    fn read_general(&self, body: &[u8]) -> Step {
+        let done = |result, status, resp: AdmissionResponse| {
+            Step::Done(result, answer(status, &resp.into_review()))
+        };
         let value: serde_json::Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => {
                 let resp = AdmissionResponse::invalid(format!("request body is not JSON: {e}"));
-                return (ReviewResult::Invalid, answer(400, &resp.into_review()));
+                return done(ReviewResult::Invalid, 400, resp);
             }
         };
         let uid = value
@@ -165,7 +220,7 @@ impl Admission {
             .map(str::to_owned);
         let Some(uid) = uid else {
             let resp = AdmissionResponse::invalid("not an AdmissionReview with a request.uid");
-            return (ReviewResult::Invalid, answer(400, &resp.into_review()));
+            return done(ReviewResult::Invalid, 400, resp);
         };
         let api_version = value
             .get("apiVersion")
@@ -185,10 +240,8 @@ impl Admission {
             let warning =
                 format!("tls-steal: only Pods are mutated, got kind {kind:?}; admitted unchanged");
             tracing::warn!(%kind, "unexpected kind in AdmissionReview");
-            return (
-                ReviewResult::UnexpectedKind,
-                answer(200, &allowed_with_warning(resp, warning).into_review()),
-            );
+            let resp = allowed_with_warning(resp, warning);
+            return done(ReviewResult::UnexpectedKind, 200, resp);
         }
         let review = match AdmissionReview::<Pod>::deserialize(&value) {
             Ok(r) => r,
@@ -197,106 +250,175 @@ impl Admission {
                 let warning =
                     format!("tls-steal: malformed AdmissionReview ({e}); admitted unchanged");
                 tracing::warn!(error = %e, "malformed AdmissionReview");
-                return (
+                return done(
                     ReviewResult::Invalid,
-                    answer(200, &allowed_with_warning(resp, warning).into_review()),
+                    200,
+                    allowed_with_warning(resp, warning),
                 );
             }
         };
-        let req: AdmissionRequest<Pod> = match review.try_into() {
-            Ok(r) => r,
+        match review.try_into() {
+            Ok(req) => self.start(req),
             Err(_) => {
                 let resp = AdmissionResponse::invalid("AdmissionReview without request");
-                return (ReviewResult::Invalid, answer(400, &resp.into_review()));
+                done(ReviewResult::Invalid, 400, resp)
             }
-        };
-        self.review_request(req).await
+        }
     }
 
-    async fn review_request(&self, req: AdmissionRequest<Pod>) -> (ReviewResult, Answer) {
+    /// Everything up to the owner lookup: the operation, the skips that need no configs, the
+    /// namespace's configs and the pod's target paths.
+    fn start(&self, mut req: AdmissionRequest<Pod>) -> Step {
         let resp = AdmissionResponse::from(&req);
-        let (Operation::Create, Some(pod)) = (&req.operation, &req.object) else {
+        let (Operation::Create, Some(pod)) = (&req.operation, req.object.take()) else {
             let warning = format!(
                 "tls-steal: only pod CREATE is mutated, got {:?}; admitted unchanged",
                 req.operation
             );
-            return (
+            let resp = allowed_with_warning(resp, warning);
+            return Step::Done(
                 ReviewResult::UnexpectedKind,
-                answer(200, &allowed_with_warning(resp, warning).into_review()),
+                answer(200, &resp.into_review()),
             );
         };
         let namespace = req
             .namespace
-            .clone()
+            .take()
             .or_else(|| pod.metadata.namespace.clone())
             .unwrap_or_else(|| "default".into());
+        if let Some(reason) = precheck(&pod, &self.settings) {
+            self.metrics.skip(reason);
+            tracing::debug!(reason = reason.as_str(), "skipped");
+            return Step::Done(ReviewResult::Skipped, answer(200, &resp.into_review()));
+        }
+        let entries = self.cache.for_namespace(&namespace);
+        let target = PodTarget::from_pod(&pod);
+        Step::Pod(Box::new(PodReview {
+            pod,
+            dry_run: req.dry_run,
+            resp,
+            namespace,
+            entries,
+            target,
+        }))
+    }
 
-        match self.decide(pod, &namespace, req.dry_run).await {
-            Ok(Decision::Skip) => (ReviewResult::Skipped, answer(200, &resp.into_review())),
-            Ok(Decision::Patch(patch)) => match answer_with_patch(&resp, &patch) {
+    fn finish(&self, review: PodReview) -> (ReviewResult, Answer) {
+        let resp = &review.resp;
+        match self.decide(&review) {
+            Ok(None) => (
+                ReviewResult::Skipped,
+                answer(200, &resp.clone().into_review()),
+            ),
+            Ok(Some(injected)) => match answer_with_patch(resp, &injected.patch_base64) {
                 Ok(a) => (ReviewResult::Injected, a),
                 Err(e) => {
-                    tracing::error!(error = %e, "serialising the patch");
-                    (ReviewResult::Error, answer(200, &resp.into_review()))
+                    tracing::error!(error = %e, "serialising the answer");
+                    (
+                        ReviewResult::Error,
+                        answer(200, &resp.clone().into_review()),
+                    )
                 }
             },
             Err(e) => {
+                let namespace = &review.namespace;
                 tracing::error!(error = %e, %namespace, "injection failed; pod admitted unchanged");
-                if !req.dry_run {
+                if !review.dry_run {
                     self.publish(
-                        pod,
-                        &namespace,
+                        &review.pod,
+                        namespace,
                         "InjectionFailed",
                         format!("tls-steal could not inject: {e}"),
                     );
                 }
-                (ReviewResult::Error, answer(200, &resp.into_review()))
+                (
+                    ReviewResult::Error,
+                    answer(200, &resp.clone().into_review()),
+                )
             }
         }
     }
 
-    async fn decide(&self, pod: &Pod, namespace: &str, dry_run: bool) -> Result<Decision, String> {
-        if let Some(reason) = precheck(pod, &self.settings) {
-            self.metrics.skip(reason);
-            tracing::debug!(reason = reason.as_str(), "skipped");
-            return Ok(Decision::Skip);
+    /// The injection for the pod (`None`: skipped), remembered per pod shape.
+    fn decide(&self, review: &PodReview) -> Result<Option<Arc<Injected>>, String> {
+        let PodReview {
+            pod,
+            namespace,
+            target,
+            entries,
+            ..
+        } = review;
+        let Some(shape) = PodShape::of(pod) else {
+            // precheck has skipped pods without a spec.
+            self.metrics.skip(SkipReason::NoSpec);
+            return Ok(None);
+        };
+        let key = memo::Key {
+            namespace: namespace.clone(),
+            target: target.clone(),
+            shape,
+        };
+        let generation = entries.generation();
+        let decided = match self.memo.get(generation, &key) {
+            Some(d) => d,
+            None => {
+                let d = self.compute(pod, &key, entries)?;
+                self.memo.insert(generation, key, d.clone());
+                d
+            }
+        };
+        let injected = match decided {
+            Decided::Skip(reason) => {
+                self.metrics.skip(reason);
+                return Ok(None);
+            }
+            Decided::Inject(i) => i,
+        };
+        tracing::info!(
+            target = %target.display_name(),
+            %namespace,
+            ports = ?injected.ports,
+            hash = %injected.hash,
+            "injecting tls-steal"
+        );
+        if !injected.undeclared_ports.is_empty() {
+            self.metrics
+                .undeclared_ports(injected.undeclared_ports.len());
+            if !review.dry_run {
+                self.warn_undeclared(pod, namespace, &injected);
+            }
         }
-        let entries = self.cache.for_namespace(namespace);
-        let mut target = PodTarget::from_pod(pod);
-        if !entries.is_empty() && !target.needs_lookup().is_empty() {
-            self.lookup_owners(&mut target, namespace).await;
-        }
-        let configs = entries.candidates(&target);
+        Ok(Some(injected))
+    }
+
+    /// The decision for `key`, from the namespace's configs. `pod` only feeds the patch's check
+    /// in debug builds.
+    fn compute(
+        &self,
+        pod: &Pod,
+        key: &memo::Key,
+        entries: &NamespaceConfigs,
+    ) -> Result<Decided, String> {
+        let configs = entries.candidates(&key.target);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            match mutation(pod, &target, namespace, &configs, &self.settings) {
+            let settings = &self.settings;
+            match shape_mutation(&key.shape, &key.target, &key.namespace, &configs, settings) {
                 Err(reason) => Ok(Err(reason)),
                 Ok(m) => m.patch_json(pod).map(|patch| Ok((m, patch))),
             }
         }))
         .map_err(|_| "the mutation panicked".to_string())?
         .map_err(|e| e.to_string())?;
-        let (injection, patch) = match outcome {
-            Err(reason) => {
-                self.metrics.skip(reason);
-                return Ok(Decision::Skip);
-            }
-            Ok(i) => i,
-        };
-        tracing::info!(
-            target = %target.display_name(),
-            %namespace,
-            ports = ?injection.plan.port_numbers(),
-            hash = %injection.plan.hash,
-            "injecting tls-steal"
-        );
-        if !injection.undeclared_ports.is_empty() {
-            self.metrics
-                .undeclared_ports(injection.undeclared_ports.len());
-            if !dry_run {
-                self.warn_undeclared(pod, namespace, &injection);
-            }
-        }
-        Ok(Decision::Patch(patch))
+        Ok(match outcome {
+            Err(reason) => Decided::Skip(reason),
+            Ok((m, patch)) => Decided::Inject(Arc::new(Injected {
+                patch_base64: base64(&patch),
+                ports: m.plan.port_numbers(),
+                hash: m.plan.hash,
+                configs: m.plan.configs,
+                undeclared_ports: m.undeclared_ports,
+            })),
+        })
     }
 
     /// Completes the owner chain by reading ReplicaSets / Jobs. Failures are counted and ignored.
@@ -333,12 +455,12 @@ impl Admission {
         }
     }
 
-    fn warn_undeclared(&self, pod: &Pod, namespace: &str, injection: &Mutation) {
+    fn warn_undeclared(&self, pod: &Pod, namespace: &str, injection: &Injected) {
         let ports = &injection.undeclared_ports;
         tracing::warn!(?ports, "captured ports that no container declares");
         let note = format!(
             "tls-steal captures port(s) {ports:?} that no container declares (configs: {})",
-            injection.plan.configs.join(", ")
+            injection.configs.join(", ")
         );
         self.publish(pod, namespace, "UndeclaredPort", note);
     }
@@ -365,25 +487,41 @@ impl Admission {
     }
 }
 
-enum Decision {
-    Skip,
-    /// The serialised JSON patch.
-    Patch(Vec<u8>),
-}
-
 /// `AdmissionReview<Pod>` with the same fields and types, minus kube-core's
 /// `#[serde(flatten)]` of the type meta, which makes serde buffer the whole body before reading
-/// it. It accepts what the general path accepts (field for field), so a review it reads gets the
-/// same answer.
+/// it, and with the pods read as [`SparsePod`]s. What it reads gets the same answer as on the
+/// general path (see `sparse_pod` for the one decided difference).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct FastReview {
     api_version: String,
     kind: String,
-    request: Option<AdmissionRequest<Pod>>,
+    request: Option<AdmissionRequest<SparsePod>>,
     #[serde(default)]
     #[allow(dead_code)]
     response: Option<AdmissionResponse>,
+}
+
+/// The request with its pods as `Pod`s.
+fn whole_pods(req: AdmissionRequest<SparsePod>) -> AdmissionRequest<Pod> {
+    AdmissionRequest {
+        types: req.types,
+        uid: req.uid,
+        kind: req.kind,
+        resource: req.resource,
+        sub_resource: req.sub_resource,
+        request_kind: req.request_kind,
+        request_resource: req.request_resource,
+        request_sub_resource: req.request_sub_resource,
+        name: req.name,
+        namespace: req.namespace,
+        operation: req.operation,
+        user_info: req.user_info,
+        object: req.object.map(|p| p.0),
+        old_object: req.old_object.map(|p| p.0),
+        dry_run: req.dry_run,
+        options: req.options,
+    }
 }
 
 /// What an event about a pod being created refers to: its controller (which exists already),
@@ -423,14 +561,14 @@ mod tests {
                 "agentAsClient": {"verification": {"acceptAnyCert": true}}}]
         }))
         .unwrap();
-        Admission {
-            cache: Arc::new(ConfigCache::from_sources(vec![
+        Admission::new(
+            Arc::new(ConfigCache::from_sources(vec![
                 tls_steal_crds::ConfigSource::namespaced("shop", "web", spec),
             ])),
-            settings: Settings::default(),
-            metrics: Arc::new(Metrics::default()),
-            cluster: None,
-        }
+            Settings::default(),
+            Arc::new(Metrics::default()),
+            None,
+        )
     }
 
     fn pod(deploy: &str) -> Value {
@@ -540,8 +678,10 @@ mod tests {
         bodies.push(b"[1, 2]".to_vec());
         let mut patched = 0;
         for body in &bodies {
-            let (r1, fast) = a.review_inner(body).await;
-            let (r2, general) = a.review_general(body).await;
+            let (r1, fast) = a.complete(a.read(body)).await;
+            // A fresh admission: no decision remembered from the fast path's review.
+            let b = admission();
+            let (r2, general) = b.complete(b.read_general(body)).await;
             let text = String::from_utf8_lossy(body);
             assert_eq!(r1, r2, "{text}");
             assert_eq!(fast.status, general.status, "{text}");
@@ -552,12 +692,74 @@ mod tests {
         assert_eq!(patched, 3);
     }
 
+    fn create(pod: Value, uid: &str) -> Vec<u8> {
+        let pod_kind = json!({"group": "", "version": "v1", "kind": "Pod"});
+        let mut v = review("admission.k8s.io/v1", pod_kind, "CREATE", pod);
+        v["request"]["uid"] = uid.into();
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    /// The next pod of a ReplicaSet reuses the first one's decision and gets the answer a fresh
+    /// computation gives, byte for byte; a pod of another shape or target, and every pod after a
+    /// config change, is decided anew.
+    #[tokio::test]
+    async fn decisions_are_remembered_per_pod_shape() {
+        let a = admission();
+        let check = |body: Vec<u8>, remembered: usize| {
+            let a = &a;
+            async move {
+                let got = a.review(&body).await;
+                let want = admission().review(&body).await;
+                assert_eq!(got.body, want.body, "{}", String::from_utf8_lossy(&body));
+                assert_eq!(a.memo.len(), remembered);
+                got
+            }
+        };
+        let first = check(create(pod("web"), "u-1"), 1).await;
+        assert!(String::from_utf8_lossy(&first.body).contains("\"patch\""));
+        // The next pod of the ReplicaSet: another uid, same shape.
+        let next = check(create(pod("web"), "u-2"), 1).await;
+        assert_ne!(next.body, first.body, "each answer carries its own uid");
+        // Another shape: the certificate volume mounted one level up (the proxy's mount follows).
+        let mut moved = pod("web");
+        moved["spec"]["containers"][0]["volumeMounts"][0]["mountPath"] = "/etc".into();
+        let moved = check(create(moved, "u-3"), 2).await;
+        assert!(String::from_utf8_lossy(&moved.body) != String::from_utf8_lossy(&first.body));
+        // Another ReplicaSet of the Deployment: another target.
+        let mut rs2 = pod("web");
+        rs2["metadata"]["labels"]["pod-template-hash"] = "77aa99".into();
+        rs2["metadata"]["ownerReferences"][0]["name"] = "web-77aa99".into();
+        check(create(rs2, "u-4"), 3).await;
+        // A config change: decided again, against the new configs (none).
+        a.cache.replace(vec![]);
+        let after = a.review(&create(pod("web"), "u-1")).await;
+        assert!(!String::from_utf8_lossy(&after.body).contains("\"patch\""));
+        assert_eq!(a.memo.len(), 1, "only the new decision");
+    }
+
+    /// Fields the webhook does not read are not validated on the one-pass read (`sparse_pod`):
+    /// a pod with a malformed `resources` is injected there, where the general path calls the
+    /// review malformed and admits it unchanged.
+    #[tokio::test]
+    async fn unread_fields_are_not_validated() {
+        let a = admission();
+        let mut bad = pod("web");
+        bad["spec"]["containers"][0]["resources"] = "lots".into();
+        let body = create(bad, "u-1");
+        let (result, fast) = a.complete(a.read(&body)).await;
+        assert_eq!(result, ReviewResult::Injected);
+        let (result, general) = a.complete(a.read_general(&body)).await;
+        assert_eq!(result, ReviewResult::Invalid);
+        assert!(String::from_utf8_lossy(&general.body).contains("malformed AdmissionReview"));
+        assert_eq!(fast.status, 200);
+    }
+
     /// The patched answer is what kube-core's review with the patch added would serialise to.
     #[test]
     fn patched_answer_matches_kube_core_shape() {
         let patch = br#"[{"op":"add","path":"/a","value":1}]"#.to_vec();
         let check = |resp: AdmissionResponse| {
-            let got = answer_with_patch(&resp, &patch).unwrap();
+            let got = answer_with_patch(&resp, &base64(&patch)).unwrap();
             let mut want = serde_json::to_value(resp.into_review()).unwrap();
             want["response"]["patch"] =
                 serde_json::to_value(k8s_openapi::ByteString(patch.clone())).unwrap();
@@ -578,14 +780,9 @@ mod tests {
     fn base64_matches_byte_string() {
         let data: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
         for len in (0..10).chain([255, 256, 257, 512]) {
-            let mut got = Vec::new();
-            base64(&mut got, &data[..len]);
+            let got = base64(&data[..len]);
             let want = serde_json::to_value(k8s_openapi::ByteString(data[..len].to_vec())).unwrap();
-            assert_eq!(
-                String::from_utf8(got).unwrap(),
-                want.as_str().unwrap(),
-                "{len}"
-            );
+            assert_eq!(got, want.as_str().unwrap(), "{len}");
         }
     }
 }

@@ -62,6 +62,8 @@ pub fn candidates(entries: &[Candidate], target: &PodTarget) -> Vec<ConfigSource
 /// paths instead of comparing every config with every path.
 #[derive(Debug, Default)]
 pub struct NamespaceConfigs {
+    /// Of the snapshot these come from: equal generations, equal configs.
+    generation: u64,
     entries: Vec<Candidate>,
     /// Entries without a literal prefix (candidates for every pod).
     unprefixed: Vec<usize>,
@@ -71,8 +73,11 @@ pub struct NamespaceConfigs {
 }
 
 impl NamespaceConfigs {
-    fn new(entries: Vec<Candidate>) -> Self {
-        let mut index = NamespaceConfigs::default();
+    fn new(generation: u64, entries: Vec<Candidate>) -> Self {
+        let mut index = NamespaceConfigs {
+            generation,
+            ..Default::default()
+        };
         for (i, c) in entries.iter().enumerate() {
             if c.prefix.is_empty() {
                 index.unprefixed.push(i);
@@ -85,6 +90,11 @@ impl NamespaceConfigs {
         index.lengths.dedup();
         index.entries = entries;
         index
+    }
+
+    /// The generation of the config snapshot (it grows with every change of any config).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Same result as [`candidates`] over all the entries, in the same order.
@@ -146,6 +156,7 @@ impl Index {
             return v.clone();
         }
         let v = Arc::new(NamespaceConfigs::new(
+            self.generation,
             self.namespaced
                 .get(namespace)
                 .into_iter()
@@ -354,7 +365,7 @@ mod tests {
             .map(|c| c.name)
             .collect();
         assert_eq!(got, ["0", "1", "3"]);
-        let indexed: Vec<String> = NamespaceConfigs::new(entries)
+        let indexed: Vec<String> = NamespaceConfigs::new(1, entries)
             .candidates(&target)
             .into_iter()
             .map(|c| c.name)
@@ -391,7 +402,7 @@ mod tests {
                 Candidate::new(ConfigSource::namespaced("a", &i.to_string(), spec))
             })
             .collect();
-        let index = NamespaceConfigs::new(entries.clone());
+        let index = NamespaceConfigs::new(1, entries.clone());
         let app = ContainerInfo {
             name: "app".into(),
             ports: vec![8443],

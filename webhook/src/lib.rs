@@ -5,7 +5,8 @@
 //! offline `inject` command.
 //!
 //! Layout: [`mutate`] is the pure pod → pod mutation; [`admission`] turns an AdmissionReview into
-//! an answer using it; [`server`] is the thin HTTPS wrapper; [`configs`] holds the config caches;
+//! an answer using it, reading pods through [`sparse_pod`] and remembering decisions per pod
+//! shape in [`memo`]; [`server`] is the thin HTTPS wrapper; [`configs`] holds the config caches;
 //! [`certs`] the serving certificate; [`inject`] the offline command; [`serve`] wires it together
 //! against a cluster.
 
@@ -14,11 +15,13 @@ pub mod certs;
 pub mod configs;
 pub mod controller;
 pub mod inject;
+pub mod memo;
 pub mod metrics;
 pub mod mutate;
 pub mod serve;
 pub mod server;
 pub mod settings;
+pub mod sparse_pod;
 
 /// Namespace label that opts a namespace in (used by the MutatingWebhookConfiguration's
 /// `namespaceSelector`).

@@ -124,6 +124,83 @@ pub struct Mutation {
     first_container: Option<Container>,
     /// The `tls-steal.io/status` annotation.
     status: String,
+    /// What the patch is written against.
+    shape: PatchShape,
+}
+
+/// Everything the mutation reads from a pod that passed [`precheck`], besides its target
+/// ([`PodTarget`]): the pods of one ReplicaSet have equal shapes and targets, so they get equal
+/// mutations and patches, which is what lets admission remember decisions
+/// ([`crate::memo`]). The mutation is computed from this, not from the pod, so it cannot read
+/// anything the memo does not key on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PodShape {
+    /// Each container's name and volume mounts, in pod order.
+    containers: Vec<ContainerMounts>,
+    patch: PatchShape,
+}
+
+/// The fields a patch adds to or replaces.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PatchShape {
+    /// `metadata.annotations`: absent, or present with this status annotation (if any).
+    annotations: Option<Option<String>>,
+    /// `spec.initContainers`: absent, or how many.
+    init_containers: Option<usize>,
+    share_process_namespace: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ContainerMounts {
+    name: String,
+    mounts: Vec<Mount>,
+}
+
+/// The fields of a `VolumeMount` that the proxy's mount copies.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Mount {
+    pub name: String,
+    pub mount_path: String,
+    pub sub_path: Option<String>,
+    pub sub_path_expr: Option<String>,
+}
+
+impl PodShape {
+    /// `None` for a pod without a spec.
+    pub fn of(pod: &Pod) -> Option<PodShape> {
+        let spec = pod.spec.as_ref()?;
+        let containers = spec
+            .containers
+            .iter()
+            .map(|c| ContainerMounts {
+                name: c.name.clone(),
+                mounts: c
+                    .volume_mounts
+                    .iter()
+                    .flatten()
+                    .map(|m| Mount {
+                        name: m.name.clone(),
+                        mount_path: m.mount_path.clone(),
+                        sub_path: m.sub_path.clone(),
+                        sub_path_expr: m.sub_path_expr.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let annotations = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .map(|a| a.get(STATUS_ANNOTATION).cloned());
+        Some(PodShape {
+            containers,
+            patch: PatchShape {
+                annotations,
+                init_containers: spec.init_containers.as_ref().map(Vec::len),
+                share_process_namespace: spec.share_process_namespace,
+            },
+        })
+    }
 }
 
 impl Mutation {
@@ -155,10 +232,10 @@ impl Mutation {
     /// The RFC 6902 JSON patch (serialised) that turns `pod`, the pod the mutation was computed
     /// for, into the pod [`Mutation::apply`] returns; the same as `json_patch::diff` of the two
     /// pods (containers inserted in classic mode are added, not replaced index by index, so the
-    /// pod's own containers stay exactly as sent). Checked against [`Mutation::apply`] in debug
-    /// builds.
+    /// pod's own containers stay exactly as sent). It is written from the pod's [`PodShape`];
+    /// `pod` is only read by the check against [`Mutation::apply`] in debug builds.
     pub fn patch_json(&self, pod: &Pod) -> Result<Vec<u8>, serde_json::Error> {
-        let json = serde_json::to_vec(&self.patch_ops(pod))?;
+        let json = serde_json::to_vec(&self.patch_ops())?;
         if cfg!(debug_assertions) {
             let mut doc = serde_json::to_value(pod)?;
             let patch: json_patch::Patch = serde_json::from_slice(&json)?;
@@ -178,23 +255,22 @@ impl Mutation {
     }
 
     /// In the order `json_patch::diff` would list them (object keys sorted).
-    fn patch_ops(&self, pod: &Pod) -> Vec<PatchOp<'_>> {
+    fn patch_ops(&self) -> Vec<PatchOp<'_>> {
         let mut ops = Vec::new();
         let add_or_replace = |exists: bool| if exists { "replace" } else { "add" };
-        match &pod.metadata.annotations {
+        match &self.shape.annotations {
             None => ops.push(PatchOp {
                 op: "add",
                 path: "/metadata/annotations".into(),
                 value: PatchValue::Status(&self.status),
             }),
-            Some(a) if a.get(STATUS_ANNOTATION) != Some(&self.status) => ops.push(PatchOp {
-                op: add_or_replace(a.contains_key(STATUS_ANNOTATION)),
+            Some(a) if a.as_ref() != Some(&self.status) => ops.push(PatchOp {
+                op: add_or_replace(a.is_some()),
                 path: format!("/metadata/annotations/{}", pointer_token(STATUS_ANNOTATION)),
                 value: PatchValue::Str(&self.status),
             }),
             Some(_) => {}
         }
-        let spec = pod.spec.as_ref();
         if let Some(c) = &self.first_container {
             ops.push(PatchOp {
                 op: "add",
@@ -202,7 +278,7 @@ impl Mutation {
                 value: PatchValue::Container(c),
             });
         }
-        match spec.and_then(|s| s.init_containers.as_ref()) {
+        match self.shape.init_containers {
             None => ops.push(PatchOp {
                 op: "add",
                 path: "/spec/initContainers".into(),
@@ -212,13 +288,13 @@ impl Mutation {
                 for (i, c) in self.init_containers.iter().enumerate() {
                     ops.push(PatchOp {
                         op: "add",
-                        path: format!("/spec/initContainers/{}", existing.len() + i),
+                        path: format!("/spec/initContainers/{}", existing + i),
                         value: PatchValue::Container(c),
                     });
                 }
             }
         }
-        let share = spec.and_then(|s| s.share_process_namespace);
+        let share = self.shape.share_process_namespace;
         if !self.proc_files.is_empty() && share != Some(true) {
             ops.push(PatchOp {
                 op: add_or_replace(share.is_some()),
@@ -334,6 +410,21 @@ pub fn mutation(
     if let Some(reason) = precheck(pod, settings) {
         return Err(reason);
     }
+    // precheck: the pod has a spec.
+    let Some(shape) = PodShape::of(pod) else {
+        return Err(SkipReason::NoSpec);
+    };
+    shape_mutation(&shape, target, namespace, configs, settings)
+}
+
+/// [`mutation`] of a pod that passed [`precheck`], from its shape.
+pub fn shape_mutation(
+    shape: &PodShape,
+    target: &PodTarget,
+    namespace: &str,
+    configs: &[ConfigSource],
+    settings: &Settings,
+) -> Result<Mutation, SkipReason> {
     let plan = build_plan(target, namespace, configs);
     if plan.is_empty() {
         return Err(if plan.rejected.is_empty() {
@@ -342,20 +433,16 @@ pub fn mutation(
             SkipReason::InvalidConfigs
         });
     }
-    // precheck: the pod has a spec.
-    let Some(spec) = &pod.spec else {
-        return Err(SkipReason::NoSpec);
-    };
-    Ok(plan_mutation(spec, plan, target, settings))
+    Ok(plan_mutation(shape, plan, target, settings))
 }
 
 fn plan_mutation(
-    spec: &PodSpec,
+    shape: &PodShape,
     plan: StealPlan,
     target: &PodTarget,
     settings: &Settings,
 ) -> Mutation {
-    let (mounts, proc_files) = proxy_mounts(spec, &plan);
+    let (mounts, proc_files) = proxy_mounts(shape, &plan);
     let init = init_container(&plan, settings);
     let mut proxy = proxy_container(&plan, mounts, !proc_files.is_empty(), settings);
     let (init_containers, first_container) = match settings.sidecar_mode {
@@ -384,6 +471,7 @@ fn plan_mutation(
         init_containers,
         first_container,
         status: serde_json::to_string(&status).expect("status serialises"),
+        shape: shape.patch.clone(),
     }
 }
 
@@ -488,13 +576,11 @@ fn components(path: &str) -> Vec<&str> {
         .collect()
 }
 
-/// The mount of `container` whose mount path is the longest component-wise prefix of `path`.
-pub fn covering_mount<'a>(container: &'a Container, path: &str) -> Option<&'a VolumeMount> {
+/// The mount among `mounts` whose mount path is the longest component-wise prefix of `path`.
+pub fn covering_mount<'a>(mounts: &'a [Mount], path: &str) -> Option<&'a Mount> {
     let target = components(path);
-    container
-        .volume_mounts
+    mounts
         .iter()
-        .flatten()
         .filter_map(|m| {
             let mp = components(&m.mount_path);
             target.starts_with(&mp).then_some((mp.len(), m))
@@ -505,15 +591,15 @@ pub fn covering_mount<'a>(container: &'a Container, path: &str) -> Option<&'a Vo
 
 /// The read-only mounts the proxy needs, and the files that no volume (usable by the proxy)
 /// covers.
-fn proxy_mounts(spec: &PodSpec, plan: &StealPlan) -> (Vec<VolumeMount>, Vec<(String, String)>) {
+fn proxy_mounts(shape: &PodShape, plan: &StealPlan) -> (Vec<VolumeMount>, Vec<(String, String)>) {
     let mut mounts: Vec<VolumeMount> = Vec::new();
     let mut proc_files = Vec::new();
     for (container, path) in plan.files() {
-        let found = spec
+        let found = shape
             .containers
             .iter()
             .find(|c| c.name == container)
-            .and_then(|c| covering_mount(c, &path))
+            .and_then(|c| covering_mount(&c.mounts, &path))
             .map(|m| VolumeMount {
                 name: m.name.clone(),
                 mount_path: m.mount_path.clone(),
@@ -602,7 +688,7 @@ mod tests {
 
     #[test]
     fn covering_mount_is_component_wise_and_longest() {
-        let c: Container = serde_json::from_value(serde_json::json!({
+        let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [{
             "name": "app",
             "volumeMounts": [
                 {"name": "a", "mountPath": "/etc"},
@@ -610,12 +696,13 @@ mod tests {
                 {"name": "c", "mountPath": "/etc/tlsx"},
                 {"name": "d", "mountPath": "/etc/tls/key.pem", "subPath": "tls.key"},
             ]
-        }))
+        }]}}))
         .unwrap();
-        assert_eq!(covering_mount(&c, "/etc/tls/cert.pem").unwrap().name, "b");
-        assert_eq!(covering_mount(&c, "/etc/tlsx/cert.pem").unwrap().name, "c");
-        assert_eq!(covering_mount(&c, "/etc/tls/key.pem").unwrap().name, "d");
-        assert_eq!(covering_mount(&c, "/etc/other").unwrap().name, "a");
-        assert!(covering_mount(&c, "/usr/share/cert.pem").is_none());
+        let c = &PodShape::of(&pod).unwrap().containers[0].mounts;
+        assert_eq!(covering_mount(c, "/etc/tls/cert.pem").unwrap().name, "b");
+        assert_eq!(covering_mount(c, "/etc/tlsx/cert.pem").unwrap().name, "c");
+        assert_eq!(covering_mount(c, "/etc/tls/key.pem").unwrap().name, "d");
+        assert_eq!(covering_mount(c, "/etc/other").unwrap().name, "a");
+        assert!(covering_mount(c, "/usr/share/cert.pem").is_none());
     }
 }

@@ -152,15 +152,15 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         controller: "tls-steal-webhook".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let admission = Arc::new(Admission {
+    let admission = Arc::new(Admission::new(
         cache,
         settings,
-        metrics: Arc::new(Metrics::default()),
-        cluster: Some(Cluster {
+        Arc::new(Metrics::default()),
+        Some(Cluster {
             client: client.clone(),
             recorder: Recorder::new(client.clone(), reporter),
         }),
-    });
+    ));
     let tls_ready = Arc::new(AtomicBool::new(false));
     let tls = match (&args.tls_cert_file, &args.tls_key_file) {
         (Some(cert), Some(key)) => {

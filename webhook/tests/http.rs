@@ -69,15 +69,15 @@ fn review(object: Value) -> Vec<u8> {
 }
 
 async fn server() -> (TestServer, Conn) {
-    let admission = Admission {
-        cache: Arc::new(ConfigCache::from_sources(vec![config()])),
-        settings: Settings {
+    let admission = Admission::new(
+        Arc::new(ConfigCache::from_sources(vec![config()])),
+        Settings {
             image: "sidecar:test".into(),
             ..Settings::default()
         },
-        metrics: Arc::new(Metrics::default()),
-        cluster: None,
-    };
+        Arc::new(Metrics::default()),
+        None,
+    );
     let srv = common::start(admission, 4 * 1024 * 1024).await;
     let conn = common::connect(srv.addr, &srv.bundle.ca_cert_pem, &common::sni())
         .await
