@@ -83,12 +83,13 @@ fn one_namespace_configs() -> Vec<ConfigSource> {
 }
 
 fn review(namespace: &str, deploy: &str) -> Vec<u8> {
-    review_of_replicaset(namespace, deploy, "5d8f7c")
+    review_of_replicaset(namespace, deploy, "5d8f7c", false)
 }
 
-/// A review of a pod of ReplicaSet `<deploy>-<hash>`.
-fn review_of_replicaset(namespace: &str, deploy: &str, hash: &str) -> Vec<u8> {
-    let pod = json!({
+/// A review of a pod of ReplicaSet `<deploy>-<hash>`; `own_mount`: the pod also mounts a volume
+/// at `/var/cache/<hash>` (a shape of its own).
+fn review_of_replicaset(namespace: &str, deploy: &str, hash: &str, own_mount: bool) -> Vec<u8> {
+    let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"generateName": format!("{deploy}-{hash}-"), "namespace": namespace,
             "labels": {"app": deploy, "pod-template-hash": hash, "team": "payments", "tier": "backend"},
@@ -110,6 +111,12 @@ fn review_of_replicaset(namespace: &str, deploy: &str, hash: &str) -> Vec<u8> {
             "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]
         }
     });
+    if own_mount {
+        let mounts = pod["spec"]["containers"][0]["volumeMounts"]
+            .as_array_mut()
+            .unwrap();
+        mounts.push(json!({"name": "cache", "mountPath": format!("/var/cache/{hash}")}));
+    }
     serde_json::to_vec(&json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {"uid": "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4",
@@ -217,8 +224,12 @@ enum Pods {
     /// The same review again and again: pods of one ReplicaSet, as a rollout or a scale-up
     /// sends them (the webhook reuses its decision for all but the first).
     OneReplicaSet(Arc<Vec<u8>>),
-    /// Every review a pod of another ReplicaSet of `svc-3` in `ns-7`: no decision can be reused.
+    /// Every review a pod of another ReplicaSet of `svc-3` in `ns-7` (as when many Deployments
+    /// roll out at once): no decision can be reused, but the patch can (same plan and shape).
     NewReplicaSetEach,
+    /// As `NewReplicaSetEach`, and every pod with a mount of its own: nothing can be reused (the
+    /// worst case; real pods of one Deployment share their mounts).
+    NewShapeEach,
 }
 
 impl Pods {
@@ -230,10 +241,11 @@ impl Pods {
     fn body(&self, conn: usize, k: usize) -> Arc<Vec<u8>> {
         match self {
             Pods::OneReplicaSet(b) => b.clone(),
-            Pods::NewReplicaSetEach => Arc::new(review_of_replicaset(
+            Pods::NewReplicaSetEach | Pods::NewShapeEach => Arc::new(review_of_replicaset(
                 "ns-7",
                 "svc-3",
                 &format!("{conn:02x}{k:04x}"),
+                matches!(self, Pods::NewShapeEach),
             )),
         }
     }
@@ -252,7 +264,7 @@ impl Pods {
                 let req = Arc::new(RawConn::request(b));
                 vec![req; WARMUP_PER_CONN + PER_CONN]
             }
-            Pods::NewReplicaSetEach => self
+            Pods::NewReplicaSetEach | Pods::NewShapeEach => self
                 .bodies(conn)
                 .iter()
                 .map(|b| Arc::new(RawConn::request(b)))
@@ -473,6 +485,14 @@ fn main() {
             )
             .await,
             scenario(
+                "spread, inject, a new pod shape each review (nothing reused), closed loop",
+                spread_configs(),
+                Pods::NewShapeEach,
+                true,
+                None,
+            )
+            .await,
+            scenario(
                 "spread, inject, 2,000/s offered",
                 spread_configs(),
                 Pods::same(review("ns-7", "svc-3")),
@@ -522,23 +542,25 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         review("ns-7", "svc-3").len()
     );
-    let (inject, new_rs, one_ns, one_ns_new_rs, skip) = rt.block_on(async {
+    let (inject, new_rs, new_shape, one_ns, one_ns_new_shape, skip) = rt.block_on(async {
         let same = || Pods::same(review("ns-7", "svc-3"));
         (
             in_process(spread_configs(), same()).await,
             in_process(spread_configs(), Pods::NewReplicaSetEach).await,
+            in_process(spread_configs(), Pods::NewShapeEach).await,
             in_process(one_namespace_configs(), same()).await,
-            in_process(one_namespace_configs(), Pods::NewReplicaSetEach).await,
+            in_process(one_namespace_configs(), Pods::NewShapeEach).await,
             in_process(spread_configs(), Pods::same(review("ns-7", "nothing"))).await,
         )
     });
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "in-process, no HTTP (one task), µs/review: spread inject {:.1} (a new ReplicaSet each: {:.1}), one-namespace inject {:.1} (a new ReplicaSet each: {:.1}), spread skip {:.1}",
+        "in-process, no HTTP (one task), µs/review: spread inject {:.1} (a new ReplicaSet each: {:.1}, a new shape each: {:.1}), one-namespace inject {:.1} (a new shape each: {:.1}), spread skip {:.1}",
         us(inject),
         us(new_rs),
+        us(new_shape),
         us(one_ns),
-        us(one_ns_new_rs),
+        us(one_ns_new_shape),
         us(skip)
     );
     println!("| scenario | reviews | reviews/s | p50 | p99 | max |");

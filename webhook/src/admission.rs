@@ -33,7 +33,7 @@ use tls_steal_crds::{Owner, OwnerKind, PodTarget};
 use crate::configs::{ConfigCache, NamespaceConfigs};
 use crate::memo::{self, Decided, Injected, Memo};
 use crate::metrics::{Metrics, ReviewResult};
-use crate::mutate::{PodShape, SkipReason, precheck, shape_mutation};
+use crate::mutate::{PodShape, SkipReason, plan_for, plan_mutation, precheck, undeclared_ports};
 use crate::settings::Settings;
 use crate::sparse_pod::SparsePod;
 
@@ -353,16 +353,16 @@ impl Admission {
             self.metrics.skip(SkipReason::NoSpec);
             return Ok(None);
         };
-        let key = memo::Key {
+        let key = self.memo.key(memo::Key {
             namespace: namespace.clone(),
             target: target.clone(),
             shape,
-        };
+        });
         let generation = entries.generation();
         let decided = match self.memo.get(generation, &key) {
             Some(d) => d,
             None => {
-                let d = self.compute(pod, &key, entries)?;
+                let d = self.compute(pod, key.key(), entries)?;
                 self.memo.insert(generation, key, d.clone());
                 d
             }
@@ -401,24 +401,31 @@ impl Admission {
     ) -> Result<Decided, String> {
         let configs = entries.candidates(&key.target);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let settings = &self.settings;
-            match shape_mutation(&key.shape, &key.target, &key.namespace, &configs, settings) {
-                Err(reason) => Ok(Err(reason)),
-                Ok(m) => m.patch_json(pod).map(|patch| Ok((m, patch))),
+            let plan = match plan_for(&key.target, &key.namespace, &configs) {
+                Err(reason) => return Ok(Decided::Skip(reason)),
+                Ok(plan) => plan,
+            };
+            let patch_key = self.memo.key(memo::PatchKey {
+                plan_json: plan.to_json(),
+                shape: key.shape.clone(),
+            });
+            let injected = |patch_base64| Injected {
+                patch_base64,
+                ports: plan.port_numbers(),
+                hash: plan.hash.clone(),
+                configs: plan.configs.clone(),
+                undeclared_ports: undeclared_ports(&plan, &key.target),
+            };
+            if let Some(patch) = self.memo.patch(&patch_key) {
+                return Ok(Decided::Inject(Arc::new(injected(patch))));
             }
+            let m = plan_mutation(&key.shape, plan.clone(), &key.target, &self.settings);
+            let patch: Arc<str> = base64(&m.patch_json(pod)?).into();
+            self.memo.insert_patch(patch_key, patch.clone());
+            Ok(Decided::Inject(Arc::new(injected(patch))))
         }))
-        .map_err(|_| "the mutation panicked".to_string())?
-        .map_err(|e| e.to_string())?;
-        Ok(match outcome {
-            Err(reason) => Decided::Skip(reason),
-            Ok((m, patch)) => Decided::Inject(Arc::new(Injected {
-                patch_base64: base64(&patch),
-                ports: m.plan.port_numbers(),
-                hash: m.plan.hash,
-                configs: m.plan.configs,
-                undeclared_ports: m.undeclared_ports,
-            })),
-        })
+        .map_err(|_| "the mutation panicked".to_string())?;
+        outcome.map_err(|e: serde_json::Error| e.to_string())
     }
 
     /// Completes the owner chain by reading ReplicaSets / Jobs. Failures are counted and ignored.
@@ -705,36 +712,39 @@ mod tests {
     #[tokio::test]
     async fn decisions_are_remembered_per_pod_shape() {
         let a = admission();
-        let check = |body: Vec<u8>, remembered: usize| {
+        // `remembered`: (decisions, patches) remembered after the review.
+        let check = |body: Vec<u8>, remembered: (usize, usize)| {
             let a = &a;
             async move {
                 let got = a.review(&body).await;
                 let want = admission().review(&body).await;
                 assert_eq!(got.body, want.body, "{}", String::from_utf8_lossy(&body));
-                assert_eq!(a.memo.len(), remembered);
+                assert_eq!((a.memo.len(), a.memo.patches()), remembered);
                 got
             }
         };
-        let first = check(create(pod("web"), "u-1"), 1).await;
+        let first = check(create(pod("web"), "u-1"), (1, 1)).await;
         assert!(String::from_utf8_lossy(&first.body).contains("\"patch\""));
         // The next pod of the ReplicaSet: another uid, same shape.
-        let next = check(create(pod("web"), "u-2"), 1).await;
+        let next = check(create(pod("web"), "u-2"), (1, 1)).await;
         assert_ne!(next.body, first.body, "each answer carries its own uid");
         // Another shape: the certificate volume mounted one level up (the proxy's mount follows).
         let mut moved = pod("web");
         moved["spec"]["containers"][0]["volumeMounts"][0]["mountPath"] = "/etc".into();
-        let moved = check(create(moved, "u-3"), 2).await;
+        let moved = check(create(moved, "u-3"), (2, 2)).await;
         assert!(String::from_utf8_lossy(&moved.body) != String::from_utf8_lossy(&first.body));
-        // Another ReplicaSet of the Deployment: another target.
+        // Another ReplicaSet of the Deployment: another target, decided anew, but the same plan
+        // and shape, so the same patch.
         let mut rs2 = pod("web");
         rs2["metadata"]["labels"]["pod-template-hash"] = "77aa99".into();
         rs2["metadata"]["ownerReferences"][0]["name"] = "web-77aa99".into();
-        check(create(rs2, "u-4"), 3).await;
+        check(create(rs2, "u-4"), (3, 2)).await;
         // A config change: decided again, against the new configs (none).
         a.cache.replace(vec![]);
         let after = a.review(&create(pod("web"), "u-1")).await;
         assert!(!String::from_utf8_lossy(&after.body).contains("\"patch\""));
         assert_eq!(a.memo.len(), 1, "only the new decision");
+        assert_eq!(a.memo.patches(), 2, "patches do not depend on the configs");
     }
 
     /// Fields the webhook does not read are not validated on the one-pass read (`sparse_pod`):

@@ -5,21 +5,27 @@
 //! fields the patch touches), and they arrive together, in a rollout or a scale-up. Matching the
 //! configs, building the plan and writing the patch was more than half of an injecting review;
 //! for the second pod of a ReplicaSet on, admission reuses the answer computed for the first.
+//! Pods of *another* ReplicaSet (a new one of the same Deployment, or another Deployment matched
+//! by the same configs) have another target but often the same plan: the patch, which depends
+//! only on the plan and the shape, is remembered by those two separately.
 //!
-//! Sound by construction: the key is every input of the decision. `build_plan` reads only the
-//! target, the namespace and the namespace's configs (fixed by the config snapshot's generation),
-//! and the mutation is computed from the [`PodShape`], not the pod. The memo holds one generation
-//! at a time: a config change empties it. It is bounded ([`CAPACITY`] shapes; when full it starts
-//! over), and errors are never remembered.
+//! Sound by construction: each key is every input of what it stands for. `build_plan` reads only
+//! the target, the namespace and the namespace's configs (fixed by the config snapshot's
+//! generation); the mutation and its patch are computed from the plan and the [`PodShape`], not
+//! from the pod (and from the settings, fixed for an `Admission`). Decisions are kept for one
+//! generation at a time: a config change forgets them; patches stay valid across changes. Both
+//! tables are bounded ([`CAPACITY`] entries; when full, an arbitrary entry makes room), and errors
+//! are never remembered.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::{Arc, Mutex};
 
 use tls_steal_crds::PodTarget;
 
 use crate::mutate::{PodShape, SkipReason};
 
-/// Shapes remembered at most (a few kB each).
+/// Entries remembered at most per table (a few kB each).
 pub const CAPACITY: usize = 2048;
 
 /// What a review decides for a pod of a given shape.
@@ -33,7 +39,7 @@ pub enum Decided {
 #[derive(Debug)]
 pub struct Injected {
     /// The JSON patch, base64-encoded as it appears in the answer.
-    pub patch_base64: String,
+    pub patch_base64: Arc<str>,
     pub ports: Vec<u16>,
     pub hash: String,
     /// Ids of the configs that contributed ports.
@@ -50,52 +56,142 @@ pub struct Key {
     pub shape: PodShape,
 }
 
-#[derive(Default)]
+/// Every input of a patch besides the settings: the plan (as the JSON the sidecar gets, which
+/// holds all of it) and the pod's shape.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct PatchKey {
+    pub plan_json: String,
+    pub shape: PodShape,
+}
+
+/// A key with its hash, computed once for the lookup and the insertion (hashing labels,
+/// containers and mounts is most of a lookup).
+pub struct Hashed<K> {
+    hash: u64,
+    key: K,
+}
+
+impl<K> Hashed<K> {
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+}
+
+/// A bounded map by precomputed hash; the key itself is compared on lookup.
+struct Table<K, V> {
+    entries: HashMap<u64, (K, V)>,
+}
+
+impl<K: Eq, V: Clone> Table<K, V> {
+    fn new() -> Self {
+        Table {
+            entries: HashMap::with_capacity(CAPACITY),
+        }
+    }
+
+    fn get(&self, key: &Hashed<K>) -> Option<V> {
+        match self.entries.get(&key.hash) {
+            Some((k, v)) if *k == key.key => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    /// Of two keys with one hash, the later is kept.
+    fn insert(&mut self, key: Hashed<K>, value: V) {
+        if self.entries.len() >= CAPACITY
+            && let Some(&any) = self.entries.keys().next()
+        {
+            // Full: one entry makes room, so the cost stays per review (no burst of frees).
+            self.entries.remove(&any);
+        }
+        self.entries.insert(key.hash, (key.key, value));
+    }
+}
+
 pub struct Memo {
+    hasher: RandomState,
     inner: Mutex<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     generation: u64,
-    decided: HashMap<Key, Decided>,
+    decided: Table<Key, Decided>,
+    patches: Table<PatchKey, Arc<str>>,
+}
+
+impl Default for Memo {
+    fn default() -> Self {
+        Memo {
+            hasher: RandomState::new(),
+            inner: Mutex::new(Inner {
+                generation: 0,
+                decided: Table::new(),
+                patches: Table::new(),
+            }),
+        }
+    }
 }
 
 impl Memo {
+    pub fn key<K: Hash>(&self, key: K) -> Hashed<K> {
+        Hashed {
+            hash: self.hasher.hash_one(&key),
+            key,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The decision remembered for `key` under config generation `generation`.
-    pub fn get(&self, generation: u64, key: &Key) -> Option<Decided> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn get(&self, generation: u64, key: &Hashed<Key>) -> Option<Decided> {
+        let inner = self.lock();
         if inner.generation != generation {
             return None;
         }
-        inner.decided.get(key).cloned()
+        inner.decided.get(key)
     }
 
-    /// Remembers `decided`. A newer generation replaces everything; an older one (a review
+    /// Remembers `decided`. A newer generation forgets every decision; an older one (a review
     /// that started before a config change) is not remembered.
-    pub fn insert(&self, generation: u64, key: Key, decided: Decided) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn insert(&self, generation: u64, key: Hashed<Key>, decided: Decided) {
+        let mut inner = self.lock();
         if generation < inner.generation {
             return;
         }
-        if generation > inner.generation || inner.decided.len() >= CAPACITY {
-            inner.decided.clear();
+        let mut stale = None;
+        if generation > inner.generation {
+            // Freed after the lock is released: dropping a full table takes a while.
+            stale = Some(std::mem::replace(&mut inner.decided, Table::new()));
             inner.generation = generation;
         }
         inner.decided.insert(key, decided);
+        drop(inner);
+        drop(stale);
     }
 
-    /// Shapes remembered now.
+    /// The patch (base64) remembered for a plan and a pod shape.
+    pub fn patch(&self, key: &Hashed<PatchKey>) -> Option<Arc<str>> {
+        self.lock().patches.get(key)
+    }
+
+    pub fn insert_patch(&self, key: Hashed<PatchKey>, patch_base64: Arc<str>) {
+        self.lock().patches.insert(key, patch_base64);
+    }
+
+    /// Decisions remembered now.
     pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .decided
-            .len()
+        self.lock().decided.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Patches remembered now.
+    pub fn patches(&self) -> usize {
+        self.lock().patches.entries.len()
     }
 }
 
@@ -103,7 +199,7 @@ impl Memo {
 mod tests {
     use super::*;
 
-    fn key(name: &str) -> Key {
+    fn raw_key(name: &str) -> Key {
         Key {
             namespace: "ns".into(),
             target: PodTarget {
@@ -122,19 +218,19 @@ mod tests {
     #[test]
     fn remembers_per_generation() {
         let memo = Memo::default();
-        assert!(memo.get(1, &key("a")).is_none());
-        memo.insert(1, key("a"), skip());
-        assert!(memo.get(1, &key("a")).is_some());
-        assert!(memo.get(1, &key("b")).is_none());
+        assert!(memo.get(1, &memo.key(raw_key("a"))).is_none());
+        memo.insert(1, memo.key(raw_key("a")), skip());
+        assert!(memo.get(1, &memo.key(raw_key("a"))).is_some());
+        assert!(memo.get(1, &memo.key(raw_key("b"))).is_none());
         // A review of an older snapshot neither sees nor replaces newer decisions.
-        memo.insert(2, key("b"), skip());
-        assert!(memo.get(1, &key("a")).is_none());
+        memo.insert(2, memo.key(raw_key("b")), skip());
+        assert!(memo.get(1, &memo.key(raw_key("a"))).is_none());
         assert!(
-            memo.get(2, &key("a")).is_none(),
+            memo.get(2, &memo.key(raw_key("a"))).is_none(),
             "a config change empties it"
         );
-        memo.insert(1, key("a"), skip());
-        assert!(memo.get(2, &key("a")).is_none());
+        memo.insert(1, memo.key(raw_key("a")), skip());
+        assert!(memo.get(2, &memo.key(raw_key("a"))).is_none());
         assert_eq!(memo.len(), 1);
     }
 
@@ -142,9 +238,33 @@ mod tests {
     fn bounded() {
         let memo = Memo::default();
         for i in 0..CAPACITY + 10 {
-            memo.insert(1, key(&i.to_string()), skip());
+            memo.insert(1, memo.key(raw_key(&i.to_string())), skip());
             assert!(memo.len() <= CAPACITY);
         }
-        assert!(memo.get(1, &key(&(CAPACITY + 9).to_string())).is_some());
+        assert!(
+            memo.get(1, &memo.key(raw_key(&(CAPACITY + 9).to_string())))
+                .is_some()
+        );
+    }
+
+    /// Two keys with one hash never answer for each other.
+    #[test]
+    fn equal_hashes_compare_keys() {
+        let memo = Memo::default();
+        let a = Hashed {
+            hash: 7,
+            key: raw_key("a"),
+        };
+        memo.insert(1, a, skip());
+        let b = Hashed {
+            hash: 7,
+            key: raw_key("b"),
+        };
+        assert!(memo.get(1, &b).is_none());
+        let a = Hashed {
+            hash: 7,
+            key: raw_key("a"),
+        };
+        assert!(memo.get(1, &a).is_some());
     }
 }

@@ -425,6 +425,16 @@ pub fn shape_mutation(
     configs: &[ConfigSource],
     settings: &Settings,
 ) -> Result<Mutation, SkipReason> {
+    let plan = plan_for(target, namespace, configs)?;
+    Ok(plan_mutation(shape, plan, target, settings))
+}
+
+/// The plan of a pod that passed [`precheck`], or why it gets none.
+pub fn plan_for(
+    target: &PodTarget,
+    namespace: &str,
+    configs: &[ConfigSource],
+) -> Result<StealPlan, SkipReason> {
     let plan = build_plan(target, namespace, configs);
     if plan.is_empty() {
         return Err(if plan.rejected.is_empty() {
@@ -433,10 +443,21 @@ pub fn shape_mutation(
             SkipReason::InvalidConfigs
         });
     }
-    Ok(plan_mutation(shape, plan, target, settings))
+    Ok(plan)
 }
 
-fn plan_mutation(
+/// Plan ports that no container of the pod declares.
+pub fn undeclared_ports(plan: &StealPlan, target: &PodTarget) -> Vec<u16> {
+    plan.port_numbers()
+        .into_iter()
+        .filter(|p| !target.containers.iter().any(|c| c.ports.contains(p)))
+        .collect()
+}
+
+/// What [`mutation`] adds for `plan`. Of the target it reads only the declared ports (for
+/// [`Mutation::undeclared_ports`]): the patch is a function of the plan, the shape and the
+/// settings, which [`crate::memo`] relies on.
+pub fn plan_mutation(
     shape: &PodShape,
     plan: StealPlan,
     target: &PodTarget,
@@ -459,11 +480,7 @@ fn plan_mutation(
         discarded: plan.discarded.clone(),
         sidecar_mode: settings.sidecar_mode.as_str().into(),
     };
-    let undeclared_ports = plan
-        .port_numbers()
-        .into_iter()
-        .filter(|p| !target.containers.iter().any(|c| c.ports.contains(p)))
-        .collect();
+    let undeclared_ports = undeclared_ports(&plan, target);
     Mutation {
         plan,
         undeclared_ports,
