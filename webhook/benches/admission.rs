@@ -364,15 +364,28 @@ fn selected(name: &str) -> bool {
     std::env::var("ADMISSION_BENCH_ONLY").map_or(true, |only| name.contains(&only))
 }
 
-/// Closed loop driven by `h2load` (another process, as the API server is): 64 HTTP/1.1
+/// Closed loop driven by `h2load` (another process, as the API server is; the server on the
+/// cores h2load leaves it): 64 HTTP/1.1
 /// keep-alive TLS connections, each sending its next review when the answer arrives. `None`
 /// when h2load is not installed (Debian: nghttp2-client).
 async fn external(name: &'static str, configs: Vec<ConfigSource>, body: Vec<u8>) -> Option<Result> {
     if !selected(name) {
         return None;
     }
+    // The server gets its own runtime with one worker per core h2load leaves it: on 2 cores, a
+    // server with 2 workers plus h2load's thread would be 3 threads taking turns on 2 cores,
+    // which measures the oversubscription rather than the server.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads((cores - 1).max(1))
+        .enable_all()
+        .build()
+        .unwrap();
     let admission = admission(configs);
-    let srv = common::start(admission, 4 * 1024 * 1024).await;
+    let srv = server_rt
+        .spawn(common::start(admission, 4 * 1024 * 1024))
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (data, log) = (dir.path().join("review.json"), dir.path().join("log.tsv"));
     std::fs::write(&data, &body).unwrap();
@@ -406,6 +419,7 @@ async fn external(name: &'static str, configs: Vec<ConfigSource>, body: Vec<u8>)
     let out = run(total, Some(&log)).await.unwrap();
     let secs = start.elapsed().as_secs_f64();
     let server_cpu = process_cpu() - cpu;
+    server_rt.shutdown_background();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         text.contains(&format!("{total} succeeded")),
