@@ -47,10 +47,11 @@ pub struct Cluster {
 /// Everything a review needs.
 pub struct Admission {
     pub cache: Arc<ConfigCache>,
-    pub settings: Settings,
+    /// Private, like `memo`: what the memo remembers was computed with these settings.
+    settings: Settings,
     pub metrics: Arc<Metrics>,
     pub cluster: Option<Cluster>,
-    /// Decisions per pod shape, for these settings (hence private: set once, in `new`).
+    /// Decisions and patches per pod shape (see `memo`).
     memo: Memo,
 }
 
@@ -158,6 +159,11 @@ impl Admission {
             cluster,
             memo: Memo::default(),
         }
+    }
+
+    /// What is injected.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Answers one request body. Never panics.
