@@ -415,20 +415,28 @@ impl Admission {
                 plan_json: plan.to_json(),
                 shape: key.shape.clone(),
             });
-            let injected = |patch_base64| Injected {
-                patch_base64,
-                ports: plan.port_numbers(),
-                hash: plan.hash.clone(),
-                configs: plan.configs.clone(),
-                undeclared_ports: undeclared_ports(&plan, &key.target),
+            // What the answer reports, read before `plan` goes into the mutation.
+            let (ports, hash, configs) =
+                (plan.port_numbers(), plan.hash.clone(), plan.configs.clone());
+            let undeclared_ports = undeclared_ports(&plan, &key.target);
+            let patch_base64 = match self.memo.patch(&patch_key) {
+                Some(patch) => patch,
+                None => {
+                    let plan_json = &patch_key.key().plan_json;
+                    let m = plan_mutation(&key.shape, plan, plan_json, &key.target, &self.settings);
+                    let patch: Arc<str> = base64(&m.patch_json(pod)?).into();
+                    self.memo.insert_patch(patch_key, patch.clone());
+                    patch
+                }
             };
-            if let Some(patch) = self.memo.patch(&patch_key) {
-                return Ok(Decided::Inject(Arc::new(injected(patch))));
-            }
-            let m = plan_mutation(&key.shape, plan.clone(), &key.target, &self.settings);
-            let patch: Arc<str> = base64(&m.patch_json(pod)?).into();
-            self.memo.insert_patch(patch_key, patch.clone());
-            Ok(Decided::Inject(Arc::new(injected(patch))))
+            let injected = Injected {
+                patch_base64,
+                ports,
+                hash,
+                configs,
+                undeclared_ports,
+            };
+            Ok(Decided::Inject(Arc::new(injected)))
         }))
         .map_err(|_| "the mutation panicked".to_string())?;
         outcome.map_err(|e: serde_json::Error| e.to_string())

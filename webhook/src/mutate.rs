@@ -426,7 +426,8 @@ pub fn shape_mutation(
     settings: &Settings,
 ) -> Result<Mutation, SkipReason> {
     let plan = plan_for(target, namespace, configs)?;
-    Ok(plan_mutation(shape, plan, target, settings))
+    let plan_json = plan.to_json();
+    Ok(plan_mutation(shape, plan, &plan_json, target, settings))
 }
 
 /// The plan of a pod that passed [`precheck`], or why it gets none.
@@ -454,18 +455,20 @@ pub fn undeclared_ports(plan: &StealPlan, target: &PodTarget) -> Vec<u16> {
         .collect()
 }
 
-/// What [`mutation`] adds for `plan`. Of the target it reads only the declared ports (for
+/// What [`mutation`] adds for `plan` (`plan_json` is `plan.to_json()`, which the caller may
+/// need too). Of the target it reads only the declared ports (for
 /// [`Mutation::undeclared_ports`]): the patch is a function of the plan, the shape and the
 /// settings, which [`crate::memo`] relies on.
 pub fn plan_mutation(
     shape: &PodShape,
     plan: StealPlan,
+    plan_json: &str,
     target: &PodTarget,
     settings: &Settings,
 ) -> Mutation {
     let (mounts, proc_files) = proxy_mounts(shape, &plan);
     let init = init_container(&plan, settings);
-    let mut proxy = proxy_container(&plan, mounts, !proc_files.is_empty(), settings);
+    let mut proxy = proxy_container(plan_json, mounts, !proc_files.is_empty(), settings);
     let (init_containers, first_container) = match settings.sidecar_mode {
         SidecarMode::Native => {
             proxy.restart_policy = Some("Always".into());
@@ -540,7 +543,7 @@ fn admin_probe(path: &str, period: i32, failures: i32) -> Probe {
 }
 
 fn proxy_container(
-    plan: &StealPlan,
+    plan_json: &str,
     mounts: Vec<VolumeMount>,
     proc_fallback: bool,
     settings: &Settings,
@@ -552,7 +555,7 @@ fn proxy_container(
         args: Some(vec!["proxy".into()]),
         env: Some(vec![EnvVar {
             name: PLAN_ENV.into(),
-            value: Some(plan.to_json()),
+            value: Some(plan_json.to_owned()),
             value_from: None,
         }]),
         ports: Some(vec![
