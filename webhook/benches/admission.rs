@@ -25,7 +25,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use serde_json::json;
@@ -158,11 +157,9 @@ struct RawConn {
 
 impl RawConn {
     async fn connect(addr: SocketAddr, ca_pem: &str) -> RawConn {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let connector = tokio_rustls::TlsConnector::from(common::client_config(ca_pem));
-        let name = ServerName::try_from(common::sni()).unwrap();
-        let tls = connector.connect(name, tcp).await.unwrap();
+        let tls = common::connect_tls(addr, ca_pem, &common::sni())
+            .await
+            .unwrap();
         RawConn {
             tls,
             buf: Vec::with_capacity(16 * 1024),
@@ -475,81 +472,86 @@ async fn in_process(configs: Vec<ConfigSource>, pods: Pods) -> Duration {
     t.elapsed() / (rounds * PER_CONN) as u32
 }
 
+/// Name, configs, pods, whether a patch is expected, offered rate (`None`: closed loop).
+type Scenario = (
+    &'static str,
+    fn() -> Vec<ConfigSource>,
+    Pods,
+    bool,
+    Option<f64>,
+);
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
+    let same = || Pods::same(review("ns-7", "svc-3"));
+    let scenarios: [Scenario; 7] = [
+        (
+            "spread, inject, closed loop",
+            spread_configs,
+            same(),
+            true,
+            None,
+        ),
+        (
+            "spread, inject, a new ReplicaSet each review, closed loop",
+            spread_configs,
+            Pods::NewReplicaSetEach,
+            true,
+            None,
+        ),
+        (
+            "spread, inject, a new pod shape each review (nothing reused), closed loop",
+            spread_configs,
+            Pods::NewShapeEach,
+            true,
+            None,
+        ),
+        (
+            "spread, inject, 2,000/s offered",
+            spread_configs,
+            same(),
+            true,
+            Some(2000.0),
+        ),
+        (
+            "spread, inject, 6,000/s offered",
+            spread_configs,
+            same(),
+            true,
+            Some(6000.0),
+        ),
+        (
+            "one-namespace, inject, closed loop",
+            one_namespace_configs,
+            same(),
+            true,
+            None,
+        ),
+        (
+            "spread, skip (no match), closed loop",
+            spread_configs,
+            Pods::same(review("ns-7", "nothing")),
+            false,
+            None,
+        ),
+    ];
     let results = rt.block_on(async {
-        [
-            scenario(
-                "spread, inject, closed loop",
-                spread_configs(),
-                Pods::same(review("ns-7", "svc-3")),
-                true,
-                None,
-            )
-            .await,
-            scenario(
-                "spread, inject, a new ReplicaSet each review, closed loop",
-                spread_configs(),
-                Pods::NewReplicaSetEach,
-                true,
-                None,
-            )
-            .await,
-            scenario(
-                "spread, inject, a new pod shape each review (nothing reused), closed loop",
-                spread_configs(),
-                Pods::NewShapeEach,
-                true,
-                None,
-            )
-            .await,
-            scenario(
-                "spread, inject, 2,000/s offered",
-                spread_configs(),
-                Pods::same(review("ns-7", "svc-3")),
-                true,
-                Some(2000.0),
-            )
-            .await,
-            scenario(
-                "spread, inject, 6,000/s offered",
-                spread_configs(),
-                Pods::same(review("ns-7", "svc-3")),
-                true,
-                Some(6000.0),
-            )
-            .await,
-            scenario(
-                "one-namespace, inject, closed loop",
-                one_namespace_configs(),
-                Pods::same(review("ns-7", "svc-3")),
-                true,
-                None,
-            )
-            .await,
-            scenario(
-                "spread, skip (no match), closed loop",
-                spread_configs(),
-                Pods::same(review("ns-7", "nothing")),
-                false,
-                None,
-            )
-            .await,
-        ]
-        .into_iter()
-        .flatten()
-        .chain(
+        let mut results = Vec::new();
+        for (name, configs, pods, expect_patch, rate) in scenarios {
+            results.extend(scenario(name, configs(), pods, expect_patch, rate).await);
+        }
+        results.extend(
             external(
                 "spread, inject, h2load client (another process), closed loop",
                 spread_configs(),
                 review("ns-7", "svc-3"),
             )
             .await,
-        )
-        .collect::<Vec<_>>()
+        );
+        results
     });
     println!(
         "webhook admission: 1,000 configs, {CONCURRENCY} concurrent HTTPS connections, {} cores, body {} bytes",

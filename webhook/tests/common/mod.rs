@@ -79,13 +79,22 @@ pub struct Conn {
     pub peer_certs: Vec<CertificateDer<'static>>,
 }
 
-/// Opens one HTTPS connection (TLS verified against `ca_pem` with SNI `sni`).
-pub async fn connect(addr: SocketAddr, ca_pem: &str, sni: &str) -> std::io::Result<Conn> {
+/// One TLS connection (verified against `ca_pem` with SNI `sni`, ALPN http/1.1).
+pub async fn connect_tls(
+    addr: SocketAddr,
+    ca_pem: &str,
+    sni: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let connector = tokio_rustls::TlsConnector::from(client_config(ca_pem));
     let name = ServerName::try_from(sni.to_string()).unwrap();
-    let tls = connector.connect(name, tcp).await?;
+    connector.connect(name, tcp).await
+}
+
+/// Opens one HTTPS connection (TLS verified against `ca_pem` with SNI `sni`).
+pub async fn connect(addr: SocketAddr, ca_pem: &str, sni: &str) -> std::io::Result<Conn> {
+    let tls = connect_tls(addr, ca_pem, sni).await?;
     let peer_certs = tls
         .get_ref()
         .1
