@@ -24,8 +24,6 @@ use common::Ca;
 use netns::{BIN, Netns, check, pod_and_client, privileged, text};
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
 use tls_steal_crds::StealPlan;
-use tls_steal_crds::plan::PortPlan;
-use tls_steal_crds::types::{AgentAsClient, AgentAsServer, ClientVerification, TlsAuthentication};
 
 const APP_PORT: u16 = 8443;
 const PROXY_PORT: u16 = 15443;
@@ -331,26 +329,12 @@ fn ipv4_and_ipv6_clients_reach_the_app_through_the_proxy() {
     );
 
     // tls-steal-proxy: the app's own certificate toward clients, the app verified with the root.
-    let plan = StealPlan::from_ports(vec![PortPlan {
-        port: APP_PORT,
-        container: "app".into(),
-        config: "MirrordTlsStealConfig/default/pod-netns".into(),
-        agent_as_server: AgentAsServer {
-            authentication: TlsAuthentication {
-                cert_pem: chain.to_str().unwrap().into(),
-                key_pem: key.to_str().unwrap().into(),
-            },
-            alpn_protocols: vec!["h2".into(), "http/1.1".into()],
-            verification: None,
-        },
-        agent_as_client: AgentAsClient {
-            authentication: None,
-            verification: ClientVerification {
-                accept_any_cert: false,
-                trust_roots: vec![root_file.to_str().unwrap().into()],
-            },
-        },
-    }]);
+    let plan = StealPlan::from_ports(vec![common::port_plan_with(
+        APP_PORT,
+        chain.to_str().unwrap(),
+        key.to_str().unwrap(),
+        root_file.to_str().unwrap(),
+    )]);
     let plan_file = dir.path().join("plan.json");
     std::fs::write(&plan_file, plan.to_json()).unwrap();
     let proxy_log = dir.path().join("proxy.stderr");

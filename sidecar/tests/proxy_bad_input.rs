@@ -192,13 +192,7 @@ async fn http2_silent_and_idle_connections_are_closed_streaming_ones_kept() {
 
         // One request, then nothing: closed after the idle timeout (2 s) with GOAWAY.
         let tls = tls_connect(addr, &h2).await.unwrap();
-        let (mut s, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tls),
-        )
-        .await
-        .unwrap();
-        let conn = tokio::spawn(conn);
+        let (mut s, conn) = h2_client(tls).await;
         let req = http::Request::get("https://app.test/once")
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
@@ -252,13 +246,7 @@ async fn client_vanishing_mid_body() {
                 tls.write_all(&vec![b'x'; 1 << 20]).await.unwrap();
                 drop(tls);
             } else {
-                let (mut s, conn) = hyper::client::conn::http2::handshake(
-                    hyper_util::rt::TokioExecutor::new(),
-                    hyper_util::rt::TokioIo::new(tls),
-                )
-                .await
-                .unwrap();
-                let conn = tokio::spawn(conn);
+                let (mut s, conn) = h2_client(tls).await;
                 let (mut tx, body) = futures::channel::mpsc::channel::<
                     Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>,
                 >(4);

@@ -215,13 +215,7 @@ async fn no_alpn_is_sniffed_and_sni_falls_back_to_authority() {
     let tls = tls_connect(proxy.listen[0], &ClientOpts::new(&pki, &[]))
         .await
         .unwrap();
-    let (mut s, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut s, _conn) = h2_client(tls).await;
     let resp = s
         .send_request(
             http::Request::get("https://app.test/h2pk")

@@ -428,6 +428,25 @@ impl ClientOpts {
 
 pub type ClientTls = tokio_rustls::client::TlsStream<TcpStream>;
 
+/// An HTTP/2 client over `tls` sending bodies of type `B`; its connection runs in the returned
+/// task, which ends when the connection does.
+pub async fn h2_client<B>(
+    tls: ClientTls,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .unwrap();
+    (s, tokio::spawn(conn))
+}
+
 pub async fn tls_connect(addr: SocketAddr, o: &ClientOpts) -> std::io::Result<ClientTls> {
     let mut roots = rustls::RootCertStore::empty();
     for r in &o.roots {
@@ -545,14 +564,24 @@ pub async fn get_seen(proxy: SocketAddr, o: &ClientOpts, path: &str) -> Result<S
 /// The plan entry of the usual setup: the app's own cert and key on the proxy, the app
 /// verified with its root, no client authentication toward the app.
 pub fn port_plan(pki: &Pki, port: u16) -> PortPlan {
+    port_plan_with(
+        port,
+        &pki.path("server.crt"),
+        &pki.path("server.key"),
+        &pki.path("server-root.crt"),
+    )
+}
+
+/// [`port_plan`] with the certificate, key and root at the given paths.
+pub fn port_plan_with(port: u16, cert: &str, key: &str, root: &str) -> PortPlan {
     PortPlan {
         port,
         container: "app".into(),
         config: "MirrordTlsStealConfig/default/test".into(),
         agent_as_server: AgentAsServer {
             authentication: TlsAuthentication {
-                cert_pem: pki.path("server.crt"),
-                key_pem: pki.path("server.key"),
+                cert_pem: cert.into(),
+                key_pem: key.into(),
             },
             alpn_protocols: vec!["h2".into(), "http/1.1".into()],
             verification: None,
@@ -561,7 +590,7 @@ pub fn port_plan(pki: &Pki, port: u16) -> PortPlan {
             authentication: None,
             verification: ClientVerification {
                 accept_any_cert: false,
-                trust_roots: vec![pki.path("server-root.crt")],
+                trust_roots: vec![root.into()],
             },
         },
     }
