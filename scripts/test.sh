@@ -4,7 +4,10 @@
 # suite on a real local Kubernetes (e2e/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A full run builds from clean (CI): incremental caches would only double the disk it needs.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 bash scripts/setup.sh
+bash scripts/disk.sh check
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
@@ -13,3 +16,4 @@ echo "== cargo nextest (unit and integration)"
 cargo nextest run --workspace --locked --no-fail-fast
 echo "== e2e: a real single-node Kubernetes (built once from Debian's sources, cached), the chart, real pods"
 E2E_PROFILE=debug bash e2e/scripts/run.sh
+bash scripts/disk.sh report
