@@ -192,19 +192,25 @@ impl Admission {
 
     fn read(&self, body: &[u8]) -> Step {
         // The common case in one typed pass over only the fields used; anything unusual takes
-        // the general path below, which decides every error answer.
-        if let Ok(FastReview {
-            api_version,
-            kind,
-            request: Some(req),
-            ..
-        }) = serde_json::from_slice::<FastReview>(body)
+        // the general path below, which decides every error answer. The body's UTF-8 is checked
+        // once here, so the parser does not check each string again.
+        if let Ok(text) = std::str::from_utf8(body)
+            && let Ok(FastReview {
+                api_version,
+                kind,
+                request: Some(req),
+            }) = serde_json::from_str::<FastReview>(text)
             && req.kind.kind == "Pod"
             && req.kind.group.is_empty()
         {
-            let mut req = whole_pods(req);
-            req.types = kube::core::TypeMeta { api_version, kind };
-            return self.start(req);
+            return self.start(PodRequest {
+                types: kube::core::TypeMeta { api_version, kind },
+                uid: req.uid,
+                operation: req.operation,
+                namespace: req.namespace,
+                dry_run: req.dry_run,
+                object: req.object.map(|p| p.0),
+            });
         }
         self.read_general(body)
     }
@@ -263,8 +269,8 @@ impl Admission {
                 );
             }
         };
-        match review.try_into() {
-            Ok(req) => self.start(req),
+        match TryInto::<AdmissionRequest<Pod>>::try_into(review) {
+            Ok(req) => self.start(PodRequest::from(req)),
             Err(_) => {
                 let resp = AdmissionResponse::invalid("AdmissionReview without request");
                 done(ReviewResult::Invalid, 400, resp)
@@ -274,8 +280,8 @@ impl Admission {
 
     /// Everything up to the owner lookup: the operation, the skips that need no configs, the
     /// namespace's configs and the pod's target paths.
-    fn start(&self, mut req: AdmissionRequest<Pod>) -> Step {
-        let resp = AdmissionResponse::from(&req);
+    fn start(&self, mut req: PodRequest) -> Step {
+        let resp = allowed(&req);
         let (Operation::Create, Some(pod)) = (&req.operation, req.object.take()) else {
             let warning = format!(
                 "tls-steal: only pod CREATE is mutated, got {:?}; admitted unchanged",
@@ -508,41 +514,73 @@ impl Admission {
     }
 }
 
-/// `AdmissionReview<Pod>` with the same fields and types, minus kube-core's
-/// `#[serde(flatten)]` of the type meta, which makes serde buffer the whole body before reading
-/// it, and with the pods read as [`SparsePod`]s. What it reads gets the same answer as on the
-/// general path (see `sparse_pod` for the one decided difference).
+/// The parts of an `AdmissionReview<Pod>` that admission reads, read in one pass: no
+/// `#[serde(flatten)]` of the type meta (kube-core's, which makes serde buffer the whole body),
+/// the pods as [`SparsePod`]s, and the request's other fields (`userInfo`, `resource`,
+/// `oldObject`, `options`, ...) skipped unread. What it reads gets the same answer as on the
+/// general path; the decided difference is that fields it does not read are not validated (see
+/// `sparse_pod`): a review the API server would never send, such as one without `userInfo`,
+/// is answered here where the general path calls it malformed.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct FastReview {
     api_version: String,
     kind: String,
-    request: Option<AdmissionRequest<SparsePod>>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    response: Option<AdmissionResponse>,
+    request: Option<FastRequest>,
 }
 
-/// The request with its pods as `Pod`s.
-fn whole_pods(req: AdmissionRequest<SparsePod>) -> AdmissionRequest<Pod> {
-    AdmissionRequest {
-        types: req.types,
-        uid: req.uid,
-        kind: req.kind,
-        resource: req.resource,
-        sub_resource: req.sub_resource,
-        request_kind: req.request_kind,
-        request_resource: req.request_resource,
-        request_sub_resource: req.request_sub_resource,
-        name: req.name,
-        namespace: req.namespace,
-        operation: req.operation,
-        user_info: req.user_info,
-        object: req.object.map(|p| p.0),
-        old_object: req.old_object.map(|p| p.0),
-        dry_run: req.dry_run,
-        options: req.options,
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FastRequest {
+    uid: String,
+    kind: FastKind,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: Operation,
+    object: Option<SparsePod>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Deserialize)]
+struct FastKind {
+    group: String,
+    kind: String,
+}
+
+/// What `start` needs of a pod's AdmissionRequest, from either read.
+struct PodRequest {
+    types: kube::core::TypeMeta,
+    uid: String,
+    operation: Operation,
+    namespace: Option<String>,
+    dry_run: bool,
+    object: Option<Pod>,
+}
+
+impl From<AdmissionRequest<Pod>> for PodRequest {
+    fn from(req: AdmissionRequest<Pod>) -> Self {
+        PodRequest {
+            types: req.types,
+            uid: req.uid,
+            operation: req.operation,
+            namespace: req.namespace,
+            dry_run: req.dry_run,
+            object: req.object,
+        }
     }
+}
+
+/// `AdmissionResponse::from(&AdmissionRequest)` for a [`PodRequest`]: allowed, no patch, the
+/// request's uid and type meta. kube-core has no public constructor taking these two, so this
+/// starts from `invalid` and sets every field `from` sets (a test compares the two).
+fn allowed(req: &PodRequest) -> AdmissionResponse {
+    let mut resp = AdmissionResponse::invalid("");
+    resp.types = req.types.clone();
+    resp.uid = req.uid.clone();
+    resp.allowed = true;
+    resp.result = Default::default();
+    resp
 }
 
 /// What an event about a pod being created refers to: its controller (which exists already),
@@ -683,12 +721,9 @@ mod tests {
         );
         bad["request"]["object"]["spec"]["containers"] = json!("not a list");
         bodies.push(bad);
-        let mut no_user = review("admission.k8s.io/v1", pod_kind, "CREATE", pod("web"));
-        no_user["request"]
-            .as_object_mut()
-            .unwrap()
-            .remove("userInfo");
-        bodies.push(no_user);
+        let mut dry_run = review("admission.k8s.io/v1", pod_kind, "CREATE", pod("web"));
+        dry_run["request"]["dryRun"] = true.into();
+        bodies.push(dry_run);
         let mut bodies: Vec<Vec<u8>> = bodies
             .iter()
             .map(|b| serde_json::to_vec(b).unwrap())
@@ -710,7 +745,7 @@ mod tests {
             let v: Value = serde_json::from_slice(&fast.body).unwrap();
             patched += usize::from(v["response"].get("patch").is_some());
         }
-        assert_eq!(patched, 3);
+        assert_eq!(patched, 4);
     }
 
     fn create(pod: Value, uid: &str) -> Vec<u8> {
@@ -761,21 +796,59 @@ mod tests {
         assert_eq!(a.memo.patches(), 2, "patches do not depend on the configs");
     }
 
-    /// Fields the webhook does not read are not validated on the one-pass read (`sparse_pod`):
-    /// a pod with a malformed `resources` is injected there, where the general path calls the
-    /// review malformed and admits it unchanged.
+    /// Fields the webhook does not read are not validated on the one-pass read (`sparse_pod`,
+    /// `FastReview`): a pod with a malformed `resources`, or a review without `userInfo` or
+    /// with a malformed `oldObject`, is injected there, where the general path calls the review
+    /// malformed and admits it unchanged.
     #[tokio::test]
     async fn unread_fields_are_not_validated() {
+        let mut bad_resources = pod("web");
+        bad_resources["spec"]["containers"][0]["resources"] = "lots".into();
+        let mut no_user: Value = serde_json::from_slice(&create(pod("web"), "u-2")).unwrap();
+        no_user["request"]
+            .as_object_mut()
+            .unwrap()
+            .remove("userInfo");
+        let mut bad_old: Value = serde_json::from_slice(&create(pod("web"), "u-3")).unwrap();
+        bad_old["request"]["oldObject"] = json!({"spec": {"containers": 7}});
+        for body in [
+            create(bad_resources, "u-1"),
+            serde_json::to_vec(&no_user).unwrap(),
+            serde_json::to_vec(&bad_old).unwrap(),
+        ] {
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let a = admission();
+            let (result, fast) = a.complete(a.read(&body)).await;
+            assert_eq!(result, ReviewResult::Injected, "{text}");
+            assert_eq!(fast.status, 200);
+            let (result, general) = a.complete(a.read_general(&body)).await;
+            assert_eq!(result, ReviewResult::Invalid, "{text}");
+            assert!(String::from_utf8_lossy(&general.body).contains("malformed AdmissionReview"));
+        }
+    }
+
+    /// A body that is not UTF-8 takes the general path, which names the problem.
+    #[tokio::test]
+    async fn non_utf8_body_is_invalid() {
         let a = admission();
-        let mut bad = pod("web");
-        bad["spec"]["containers"][0]["resources"] = "lots".into();
-        let body = create(bad, "u-1");
-        let (result, fast) = a.complete(a.read(&body)).await;
-        assert_eq!(result, ReviewResult::Injected);
-        let (result, general) = a.complete(a.read_general(&body)).await;
+        let mut body = create(pod("web"), "u-1");
+        let at = body.windows(3).position(|w| w == b"web").unwrap();
+        body[at] = 0xff;
+        let (result, answer) = a.complete(a.read(&body)).await;
         assert_eq!(result, ReviewResult::Invalid);
-        assert!(String::from_utf8_lossy(&general.body).contains("malformed AdmissionReview"));
-        assert_eq!(fast.status, 200);
+        assert_eq!(answer.status, 400);
+        assert!(String::from_utf8_lossy(&answer.body).contains("request body is not JSON"));
+    }
+
+    /// `allowed` builds what kube-core's `AdmissionResponse::from(&request)` builds.
+    #[test]
+    fn allowed_matches_kube_core_from_request() {
+        let body = create(pod("web"), "u-9");
+        let review: AdmissionReview<Pod> = serde_json::from_slice(&body).unwrap();
+        let req: AdmissionRequest<Pod> = review.try_into().unwrap();
+        let want = serde_json::to_value(AdmissionResponse::from(&req).into_review()).unwrap();
+        let got = serde_json::to_value(allowed(&PodRequest::from(req)).into_review()).unwrap();
+        assert_eq!(got, want);
     }
 
     /// The patched answer is what kube-core's review with the patch added would serialise to.
