@@ -4,7 +4,8 @@
 #
 # Runs the admission bench's in-process part only (`Admission::review` on one task, no HTTP/TLS;
 # `webhook/benches/admission.rs`, `in_process`) under callgrind, one dump per scenario, and
-# divides the review's inclusive instructions by its calls (20 warm-up + 3,000 reviews each).
+# divides the review's inclusive instructions by its calls (20 warm-up + 3,000 reviews each, all
+# different).
 #
 # Usage: bash bench/admission_instructions.sh [BENCH_BIN...]   (default: builds the bench)
 set -euo pipefail

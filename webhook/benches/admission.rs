@@ -118,7 +118,7 @@ fn review_of_replicaset(namespace: &str, deploy: &str, hash: &str, own_mount: bo
     }
     serde_json::to_vec(&json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4",
+        "request": {"uid": UID,
             "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "namespace": namespace, "operation": "CREATE",
@@ -215,11 +215,27 @@ impl RawConn {
     }
 }
 
+/// The request uid of [`review_of_replicaset`]'s reviews, replaced in each review sent.
+const UID: &str = "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4";
+
+/// `body` with its request uid made unique for review `k` of connection `conn`, as the API
+/// server sends every review with a uid of its own.
+fn with_uid(body: &[u8], conn: usize, k: usize) -> Vec<u8> {
+    let uid = format!("0c9a8d74-9cb7-44dd-{conn:04x}-{k:012x}");
+    let at = body
+        .windows(UID.len())
+        .position(|w| w == UID.as_bytes())
+        .expect("the review's uid");
+    let mut out = body.to_vec();
+    out[at..at + UID.len()].copy_from_slice(uid.as_bytes());
+    out
+}
+
 /// What the connections send.
 #[derive(Clone)]
 enum Pods {
-    /// The same review again and again: pods of one ReplicaSet, as a rollout or a scale-up
-    /// sends them (the webhook reuses its decision for all but the first).
+    /// The same review but for its uid, again and again: pods of one ReplicaSet, as a rollout
+    /// or a scale-up sends them (the webhook replays its answer for all but the first).
     OneReplicaSet(Arc<Vec<u8>>),
     /// Every review a pod of another ReplicaSet of `svc-3` in `ns-7` (as when many Deployments
     /// roll out at once): no decision can be reused, but the patch can (same plan and shape).
@@ -237,7 +253,7 @@ impl Pods {
     /// Review `k` of connection `conn`.
     fn body(&self, conn: usize, k: usize) -> Arc<Vec<u8>> {
         match self {
-            Pods::OneReplicaSet(b) => b.clone(),
+            Pods::OneReplicaSet(b) => Arc::new(with_uid(b, conn, k)),
             Pods::NewReplicaSetEach | Pods::NewShapeEach => Arc::new(review_of_replicaset(
                 "ns-7",
                 "svc-3",
@@ -249,24 +265,20 @@ impl Pods {
 
     /// Every review connection `conn` sends (warm-up first), made before the clock starts.
     fn bodies(&self, conn: usize) -> Vec<Arc<Vec<u8>>> {
-        (0..WARMUP_PER_CONN + PER_CONN)
-            .map(|k| self.body(conn, k))
-            .collect()
+        self.first(conn, WARMUP_PER_CONN + PER_CONN)
+    }
+
+    /// The first `n` reviews of connection `conn`: all different.
+    fn first(&self, conn: usize, n: usize) -> Vec<Arc<Vec<u8>>> {
+        (0..n).map(|k| self.body(conn, k)).collect()
     }
 
     /// [`Pods::bodies`] as HTTP requests.
     fn requests(&self, conn: usize) -> Vec<Arc<Vec<u8>>> {
-        match self {
-            Pods::OneReplicaSet(b) => {
-                let req = Arc::new(RawConn::request(b));
-                vec![req; WARMUP_PER_CONN + PER_CONN]
-            }
-            Pods::NewReplicaSetEach | Pods::NewShapeEach => self
-                .bodies(conn)
-                .iter()
-                .map(|b| Arc::new(RawConn::request(b)))
-                .collect(),
-        }
+        self.bodies(conn)
+            .iter()
+            .map(|b| Arc::new(RawConn::request(b)))
+            .collect()
     }
 }
 
@@ -458,18 +470,17 @@ fn process_cpu() -> Duration {
 /// CPU cost of one review without HTTP/TLS: `Admission::review` in a loop on one task.
 async fn in_process(configs: Vec<ConfigSource>, pods: Pods) -> Duration {
     let admission = admission(configs);
-    let bodies = pods.bodies(0);
+    // Every review a different one, as in the scenarios: none is seen twice.
+    let n = 6 * PER_CONN;
+    let bodies = pods.first(0, WARMUP_PER_CONN + n);
     for body in &bodies[..WARMUP_PER_CONN] {
         admission.review(body).await;
     }
-    let rounds = 6;
     let t = Instant::now();
-    for _ in 0..rounds {
-        for body in &bodies[WARMUP_PER_CONN..] {
-            assert_eq!(admission.review(body).await.status, 200);
-        }
+    for body in &bodies[WARMUP_PER_CONN..] {
+        assert_eq!(admission.review(body).await.status, 200);
     }
-    t.elapsed() / (rounds * PER_CONN) as u32
+    t.elapsed() / n as u32
 }
 
 /// Name, configs, pods, whether a patch is expected, offered rate (`None`: closed loop).

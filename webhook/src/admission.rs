@@ -34,6 +34,7 @@ use crate::configs::{ConfigCache, NamespaceConfigs};
 use crate::memo::{self, Decided, Injected, Memo};
 use crate::metrics::{Metrics, ReviewResult};
 use crate::mutate::{PodShape, SkipReason, plan_for, plan_mutation, precheck, undeclared_ports};
+use crate::replay::{Outcome, Replay, Replayable};
 use crate::settings::Settings;
 use crate::sparse_pod::SparsePod;
 
@@ -53,6 +54,8 @@ pub struct Admission {
     pub cluster: Option<Cluster>,
     /// Decisions and patches per pod shape (see `memo`).
     memo: Memo,
+    /// Answers of reviews that differ only in their uid (see `replay`).
+    replay: Replay,
 }
 
 /// An HTTP status and a JSON body.
@@ -108,6 +111,17 @@ fn base64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
 
+/// The line operators see for each injected pod.
+fn log_injection(target: &str, namespace: &str, injected: &Injected) {
+    tracing::info!(
+        %target,
+        %namespace,
+        ports = ?injected.ports,
+        hash = %injected.hash,
+        "injecting tls-steal"
+    );
+}
+
 /// `allowed: true` for a request that could not be turned into an [`AdmissionRequest`].
 fn bare_allowed(uid: String, api_version: &str) -> AdmissionResponse {
     let mut resp: AdmissionResponse =
@@ -129,7 +143,8 @@ fn allowed_with_warning(mut resp: AdmissionResponse, warning: String) -> Admissi
 
 /// Where a review stands after its synchronous part.
 enum Step {
-    Done(ReviewResult, Answer),
+    /// With the request uid and outcome when the answer depends on the body alone.
+    Done(ReviewResult, Answer, Option<(String, Outcome)>),
     /// A pod CREATE to decide on. Boxed: only this crosses the owner lookup's `.await`, which
     /// keeps the review's future small (axum moves it several times; a 23 kB future, when the
     /// request sat in it, cost 5% of the server's CPU in memcpy).
@@ -158,6 +173,7 @@ impl Admission {
             metrics,
             cluster,
             memo: Memo::default(),
+            replay: Replay::default(),
         }
     }
 
@@ -169,23 +185,67 @@ impl Admission {
     /// Answers one request body. Never panics.
     pub async fn review(&self, body: &[u8]) -> Answer {
         let start = Instant::now();
-        let (result, answer) = self.complete(self.read(body)).await;
+        // Read before the review: a config change during it makes its template unusable.
+        let generation = self.cache.generation();
+        if let Some(r) = self.replay.answer(body, generation) {
+            let result = self.replayed(&r.outcome);
+            self.metrics.review(result, start.elapsed());
+            return Answer {
+                status: r.status,
+                body: r.body,
+            };
+        }
+        let (result, answer, outcome) = self.complete(self.read(body)).await;
+        if let Some((uid, outcome)) = outcome {
+            let review = Replayable {
+                uid,
+                generation,
+                outcome,
+            };
+            self.replay.keep(body, review, answer.status, &answer.body);
+        }
         self.metrics.review(result, start.elapsed());
         answer
     }
 
-    /// The only asynchronous part: owners that names cannot answer are looked up.
-    async fn complete(&self, step: Step) -> (ReviewResult, Answer) {
+    /// What a review whose answer is replayed does besides answering (see `replay`).
+    fn replayed(&self, outcome: &Outcome) -> ReviewResult {
+        match outcome {
+            Outcome::Skipped(reason) => {
+                self.metrics.skip(*reason);
+                tracing::debug!(reason = reason.as_str(), "skipped");
+                ReviewResult::Skipped
+            }
+            Outcome::Injected {
+                injected,
+                target,
+                namespace,
+            } => {
+                log_injection(target, namespace, injected);
+                ReviewResult::Injected
+            }
+        }
+    }
+
+    /// The only asynchronous part: owners that names cannot answer are looked up. Also returns
+    /// the request uid and outcome when the answer depends on the body alone (replayable).
+    async fn complete(&self, step: Step) -> (ReviewResult, Answer, Option<(String, Outcome)>) {
         match step {
-            Step::Done(result, answer) => (result, answer),
+            Step::Done(result, answer, replayable) => (result, answer, replayable),
             Step::Pod(mut review) => {
-                if self.cluster.is_some()
+                let looked_up = self.cluster.is_some()
                     && !review.entries.is_empty()
-                    && !review.target.needs_lookup().is_empty()
-                {
+                    && !review.target.needs_lookup().is_empty();
+                if looked_up {
                     Box::pin(self.lookup_owners(&mut review.target, &review.namespace)).await;
                 }
-                self.finish(*review)
+                let uid = review.resp.uid.clone();
+                let (result, answer, outcome) = self.finish(*review);
+                (
+                    result,
+                    answer,
+                    outcome.filter(|_| !looked_up).map(|o| (uid, o)),
+                )
             }
         }
     }
@@ -217,7 +277,7 @@ impl Admission {
 
     fn read_general(&self, body: &[u8]) -> Step {
         let done = |result, status, resp: AdmissionResponse| {
-            Step::Done(result, answer(status, &resp.into_review()))
+            Step::Done(result, answer(status, &resp.into_review()), None)
         };
         let value: serde_json::Value = match serde_json::from_slice(body) {
             Ok(v) => v,
@@ -291,6 +351,7 @@ impl Admission {
             return Step::Done(
                 ReviewResult::UnexpectedKind,
                 answer(200, &resp.into_review()),
+                None,
             );
         };
         let namespace = req
@@ -301,7 +362,13 @@ impl Admission {
         if let Some(reason) = precheck(&pod, &self.settings) {
             self.metrics.skip(reason);
             tracing::debug!(reason = reason.as_str(), "skipped");
-            return Step::Done(ReviewResult::Skipped, answer(200, &resp.into_review()));
+            let uid = resp.uid.clone();
+            let answer = answer(200, &resp.into_review());
+            return Step::Done(
+                ReviewResult::Skipped,
+                answer,
+                Some((uid, Outcome::Skipped(reason))),
+            );
         }
         let entries = self.cache.for_namespace(&namespace);
         let target = PodTarget::from_pod(&pod);
@@ -315,20 +382,34 @@ impl Admission {
         }))
     }
 
-    fn finish(&self, review: PodReview) -> (ReviewResult, Answer) {
+    /// The answer, and the outcome when replaying it would do all the review did. Only
+    /// reviews whose decision was remembered (the second pod of a shape on) are offered as
+    /// replay templates: a pod whose shape is seen once pays nothing for replays.
+    fn finish(&self, review: PodReview) -> (ReviewResult, Answer, Option<Outcome>) {
         let resp = &review.resp;
         match self.decide(&review) {
-            Ok(None) => (
+            Ok((Err(reason), reused)) => (
                 ReviewResult::Skipped,
                 answer(200, &resp.clone().into_review()),
+                reused.then_some(Outcome::Skipped(reason)),
             ),
-            Ok(Some(injected)) => match answer_with_patch(resp, &injected.patch_base64) {
-                Ok(a) => (ReviewResult::Injected, a),
+            Ok((Ok(injected), reused)) => match answer_with_patch(resp, &injected.patch_base64) {
+                // Warnings about undeclared ports are events about this pod: not replayed.
+                Ok(a) => {
+                    let replayable = reused && injected.undeclared_ports.is_empty();
+                    let outcome = replayable.then(|| Outcome::Injected {
+                        target: review.target.display_name(),
+                        namespace: review.namespace.clone(),
+                        injected: injected.clone(),
+                    });
+                    (ReviewResult::Injected, a, outcome)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "serialising the answer");
                     (
                         ReviewResult::Error,
                         answer(200, &resp.clone().into_review()),
+                        None,
                     )
                 }
             },
@@ -346,13 +427,19 @@ impl Admission {
                 (
                     ReviewResult::Error,
                     answer(200, &resp.clone().into_review()),
+                    None,
                 )
             }
         }
     }
 
-    /// The injection for the pod (`None`: skipped), remembered per pod shape.
-    fn decide(&self, review: &PodReview) -> Result<Option<Arc<Injected>>, String> {
+    /// The injection for the pod (`Err`: skipped, why), remembered per pod shape; `true` when
+    /// the decision was remembered.
+    #[allow(clippy::type_complexity)]
+    fn decide(
+        &self,
+        review: &PodReview,
+    ) -> Result<(Result<Arc<Injected>, SkipReason>, bool), String> {
         let PodReview {
             pod,
             namespace,
@@ -363,7 +450,7 @@ impl Admission {
         let Some(shape) = PodShape::of(pod) else {
             // precheck has skipped pods without a spec.
             self.metrics.skip(SkipReason::NoSpec);
-            return Ok(None);
+            return Ok((Err(SkipReason::NoSpec), false));
         };
         let key = self.memo.key(memo::Key {
             namespace: namespace.clone(),
@@ -371,28 +458,22 @@ impl Admission {
             shape,
         });
         let generation = entries.generation();
-        let decided = match self.memo.get(generation, &key) {
-            Some(d) => d,
+        let (decided, reused) = match self.memo.get(generation, &key) {
+            Some(d) => (d, true),
             None => {
                 let d = self.compute(pod, key.key(), entries)?;
                 self.memo.insert(generation, key, d.clone());
-                d
+                (d, false)
             }
         };
         let injected = match decided {
             Decided::Skip(reason) => {
                 self.metrics.skip(reason);
-                return Ok(None);
+                return Ok((Err(reason), reused));
             }
             Decided::Inject(i) => i,
         };
-        tracing::info!(
-            target = %target.display_name(),
-            %namespace,
-            ports = ?injected.ports,
-            hash = %injected.hash,
-            "injecting tls-steal"
-        );
+        log_injection(&target.display_name(), namespace, &injected);
         if !injected.undeclared_ports.is_empty() {
             self.metrics
                 .undeclared_ports(injected.undeclared_ports.len());
@@ -400,7 +481,7 @@ impl Admission {
                 self.warn_undeclared(pod, namespace, &injected);
             }
         }
-        Ok(Some(injected))
+        Ok((Ok(injected), reused))
     }
 
     /// The decision for `key`, from the namespace's configs. `pod` only feeds the patch's check
@@ -734,10 +815,10 @@ mod tests {
         bodies.push(b"[1, 2]".to_vec());
         let mut patched = 0;
         for body in &bodies {
-            let (r1, fast) = a.complete(a.read(body)).await;
+            let (r1, fast, _) = a.complete(a.read(body)).await;
             // A fresh admission: no decision remembered from the fast path's review.
             let b = admission();
-            let (r2, general) = b.complete(b.read_general(body)).await;
+            let (r2, general, _) = b.complete(b.read_general(body)).await;
             let text = String::from_utf8_lossy(body);
             assert_eq!(r1, r2, "{text}");
             assert_eq!(fast.status, general.status, "{text}");
@@ -796,6 +877,67 @@ mod tests {
         assert_eq!(a.memo.patches(), 2, "patches do not depend on the configs");
     }
 
+    /// A review that differs from an earlier one only in its uid gets the earlier answer with
+    /// its own uid: byte for byte what a fresh review gives, counted like one. A config change,
+    /// another pod, or a uid that would not read as itself means a fresh review. The first pod
+    /// of a shape is not kept; the second (its decision remembered) is.
+    #[tokio::test]
+    async fn replayed_answers_equal_fresh_ones() {
+        let a = admission();
+        a.review(&create(pod("web"), "u-0")).await;
+        assert!(a.replay.is_empty(), "the first pod of a shape");
+        let mut host = pod("web");
+        host["spec"]["hostNetwork"] = true.into();
+        for pod in [pod("web"), pod("api"), host] {
+            a.review(&create(pod.clone(), "u-0")).await;
+            a.review(&create(pod.clone(), "u-1")).await;
+            for uid in ["u-2", "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4", ""] {
+                let hits = a.replay.hits();
+                let replayed = a.review(&create(pod.clone(), uid)).await;
+                assert_eq!(a.replay.hits(), hits + 1, "{pod} {uid}");
+                let fresh = admission().review(&create(pod.clone(), uid)).await;
+                assert_eq!(replayed.status, fresh.status);
+                assert_eq!(replayed.body, fresh.body, "{pod} {uid}");
+            }
+        }
+        let counters = a.metrics.render(1);
+        for line in [
+            "tls_steal_webhook_reviews_total{result=\"injected\"} 6",
+            "tls_steal_webhook_reviews_total{result=\"skipped\"} 10",
+            "tls_steal_webhook_skips_total{reason=\"no_matching_config\"} 5",
+            "tls_steal_webhook_skips_total{reason=\"host_network\"} 5",
+        ] {
+            assert!(counters.lines().any(|l| l == line), "{line}\n{counters}");
+        }
+        // A uid with an escape reads as something else: reviewed afresh.
+        let hits = a.replay.hits();
+        let escaped = a.review(&create(pod("web"), "u\\u0031")).await;
+        let fresh = admission().review(&create(pod("web"), "u\\u0031")).await;
+        assert_eq!((a.replay.hits(), &escaped.body), (hits, &fresh.body));
+        // Another pod, then a config change: reviewed afresh, against the new configs.
+        let mut other = pod("web");
+        other["metadata"]["labels"]["extra"] = "1".into();
+        a.review(&create(other, "u-3")).await;
+        a.cache.replace(vec![]);
+        let after = a.review(&create(pod("web"), "u-4")).await;
+        assert_eq!(a.replay.hits(), hits);
+        assert!(!String::from_utf8_lossy(&after.body).contains("\"patch\""));
+    }
+
+    /// A pod whose plan has a port no container declares gets a warning event per pod: its
+    /// answer is never replayed.
+    #[tokio::test]
+    async fn undeclared_port_answers_are_not_replayed() {
+        let a = admission();
+        let mut undeclared = pod("web");
+        undeclared["spec"]["containers"][0]["ports"] = json!([]);
+        for uid in ["u-1", "u-2"] {
+            let answer = a.review(&create(undeclared.clone(), uid)).await;
+            assert!(String::from_utf8_lossy(&answer.body).contains("\"patch\""));
+        }
+        assert_eq!((a.replay.hits(), a.replay.len()), (0, 0));
+    }
+
     /// Fields the webhook does not read are not validated on the one-pass read (`sparse_pod`,
     /// `FastReview`): a pod with a malformed `resources`, or a review without `userInfo` or
     /// with a malformed `oldObject`, is injected there, where the general path calls the review
@@ -818,10 +960,10 @@ mod tests {
         ] {
             let text = String::from_utf8_lossy(&body).into_owned();
             let a = admission();
-            let (result, fast) = a.complete(a.read(&body)).await;
+            let (result, fast, _) = a.complete(a.read(&body)).await;
             assert_eq!(result, ReviewResult::Injected, "{text}");
             assert_eq!(fast.status, 200);
-            let (result, general) = a.complete(a.read_general(&body)).await;
+            let (result, general, _) = a.complete(a.read_general(&body)).await;
             assert_eq!(result, ReviewResult::Invalid, "{text}");
             assert!(String::from_utf8_lossy(&general.body).contains("malformed AdmissionReview"));
         }
@@ -834,7 +976,7 @@ mod tests {
         let mut body = create(pod("web"), "u-1");
         let at = body.windows(3).position(|w| w == b"web").unwrap();
         body[at] = 0xff;
-        let (result, answer) = a.complete(a.read(&body)).await;
+        let (result, answer, _) = a.complete(a.read(&body)).await;
         assert_eq!(result, ReviewResult::Invalid);
         assert_eq!(answer.status, 400);
         assert!(String::from_utf8_lossy(&answer.body).contains("request body is not JSON"));

@@ -265,6 +265,11 @@ impl ConfigCache {
         cache
     }
 
+    /// Grows with every change of any config; a snapshot built now has at least this one.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     /// Both caches have completed their initial list.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)

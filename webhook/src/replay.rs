@@ -1,0 +1,317 @@
+//! Answers replayed for reviews that differ from an earlier one only in `request.uid`.
+//!
+//! The pods a ReplicaSet (Job, DaemonSet, ...) creates in one burst reach admission as
+//! byte-identical reviews but for the request's uid: the API server calls webhooks before it
+//! generates the pod's name and uid, and the `managedFields` time it has already set counts whole
+//! seconds. Reading the JSON is about 70% of a review, so for such a review the answer of the
+//! earlier one is replayed with the new uid, after a byte comparison instead of a parse.
+//!
+//! Sound by construction. A template is kept only when all of these hold, each checked:
+//! * the body has no backslash, so every string in it is written as its value;
+//! * the request uid that was read occurs once in the body, as the content of one of its
+//!   `"uid":"` strings (the k-th), so that span *is* `request.uid`;
+//! * the review was answered without the cluster (no owner lookup), its answer is an injection
+//!   or a skip and nothing else happened for that pod (no event), so the answer is a function of
+//!   the body, the settings and the config generation;
+//! * the answer holds the uid exactly once, where it is written.
+//!
+//! Admission offers a review as a template once its decision came from the memo (the second pod
+//! of a shape on): the first pod of each shape, which may never be followed, pays nothing here.
+//!
+//! Templates are found by a hash of the body without the contents of its `"uid":"` strings (the
+//! request's, owners', the user's: which one is the request's is not known before reading). A
+//! body is replayed only when the bytes before and after its k-th `"uid":"` string's content
+//! equal the template's, that content has no backslash, control character or invalid UTF-8 (so
+//! it reads as itself, and the general path would write it unchanged), and the config generation
+//! is the template's. Such a body *is* the template with another request uid, so its answer is
+//! the template's with that uid. Tests compare replayed answers with fresh ones byte for byte.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use foldhash::fast::RandomState;
+
+use crate::memo::Injected;
+use crate::mutate::SkipReason;
+
+/// Templates kept at most (each about twice a review's size).
+pub const CAPACITY: usize = 256;
+
+const UID_KEY: &[u8] = b"\"uid\":\"";
+
+/// Built once: building a finder costs more than searching a review with it.
+static UID_FINDER: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(UID_KEY));
+
+/// What the template's review did besides answering, done again on each replay.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Skipped(SkipReason),
+    Injected {
+        injected: Arc<Injected>,
+        target: String,
+        namespace: String,
+    },
+}
+
+/// A review that may become a template: its request uid, the config generation read before it
+/// and what it did.
+pub struct Replayable {
+    pub uid: String,
+    pub generation: u64,
+    pub outcome: Outcome,
+}
+
+/// A replayed answer.
+pub struct Replayed {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub outcome: Outcome,
+}
+
+struct Template {
+    body: Vec<u8>,
+    /// Which `"uid":"` string is the request's, of how many.
+    uid_index: usize,
+    uids: usize,
+    uid_start: usize,
+    uid_end: usize,
+    generation: u64,
+    status: u16,
+    answer_before: Vec<u8>,
+    answer_after: Vec<u8>,
+    outcome: Outcome,
+}
+
+#[derive(Default)]
+pub struct Replay {
+    hasher: RandomState,
+    templates: Mutex<HashMap<u64, Arc<Template>, RandomState>>,
+    hits: AtomicU64,
+}
+
+/// Start and end of the content of each `"uid":"` string (up to the next quote).
+fn uid_spans(body: &[u8]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut from = 0;
+    while let Some(at) = UID_FINDER.find(&body[from..]) {
+        let start = from + at + UID_KEY.len();
+        let Some(len) = memchr::memchr(b'"', &body[start..]) else {
+            break;
+        };
+        spans.push((start, start + len));
+        from = start + len;
+    }
+    spans
+}
+
+/// Reads as itself inside a JSON string, and serde_json writes it unchanged.
+fn plain(s: &[u8]) -> bool {
+    s.iter().all(|&b| b >= 0x20 && b != b'\\') && std::str::from_utf8(s).is_ok()
+}
+
+impl Replay {
+    /// The hash of `body` without the contents of its `"uid":"` strings.
+    fn key(&self, body: &[u8], spans: &[(usize, usize)]) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        let mut from = 0;
+        for &(start, end) in spans {
+            h.write(&body[from..start]);
+            from = end;
+        }
+        h.write(&body[from..]);
+        h.finish()
+    }
+
+    /// The answer for `body` if it is a kept template with another request uid.
+    pub fn answer(&self, body: &[u8], generation: u64) -> Option<Replayed> {
+        let spans = uid_spans(body);
+        let key = self.key(body, &spans);
+        let t = self
+            .templates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)?
+            .clone();
+        if spans.len() != t.uids {
+            return None;
+        }
+        let (start, end) = spans[t.uid_index];
+        let uid = &body[start..end];
+        if !plain(uid)
+            || t.generation != generation
+            || t.uid_start != start
+            || body[..start] != t.body[..start]
+            || body[end..] != t.body[t.uid_end..]
+        {
+            return None;
+        }
+        let mut answer =
+            Vec::with_capacity(t.answer_before.len() + uid.len() + t.answer_after.len());
+        answer.extend_from_slice(&t.answer_before);
+        answer.extend_from_slice(uid);
+        answer.extend_from_slice(&t.answer_after);
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(Replayed {
+            status: t.status,
+            body: answer,
+            outcome: t.outcome.clone(),
+        })
+    }
+
+    /// Keeps the review of `body` as a template when the module's conditions hold.
+    pub fn keep(&self, body: &[u8], review: Replayable, status: u16, answer: &[u8]) {
+        let uid = review.uid.as_bytes();
+        if uid.is_empty() || !plain(uid) || memchr::memchr(b'\\', body).is_some() {
+            return;
+        }
+        let finder = memchr::memmem::Finder::new(uid);
+        if finder.find_iter(body).count() != 1 {
+            return;
+        }
+        let spans = uid_spans(body);
+        let Some(uid_index) = spans.iter().position(|&(s, e)| &body[s..e] == uid) else {
+            return;
+        };
+        let (start, end) = spans[uid_index];
+        let mut in_answer = finder.find_iter(answer);
+        let (Some(at), None) = (in_answer.next(), in_answer.next()) else {
+            return;
+        };
+        if !answer[..at].ends_with(UID_KEY) || answer.get(at + uid.len()) != Some(&b'"') {
+            return;
+        }
+        let template = Template {
+            body: body.to_vec(),
+            uid_index,
+            uids: spans.len(),
+            uid_start: start,
+            uid_end: end,
+            generation: review.generation,
+            status,
+            answer_before: answer[..at].to_vec(),
+            answer_after: answer[at + uid.len()..].to_vec(),
+            outcome: review.outcome,
+        };
+        let key = self.key(body, &spans);
+        let mut templates = self.templates.lock().unwrap_or_else(|e| e.into_inner());
+        if templates.len() >= CAPACITY
+            && !templates.contains_key(&key)
+            && let Some(&any) = templates.keys().next()
+        {
+            templates.remove(&any);
+        }
+        templates.insert(key, Arc::new(template));
+    }
+
+    /// Templates kept.
+    pub fn len(&self) -> usize {
+        self.templates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Answers replayed so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skipped() -> Outcome {
+        Outcome::Skipped(SkipReason::NoMatchingConfig)
+    }
+
+    fn body(uid: &str, name: &str) -> Vec<u8> {
+        format!(r#"{{"request":{{"uid":"{uid}","object":{{"n":"{name}"}}}}}}"#).into_bytes()
+    }
+
+    fn answer(uid: &str) -> Vec<u8> {
+        format!(r#"{{"response":{{"allowed":true,"uid":"{uid}"}}}}"#).into_bytes()
+    }
+
+    fn keep(r: &Replay, body: &[u8], uid: &str, generation: u64) {
+        let review = Replayable {
+            uid: uid.into(),
+            generation,
+            outcome: skipped(),
+        };
+        r.keep(body, review, 200, &answer(uid));
+    }
+
+    #[test]
+    fn replays_with_the_new_uid_only_for_the_same_body() {
+        let r = Replay::default();
+        keep(&r, &body("u-1", "a"), "u-1", 3);
+        assert_eq!(r.len(), 1);
+        let got = r.answer(&body("u-22", "a"), 3).unwrap();
+        assert_eq!(got.body, answer("u-22"));
+        assert_eq!(got.status, 200);
+        assert!(r.answer(&body("u-22", "b"), 3).is_none(), "another object");
+        assert!(r.answer(&body("u-22", "a"), 4).is_none(), "configs changed");
+        // Content that would not read as itself: not replayed.
+        for uid in ["u\\\"x", "u\u{1}", "u\\u0031"] {
+            assert!(r.answer(&body(uid, "a"), 3).is_none(), "{uid:?}");
+        }
+        assert_eq!(r.hits(), 1);
+    }
+
+    /// Other `"uid":"` strings (an owner's) before the request's: only the request's may differ.
+    #[test]
+    fn only_the_request_uid_may_differ() {
+        let r = Replay::default();
+        let body = |owner: &str, uid: &str| {
+            format!(r#"{{"o":{{"uid":"{owner}"}},"request":{{"uid":"{uid}"}}}}"#).into_bytes()
+        };
+        keep(&r, &body("own-1", "u-1"), "u-1", 1);
+        assert_eq!(
+            r.answer(&body("own-1", "u-2"), 1).unwrap().body,
+            answer("u-2")
+        );
+        assert!(r.answer(&body("own-2", "u-1"), 1).is_none());
+        assert!(r.answer(&body("own-2", "u-2"), 1).is_none());
+    }
+
+    #[test]
+    fn keeps_only_what_it_can_prove() {
+        let r = Replay::default();
+        // A backslash anywhere: strings may not read as written.
+        keep(&r, br#"{"request":{"uid":"u-1","o":"a\"b"}}"#, "u-1", 1);
+        // The request uid is not the content of a "uid" string.
+        keep(&r, &body("u-2", "u-1"), "u-1", 1);
+        // The uid occurs twice in the body.
+        keep(&r, &body("u-1", "u-1"), "u-1", 1);
+        // The uid occurs twice in the answer.
+        let review = Replayable {
+            uid: "u-1".into(),
+            generation: 1,
+            outcome: skipped(),
+        };
+        r.keep(
+            &body("u-1", "a"),
+            review,
+            200,
+            br#"{"uid":"u-1","m":"u-1"}"#,
+        );
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn bounded() {
+        let r = Replay::default();
+        for i in 0..CAPACITY + 10 {
+            keep(&r, &body("u-1", &format!("pod-{i}")), "u-1", 1);
+        }
+        assert_eq!(r.len(), CAPACITY);
+    }
+}
