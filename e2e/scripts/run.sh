@@ -321,6 +321,33 @@ else
   skip "rollout on config edit/delete, unrelated Deployment untouched" "E2E_ROLLOUT=0"
 fi
 
+# a burst of pods of one ReplicaSet (a new Deployment of 9 replicas): every pod injected, and the
+# webhook replays its answer for reviews that differ only in their uid (webhook/src/replay.rs),
+# read from each webhook pod's /metrics through the API server's pod proxy
+check_burst_replayed() {
+  [ "$WEBHOOK_UP" = 1 ] || { echo "needs the webhook Available"; return 1; }
+  render demo-app.yaml.in $NS_IN demo-app-burst | sed 's/replicas: 1/replicas: 9/' | kc apply -f - >/dev/null ||
+    { echo "Deployment create failed"; return 1; }
+  nine_pods() { [ "$(kc -n $NS_IN get pods -l app=demo-app-burst -o name | wc -l)" -ge 9 ]; }
+  wait_for 90 "9 demo-app-burst pods" nine_pods || { echo "fewer than 9 demo-app-burst pods after 90s"; return 1; }
+  local pod c bare=0
+  for pod in $(kc -n $NS_IN get pods -l app=demo-app-burst -o jsonpath='{.items[*].metadata.name}'); do
+    c=$(containers_of $NS_IN "$pod")
+    [[ ${c#*containers:} == *tls-steal-proxy,* ]] || { echo "not injected: $pod ($c)"; bare=$((bare+1)); }
+  done
+  local total=0 n p
+  for p in $(kc -n tls-steal get pods -l app.kubernetes.io/name=tls-steal-webhook -o jsonpath='{.items[*].metadata.name}'); do
+    n=$(kc get --raw "/api/v1/namespaces/tls-steal/pods/https:$p:8443/proxy/metrics" |
+      awk '/^tls_steal_webhook_replayed_total / {print $2}')
+    echo "webhook $p: replayed_total ${n:-?}"
+    total=$((total + ${n:-0}))
+  done
+  kc -n $NS_IN delete deploy demo-app-burst --wait=false >/dev/null
+  [ $bare = 0 ] || { echo "$bare of 9 burst pods not injected"; return 1; }
+  [ "$total" -ge 1 ] || { echo "no review of the 9-pod burst was replayed (replayed_total $total)"; return 1; }
+}
+check "a 9-pod burst: all injected, answers replayed for reviews differing only in uid" check_burst_replayed
+
 # fail open: with the webhook scaled to zero, pods of an opted-in namespace are still created
 # (failurePolicy Ignore), promptly and uninjected; then the webhook comes back
 check_fail_open() {

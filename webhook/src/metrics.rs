@@ -54,6 +54,7 @@ pub struct Metrics {
     undeclared_ports: AtomicU64,
     owner_lookup_errors: AtomicU64,
     oversized: AtomicU64,
+    replayed: AtomicU64,
     duration_buckets: [AtomicU64; BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum_micros: AtomicU64,
@@ -95,6 +96,16 @@ impl Metrics {
 
     pub fn oversized(&self) {
         self.oversized.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A review answered by replaying a kept answer (see `replay`).
+    pub fn replayed(&self) {
+        self.replayed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count of replayed reviews.
+    pub fn replays(&self) -> u64 {
+        self.replayed.load(Ordering::Relaxed)
     }
 
     /// Count of reviews with `result`.
@@ -143,29 +154,32 @@ impl Metrics {
                 load(c)
             );
         }
-        s.push_str("# HELP tls_steal_webhook_undeclared_ports_total Captured ports that no container declares.\n");
-        s.push_str("# TYPE tls_steal_webhook_undeclared_ports_total counter\n");
-        let _ = writeln!(
-            s,
-            "tls_steal_webhook_undeclared_ports_total {}",
-            load(&self.undeclared_ports)
-        );
-        s.push_str("# HELP tls_steal_webhook_owner_lookup_errors_total Failed ReplicaSet/Job owner lookups.\n");
-        s.push_str("# TYPE tls_steal_webhook_owner_lookup_errors_total counter\n");
-        let _ = writeln!(
-            s,
-            "tls_steal_webhook_owner_lookup_errors_total {}",
-            load(&self.owner_lookup_errors)
-        );
-        s.push_str(
-            "# HELP tls_steal_webhook_oversized_requests_total Requests refused with 413.\n",
-        );
-        s.push_str("# TYPE tls_steal_webhook_oversized_requests_total counter\n");
-        let _ = writeln!(
-            s,
-            "tls_steal_webhook_oversized_requests_total {}",
-            load(&self.oversized)
-        );
+        for (name, help, value) in [
+            (
+                "undeclared_ports_total",
+                "Captured ports that no container declares.",
+                &self.undeclared_ports,
+            ),
+            (
+                "owner_lookup_errors_total",
+                "Failed ReplicaSet/Job owner lookups.",
+                &self.owner_lookup_errors,
+            ),
+            (
+                "oversized_requests_total",
+                "Requests refused with 413.",
+                &self.oversized,
+            ),
+            (
+                "replayed_total",
+                "Reviews answered with a kept answer and their own uid (they differed in nothing else).",
+                &self.replayed,
+            ),
+        ] {
+            let _ = writeln!(s, "# HELP tls_steal_webhook_{name} {help}");
+            let _ = writeln!(s, "# TYPE tls_steal_webhook_{name} counter");
+            let _ = writeln!(s, "tls_steal_webhook_{name} {}", load(value));
+        }
         s.push_str("# HELP tls_steal_webhook_configs Configs of both kinds in the cache.\n");
         s.push_str("# TYPE tls_steal_webhook_configs gauge\n");
         let _ = writeln!(s, "tls_steal_webhook_configs {configs}");
