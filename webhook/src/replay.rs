@@ -38,6 +38,10 @@ use crate::mutate::SkipReason;
 /// Templates kept at most (each about twice a review's size).
 pub const CAPACITY: usize = 256;
 
+/// Larger reviews are not kept, which bounds the templates to about 32 MiB (pods are typically
+/// 2-20 kB; the API server sends up to about 1.5 MB).
+pub const MAX_BODY: usize = 64 * 1024;
+
 const UID_KEY: &[u8] = b"\"uid\":\"";
 
 /// Built once: building a finder costs more than searching a review with it.
@@ -160,6 +164,9 @@ impl Replay {
 
     /// Keeps the review of `body` as a template when the module's conditions hold.
     pub fn keep(&self, body: &[u8], review: Replayable, status: u16, answer: &[u8]) {
+        if body.len() > MAX_BODY {
+            return;
+        }
         let (start, end) = review.uid_span;
         let Some(uid) = body.get(start..end).filter(|u| !u.is_empty() && plain(u)) else {
             return;
@@ -295,6 +302,9 @@ mod tests {
         keep_at(&r, &b, (n, n + 1), &answer("a"));
         // A span past the body.
         keep_at(&r, &b, (start, b.len() + 1), &answer("u-1"));
+        // A body over the size kept.
+        let big = body("u-1", &"x".repeat(MAX_BODY));
+        keep(&r, &big);
         // An empty uid.
         keep_at(&r, &body("", "a"), request_uid(&body("", "a")), &answer(""));
         // The uid twice in the answer, or not where the answer writes it.
