@@ -400,31 +400,33 @@ impl Admission {
     fn finish(&self, review: PodReview) -> (ReviewResult, Answer, Option<Outcome>) {
         let resp = &review.resp;
         match self.decide(&review) {
-            Ok((Err(reason), reused)) => (
+            Ok((Decided::Skip(reason), reused)) => (
                 ReviewResult::Skipped,
                 answer(200, &resp.clone().into_review()),
                 reused.then_some(Outcome::Skipped(reason)),
             ),
-            Ok((Ok(injected), reused)) => match answer_with_patch(resp, &injected.patch_base64) {
-                // Warnings about undeclared ports are events about this pod: not replayed.
-                Ok(a) => {
-                    let replayable = reused && injected.undeclared_ports.is_empty();
-                    let outcome = replayable.then(|| Outcome::Injected {
-                        target: review.target.display_name(),
-                        namespace: review.namespace.clone(),
-                        injected: injected.clone(),
-                    });
-                    (ReviewResult::Injected, a, outcome)
+            Ok((Decided::Inject(injected), reused)) => {
+                match answer_with_patch(resp, &injected.patch_base64) {
+                    // Warnings about undeclared ports are events about this pod: not replayed.
+                    Ok(a) => {
+                        let replayable = reused && injected.undeclared_ports.is_empty();
+                        let outcome = replayable.then(|| Outcome::Injected {
+                            target: review.target.display_name(),
+                            namespace: review.namespace.clone(),
+                            injected: injected.clone(),
+                        });
+                        (ReviewResult::Injected, a, outcome)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "serialising the answer");
+                        (
+                            ReviewResult::Error,
+                            answer(200, &resp.clone().into_review()),
+                            None,
+                        )
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "serialising the answer");
-                    (
-                        ReviewResult::Error,
-                        answer(200, &resp.clone().into_review()),
-                        None,
-                    )
-                }
-            },
+            }
             Err(e) => {
                 let namespace = &review.namespace;
                 tracing::error!(error = %e, %namespace, "injection failed; pod admitted unchanged");
@@ -445,13 +447,8 @@ impl Admission {
         }
     }
 
-    /// The injection for the pod (`Err`: skipped, why), remembered per pod shape; `true` when
-    /// the decision was remembered.
-    #[allow(clippy::type_complexity)]
-    fn decide(
-        &self,
-        review: &PodReview,
-    ) -> Result<(Result<Arc<Injected>, SkipReason>, bool), String> {
+    /// The decision for the pod, remembered per pod shape; `true` when it was remembered.
+    fn decide(&self, review: &PodReview) -> Result<(Decided, bool), String> {
         let PodReview {
             pod,
             namespace,
@@ -462,7 +459,7 @@ impl Admission {
         let Some(shape) = PodShape::of(pod) else {
             // precheck has skipped pods without a spec.
             self.metrics.skip(SkipReason::NoSpec);
-            return Ok((Err(SkipReason::NoSpec), false));
+            return Ok((Decided::Skip(SkipReason::NoSpec), false));
         };
         let key = self.memo.key(memo::Key {
             namespace: namespace.clone(),
@@ -478,22 +475,22 @@ impl Admission {
                 (d, false)
             }
         };
-        let injected = match decided {
+        let injected = match &decided {
             Decided::Skip(reason) => {
-                self.metrics.skip(reason);
-                return Ok((Err(reason), reused));
+                self.metrics.skip(*reason);
+                return Ok((decided, reused));
             }
             Decided::Inject(i) => i,
         };
-        log_injection(&target.display_name(), namespace, &injected);
+        log_injection(&target.display_name(), namespace, injected);
         if !injected.undeclared_ports.is_empty() {
             self.metrics
                 .undeclared_ports(injected.undeclared_ports.len());
             if !review.dry_run {
-                self.warn_undeclared(pod, namespace, &injected);
+                self.warn_undeclared(pod, namespace, injected);
             }
         }
-        Ok((Ok(injected), reused))
+        Ok((decided, reused))
     }
 
     /// The decision for `key`, from the namespace's configs. `pod` only feeds the patch's check
