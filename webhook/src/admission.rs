@@ -189,15 +189,18 @@ impl Admission {
         let start = Instant::now();
         // Read before the review: a config change during it makes its template unusable.
         let generation = self.cache.generation();
-        if let Some(r) = self.replay.answer(body, generation) {
-            self.metrics.replayed();
-            let result = self.replayed(&r.outcome);
-            self.metrics.review(result, start.elapsed());
-            return Answer {
-                status: r.status,
-                body: r.body,
-            };
-        }
+        let probe = match self.replay.answer(body, generation) {
+            Ok(r) => {
+                self.metrics.replayed();
+                let result = self.replayed(&r.outcome);
+                self.metrics.review(result, start.elapsed());
+                return Answer {
+                    status: r.status,
+                    body: r.body,
+                };
+            }
+            Err(probe) => probe,
+        };
         let (result, answer, outcome) = self.complete(self.read(body)).await;
         if let Some((uid_span, outcome)) = outcome {
             let review = Replayable {
@@ -205,7 +208,8 @@ impl Admission {
                 generation,
                 outcome,
             };
-            self.replay.keep(body, review, answer.status, &answer.body);
+            self.replay
+                .keep(body, probe, review, answer.status, &answer.body);
         }
         self.metrics.review(result, start.elapsed());
         answer

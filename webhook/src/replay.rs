@@ -67,6 +67,14 @@ pub struct Replayable {
     pub outcome: Outcome,
 }
 
+/// A body's `"uid":"` strings and the hash of the rest: found once per review, for the lookup
+/// and, when it misses, for keeping the review.
+#[derive(Debug)]
+pub struct Probe {
+    spans: Vec<(usize, usize)>,
+    key: u64,
+}
+
 /// A replayed answer.
 pub struct Replayed {
     pub status: u16,
@@ -127,20 +135,31 @@ impl Replay {
         h.finish()
     }
 
-    /// The answer for `body` if it is a kept template with another request uid.
-    pub fn answer(&self, body: &[u8], generation: u64) -> Option<Replayed> {
+    /// Where `body`'s `"uid":"` strings are, and the hash of the rest.
+    pub fn probe(&self, body: &[u8]) -> Probe {
         let spans = uid_spans(body);
         let key = self.key(body, &spans);
+        Probe { spans, key }
+    }
+
+    /// The answer for `body` if it is a kept template with another request uid; else its probe,
+    /// for [`Replay::keep`] once the review is answered.
+    pub fn answer(&self, body: &[u8], generation: u64) -> Result<Replayed, Probe> {
+        let probe = self.probe(body);
+        self.replayed(body, &probe, generation).ok_or(probe)
+    }
+
+    fn replayed(&self, body: &[u8], probe: &Probe, generation: u64) -> Option<Replayed> {
         let t = self
             .templates
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)?
+            .get(&probe.key)?
             .clone();
-        if spans.len() != t.uids {
+        if probe.spans.len() != t.uids {
             return None;
         }
-        let (start, end) = spans[t.uid_index];
+        let (start, end) = probe.spans[t.uid_index];
         let uid = &body[start..end];
         if !plain(uid)
             || t.generation != generation
@@ -162,8 +181,9 @@ impl Replay {
         })
     }
 
-    /// Keeps the review of `body` as a template when the module's conditions hold.
-    pub fn keep(&self, body: &[u8], review: Replayable, status: u16, answer: &[u8]) {
+    /// Keeps the review of `body` (probed by [`Replay::answer`]) as a template when the module's
+    /// conditions hold.
+    pub fn keep(&self, body: &[u8], probe: Probe, review: Replayable, status: u16, answer: &[u8]) {
         if body.len() > MAX_BODY {
             return;
         }
@@ -171,7 +191,7 @@ impl Replay {
         let Some(uid) = body.get(start..end).filter(|u| !u.is_empty() && plain(u)) else {
             return;
         };
-        let spans = uid_spans(body);
+        let Probe { spans, key } = probe;
         let Some(uid_index) = spans.iter().position(|&span| span == (start, end)) else {
             return;
         };
@@ -195,7 +215,6 @@ impl Replay {
             answer_after: answer[at + uid.len()..].to_vec(),
             outcome: review.outcome,
         };
-        let key = self.key(body, &spans);
         let mut templates = self.templates.lock().unwrap_or_else(|e| e.into_inner());
         if templates.len() >= CAPACITY
             && !templates.contains_key(&key)
@@ -248,7 +267,7 @@ mod tests {
             generation: 1,
             outcome: skipped(),
         };
-        r.keep(body, review, 200, answer);
+        r.keep(body, r.probe(body), review, 200, answer);
     }
 
     fn keep(r: &Replay, body: &[u8]) {
@@ -265,11 +284,11 @@ mod tests {
         let got = r.answer(&body("u-22", "a"), 1).unwrap();
         assert_eq!(got.body, answer("u-22"));
         assert_eq!(got.status, 200);
-        assert!(r.answer(&body("u-22", "b"), 1).is_none(), "another object");
-        assert!(r.answer(&body("u-22", "a"), 2).is_none(), "configs changed");
+        assert!(r.answer(&body("u-22", "b"), 1).is_err(), "another object");
+        assert!(r.answer(&body("u-22", "a"), 2).is_err(), "configs changed");
         // Content that would not read as itself: not replayed.
         for uid in ["u\\\"x", "u\u{1}", "u\\u0031"] {
-            assert!(r.answer(&body(uid, "a"), 1).is_none(), "{uid:?}");
+            assert!(r.answer(&body(uid, "a"), 1).is_err(), "{uid:?}");
         }
     }
 
@@ -288,8 +307,8 @@ mod tests {
         assert_eq!(r.len(), 1);
         let got = r.answer(&body("own-1", "u-2"), 1).unwrap();
         assert_eq!(got.body, answer("u-2"));
-        assert!(r.answer(&body("own-2", "u-1"), 1).is_none());
-        assert!(r.answer(&body("own-2", "u-2"), 1).is_none());
+        assert!(r.answer(&body("own-2", "u-1"), 1).is_err());
+        assert!(r.answer(&body("own-2", "u-2"), 1).is_err());
     }
 
     #[test]
