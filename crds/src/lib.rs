@@ -5,10 +5,12 @@
 //!
 //! Pure logic, no I/O: the webhook feeds it cluster state, the sidecar reads the plan it produces.
 
+pub mod contract;
 pub mod crdgen;
 pub mod filter;
 pub mod pattern;
 pub mod plan;
+pub mod probe;
 pub mod selector;
 pub mod session;
 pub mod status;

@@ -35,8 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::filter::HttpFilter;
 
-/// Port of the session API (127.0.0.1 only).
-pub const SESSION_API_PORT: u16 = 15400;
+pub use crate::contract::SESSION_API_PORT;
 /// Registration path.
 pub const REGISTER_PATH: &str = "/v1/sessions";
 /// Status path.

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use crate::contract::RESERVED_PORTS;
 use crate::pattern::wildcard_match;
 use crate::selector::OPERATORS;
 use crate::target::known_prefixes;
@@ -55,7 +56,7 @@ impl Errors {
 
 impl TlsStealSpec {
     /// Checks everything the API server cannot: pattern problems, selector operators, empty or
-    /// relative PEM paths, duplicate ports, empty ALPN entries and verification settings that
+    /// relative PEM paths, duplicate ports, the proxy's own ports, empty ALPN entries and verification settings that
     /// could never accept anyone.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errs = Errors::default();
@@ -102,6 +103,15 @@ impl TlsStealSpec {
             let at = format!("spec.ports[{i}]");
             if port.port == 0 {
                 errs.push(format!("{at}.port"), "must be between 1 and 65535");
+            } else if RESERVED_PORTS.contains(&port.port) {
+                errs.push(
+                    format!("{at}.port"),
+                    format!(
+                        "port {} is one of tls-steal-proxy's own ports ({}); capturing it would loop or hide the proxy",
+                        port.port,
+                        RESERVED_PORTS.map(|p| p.to_string()).join(", ")
+                    ),
+                );
             } else if !seen.insert(port.port) {
                 errs.push(
                     format!("{at}.port"),

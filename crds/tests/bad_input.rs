@@ -58,6 +58,13 @@ fn each_invalid_field_names_its_path() {
         "more than once",
     );
     assert_reports(json!({"ports": []}), "spec.ports", "at least one port");
+    for own in tls_steal_crds::contract::RESERVED_PORTS {
+        assert_reports(
+            json!({"ports": [port(443), port(own)]}),
+            "spec.ports[1].port",
+            "tls-steal-proxy's own ports",
+        );
+    }
     assert_reports(
         json!({"ports": [port(0)]}),
         "spec.ports[0].port",
@@ -224,7 +231,9 @@ proptest! {
 
     #[test]
     fn valid_specs_always_plan_their_ports(ports in prop::collection::btree_set(1u16.., 1..5)) {
-        let ports: Vec<u16> = ports.into_iter().collect();
+        let reserved = tls_steal_crds::contract::RESERVED_PORTS;
+        let ports: Vec<u16> = ports.into_iter().filter(|p| !reserved.contains(p)).collect();
+        prop_assume!(!ports.is_empty());
         let pod = deployment_pod("web").container("app", &[]).target();
         let plan = build_plan(&pod, "ns", &[ConfigSource::namespaced("ns", "x", spec(None, &ports, "t"))]);
         prop_assert_eq!(plan.port_numbers(), ports);

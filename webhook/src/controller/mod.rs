@@ -91,8 +91,7 @@ use triggers::{ConfigTracker, NamespaceTracker, Trigger};
 
 pub use metrics::render_global as render_metrics;
 
-/// Pod-template annotation carrying the plan hash (public name, see DESIGN).
-pub const CONFIG_HASH_ANNOTATION: &str = "tls-steal.io/config-hash";
+pub use tls_steal_crds::contract::CONFIG_HASH_ANNOTATION;
 /// Workload (not template) annotation recording the plan hash of a workload adopted without a
 /// rollout: its pods already carried that plan. Read only while the template has no
 /// [`CONFIG_HASH_ANNOTATION`]; removed by the next template patch.
