@@ -62,6 +62,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - --sidecar-image={{ include "tls-steal.image" (merge (dict "appVersion" .Chart.AppVersion) .Values.image.sidecar) }}
 - --image-pull-policy={{ .Values.image.sidecar.pullPolicy }}
 - --sidecar-mode={{ .Values.sidecar.mode }}
+- --sidecar-drain-delay={{ .Values.sidecar.drainDelaySeconds }}
+- --sidecar-max-connections={{ .Values.sidecar.maxConnections }}
 {{- with .Values.sidecar.resources }}
 {{- with .requests }}
 {{- if .cpu }}

@@ -18,6 +18,7 @@ pub mod inject;
 pub mod memo;
 pub mod metrics;
 pub mod mutate;
+pub mod probes;
 pub mod replay;
 pub mod serve;
 pub mod server;

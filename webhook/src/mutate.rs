@@ -17,13 +17,18 @@
 //!   into the proxy. Paths on no volume (baked into the image), or whose mount path is already
 //!   taken in the proxy by another volume, make the pod `shareProcessNamespace: true` and give the
 //!   proxy `SYS_PTRACE` so it can read `/proc/<pid>/root` of the target container.
+//! * Probes of app containers that target a captured port move to the proxy's admin port
+//!   ([`crate::probes`]).
+//! * Hardening: see [`proxy_security`]; `tls-steal-init` runs as root with only `NET_ADMIN` and
+//!   `NET_RAW`, no privilege escalation, the runtime's seccomp profile.
 //! * Idempotence: a pod that already has `tls-steal-proxy`, `tls-steal-init` or the status
 //!   annotation is left unchanged ([`SkipReason::AlreadyInjected`]).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, Pod, PodSpec, Probe,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
+    Lifecycle, LifecycleHandler, ObjectFieldSelector, Pod, PodSpec, Probe, SeccompProfile,
     SecurityContext, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -31,10 +36,11 @@ use serde::{Deserialize, Serialize};
 use tls_steal_crds::plan::DiscardedPort;
 use tls_steal_crds::{ConfigSource, PodTarget, StealPlan, build_plan};
 
+use crate::probes::{self, ContainerProbes, Rewrite, probe_field};
 use crate::settings::{Settings, SidecarMode};
 use crate::{
-    ADMIN_PORT, CAPTURE_PORT, INIT_CONTAINER, PLAN_ENV, POD_OPT_OUT_KEY, PROXY_CONTAINER,
-    STATUS_ANNOTATION,
+    ADMIN_PORT, APP_PROBES_ENV, CAPTURE_PORT, INIT_CONTAINER, PLAN_ENV, POD_IP_ENV,
+    POD_OPT_OUT_KEY, PROXY_CONTAINER, PROXY_UID, STATUS_ANNOTATION,
 };
 
 /// Why a pod was left unchanged.
@@ -106,6 +112,8 @@ pub struct Injection {
     pub undeclared_ports: Vec<u16>,
     /// (container, path) resolved through `/proc/<pid>/root` rather than a volume.
     pub proc_files: Vec<(String, String)>,
+    /// App probes moved to the proxy's admin port.
+    pub probe_rewrites: Vec<Rewrite>,
 }
 
 /// What [`mutate`] decided for a pod, before it is applied: the plan and the additions.
@@ -122,6 +130,8 @@ pub struct Mutation {
     init_containers: Vec<Container>,
     /// Classic mode: inserted as the first container.
     first_container: Option<Container>,
+    /// App probes moved to the proxy's admin port (see [`crate::probes`]).
+    pub probe_rewrites: Vec<Rewrite>,
     /// The `tls-steal.io/status` annotation.
     status: String,
     /// What the patch is written against.
@@ -135,7 +145,7 @@ pub struct Mutation {
 /// anything the memo does not key on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PodShape {
-    /// Each container's name and volume mounts, in pod order.
+    /// Each container's name, volume mounts, named ports and probes, in pod order.
     containers: Vec<ContainerMounts>,
     patch: PatchShape,
 }
@@ -154,6 +164,8 @@ struct PatchShape {
 struct ContainerMounts {
     name: String,
     mounts: Vec<Mount>,
+    /// Named ports and probes, for the probe rewrite.
+    probes: ContainerProbes,
 }
 
 /// The fields of a `VolumeMount` that the proxy's mount copies.
@@ -185,6 +197,7 @@ impl PodShape {
                         sub_path_expr: m.sub_path_expr.clone(),
                     })
                     .collect(),
+                probes: ContainerProbes::of(c),
             })
             .collect();
         let annotations = pod
@@ -214,6 +227,11 @@ impl Mutation {
         spec.init_containers
             .get_or_insert_with(Vec::new)
             .extend(self.init_containers);
+        for r in self.probe_rewrites.iter() {
+            if let Some(c) = spec.containers.get_mut(r.index) {
+                r.apply(c);
+            }
+        }
         if let Some(c) = self.first_container {
             spec.containers.insert(0, c);
         }
@@ -226,6 +244,7 @@ impl Mutation {
             plan: self.plan,
             undeclared_ports: self.undeclared_ports,
             proc_files: self.proc_files,
+            probe_rewrites: self.probe_rewrites,
         }
     }
 
@@ -271,6 +290,22 @@ impl Mutation {
             }),
             Some(_) => {}
         }
+        // Before the classic-mode insertion at index 0, so the indices are the pod's own.
+        for r in &self.probe_rewrites {
+            let probe = format!("/spec/containers/{}/{}", r.index, probe_field(r.kind));
+            if r.was_tcp {
+                ops.push(PatchOp {
+                    op: "remove",
+                    path: format!("{probe}/tcpSocket"),
+                    value: PatchValue::None,
+                });
+            }
+            ops.push(PatchOp {
+                op: if r.was_tcp { "add" } else { "replace" },
+                path: format!("{probe}/httpGet"),
+                value: PatchValue::HttpGet(r.admin_action()),
+            });
+        }
         if let Some(c) = &self.first_container {
             ops.push(PatchOp {
                 op: "add",
@@ -311,6 +346,7 @@ impl Mutation {
 struct PatchOp<'a> {
     op: &'static str,
     path: String,
+    #[serde(skip_serializing_if = "PatchValue::is_none")]
     value: PatchValue<'a>,
 }
 
@@ -323,6 +359,15 @@ enum PatchValue<'a> {
     Status(#[serde(serialize_with = "status_map")] &'a str),
     Container(&'a Container),
     Containers(&'a [Container]),
+    HttpGet(HTTPGetAction),
+    /// A `remove` has no value.
+    None,
+}
+
+impl PatchValue<'_> {
+    fn is_none(&self) -> bool {
+        matches!(self, PatchValue::None)
+    }
 }
 
 fn status_map<S: serde::Serializer>(status: &&str, s: S) -> Result<S::Ok, S::Error> {
@@ -467,14 +512,40 @@ pub fn plan_mutation(
     settings: &Settings,
 ) -> Mutation {
     let (mounts, proc_files) = proxy_mounts(shape, &plan);
+    let probe_rewrites = probes::rewrites(
+        shape
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), &c.probes)),
+        &plan.port_numbers(),
+    );
     let init = init_container(&plan, settings);
-    let mut proxy = proxy_container(plan_json, mounts, !proc_files.is_empty(), settings);
+    let mut proxy = proxy_container(
+        plan_json,
+        probes::app_probes_json(&probe_rewrites),
+        mounts,
+        !proc_files.is_empty(),
+        settings,
+    );
     let (init_containers, first_container) = match settings.sidecar_mode {
         SidecarMode::Native => {
             proxy.restart_policy = Some("Always".into());
             (vec![init, proxy], None)
         }
-        SidecarMode::Classic => (vec![init], Some(proxy)),
+        SidecarMode::Classic => {
+            // The kubelet starts the next container only once this hook returns: the app
+            // starts after the proxy is ready (as Istio's holdApplicationUntilProxyStarts).
+            proxy.lifecycle = Some(Lifecycle {
+                post_start: Some(LifecycleHandler {
+                    exec: Some(ExecAction {
+                        command: Some(vec![SIDECAR_BINARY.into(), "wait".into()]),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            (vec![init], Some(proxy))
+        }
     };
     let status = InjectionStatus {
         configs: plan.configs.clone(),
@@ -490,6 +561,7 @@ pub fn plan_mutation(
         proc_files,
         init_containers,
         first_container,
+        probe_rewrites,
         status: serde_json::to_string(&status).expect("status serialises"),
         shape: shape.patch.clone(),
     }
@@ -516,13 +588,17 @@ fn init_container(plan: &StealPlan, settings: &Settings) -> Container {
             CAPTURE_PORT.to_string(),
         ]),
         resources: settings.resources.clone(),
+        // Root with only the two capabilities iptables needs: Pod Security "baseline" forbids
+        // both, which is why `pod_security` tests name exactly this rule (README).
         security_context: Some(SecurityContext {
             capabilities: Some(Capabilities {
                 add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
-                drop: None,
+                drop: Some(vec!["ALL".into()]),
             }),
             run_as_user: Some(0),
             run_as_non_root: Some(false),
+            allow_privilege_escalation: Some(false),
+            seccomp_profile: Some(runtime_default_seccomp()),
             ..Default::default()
         }),
         ..Default::default()
@@ -542,22 +618,60 @@ fn admin_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// Where the sidecar image keeps its binary (the `postStart` hook runs it).
+pub const SIDECAR_BINARY: &str = "/usr/local/bin/tls-steal-sidecar";
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
+    }
+}
+
 fn proxy_container(
     plan_json: &str,
+    app_probes_json: Option<String>,
     mounts: Vec<VolumeMount>,
     proc_fallback: bool,
     settings: &Settings,
 ) -> Container {
+    let mut env = vec![
+        EnvVar {
+            name: PLAN_ENV.into(),
+            value: Some(plan_json.to_owned()),
+            value_from: None,
+        },
+        EnvVar {
+            name: POD_IP_ENV.into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: None,
+                    field_path: "status.podIP".into(),
+                }),
+                ..Default::default()
+            }),
+        },
+    ];
+    if let Some(json) = app_probes_json {
+        env.push(EnvVar {
+            name: APP_PROBES_ENV.into(),
+            value: Some(json),
+            value_from: None,
+        });
+    }
     Container {
         name: PROXY_CONTAINER.into(),
         image: Some(settings.image.clone()),
         image_pull_policy: settings.image_pull_policy.clone(),
-        args: Some(vec!["proxy".into()]),
-        env: Some(vec![EnvVar {
-            name: PLAN_ENV.into(),
-            value: Some(plan_json.to_owned()),
-            value_from: None,
-        }]),
+        args: Some(vec![
+            "proxy".into(),
+            "--drain-delay".into(),
+            settings.drain_delay_seconds.to_string(),
+            "--max-connections".into(),
+            settings.max_connections.to_string(),
+        ]),
+        env: Some(env),
         ports: Some(vec![
             ContainerPort {
                 name: Some("tls-steal".into()),
@@ -575,16 +689,30 @@ fn proxy_container(
         readiness_probe: Some(admin_probe("/readyz", 2, 3)),
         startup_probe: Some(admin_probe("/healthz", 1, 60)),
         resources: settings.resources.clone(),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: proc_fallback.then(|| Capabilities {
-                add: Some(vec!["SYS_PTRACE".into()]),
-                drop: None,
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(proxy_security(proc_fallback)),
         volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        ..Default::default()
+    }
+}
+
+/// Without the `/proc` fallback the proxy meets Pod Security "restricted": a fixed non-root uid,
+/// no capabilities, read-only root, the runtime's seccomp profile. Reading another container's
+/// files through `/proc/<pid>/root` needs `SYS_PTRACE` (and `DAC_READ_SEARCH` for a key only its
+/// owner may read), which Kubernetes makes effective only for root (a non-root container gets
+/// no effective added capabilities), so only then does the proxy run as uid 0 with those two.
+fn proxy_security(proc_fallback: bool) -> SecurityContext {
+    let uid = if proc_fallback { 0 } else { PROXY_UID };
+    SecurityContext {
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        run_as_non_root: Some(!proc_fallback),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            add: proc_fallback.then(|| vec!["SYS_PTRACE".into(), "DAC_READ_SEARCH".into()]),
+            drop: Some(vec!["ALL".into()]),
+        }),
+        seccomp_profile: Some(runtime_default_seccomp()),
         ..Default::default()
     }
 }

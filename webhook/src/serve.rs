@@ -50,6 +50,17 @@ pub struct SidecarArgs {
     /// Label (key=value) of the webhook's own pods, which are never injected.
     #[arg(long, default_value = "app.kubernetes.io/name=tls-steal-webhook")]
     pub self_label: LabelArg,
+    /// Seconds the injected proxy keeps accepting after SIGTERM (its `--drain-delay`).
+    #[arg(long, env = "TLS_STEAL_SIDECAR_DRAIN_DELAY", default_value_t = 5)]
+    pub sidecar_drain_delay: u32,
+    /// Client connections per captured port above which the proxy refuses new ones (its
+    /// `--max-connections`).
+    #[arg(
+        long,
+        env = "TLS_STEAL_SIDECAR_MAX_CONNECTIONS",
+        default_value_t = 4096
+    )]
+    pub sidecar_max_connections: u32,
 }
 
 impl SidecarArgs {
@@ -70,6 +81,8 @@ impl SidecarArgs {
                 SidecarModeArg::Classic => SidecarMode::Classic,
             },
             self_label: Some((self.self_label.0.clone(), self.self_label.1.clone())),
+            drain_delay_seconds: self.sidecar_drain_delay,
+            max_connections: self.sidecar_max_connections.max(1),
         }
     }
 }

@@ -7,7 +7,9 @@
 //!
 //! * `metadata`: `name`, `generateName`, `namespace`, `labels`, `annotations`, `ownerReferences`;
 //! * `spec`: `hostNetwork`, `shareProcessNamespace`, and of each container and init container
-//!   `name`, `ports`, `volumeMounts`.
+//!   `name`, `ports`, `volumeMounts`, and of their `readinessProbe`, `livenessProbe` and
+//!   `startupProbe` the `httpGet`, `tcpSocket` and `timeoutSeconds` (what the probe rewrite
+//!   reads; a probe with none of the two actions reads as an empty probe, which is left alone).
 //!
 //! Everything in `precheck`, `PodTarget::from_pod`, the mutation, its patch and the events reads
 //! only these; the tests in `admission.rs` check that a review read this way gets the same answer,
@@ -20,7 +22,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec, VolumeMount};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, HTTPGetAction, Pod, PodSpec, Probe, TCPSocketAction, VolumeMount,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
@@ -67,6 +71,28 @@ struct RawContainer {
     name: Option<String>,
     ports: Option<Vec<ContainerPort>>,
     volume_mounts: Option<Vec<VolumeMount>>,
+    readiness_probe: Option<RawProbe>,
+    liveness_probe: Option<RawProbe>,
+    startup_probe: Option<RawProbe>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawProbe {
+    http_get: Option<HTTPGetAction>,
+    tcp_socket: Option<TCPSocketAction>,
+    timeout_seconds: Option<i32>,
+}
+
+impl From<RawProbe> for Probe {
+    fn from(p: RawProbe) -> Self {
+        Probe {
+            http_get: p.http_get,
+            tcp_socket: p.tcp_socket,
+            timeout_seconds: p.timeout_seconds,
+            ..Default::default()
+        }
+    }
 }
 
 impl From<RawContainer> for Container {
@@ -75,6 +101,9 @@ impl From<RawContainer> for Container {
             name: c.name.unwrap_or_default(),
             ports: c.ports,
             volume_mounts: c.volume_mounts,
+            readiness_probe: c.readiness_probe.map(Probe::from),
+            liveness_probe: c.liveness_probe.map(Probe::from),
+            startup_probe: c.startup_probe.map(Probe::from),
             ..Default::default()
         }
     }
@@ -143,6 +172,10 @@ mod tests {
                     "ports": [{"containerPort": 8443, "name": "https", "protocol": "TCP"}],
                     "volumeMounts": [{"name": "tls", "mountPath": "/etc/tls", "subPath": "s", "readOnly": true}],
                     "env": [{"name": "A", "value": "1"}],
+                    "readinessProbe": {"httpGet": {"port": "https", "scheme": "HTTPS", "path": "/r",
+                        "httpHeaders": [{"name": "X", "value": "y"}]}, "timeoutSeconds": 2, "periodSeconds": 5},
+                    "livenessProbe": {"tcpSocket": {"port": 8443}},
+                    "startupProbe": {"exec": {"command": ["true"]}},
                     "resources": {"limits": {"memory": "1Gi"}}}],
                 "volumes": [{"name": "tls", "secret": {"secretName": "t"}}],
                 "hostNetwork": false, "shareProcessNamespace": true, "nodeName": "n"},
@@ -179,6 +212,17 @@ mod tests {
                 (&w.name, &w.ports, &w.volume_mounts)
             );
             assert!(s.env.is_none() && s.image.is_none() && s.resources.is_none());
+            let probe = |p: &Option<Probe>| {
+                p.as_ref()
+                    .map(|p| (p.http_get.clone(), p.tcp_socket.clone(), p.timeout_seconds))
+            };
+            for (sp, wp) in [
+                (&s.readiness_probe, &w.readiness_probe),
+                (&s.liveness_probe, &w.liveness_probe),
+                (&s.startup_probe, &w.startup_probe),
+            ] {
+                assert_eq!(probe(sp), probe(wp));
+            }
         }
         assert_eq!(s.containers.len(), 1);
         assert_eq!(s.init_containers.map(|c| c.len()), Some(1));

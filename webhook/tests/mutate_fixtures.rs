@@ -92,7 +92,9 @@ fn check_patch(f: &Fixture, s: &Settings, injection: &Injection) {
     let mut doc = before.clone();
     json_patch::patch(&mut doc, &patch).unwrap();
     assert_eq!(doc, after);
-    if s.sidecar_mode == SidecarMode::Native {
+    // A rewritten probe is patched as a whole action (`httpGet` replaced, or `tcpSocket` removed
+    // and `httpGet` added), where a diff would list its fields one by one.
+    if s.sidecar_mode == SidecarMode::Native && injection.probe_rewrites.is_empty() {
         assert_eq!(patch, json_patch::diff(&before, &after));
     }
 }
@@ -148,16 +150,21 @@ fn deployment_pod_exact_containers() {
                 "args": ["init", "--ports", "8443", "--proxy-port", "15443"],
                 "resources": {"limits": {"memory": "256Mi"}, "requests": {"cpu": "10m", "memory": "32Mi"}},
                 "securityContext": {
-                    "capabilities": {"add": ["NET_ADMIN", "NET_RAW"]},
+                    "allowPrivilegeEscalation": false,
+                    "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
                     "runAsNonRoot": false,
-                    "runAsUser": 0
+                    "runAsUser": 0,
+                    "seccompProfile": {"type": "RuntimeDefault"}
                 }
             },
             {
                 "name": "tls-steal-proxy",
                 "image": "tls-steal/sidecar:test",
-                "args": ["proxy"],
-                "env": [{"name": "TLS_STEAL_PLAN", "value": plan}],
+                "args": ["proxy", "--drain-delay", "5", "--max-connections", "4096"],
+                "env": [
+                    {"name": "TLS_STEAL_PLAN", "value": plan},
+                    {"name": "TLS_STEAL_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+                ],
                 "ports": [
                     {"name": "tls-steal", "containerPort": 15443, "protocol": "TCP"},
                     {"name": "tls-steal-admin", "containerPort": 15401, "protocol": "TCP"}
@@ -166,7 +173,15 @@ fn deployment_pod_exact_containers() {
                 "startupProbe": {"httpGet": {"path": "/healthz", "port": 15401}, "periodSeconds": 1, "failureThreshold": 60},
                 "resources": {"limits": {"memory": "256Mi"}, "requests": {"cpu": "10m", "memory": "32Mi"}},
                 "restartPolicy": "Always",
-                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true},
+                "securityContext": {
+                    "allowPrivilegeEscalation": false,
+                    "capabilities": {"drop": ["ALL"]},
+                    "readOnlyRootFilesystem": true,
+                    "runAsGroup": 15400,
+                    "runAsNonRoot": true,
+                    "runAsUser": 15400,
+                    "seccompProfile": {"type": "RuntimeDefault"}
+                },
                 "volumeMounts": [{"name": "tls", "mountPath": "/etc/tls", "readOnly": true}]
             }
         ])
@@ -288,7 +303,16 @@ fn cert_baked_into_the_image() {
             .as_ref()
             .unwrap()
             .add,
-        Some(vec!["SYS_PTRACE".to_string()])
+        Some(vec![
+            "SYS_PTRACE".to_string(),
+            "DAC_READ_SEARCH".to_string()
+        ])
+    );
+    let sc = proxy.security_context.as_ref().unwrap();
+    assert_eq!(
+        (sc.run_as_user, sc.run_as_non_root),
+        (Some(0), Some(false)),
+        "added capabilities are effective only for root"
     );
     assert_eq!(
         i.proc_files,
@@ -394,4 +418,162 @@ fn skips() {
     let mut bad = f.configs[0].clone();
     bad.spec.ports[0].agent_as_server.authentication.cert_pem = "relative.pem".into();
     assert_eq!(skip(&f.pod, &[bad]), Some(SkipReason::InvalidConfigs));
+}
+
+/// An HTTPS app as users write it: probes on its TLS port (named and numbered, httpGet and
+/// tcpSocket) move to the proxy's admin port; the original actions reach the proxy; probes of
+/// other ports and exec probes stay.
+#[test]
+fn probes_on_the_captured_port_move_to_the_admin_port() {
+    use tls_steal_crds::probe::{ProbeAction, ProbeScheme, parse_app_probes};
+    let f = fixture("probes-pod");
+    for mode in [SidecarMode::Native, SidecarMode::Classic] {
+        let i = run(&f, mode);
+        let app = container(&i.pod, "app");
+        let original = &f.pod.spec.as_ref().unwrap().containers[0];
+        let get = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+            let p = p.as_ref().unwrap();
+            assert!(p.tcp_socket.is_none());
+            serde_json::to_value(p.http_get.as_ref().unwrap()).unwrap()
+        };
+        for (probe, kind) in [
+            (&app.readiness_probe, "readiness"),
+            (&app.liveness_probe, "liveness"),
+            (&app.startup_probe, "startup"),
+        ] {
+            assert_eq!(
+                get(probe),
+                json!({"path": format!("/app-health/app/{kind}"), "port": 15401, "scheme": "HTTP"}),
+                "{mode:?} {kind}"
+            );
+        }
+        // Timing fields are the user's.
+        let (r, o) = (
+            app.readiness_probe.as_ref().unwrap(),
+            original.readiness_probe.as_ref().unwrap(),
+        );
+        assert_eq!(
+            (r.period_seconds, r.timeout_seconds, r.failure_threshold),
+            (o.period_seconds, o.timeout_seconds, o.failure_threshold)
+        );
+        assert_eq!(
+            app.liveness_probe.as_ref().unwrap().initial_delay_seconds,
+            Some(10)
+        );
+        // Everything else of the app container is unchanged.
+        let mut without_probes = app.clone();
+        let mut original_without = original.clone();
+        for c in [&mut without_probes, &mut original_without] {
+            c.readiness_probe = None;
+            c.liveness_probe = None;
+            c.startup_probe = None;
+        }
+        assert_eq!(without_probes, original_without);
+        assert_eq!(
+            container(&i.pod, "exporter"),
+            &f.pod.spec.as_ref().unwrap().containers[1],
+            "probes of other ports and exec probes are left alone"
+        );
+
+        let proxy = container(&i.pod, "tls-steal-proxy");
+        let env = proxy.env.as_ref().unwrap();
+        let json = env
+            .iter()
+            .find(|e| e.name == "TLS_STEAL_APP_PROBES")
+            .and_then(|e| e.value.as_deref())
+            .unwrap();
+        let probes = parse_app_probes(json).unwrap();
+        assert_eq!(
+            probes.keys().collect::<Vec<_>>(),
+            ["app/liveness", "app/readiness", "app/startup"]
+        );
+        assert_eq!(
+            probes["app/readiness"].action,
+            ProbeAction::HttpGet {
+                port: 443,
+                scheme: ProbeScheme::Https,
+                path: "/ready".into(),
+                headers: vec![]
+            },
+            "the named port is resolved"
+        );
+        assert_eq!(probes["app/readiness"].timeout_seconds, 2);
+        match &probes["app/liveness"].action {
+            ProbeAction::HttpGet { headers, .. } => {
+                assert_eq!(
+                    (headers[0].name.as_str(), headers[0].value.as_str()),
+                    ("X-Probe", "liveness")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            probes["app/startup"].action,
+            ProbeAction::TcpSocket { port: 443 }
+        );
+        let pod_ip = env.iter().find(|e| e.name == "TLS_STEAL_POD_IP").unwrap();
+        assert_eq!(
+            pod_ip
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "status.podIP"
+        );
+    }
+}
+
+/// A pod whose probes target no captured port gets no probe env and keeps its probes.
+#[test]
+fn pods_without_captured_probes_keep_them() {
+    let f = fixture("deployment-pod");
+    let i = run(&f, SidecarMode::Native);
+    assert!(i.probe_rewrites.is_empty());
+    let proxy = container(&i.pod, "tls-steal-proxy");
+    assert!(
+        proxy
+            .env
+            .iter()
+            .flatten()
+            .all(|e| e.name != "TLS_STEAL_APP_PROBES")
+    );
+}
+
+/// The proxy's arguments carry the drain delay and the connection cap; in classic mode its
+/// `postStart` hook holds the app until it is ready.
+#[test]
+fn proxy_lifecycle_settings() {
+    let f = fixture("probes-pod");
+    let i = run(&f, SidecarMode::Classic);
+    let proxy = container(&i.pod, "tls-steal-proxy");
+    assert_eq!(
+        proxy.args.as_ref().unwrap(),
+        &["proxy", "--drain-delay", "5", "--max-connections", "4096"]
+    );
+    let hook = proxy
+        .lifecycle
+        .as_ref()
+        .unwrap()
+        .post_start
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        hook.exec.as_ref().unwrap().command.as_ref().unwrap(),
+        &["/usr/local/bin/tls-steal-sidecar", "wait"]
+    );
+    assert_eq!(
+        i.pod.spec.as_ref().unwrap().containers[0].name,
+        "tls-steal-proxy",
+        "classic: the proxy starts first"
+    );
+    let native = run(&f, SidecarMode::Native);
+    assert!(
+        container(&native.pod, "tls-steal-proxy")
+            .lifecycle
+            .is_none(),
+        "native sidecars are ordered by the kubelet (startupProbe)"
+    );
 }
