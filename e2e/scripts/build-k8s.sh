@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kubectl v1.20.2 from
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy and kubectl v1.20.2 from
 # Debian bookworm's `kubernetes` source package (full upstream tree, vendored deps), with Debian's
 # Go 1.19, and takes etcd 3.4 from Debian's etcd-server. Output: $K8S_BIN. Cached: a second run
 # with the binaries present does nothing. Nothing is installed system-wide (apt-get download + dpkg -x).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 OUT=$E2E_CACHE/k8s-$K8S_VERSION
-BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl etcd)
+BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd)
 cached() { [ -f "$OUT/.complete" ] || return 1; for b in "${BINS[@]}"; do [ -x "$OUT/bin/$b" ] || return 1; done; }
 if cached; then
   log "build-k8s: cached in $OUT/bin ($("$OUT/bin/kube-apiserver" --version))"
@@ -61,14 +61,14 @@ export GOFLAGS=-mod=vendor GOPROXY=off CGO_ENABLED=0 HOME=$W/home KUBE_GIT_VERSI
 export GOCACHE=$W/gocache
 ( while sleep 30; do log "build-k8s: still compiling ($(( $(date +%s) - T1 ))s)"; done ) & TICK=$!
 trap 'kill $TICK 2>/dev/null || true' EXIT
-if ! make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet cmd/kubectl" \
+if ! make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet cmd/kube-proxy cmd/kubectl" \
     > "$W/make.log" 2>&1; then
   tail -30 "$W/make.log"; die "build-k8s: make failed (see $W/make.log)"
 fi
 T2=$(date +%s)
 kill $TICK 2>/dev/null || true
 mkdir -p "$OUT/bin"
-for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do cp "_output/bin/$b" "$OUT/bin/"; done
+for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do cp "_output/bin/$b" "$OUT/bin/"; done
 cp "$W/root/usr/bin/etcd" "$OUT/bin/"
 # also keep pause.c (the e2e pause image is compiled from it)
 mkdir -p "$OUT/src" && cp build/pause/linux/pause.c "$OUT/src/"

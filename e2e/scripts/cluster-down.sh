@@ -5,7 +5,8 @@
 #      kubelet unmounts volumes)
 #   2. stop exactly the recorded daemon PIDs (reverse start order)
 #   3. leftover containers/shims of *this* containerd, mounts under our state dirs, CNI netns
-#   4. bridge, the /32 on lo, iptables chains (kubelet's KUBE-*, portmap's CNI-*, ours), ip_forward
+#   4. bridge, the /32 on lo, iptables chains (kubelet's and kube-proxy's KUBE-*, portmap's CNI-*,
+#      ours), ip_forward and bridge-nf-call-iptables
 # --quiet: less output (used by cluster-up).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -92,6 +93,9 @@ for ipt in iptables ip6tables; do
     for c in $chains; do $ipt -t $t -X "$c" 2>/dev/null; done
   done
 done
+if [ -f "$E2E_RUN/orig_bridge_nf" ]; then
+  cat "$E2E_RUN/orig_bridge_nf" > /proc/sys/net/bridge/bridge-nf-call-iptables && rm -f "$E2E_RUN/orig_bridge_nf"
+fi
 if [ -f "$E2E_RUN/orig_ip_forward" ]; then
   cat "$E2E_RUN/orig_ip_forward" > /proc/sys/net/ipv4/ip_forward && rm -f "$E2E_RUN/orig_ip_forward"
 fi

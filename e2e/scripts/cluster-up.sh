@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Starts a single-node Kubernetes v1.20.2 on this machine (root): etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, containerd, kubelet, bridge CNI. First clears whatever
+# kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy (iptables mode, so
+# ClusterIP Services route as in a real cluster), bridge CNI. First clears whatever
 # an earlier run left behind (cluster-down.sh). Writes $KUBECONFIG_FILE. Prints timings.
 # Traffic stays on this host: loopback, $NODE_IP (a /32 on lo) and the pod bridge $POD_CIDR.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh"
 [ "$(id -u)" = 0 ] || die "cluster-up: must run as root"
-for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl etcd; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd; do
   [ -x "$K8S_BIN/$b" ] || die "cluster-up: $K8S_BIN/$b missing; run build-k8s.sh"
 done
 T0=$SECONDS
@@ -178,10 +179,22 @@ start_daemon kubelet "$K8S_BIN/kubelet" --kubeconfig="$E2E_RUN/kubelet.kubeconfi
   --network-plugin=cni --cni-bin-dir=/usr/lib/cni --cni-conf-dir=/etc/cni/net.d \
   --pod-infra-container-image="$PAUSE_IMAGE" \
   --root-dir="$E2E_STATE/kubelet" --cert-dir="$E2E_RUN/kubelet-pki" --v=1
+# kube-proxy: conntrack sysctls left as they are (0 = do not set); pods on the bridge reach
+# Services whose endpoints are on the same bridge through br_netfilter (bridge-nf-call-iptables).
+BR_NF=/proc/sys/net/bridge/bridge-nf-call-iptables
+if [ -w $BR_NF ]; then
+  [ -f "$E2E_RUN/orig_bridge_nf" ] || cat $BR_NF > "$E2E_RUN/orig_bridge_nf"
+  echo 1 > $BR_NF
+fi
+start_daemon kube-proxy "$K8S_BIN/kube-proxy" --kubeconfig="$KUBECONFIG_FILE" \
+  --hostname-override="$NODE_NAME" --bind-address="$NODE_IP" --cluster-cidr="$POD_CIDR" \
+  --proxy-mode=iptables --healthz-bind-address=127.0.0.1:10256 --metrics-bind-address=127.0.0.1:10249 \
+  --conntrack-max-per-core=0 --conntrack-tcp-timeout-established=0 --conntrack-tcp-timeout-close-wait=0 --v=1
 wait_for 60 "controller-manager /healthz" curl -sfk https://127.0.0.1:10257/healthz
 wait_for 60 "scheduler /healthz" curl -sfk https://127.0.0.1:10259/healthz
 node_ready() { [ "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
 wait_for 120 "node $NODE_NAME Ready" node_ready || { tail -20 "$E2E_RUN/logs/kubelet.log"; exit 1; }
+wait_for 60 "kube-proxy /healthz" curl -sf http://127.0.0.1:10256/healthz || { tail -20 "$E2E_RUN/logs/kube-proxy.log"; exit 1; }
 T3=$SECONDS
 sa_ready() { [ -n "$(kc -n default get sa default -o jsonpath='{.secrets[0].name}')" ]; }
 wait_for 60 "serviceaccount/default" sa_ready

@@ -21,11 +21,12 @@ E2E_RSTATE=/run/tls-steal-e2e                  # containerd state + socket
 CONTAINERD_SOCK=$E2E_RSTATE/containerd/containerd.sock
 APISERVER=https://$NODE_IP:6443
 # In-cluster clients (the webhook) use the `kubernetes` Service (first IP of the service range).
-# There is no kube-proxy: cluster-up DNATs exactly that one address to the API server.
+# The API server keeps that Service without endpoints (--endpoint-reconciler-type=none), so
+# cluster-up DNATs exactly that one address to it; kube-proxy routes every other Service.
 SERVICE_CIDR=10.0.0.0/24
 KUBERNETES_SVC_IP=10.0.0.1
 NAT_CHAIN=TLS-STEAL-E2E
-DAEMONS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet)
+DAEMONS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
 log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { log "ERROR: $*"; exit 1; }

@@ -148,6 +148,19 @@ fn mutating_webhook_configuration() {
         w["namespaceSelector"]["matchLabels"]["tls-steal-injection"],
         "enabled"
     );
+    // Pod Security "baseline"/"restricted" forbid tls-steal-init's NET_ADMIN/NET_RAW: such
+    // namespaces are not injected rather than having their pods rejected.
+    let ns_exprs = w["namespaceSelector"]["matchExpressions"]
+        .as_array()
+        .unwrap();
+    assert!(
+        ns_exprs
+            .iter()
+            .any(|e| e["key"] == "pod-security.kubernetes.io/enforce"
+                && e["operator"] == "NotIn"
+                && strs(&e["values"]) == set(&["baseline", "restricted"])),
+        "{ns_exprs:?}"
+    );
     let exprs = w["objectSelector"]["matchExpressions"].as_array().unwrap();
     let excludes = |key: &str, value: &str| {
         exprs.iter().any(|e| {
@@ -245,6 +258,8 @@ fn deployment_is_hardened_and_replicated() {
         "--sidecar-mode=classic",
         "--sidecar-image=local/sidecar:dev",
         "--image-pull-policy=Never",
+        "--sidecar-drain-delay=5",
+        "--sidecar-max-connections=4096",
     ] {
         assert!(args.contains(a), "{a} missing from {args:?}");
     }

@@ -448,3 +448,89 @@ async fn scenario(client: Client, ns: &str) -> Result<()> {
     eprintln!("rollout e2e: ReplicaSets at the end: {rs_counts:?}");
     Ok(())
 }
+
+/// A config that names one of the proxy's own ports (15443) is rejected with the field named in
+/// its status (`Valid=False`), and the pods it matches start normally, uninjected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_on_the_proxy_port_is_rejected_and_the_pod_starts() {
+    let Some(client) = client().await else {
+        return;
+    };
+    let ns = format!("tls-steal-reserved-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace = serde_json::from_value(json!({
+        "metadata": {"name": ns, "labels": {"tls-steal-injection": "enabled"}}
+    }))
+    .unwrap();
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("creating the test namespace");
+    let result = reserved_port_scenario(client.clone(), &ns).await;
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    result.unwrap();
+}
+
+async fn reserved_port_scenario(client: Client, ns: &str) -> Result<()> {
+    let configs: Api<MirrordTlsStealConfig> = Api::namespaced(client.clone(), ns);
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let controller = start_controller(&client, ns, "e2e-reserved");
+    let mut spec = spec(15443);
+    spec.target_path = Some("deploy/reserved".into());
+    let config =
+        MirrordTlsStealConfig::new("on-proxy-port", MirrordTlsStealConfigSpec { inner: spec });
+    configs.create(&PostParams::default(), &config).await?;
+    let message = eventually("Valid=False on the config naming the port", || async {
+        let c = configs.get("on-proxy-port").await?;
+        Ok(c.status
+            .iter()
+            .flat_map(|s| s.conditions.iter())
+            .find(|c| c.type_ == "Valid" && c.status == "False")
+            .map(|c| c.message.clone()))
+    })
+    .await?;
+    eprintln!("status of on-proxy-port: Valid=False: {message}");
+    assert!(
+        message.contains("spec.ports[0].port") && message.contains("15443"),
+        "{message}"
+    );
+    // A workload it matches: a pod that runs (the test app's image, sleeping).
+    let deploy: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "reserved", "labels": {"app": "reserved"}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "reserved"}},
+            "template": {
+                "metadata": {"labels": {"app": "reserved"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "app", "image": "tls-steal.local/e2e-https-app:e2e",
+                                    "imagePullPolicy": "Never", "command": ["sleep", "3600"],
+                                    "ports": [{"containerPort": 15443}]}]
+                }
+            }
+        }
+    }))?;
+    deploys.create(&PostParams::default(), &deploy).await?;
+    let pod = eventually("the reserved-port pod Running and Ready", || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=reserved"))
+            .await?;
+        Ok(list.items.into_iter().find(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        }))
+    })
+    .await?;
+    assert!(
+        !has_sidecar(&pod),
+        "a pod whose only config is rejected is not injected"
+    );
+    eprintln!("pod {} Ready, not injected", pod.name_any());
+    controller.stop().await;
+    Ok(())
+}

@@ -15,10 +15,17 @@
 //! ```
 //!
 //! The certificate is re-read for every new connection, so a rotated Secret is picked up.
+//!
+//! Health, as a real app's probes see it: `GET /healthz` answers `200 ok` until a
+//! `POST /control/fail-health` makes it answer `500` (the process state; a restarted container
+//! is healthy again). SIGTERM is handled as a well-behaved server does: stop accepting, let
+//! in-flight requests finish (keep-alive connections are told to close), exit within 10 s.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -95,10 +102,33 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Whether `/healthz` fails (set by `POST /control/fail-health`).
+static FAILING: AtomicBool = AtomicBool::new(false);
+
+fn text(status: u16, body: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("static response parts are valid")
+}
+
 async fn handle(
     host: Arc<String>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/healthz") if FAILING.load(Ordering::Relaxed) => {
+            return Ok(text(500, "failing (POST /control/fail-health)\n"));
+        }
+        ("GET", "/healthz") => return Ok(text(200, "ok\n")),
+        ("POST", "/control/fail-health") => {
+            FAILING.store(true, Ordering::Relaxed);
+            eprintln!("e2e-https-app: /healthz fails from now on");
+            return Ok(text(200, "/healthz fails from now on\n"));
+        }
+        _ => {}
+    }
     let mut out = format!(
         "{}\nmethod: {}\nauthority: {}\npath: {}\nversion: {:?}\n",
         tls_steal_e2e::served_by_line(&host),
@@ -145,8 +175,13 @@ async fn main() -> anyhow::Result<()> {
         "e2e-https-app: serving https on {} as {}",
         args.listen, host
     );
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
-        let (tcp, peer) = listener.accept().await?;
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => r?,
+            _ = term.recv() => break,
+        };
         let cfg = match server_config(&args) {
             Ok(c) => c,
             Err(e) => {
@@ -155,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         let host = host.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls = match TlsAcceptor::from(cfg).accept(tcp).await {
                 Ok(t) => t,
@@ -164,12 +200,18 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             let svc = hyper::service::service_fn(move |req| handle(host.clone(), req));
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), svc)
-                .await
-            {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
                 eprintln!("e2e-https-app: connection from {peer}: {e}");
             }
         });
     }
+    drop(listener);
+    eprintln!("e2e-https-app: SIGTERM: not accepting; finishing in-flight requests");
+    tokio::select! {
+        _ = graceful.shutdown() => eprintln!("e2e-https-app: drained"),
+        _ = tokio::time::sleep(Duration::from_secs(10)) => eprintln!("e2e-https-app: drain deadline"),
+    }
+    Ok(())
 }
