@@ -83,6 +83,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 - --self-label=app.kubernetes.io/name=tls-steal-webhook
+- --drain-delay={{ .Values.webhook.drainDelaySeconds }}
 {{- if .Values.controller.enabled }}
 - --controller
 {{- end }}

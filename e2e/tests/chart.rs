@@ -259,6 +259,7 @@ fn deployment_is_hardened_and_replicated() {
         "--sidecar-image=local/sidecar:dev",
         "--image-pull-policy=Never",
         "--sidecar-drain-delay=5",
+        "--drain-delay=5",
         "--sidecar-max-connections=4096",
     ] {
         assert!(args.contains(a), "{a} missing from {args:?}");

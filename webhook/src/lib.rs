@@ -23,6 +23,7 @@ pub mod replay;
 pub mod serve;
 pub mod server;
 pub mod settings;
+pub mod signals;
 pub mod sparse_pod;
 
 pub use tls_steal_crds::contract::{

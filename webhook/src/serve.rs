@@ -125,6 +125,13 @@ pub struct ServeArgs {
     /// `--controller`: also run the rollout controller (leader-elected) in this process.
     #[command(flatten)]
     pub controller: crate::controller::ServeControllerArgs,
+    /// Seconds to keep answering reviews after SIGTERM while `/readyz` fails, so the Service
+    /// stops sending reviews here before the server stops accepting.
+    #[arg(long, env = "TLS_STEAL_WEBHOOK_DRAIN_DELAY", default_value_t = 5)]
+    pub drain_delay: u64,
+    /// Seconds in-flight reviews get to finish once the server stops accepting.
+    #[arg(long, default_value_t = 10)]
+    pub shutdown_timeout: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,8 +147,18 @@ pub enum ServeError {
     },
 }
 
-/// Runs the webhook until the process is stopped.
+/// Runs the webhook until SIGTERM/SIGINT, then shuts down gracefully (see [`drain`]).
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    run_until(args, crate::signals::terminated()).await
+}
+
+/// Runs the webhook until `stop` resolves, then: `/readyz` fails at once and the controller
+/// (if any) stops and releases its Lease; reviews are answered for `--drain-delay`; then the
+/// server stops accepting and in-flight reviews get `--shutdown-timeout` to finish.
+pub async fn run_until(
+    args: ServeArgs,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
     let client = Client::try_default().await?;
     let detected = match client.apiserver_version().await {
         Ok(v) => {
@@ -158,9 +175,12 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     tracing::info!(mode = settings.sidecar_mode.as_str(), image = %settings.image, "injection settings");
 
     let cache = ConfigCache::start(client.clone());
-    if args.controller.enabled {
-        crate::controller::spawn(client.clone(), args.controller.args.clone());
-    }
+    let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = args.controller.enabled.then(|| {
+        crate::controller::spawn(client.clone(), args.controller.args.clone(), async {
+            let _ = controller_stopped.await;
+        })
+    });
     let reporter = Reporter {
         controller: "tls-steal-webhook".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -202,17 +222,37 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         source,
     })?;
     tracing::info!(addr = %args.listen, "serving /mutate");
+    let draining = Arc::new(AtomicBool::new(false));
     let router = server::router(
         AppState {
             admission,
             tls_ready,
+            draining: draining.clone(),
         },
         args.body_limit,
     );
-    server::serve_tls(listener, tls, router)
-        .await
-        .map_err(|source| ServeError::Io {
-            addr: args.listen,
-            source,
-        })
+    let handle = axum_server::Handle::new();
+    let server = server::serve_tls(listener, tls, router, handle.clone());
+    let drain = async {
+        stop.await;
+        server::drain(
+            &draining,
+            &handle,
+            Duration::from_secs(args.drain_delay),
+            Duration::from_secs(args.shutdown_timeout),
+        )
+        .await;
+        let _ = stop_controller.send(());
+        if let Some(task) = controller {
+            let _ = task.await;
+            tracing::info!("rollout controller stopped (Lease released if it led)");
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        r = server => r.map_err(|source| ServeError::Io { addr: args.listen, source })?,
+        _ = drain => {}
+    }
+    tracing::info!("webhook stopped");
+    Ok(())
 }

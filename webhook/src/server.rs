@@ -3,6 +3,7 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -25,6 +26,9 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     /// Set once a serving certificate is loaded.
     pub tls_ready: Arc<AtomicBool>,
+    /// Set on SIGTERM: `/readyz` fails at once (so the Service stops routing here) while
+    /// reviews are still answered through the drain delay.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// The router, with `body_limit` bytes as the largest accepted review.
@@ -62,6 +66,9 @@ async fn mutate(State(state): State<AppState>, body: Result<Bytes, BytesRejectio
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down").into_response();
+    }
     let caches = state.admission.cache.is_ready();
     let tls = state.tls_ready.load(Ordering::SeqCst);
     if caches && tls {
@@ -81,14 +88,38 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-/// Serves `router` over TLS on an already bound listener until the process ends.
+/// Serves `router` over TLS on an already bound listener until `handle` shuts it down (a
+/// graceful shutdown stops accepting and lets in-flight reviews finish).
 pub async fn serve_tls(
     listener: TcpListener,
     tls: RustlsConfig,
     router: Router,
+    handle: axum_server::Handle<std::net::SocketAddr>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     axum_server::from_tcp_rustls(listener, tls)?
+        .handle(handle)
         .serve(router.into_make_service())
         .await
+}
+
+/// The graceful stop: readiness off, answer through `delay`, then stop accepting and give
+/// in-flight reviews `timeout`.
+pub async fn drain(
+    draining: &AtomicBool,
+    handle: &axum_server::Handle<std::net::SocketAddr>,
+    delay: Duration,
+    timeout: Duration,
+) {
+    draining.store(true, Ordering::SeqCst);
+    tracing::info!(
+        delay_s = delay.as_secs(),
+        "SIGTERM: /readyz fails; still answering reviews while the Service stops routing here"
+    );
+    tokio::time::sleep(delay).await;
+    tracing::info!(
+        in_flight = handle.connection_count(),
+        "drain delay over: no new connections; finishing in-flight reviews"
+    );
+    handle.graceful_shutdown(Some(timeout));
 }

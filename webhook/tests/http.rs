@@ -305,3 +305,56 @@ fn base64_decode(s: &str) -> Vec<u8> {
     let v: k8s_openapi::ByteString = serde_json::from_value(Value::String(s.into())).unwrap();
     v.0
 }
+
+/// SIGTERM's graceful stop (`server::drain`): `/readyz` fails at once while reviews are still
+/// answered through the drain delay (the Service stops routing here meanwhile); then the server
+/// stops accepting and ends once in-flight reviews are done.
+#[tokio::test]
+async fn drains_gracefully() {
+    let (srv, mut conn) = server().await;
+    let (status, _) = conn.request("GET", "/readyz", vec![]).await.unwrap();
+    assert_eq!(status, 200);
+    let draining = srv.state.draining.clone();
+    let handle = srv.handle.clone();
+    let drain = tokio::spawn(async move {
+        tls_steal_webhook::server::drain(
+            &draining,
+            &handle,
+            std::time::Duration::from_millis(800),
+            std::time::Duration::from_secs(5),
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (status, body) = conn.request("GET", "/readyz", vec![]).await.unwrap();
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("shutting down"));
+    // During the delay: reviews answered, on the open connection and on new ones.
+    let (status, body) = conn
+        .request("POST", "/mutate", review(pod()))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(response(&body)["allowed"], true);
+    let mut fresh = common::connect(srv.addr, &srv.bundle.ca_cert_pem, &common::sni())
+        .await
+        .expect("a new connection is accepted during the drain delay");
+    let (status, _) = fresh
+        .request("POST", "/mutate", review(pod()))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    drain.await.unwrap();
+    // After it: the server ends, and nothing is accepted any more.
+    tokio::time::timeout(std::time::Duration::from_secs(10), srv.served)
+        .await
+        .expect("the server stops within the shutdown timeout")
+        .unwrap()
+        .unwrap();
+    assert!(
+        common::connect(srv.addr, &srv.bundle.ca_cert_pem, &common::sni())
+            .await
+            .is_err(),
+        "no connection is accepted after the drain"
+    );
+}

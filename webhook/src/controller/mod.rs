@@ -500,10 +500,15 @@ pub async fn run(client: Client, args: ControllerArgs, shutdown: impl Future<Out
     leader::run_with_leadership(api, lease, &metrics, term, shutdown).await;
 }
 
-/// Starts the controller in the background of another command (`serve --controller`). It never
-/// installs signal handlers; its Lease simply expires when the process ends.
-pub fn spawn(client: Client, args: ControllerArgs) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(client, args, futures::future::pending()))
+/// Starts the controller in the background of another command (`serve --controller`), until
+/// `shutdown` resolves (then it stops and releases its Lease, so the other replica takes over
+/// at once).
+pub fn spawn(
+    client: Client,
+    args: ControllerArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(client, args, shutdown))
 }
 
 /// The `controller` subcommand: the controller alone, with a plain-HTTP `/healthz` + `/metrics`,
@@ -534,30 +539,8 @@ pub async fn run_command(args: ControllerCommandArgs) -> anyhow::Result<()> {
             }
         });
     }
-    run(client, args.args, shutdown_signal()).await;
+    run(client, args.args, crate::signals::terminated()).await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// One leadership term: watches, caches, controllers, status writer. Never returns on its own.

@@ -30,6 +30,10 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub bundle: CertBundle,
     pub state: AppState,
+    /// Stops the server (see `server::drain`).
+    pub handle: axum_server::Handle<SocketAddr>,
+    /// Resolves when the server has stopped.
+    pub served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 /// Starts the real router over TLS with a freshly generated certificate.
@@ -47,13 +51,17 @@ pub async fn start(admission: Admission, body_limit: usize) -> TestServer {
     let state = AppState {
         admission: Arc::new(admission),
         tls_ready: Arc::new(AtomicBool::new(true)),
+        draining: Arc::new(AtomicBool::new(false)),
     };
     let router = server::router(state.clone(), body_limit);
-    tokio::spawn(server::serve_tls(listener, tls, router));
+    let handle = axum_server::Handle::new();
+    let served = tokio::spawn(server::serve_tls(listener, tls, router, handle.clone()));
     TestServer {
         addr,
         bundle,
         state,
+        handle,
+        served,
     }
 }
 
