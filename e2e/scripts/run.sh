@@ -441,15 +441,17 @@ check "rollout restart of an injected Deployment: no request lost" check_rollout
 # ---- not yet implemented (never counted as passed) ----------------------------------------------
 # rollout on config edit/delete (issue 7): e2e/tests/rollout.rs drives it against this cluster.
 # On by default; E2E_ROLLOUT=0 skips it (a SKIP line, never counted as passed).
-check_rollout() {
+check_rollout() { # test name
   [ "$WEBHOOK_UP" = 1 ] || { echo "needs the webhook Available"; return 1; }
   (cd "$REPO" && TLS_STEAL_E2E_KUBECONFIG=$KUBECONFIG_FILE timeout 1200 \
-     cargo test -p tls-steal-e2e --test rollout -- --nocapture) || { echo "cargo test --test rollout failed"; return 1; }
+     cargo test -p tls-steal-e2e --test rollout -- --exact "$1" --nocapture) || { echo "cargo test --test rollout $1 failed"; return 1; }
 }
 if [ "${E2E_ROLLOUT:-1}" = 1 ]; then
-  check "rollout on config edit/delete, unrelated Deployment untouched" check_rollout
+  check "rollout on config edit/delete, unrelated Deployment untouched" check_rollout config_changes_roll_out_exactly_the_matching_workload
+  check "config on port 15443: Valid=False naming the field, its pod starts" check_rollout a_config_on_the_proxy_port_is_rejected_and_the_pod_starts
 else
   skip "rollout on config edit/delete, unrelated Deployment untouched" "E2E_ROLLOUT=0"
+  skip "config on port 15443: Valid=False naming the field, its pod starts" "E2E_ROLLOUT=0"
 fi
 
 # a burst of pods of one ReplicaSet (a new Deployment of 9 replicas): every pod injected, and the
