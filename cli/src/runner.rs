@@ -121,6 +121,15 @@ pub async fn keep_session(endpoint: Endpoint, ctx: Arc<Context>, fatal: mpsc::Se
                     ports.join(","),
                     describe(reg.filter.as_ref()),
                 ));
+                for p in &registered.passthrough {
+                    ctx.output.info(&format!(
+                        "{label}: port {} is relayed untouched: {}",
+                        p.port,
+                        p.reason
+                            .as_deref()
+                            .unwrap_or("its TLS material could not be loaded"),
+                    ));
+                }
                 let ended = session::serve(registered.io, ctx.clone(), label.clone()).await;
                 drop(forward);
                 if ctx.shutdown.is_started() {

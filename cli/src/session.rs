@@ -16,8 +16,8 @@ use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tls_steal_crds::session::{
-    ApiError, EVENT_PATH, Event, META_HEADER, REGISTER_PATH, Registration, RequestMeta,
-    SESSION_ID_HEADER, UPGRADE_PROTOCOL,
+    ApiError, EVENT_PATH, Event, META_HEADER, PASSTHROUGH_HEADER, PortStatus, REGISTER_PATH,
+    Registration, RequestMeta, SESSION_ID_HEADER, UPGRADE_PROTOCOL,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -75,6 +75,20 @@ fn describe_rejection(e: &ApiError) -> String {
 pub struct Registered {
     pub id: String,
     pub io: Upgraded,
+    /// Registered ports the sidecar relays untouched (nothing on them can be stolen), with why.
+    pub passthrough: Vec<PortStatus>,
+}
+
+/// The `tls-steal-passthrough` header of a registration's answer (informative only: an
+/// unreadable one, from another sidecar version, is skipped).
+fn passthrough_ports(headers: &http::HeaderMap) -> Vec<PortStatus> {
+    let Some(v) = headers.get(PASSTHROUGH_HEADER) else {
+        return Vec::new();
+    };
+    serde_json::from_slice(v.as_bytes()).unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "unreadable {PASSTHROUGH_HEADER} header");
+        Vec::new()
+    })
 }
 
 /// Registers `registration` on `io` (a TCP connection or a port-forward stream).
@@ -119,10 +133,15 @@ where
             .and_then(|v| v.to_str().ok())
             .unwrap_or("?")
             .to_string();
+        let passthrough = passthrough_ports(res.headers());
         let io = hyper::upgrade::on(&mut res)
             .await
             .map_err(RegisterError::Upgrade)?;
-        return Ok(Registered { id, io });
+        return Ok(Registered {
+            id,
+            io,
+            passthrough,
+        });
     }
     let body = Limited::new(res.into_body(), MAX_SMALL_BODY)
         .collect()

@@ -499,3 +499,29 @@ async fn trust_roots_verify_the_local_app_and_its_name() {
     assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{}", a.body);
     assert!(a.body.contains("TLS handshake failed"), "{}", a.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_passthrough_is_named_with_its_reason_when_registering() {
+    let mut certs = certs();
+    let missing = certs.dir.join("missing.key");
+    certs.key_pem = missing.clone();
+    let real = App::start("real", Some(certs.server.clone())).await;
+    let sidecar = start_sidecar(real.addr, &certs).await;
+    let local = App::start("local", Some(certs.server.clone())).await;
+    let port = real.addr.port().to_string();
+    let to = local.addr.to_string();
+    let mut steal = Steal::start(
+        &sidecar,
+        &["--port", &port, "--header", "^x-steal: yes$", "--to", &to],
+    )
+    .await;
+    let line = steal.wait_for("is relayed untouched").await;
+    assert!(line.contains(&format!("port {port} ")), "{line}");
+    assert!(
+        line.contains(&missing.display().to_string()) && line.contains("not found"),
+        "the file and the reason: {line}"
+    );
+    // Indeed nothing is stolen: the app's own TLS answers, whatever the filter says.
+    let a = h1(sidecar.listen, "/p", &[STEAL]).await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "real GET /p"));
+}

@@ -6,7 +6,10 @@
 //!    `Connection: upgrade`, `Upgrade: tls-steal-session/1` and a JSON [`Registration`] body.
 //! 2. The sidecar checks it: an error is a `400` with a JSON [`ApiError`] naming the field
 //!    (bad JSON, invalid regex, a port the plan does not capture — listing the captured ones).
-//!    Success is `101 Switching Protocols` with the session id in the `tls-steal-session` header.
+//!    Success is `101 Switching Protocols` with the session id in the `tls-steal-session` header
+//!    and, when some of the registered ports are relayed untouched (their TLS material could not
+//!    be loaded, so nothing on them can be stolen), the `tls-steal-passthrough` header: a JSON
+//!    list of their [`PortStatus`] (with the reason, naming the file).
 //! 3. On the upgraded connection the roles reverse: the sidecar is the HTTP/2 **client**, the
 //!    session the HTTP/2 **server**. Each stolen (or mirrored) request is one HTTP/2 stream: the
 //!    original method, path, query and headers, streamed body and trailers, plus the header
@@ -44,6 +47,9 @@ pub const STATUS_PATH: &str = "/v1/status";
 pub const UPGRADE_PROTOCOL: &str = "tls-steal-session/1";
 /// Response header of a successful registration: the session id.
 pub const SESSION_ID_HEADER: &str = "tls-steal-session";
+/// Response header of a successful registration: JSON list of the [`PortStatus`] of the
+/// registered ports that are in passthrough (absent when there is none).
+pub const PASSTHROUGH_HEADER: &str = "tls-steal-passthrough";
 /// Request header carrying [`RequestMeta`] as JSON on every stolen stream.
 pub const META_HEADER: &str = "tls-steal-meta";
 /// Response header carrying the local app's real status of an upgrade (e.g. `101`).

@@ -1,7 +1,7 @@
 #![forbid(unsafe_code)]
 //! `tls-steal-sidecar`: `init` (iptables capture) and `proxy` (TLS termination, filtering, stealing).
 
-use tls_steal_sidecar::{init, proxy};
+use tls_steal_sidecar::{init, proxy, wait};
 
 use std::process::ExitCode;
 
@@ -25,11 +25,15 @@ enum Command {
     Init(init::InitArgs),
     /// Run the proxy; runs as the `tls-steal-proxy` container.
     Proxy(Box<proxy::ProxyArgs>),
+    /// Wait until the proxy is ready (at most --timeout), then exit 0; the proxy container's
+    /// `postStart` hook, so the app starts only once the proxy carries traffic.
+    Wait(wait::WaitArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Init(args) => init::main(args),
+        Command::Wait(args) => wait::main(args),
         Command::Proxy(args) => match run_proxy(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

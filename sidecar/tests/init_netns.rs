@@ -404,8 +404,23 @@ fn assert_fails(out: &Output, code: i32, message: &str) {
     );
 }
 
+/// Exit 0 (the pod must start), the reason logged, nothing printed or installed.
+fn assert_fails_open(out: &Output, message: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(
+        stderr.contains(message) && stderr.contains("not capturing anything"),
+        "expected {message:?} in: {stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing printed: {}",
+        text(&out.stdout)
+    );
+}
+
 #[test]
-fn bad_port_lists_are_named() {
+fn bad_port_lists_fail_open_naming_the_item() {
     for (ports, message) in [
         ("", "the list is empty"),
         ("443,https", "`https` is not a port number"),
@@ -416,17 +431,45 @@ fn bad_port_lists_are_named() {
         ("443,,8443", "item 2 is empty"),
     ] {
         let out = init_dry(&[&format!("--ports={ports}")]);
-        assert_fails(&out, 2, message);
-        assert!(out.stdout.is_empty(), "nothing printed for {ports:?}");
+        assert_fails_open(&out, message);
     }
 }
 
 #[test]
-fn proxy_port_in_list_is_named() {
+fn proxy_ports_in_the_list_fail_open_naming_the_port() {
     let out = init_dry(&["--ports", "443,15443", "--proxy-port", "15443"]);
-    assert_fails(&out, 2, "--proxy-port: 15443 is also in --ports");
+    assert_fails_open(&out, "--proxy-port: 15443 is also in --ports");
     let out = init_dry(&["--ports", "443,8443", "--proxy-port", "8443"]);
-    assert_fails(&out, 2, "--proxy-port: 8443 is also in --ports");
+    assert_fails_open(&out, "--proxy-port: 8443 is also in --ports");
+    let out = init_dry(&["--ports", "443,15400"]);
+    assert_fails_open(&out, "15400 is the proxy's session API port");
+    let out = init_dry(&["--ports", "15401"]);
+    assert_fails_open(&out, "15401 is the proxy's admin port");
+}
+
+#[test]
+fn a_reserved_port_installs_nothing_and_the_pod_starts() {
+    if !privileged("reserved_port") {
+        return;
+    }
+    let ns = Netns::new("reserved", "pod");
+    for ports in ["443,15443", "15400", "443,15401"] {
+        let out = ns.init(&["--ports", ports, "--ipv6", "on"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{ports}: {stderr}");
+        assert!(stderr.contains("not capturing anything"), "{stderr}");
+        for tool in [
+            "iptables-nft-save",
+            "ip6tables-nft-save",
+            "iptables-legacy-save",
+        ] {
+            let save = ns.nat_save(tool);
+            assert!(
+                !save.contains("TLS_STEAL_INBOUND"),
+                "{ports} {tool}: {save}"
+            );
+        }
+    }
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {

@@ -1,4 +1,5 @@
-//! Operations: passthrough and readiness when material is missing, certificate rotation under
+//! Operations: passthrough when material is missing (the pod stays ready: passthrough carries
+//! the traffic; the reason is in the `/readyz` body and a gauge), certificate rotation under
 //! load (Kubernetes `..data` symlink swap), metrics, graceful shutdown.
 
 mod common;
@@ -11,19 +12,33 @@ use std::time::{Duration, Instant};
 use common::*;
 
 #[tokio::test]
-async fn missing_key_means_passthrough_and_not_ready_then_recovers() {
+async fn missing_key_means_passthrough_still_ready_then_recovers() {
     let pki = Pki::new();
     let app = App::start(&pki).await;
     let mut plan = port_plan(&pki, app.addr.port());
     let key = pki.path("later/tls.key");
     plan.agent_as_server.authentication.key_pem = key.clone();
     let proxy = start_proxy(test_config(plan, app.addr)).await;
+    let gauge = |on: u8| {
+        format!(
+            "tls_steal_port_passthrough{{port=\"{}\"}} {on}",
+            app.addr.port()
+        )
+    };
     let (status, body) = admin_get(proxy.admin.unwrap(), "/readyz").await;
-    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        status, 200,
+        "passthrough carries traffic: the pod stays ready: {body}"
+    );
     assert!(
-        body.contains(&key) && body.contains("not found") && body.contains("passthrough"),
+        body.contains(&key)
+            && body.contains("not found")
+            && body.contains("relayed untouched")
+            && body.contains("passthrough"),
         "{body}"
     );
+    let metrics = admin_get(proxy.admin.unwrap(), "/metrics").await.1;
+    assert!(metrics.contains(&gauge(1)), "{metrics}");
     // The client reaches the app's own TLS directly: the app sees the client's own ALPN and a
     // client certificate it presented itself (the proxy never terminated TLS).
     let o = ClientOpts::new(&pki, &["h2"]).with_cert(&pki.client_leaf);
@@ -41,17 +56,20 @@ async fn missing_key_means_passthrough_and_not_ready_then_recovers() {
         )),
         "{metrics}"
     );
-    // The key appears: the port starts terminating TLS and readiness recovers.
+    // The key appears: the port starts terminating TLS.
     pki.write("later/tls.key", &pki.server_leaf.key_pem);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (status, body) = admin_get(proxy.admin.unwrap(), "/readyz").await;
-        if status == 200 {
+        assert_eq!(status, 200, "{body}");
+        if body.contains(&format!("port {}: ok", app.addr.port())) {
             break;
         }
-        assert!(Instant::now() < deadline, "never became ready: {body}");
+        assert!(Instant::now() < deadline, "never terminated TLS: {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let metrics = admin_get(proxy.admin.unwrap(), "/metrics").await.1;
+    assert!(metrics.contains(&gauge(0)), "{metrics}");
     let seen = get_seen(proxy.listen[0], &o, "/terminated").await.unwrap();
     assert!(
         !seen.client_cert,

@@ -41,8 +41,12 @@ async fn check(verification: Option<tls_steal_crds::types::ServerVerification>, 
             "client with a foreign cert ({alpn:?}): {foreign:?}"
         );
     }
-    let (status, _) = admin_get(proxy.admin.unwrap(), "/readyz").await;
+    let (status, body) = admin_get(proxy.admin.unwrap(), "/readyz").await;
     assert_eq!(status, 200);
+    assert!(
+        !body.contains("relayed untouched"),
+        "TLS is terminated: {body}"
+    );
 }
 
 #[tokio::test]
@@ -138,6 +142,10 @@ async fn check_roots(
     }
     let (status, body) = admin_get(proxy.admin.unwrap(), "/readyz").await;
     assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.contains("relayed untouched"),
+        "TLS is terminated: {body}"
+    );
 }
 
 #[tokio::test]
@@ -238,7 +246,7 @@ async fn empty_roots_without_flags_is_a_reported_config_error() {
     plan.agent_as_server.verification = server_verification(false, false, vec![]);
     let proxy = start_proxy(test_config(plan, app.addr)).await;
     let (status, body) = admin_get(proxy.admin.unwrap(), "/readyz").await;
-    assert_eq!(status, 503);
+    assert_eq!(status, 200, "passthrough keeps the pod ready: {body}");
     assert!(
         body.contains("agentAsServer.verification") && body.contains("passthrough"),
         "{body}"

@@ -46,9 +46,14 @@
 //!   prints the input for a fresh install.
 //! * **Output.** Log lines go to stderr prefixed `tls-steal-init:`; after installing, the rules
 //!   read back from the table are logged, and checked against what was meant to be installed.
-//! * **Exit status.** 0 success; 1 iptables failed otherwise; 2 invalid arguments (as clap's own
-//!   usage errors); 3 an iptables tool is missing; 4 the NET_ADMIN / NET_RAW capabilities are
-//!   missing.
+//! * **A plan problem never blocks the pod** (fail open, as the webhook does): an invalid
+//!   `--ports`, or one listing a port of the proxy itself (15400 session API, 15401 admin, the
+//!   `--proxy-port`), is logged with the reason and `init` exits 0 without touching iptables,
+//!   so the pod starts without capture (clients reach the app directly). Only a broken iptables
+//!   is an error, and then nothing is half-installed: each family is one `iptables-restore`.
+//! * **Exit status.** 0 success, or a plan that was not applied (logged); 1 iptables failed
+//!   otherwise (restore or verification); 2 clap's own usage errors (a malformed command line);
+//!   3 an iptables tool is missing; 4 the NET_ADMIN / NET_RAW capabilities are missing.
 
 mod backend;
 mod ports;
@@ -97,8 +102,6 @@ pub enum Ipv6Choice {
 /// Everything that can make `init` fail.
 #[derive(Debug, Error)]
 pub enum InitError {
-    #[error(transparent)]
-    Ports(#[from] PortsError),
     #[error("iptables is not installed: {names} not found in PATH ({path})")]
     MissingBinary { names: String, path: String },
     #[error(
@@ -125,7 +128,6 @@ impl InitError {
     /// The process exit status for this error (see the module documentation).
     pub fn exit_code(&self) -> u8 {
         match self {
-            InitError::Ports(_) => 2,
             InitError::MissingBinary { .. } => 3,
             InitError::MissingCapabilities { .. } => 4,
             InitError::CommandFailed { .. }
@@ -155,8 +157,17 @@ pub fn run(args: &InitArgs) -> Result<(), InitError> {
     if args.cleanup {
         return cleanup(args);
     }
-    let ports = ports::parse_ports(args.ports.as_deref().unwrap_or_default())?;
-    ports::check_proxy_port(&ports, args.proxy_port)?;
+    let ports = match ports::parse_ports(args.ports.as_deref().unwrap_or_default())
+        .and_then(|ports| ports::check_reserved(&ports, args.proxy_port).map(|()| ports))
+    {
+        Ok(ports) => ports,
+        Err(err) => {
+            log(format!(
+                "not capturing anything: {err}; no rule installed, the pod starts and its clients reach the app directly"
+            ));
+            return Ok(());
+        }
+    };
 
     let families = selected_families(args.ipv6);
     let families_text = families

@@ -1,6 +1,7 @@
 //! Parsing and validation of `--ports` and `--proxy-port`.
 
 use thiserror::Error;
+use tls_steal_crds::contract::{ADMIN_PORT, SESSION_API_PORT};
 
 /// Why a `--ports` list (or the proxy port against it) was rejected. Each variant names the
 /// offending item so the user can fix the pod spec without guessing.
@@ -20,6 +21,8 @@ pub enum PortsError {
     ProxyPortZero,
     #[error("invalid --proxy-port: {port} is also in --ports; the proxy port must not be captured")]
     ProxyPortInList { port: u16 },
+    #[error("invalid --ports: {port} is the proxy's {what} port; it must not be captured")]
+    Reserved { port: u16, what: &'static str },
 }
 
 /// Parses a comma-separated list of TCP ports (`443,8443`; blanks around items are allowed).
@@ -59,13 +62,19 @@ pub fn parse_ports(list: &str) -> Result<Vec<u16>, PortsError> {
     Ok(ports)
 }
 
-/// Checks the proxy port against the captured list: capturing the proxy's own port would loop.
-pub fn check_proxy_port(ports: &[u16], proxy_port: u16) -> Result<(), PortsError> {
+/// Checks the list against the proxy's own ports: capturing the capture port would loop, and
+/// capturing the session API or admin port would hide them (health checks, app probes).
+pub fn check_reserved(ports: &[u16], proxy_port: u16) -> Result<(), PortsError> {
     if proxy_port == 0 {
         return Err(PortsError::ProxyPortZero);
     }
     if ports.contains(&proxy_port) {
         return Err(PortsError::ProxyPortInList { port: proxy_port });
+    }
+    for (port, what) in [(SESSION_API_PORT, "session API"), (ADMIN_PORT, "admin")] {
+        if ports.contains(&port) {
+            return Err(PortsError::Reserved { port, what });
+        }
     }
     Ok(())
 }
@@ -142,12 +151,22 @@ mod tests {
     }
 
     #[test]
-    fn proxy_port_must_not_be_captured() {
-        assert_eq!(check_proxy_port(&[443, 8443], 15443), Ok(()));
-        let err = check_proxy_port(&[443, 15443], 15443).unwrap_err();
+    fn proxy_ports_must_not_be_captured() {
+        assert_eq!(check_reserved(&[443, 8443], 15443), Ok(()));
+        let err = check_reserved(&[443, 15443], 15443).unwrap_err();
         assert_eq!(err, PortsError::ProxyPortInList { port: 15443 });
         assert!(err.to_string().contains("15443"));
-        assert_eq!(check_proxy_port(&[443], 0), Err(PortsError::ProxyPortZero));
+        assert_eq!(check_reserved(&[443], 0), Err(PortsError::ProxyPortZero));
+        for port in [15400, 15401] {
+            let err = check_reserved(&[443, port], 15443).unwrap_err();
+            assert!(
+                matches!(err, PortsError::Reserved { port: p, .. } if p == port),
+                "{err}"
+            );
+            assert!(err.to_string().contains(&port.to_string()), "{err}");
+        }
+        // With another proxy port, 15443 is an ordinary port.
+        assert_eq!(check_reserved(&[15443], 16443), Ok(()));
     }
 
     #[test]

@@ -1,6 +1,15 @@
-//! The admin endpoints (port 15401): `/healthz` (the process runs), `/readyz` (every port
-//! terminates TLS; otherwise 503 listing each port in passthrough with the file and reason;
-//! also 503 while shutting down) and `/metrics` (Prometheus text).
+//! The admin endpoints (port 15401):
+//!
+//! * `/healthz`: the process runs.
+//! * `/readyz`: the proxy can carry traffic. 200 while serving, **including** ports in
+//!   passthrough (their TLS material is unusable, so they are relayed untouched: traffic still
+//!   flows, the pod must stay in its Services); the body names each such port with the file and
+//!   reason. 503 once SIGTERM started the drain.
+//! * `/metrics`: Prometheus text.
+//! * `/app-health/<container>/<kind>`: a kubelet probe the webhook rewrote, run against the app
+//!   ([`super::app_probe`]).
+//!
+//! The listener has the capture listeners' header read timeout and backs off on accept errors.
 
 use std::convert::Infallible;
 use std::fmt::Write;
@@ -9,7 +18,8 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tls_steal_crds::contract::APP_HEALTH_PREFIX;
 use tokio::net::TcpListener;
 use tracing::debug;
 
@@ -19,7 +29,7 @@ use super::ports::PortHealth;
 
 /// `(ready, text)` for `/readyz`.
 pub fn readiness(shared: &Shared) -> (bool, String) {
-    let mut ready = !shared.shutdown.is_triggered();
+    let ready = !shared.shutdown.is_triggered();
     let mut text = String::new();
     if !ready {
         text.push_str("shutting down\n");
@@ -38,10 +48,9 @@ pub fn readiness(shared: &Shared) -> (bool, String) {
                 );
             }
             PortHealth::Passthrough(e) => {
-                ready = false;
                 let _ = writeln!(
                     text,
-                    "port {port}: not ready, relayed untouched (TCP passthrough): {}: {}",
+                    "port {port}: relayed untouched (TCP passthrough, nothing is stolen): {}: {}",
                     e.what, e.reason
                 );
             }
@@ -50,24 +59,21 @@ pub fn readiness(shared: &Shared) -> (bool, String) {
     (ready, text)
 }
 
-fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
-    match req.uri().path() {
+async fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
+    let path = req.uri().path();
+    if let Some(key) = path.strip_prefix(APP_HEALTH_PREFIX) {
+        return shared.app_probes.run(key, req.headers()).await;
+    }
+    match path {
         "/healthz" => text_response(StatusCode::OK, "ok\n".into()),
         "/readyz" => {
             let (ready, text) = readiness(shared);
-            let status = if ready {
-                StatusCode::OK
+            let (status, head) = if ready {
+                (StatusCode::OK, "ready")
             } else {
-                StatusCode::SERVICE_UNAVAILABLE
+                (StatusCode::SERVICE_UNAVAILABLE, "not ready")
             };
-            text_response(
-                status,
-                if ready {
-                    format!("ready\n{text}")
-                } else {
-                    format!("not ready\n{text}")
-                },
-            )
+            text_response(status, format!("{head}\n{text}"))
         }
         "/metrics" => {
             let mut text = shared.metrics.render();
@@ -86,16 +92,23 @@ fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
 /// Serves the admin endpoints until shutdown completes (readiness turns 503 meanwhile).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                super::accept_failed(&e).await;
+                continue;
+            }
         };
         let shared = shared.clone();
+        let header_timeout = shared.cfg.header_read_timeout;
         tokio::spawn(async move {
             let svc = service_fn(|req| {
-                let r = respond(&shared, &req);
-                async move { Ok::<_, Infallible>(r) }
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(respond(&shared, &req).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(tcp), svc)
                 .await
             {

@@ -7,6 +7,9 @@
 //! to the port's idle list for the next client connection (so a client that reconnects for every
 //! request does not cost a handshake with the app each time); idle ones are closed after the
 //! upstream idle timeout. HTTP/2 clients and upgrades use the shared pool (`forward`).
+//!
+//! The idle list is bounded: [`MAX_IDLE_PER_KEY`] per pool key and [`MAX_IDLE_TOTAL`] per port
+//! (keys come from clients' SNI and `Host`); a connection that does not fit is closed.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -18,7 +21,9 @@ use tracing::debug;
 use super::forward::{PoolKey, ProxyBody};
 
 /// Most idle app connections kept per pool key.
-const MAX_IDLE_PER_KEY: usize = 256;
+pub const MAX_IDLE_PER_KEY: usize = 256;
+/// Most idle app connections kept per port, whatever their keys.
+pub const MAX_IDLE_TOTAL: usize = 512;
 
 type Sender = SendRequest<ProxyBody>;
 
@@ -30,20 +35,38 @@ struct Idle {
 /// The app connections no client connection holds, per pool key.
 #[derive(Default)]
 pub struct IdleConns {
-    conns: Mutex<Vec<(PoolKey, Vec<Idle>)>>,
+    conns: Mutex<Lists>,
+}
+
+#[derive(Default)]
+struct Lists {
+    by_key: Vec<(PoolKey, Vec<Idle>)>,
+    /// Connections in all lists.
+    total: usize,
 }
 
 impl IdleConns {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(PoolKey, Vec<Idle>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lists> {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Idle connections kept.
+    pub fn len(&self) -> usize {
+        self.lock().total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// A usable idle connection for `key`, newest first; expired and closed ones are dropped.
     pub fn take(&self, key: &PoolKey, max_idle: Duration) -> Option<Sender> {
         let mut all = self.lock();
-        let list = &mut all.iter_mut().find(|(k, _)| k == key)?.1;
+        let Lists { by_key, total } = &mut *all;
+        let list = &mut by_key.iter_mut().find(|(k, _)| k == key)?.1;
         let now = Instant::now();
         while let Some(idle) = list.pop() {
+            *total -= 1;
             if now.duration_since(idle.since) < max_idle && idle.sender.is_ready() {
                 return Some(idle.sender);
             }
@@ -56,15 +79,19 @@ impl IdleConns {
             return; // closed, or still busy with a response the client abandoned
         }
         let mut all = self.lock();
+        if all.total >= MAX_IDLE_TOTAL {
+            return; // dropped: the connection closes
+        }
         let idle = Idle {
             sender,
             since: Instant::now(),
         };
-        match all.iter_mut().find(|(k, _)| *k == key) {
+        match all.by_key.iter_mut().find(|(k, _)| *k == key) {
             Some((_, list)) if list.len() < MAX_IDLE_PER_KEY => list.push(idle),
-            Some(_) => {}
-            None => all.push((key, vec![idle])),
+            Some(_) => return,
+            None => all.by_key.push((key, vec![idle])),
         }
+        all.total += 1;
     }
 
     /// Drops connections idle for longer than `max_idle`.
@@ -72,12 +99,13 @@ impl IdleConns {
         let now = Instant::now();
         let mut all = self.lock();
         let mut closed = 0;
-        for (_, list) in all.iter_mut() {
+        for (_, list) in all.by_key.iter_mut() {
             let before = list.len();
             list.retain(|i| now.duration_since(i.since) < max_idle && !i.sender.is_closed());
             closed += before - list.len();
         }
-        all.retain(|(_, list)| !list.is_empty());
+        all.by_key.retain(|(_, list)| !list.is_empty());
+        all.total -= closed;
         closed
     }
 
@@ -162,5 +190,57 @@ impl Drop for Affinity {
         {
             idle.put(held.key, held.sender);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::rt::TokioIo;
+
+    /// A ready HTTP/1.1 sender over an in-memory pipe (nothing answers; it is never used).
+    async fn sender(pipes: &mut Vec<tokio::io::DuplexStream>) -> Sender {
+        let (a, b) = tokio::io::duplex(64);
+        pipes.push(b);
+        let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(a))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        s.ready().await.unwrap();
+        s
+    }
+
+    fn key(i: usize) -> PoolKey {
+        let name = rustls_pki_types::ServerName::try_from(format!("h{i}.test")).unwrap();
+        PoolKey::new("127.0.0.1:443".parse().unwrap(), name, Vec::new())
+    }
+
+    #[tokio::test]
+    async fn idle_list_is_bounded_per_key_and_in_total() {
+        let idle = IdleConns::default();
+        let mut pipes = Vec::new();
+        for _ in 0..MAX_IDLE_PER_KEY + 5 {
+            idle.put(key(0), sender(&mut pipes).await);
+        }
+        assert_eq!(idle.len(), MAX_IDLE_PER_KEY);
+        // Many distinct keys (client-chosen names) never exceed the total.
+        for i in 1..=MAX_IDLE_TOTAL {
+            idle.put(key(i), sender(&mut pipes).await);
+        }
+        assert_eq!(idle.len(), MAX_IDLE_TOTAL);
+        let max = Duration::from_secs(60);
+        assert!(idle.take(&key(0), max).is_some());
+        assert_eq!(idle.len(), MAX_IDLE_TOTAL - 1);
+        assert!(
+            idle.take(&key(MAX_IDLE_TOTAL), max).is_none(),
+            "was not kept"
+        );
+        idle.put(key(9999), sender(&mut pipes).await);
+        assert_eq!(idle.len(), MAX_IDLE_TOTAL, "a freed place is used again");
+        // Closed connections are swept and uncounted.
+        drop(pipes);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        idle.sweep(max);
+        assert!(idle.is_empty(), "{}", idle.len());
     }
 }

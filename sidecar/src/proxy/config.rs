@@ -1,10 +1,12 @@
 //! The proxy's settings: command-line arguments and the steal plan they point to.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tls_steal_crds::StealPlan;
+use tls_steal_crds::contract::APP_PROBES_ENV;
+use tls_steal_crds::probe::{AppProbes, parse_app_probes};
 
 use super::files::FileResolver;
 
@@ -20,6 +22,11 @@ pub enum ConfigError {
     },
     #[error("invalid steal plan: {0}")]
     Plan(#[from] tls_steal_crds::plan::PlanError),
+    #[error("invalid app probes in {APP_PROBES_ENV} (--app-probes-json): {source}")]
+    AppProbes {
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// `tls-steal-sidecar proxy` arguments.
@@ -72,9 +79,23 @@ pub struct ProxyArgs {
     /// Milliseconds between checks of the certificate files.
     #[arg(long, default_value_t = 1000)]
     pub reload_interval_ms: u64,
-    /// Seconds to let in-flight requests finish after SIGTERM.
+    /// Seconds the proxy keeps accepting and serving after SIGTERM (with `/readyz` already
+    /// 503), while the pod's endpoints are removed; then it stops accepting.
+    #[arg(long, default_value_t = 5)]
+    pub drain_delay: u64,
+    /// Seconds to let in-flight requests finish once the proxy stops accepting.
     #[arg(long, default_value_t = 25)]
     pub drain_timeout: u64,
+    /// Client connections open at once per captured port; one above it is closed right after
+    /// accept and counted in `tls_steal_connections_refused_total`.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// The app probes the webhook rewrote to `/app-health/<container>/<kind>` (JSON).
+    #[arg(long = "app-probes-json", env = APP_PROBES_ENV, hide_env_values = true)]
+    pub app_probes_json: Option<String>,
+    /// The pod's IP: where app probes are sent, as the kubelet would (default 127.0.0.1).
+    #[arg(long, env = tls_steal_crds::contract::POD_IP_ENV)]
+    pub pod_ip: Option<IpAddr>,
     /// Largest HTTP/1 request head / HTTP/2 header list accepted, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,
@@ -98,8 +119,13 @@ pub struct ProxyConfig {
     pub upstream_idle_timeout: Duration,
     pub sniff_timeout: Duration,
     pub reload_interval: Duration,
+    pub drain_delay: Duration,
     pub drain_timeout: Duration,
     pub max_header_bytes: usize,
+    pub max_connections: usize,
+    /// Probes served on the admin port (see [`super::app_probe`]).
+    pub app_probes: AppProbes,
+    pub pod_ip: IpAddr,
 }
 
 impl ProxyConfig {
@@ -122,8 +148,12 @@ impl ProxyConfig {
             upstream_idle_timeout: Duration::from_secs(60),
             sniff_timeout: Duration::from_secs(2),
             reload_interval: Duration::from_secs(1),
+            drain_delay: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(25),
             max_header_bytes: 64 * 1024,
+            max_connections: 4096,
+            app_probes: AppProbes::new(),
+            pod_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
     }
 }
@@ -142,6 +172,12 @@ impl ProxyArgs {
             (None, None) => return Err(ConfigError::NoPlan),
         };
         let plan = StealPlan::from_json(&json)?;
+        let app_probes = match self.app_probes_json.as_deref().map(str::trim) {
+            None | Some("") => AppProbes::new(),
+            Some(json) => {
+                parse_app_probes(json).map_err(|source| ConfigError::AppProbes { source })?
+            }
+        };
         Ok(ProxyConfig {
             plan,
             listen: self.listen,
@@ -159,8 +195,57 @@ impl ProxyArgs {
             upstream_idle_timeout: Duration::from_secs(self.upstream_idle_timeout),
             sniff_timeout: Duration::from_millis(self.sniff_timeout_ms),
             reload_interval: Duration::from_millis(self.reload_interval_ms),
+            drain_delay: Duration::from_secs(self.drain_delay),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             max_header_bytes: self.max_header_bytes,
+            max_connections: self.max_connections.max(1),
+            app_probes,
+            pod_ip: self.pod_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ProxyArgs,
+    }
+
+    fn config(extra: &[&str]) -> Result<ProxyConfig, ConfigError> {
+        let plan = StealPlan::from_ports(vec![]).to_json();
+        let mut argv = vec!["proxy", "--plan-json", &plan];
+        argv.extend_from_slice(extra);
+        Cli::parse_from(argv).args.into_config()
+    }
+
+    #[test]
+    fn app_probes_pod_ip_and_drain_settings() {
+        let c = config(&[]).unwrap();
+        assert!(c.app_probes.is_empty());
+        assert_eq!(c.pod_ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(c.drain_delay, Duration::from_secs(5));
+        assert_eq!(c.max_connections, 4096);
+
+        let probes = r#"{"app/liveness":{"action":{"tcpSocket":{"port":443}},"timeoutSeconds":2}}"#;
+        let c = config(&["--app-probes-json", probes, "--pod-ip", "fd00::7"]).unwrap();
+        assert_eq!(c.app_probes.len(), 1);
+        assert_eq!(c.pod_ip, "fd00::7".parse::<IpAddr>().unwrap());
+        assert!(
+            config(&["--app-probes-json", " "])
+                .unwrap()
+                .app_probes
+                .is_empty()
+        );
+
+        let e = config(&["--app-probes-json", r#"{"app/liveness":{}}"#]).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::AppProbes { .. }) && e.to_string().contains(APP_PROBES_ENV),
+            "{e}"
+        );
     }
 }

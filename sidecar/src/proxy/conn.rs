@@ -43,6 +43,18 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, client: SocketAddr) {
         }
     };
     let port = dst.port();
+    let metrics = shared.metrics.clone();
+    let max = shared.cfg.max_connections;
+    let _slot = match metrics.port(port).client_connection(max) {
+        Ok(slot) => slot,
+        // Dropping the socket closes it: the client sees EOF at once. Logged at the 1st, 2nd,
+        // 4th, 8th... refusal: visible, never a flood.
+        Err(refused) if refused.is_power_of_two() => {
+            return warn!(%client, original_dst = %dst, port, max, refused_total = refused,
+                "client connection limit of the port reached (--max-connections); connection refused");
+        }
+        Err(_) => return,
+    };
     let span = info_span!("conn", %client, original_dst = %dst, port);
     async move {
         let active = shared.ports.get(port).and_then(|p| p.active());
@@ -160,7 +172,14 @@ where
             })
         }
     });
-    let builder = if h2 { &shared.http.h2 } else { &shared.http.h1 };
+    // Accepted before the listeners closed but served after: HTTP/1 gets its one request
+    // answered (with `Connection: close`); a graceful shutdown now would drop it unread.
+    let last = !h2 && shared.shutdown.is_closing();
+    let builder = match (h2, last) {
+        (true, _) => &shared.http.h2,
+        (false, true) => &shared.http.h1_last,
+        (false, false) => &shared.http.h1,
+    };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let expired = async {
@@ -174,7 +193,7 @@ where
     };
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = shared.shutdown.wait() => {
+        _ = shared.shutdown.closing(), if !last => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

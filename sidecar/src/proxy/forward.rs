@@ -2,6 +2,10 @@
 //!
 //! * One hyper-util legacy `Client` (and so one pool) per (destination, SNI, offered ALPN): the
 //!   connector is fixed per pool, so requests never share a connection made for another name.
+//!   Keys come from clients (SNI, `:authority`), so at most [`MAX_POOLS_PER_PORT`] pools are
+//!   kept per port, least recently used evicted; an evicted pool's requests in flight finish on
+//!   their connections, its idle connections close. Each pool keeps at most
+//!   [`MAX_IDLE_PER_POOL`] idle connections.
 //! * The app picks the protocol: offering `h2` (when the client spoke h2) and getting it yields
 //!   one multiplexed connection; otherwise HTTP/1.1 connections, as many as concurrent requests
 //!   need (the pool is unbounded, idle ones are closed after `--upstream-idle-timeout`, 60 s).
@@ -21,11 +25,11 @@
 //! * HTTP/1.1 upgrades (WebSocket): the upgrade is taken on both sides and the two upgraded
 //!   streams are joined with `copy_bidirectional`.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -42,6 +46,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use lru::LruCache;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -78,6 +83,18 @@ pub struct PoolKey {
     alpn: Vec<Vec<u8>>,
 }
 
+/// Most upstream pools (pool keys) kept per port. Legitimate traffic has a handful of names
+/// per port; the bound only matters against clients inventing names.
+pub const MAX_POOLS_PER_PORT: usize = 64;
+/// Most idle connections one pool keeps.
+pub const MAX_IDLE_PER_POOL: usize = 256;
+
+impl PoolKey {
+    pub fn new(dst: SocketAddr, name: ServerName<'static>, alpn: Vec<Vec<u8>>) -> Self {
+        PoolKey { dst, name, alpn }
+    }
+}
+
 /// Timeouts toward the application.
 #[derive(Clone, Copy, Debug)]
 pub struct UpstreamTimeouts {
@@ -93,7 +110,7 @@ pub struct Forwarder {
     upstream: Arc<UpstreamTls>,
     metrics: Arc<Metrics>,
     timeouts: UpstreamTimeouts,
-    clients: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    clients: Mutex<LruCache<PoolKey, Arc<Pool>>>,
     /// App connections of HTTP/1.1 clients that went away (see `affinity`).
     idle: Arc<IdleConns>,
 }
@@ -164,7 +181,9 @@ impl Forwarder {
             upstream,
             metrics,
             timeouts,
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::new(LruCache::new(
+                NonZeroUsize::new(MAX_POOLS_PER_PORT).expect("a non-zero constant"),
+            )),
             idle: {
                 let idle = Arc::new(IdleConns::default());
                 idle.start_sweeper(timeouts.idle);
@@ -196,6 +215,7 @@ impl Forwarder {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(self.timeouts.idle)
+            .pool_max_idle_per_host(MAX_IDLE_PER_POOL)
             .http2_only(h2_only)
             .set_host(true)
             .build(connector)
@@ -203,6 +223,7 @@ impl Forwarder {
 
     fn pool(&self, key: PoolKey) -> Arc<Pool> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        // Found: marked most recently used, no allocation.
         if let Some(p) = clients.get(&key) {
             return p.clone();
         }
@@ -212,8 +233,15 @@ impl Forwarder {
             h2: offers_h2.then(|| self.client_for(&key, &[b"h2".to_vec()], true)),
             speaks_h2: AtomicBool::new(false),
         });
-        self.metrics.port(self.port).upstream_pools(1);
-        clients.insert(key, pool.clone());
+        let m = self.metrics.port(self.port);
+        m.upstream_pools(1);
+        // The least recently used pool leaves the map when it is full (the key was absent, so
+        // it is never replaced itself); it is dropped outside the lock.
+        let evicted = clients.push(key, pool.clone());
+        drop(clients);
+        if evicted.is_some() {
+            m.upstream_pools(-1);
+        }
         pool
     }
 

@@ -42,10 +42,27 @@ impl From<PemError> for MaterialError {
 impl From<FileError> for MaterialError {
     fn from(e: FileError) -> Self {
         MaterialError {
+            reason: explain_permission(e.reason),
             what: e.path,
-            reason: e.reason,
         }
     }
+}
+
+/// The text `std::io::Error` gives `EACCES`.
+const EACCES_TEXT: &str = "Permission denied (os error 13)";
+
+/// The proxy runs as its own non-root uid, so an app's key file with a tight mode (0600, owned
+/// by the app's user) is unreadable to it: say so, and what fixes it.
+fn explain_permission(reason: String) -> String {
+    if !reason.contains(EACCES_TEXT) {
+        return reason;
+    }
+    reason.replace(
+        EACCES_TEXT,
+        "permission denied (os error 13): the tls-steal-proxy container's user cannot read it \
+         (keep the Secret volume's default mode 0644, or set `defaultMode: 0440` and the pod's \
+         `securityContext.fsGroup`)",
+    )
 }
 
 /// One file as read.
@@ -129,5 +146,30 @@ impl PortTls {
             server: Arc::new(server),
             upstream: Arc::new(upstream),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_denied_is_explained() {
+        let real = std::io::Error::from_raw_os_error(13).to_string();
+        let e = MaterialError::from(FileError {
+            path: "/tls/tls.key".into(),
+            reason: real,
+        });
+        assert_eq!(e.what, "/tls/tls.key");
+        assert!(
+            e.reason.starts_with("permission denied (os error 13)"),
+            "{e}"
+        );
+        assert!(e.reason.contains("fsGroup"), "{e}");
+        let other = MaterialError::from(FileError {
+            path: "/x".into(),
+            reason: "not found".into(),
+        });
+        assert_eq!(other.reason, "not found");
     }
 }

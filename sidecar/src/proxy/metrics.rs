@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 /// How a request ended.
@@ -114,6 +114,20 @@ pub struct PortMetrics {
     upstream_pools: AtomicI64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// Client connections open now (counted against `--max-connections`).
+    client_open: AtomicUsize,
+    connections_refused: AtomicU64,
+    /// The port is relayed untouched (its TLS material is unusable).
+    passthrough: AtomicBool,
+}
+
+/// A client connection counted against its port's limit, for as long as it lives.
+pub struct ClientSlot<'a>(&'a AtomicUsize);
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 /// How a connection was handled.
@@ -169,6 +183,22 @@ impl PortMetrics {
     /// An upstream pool (one per SNI/ALPN key) created (`+1`) or dropped (`-1`).
     pub fn upstream_pools(&self, delta: i64) {
         self.upstream_pools.fetch_add(delta, Relaxed);
+    }
+
+    /// Counts a new client connection; when `max` are open already it is counted as refused
+    /// instead, and the refusals so far are returned.
+    pub fn client_connection(&self, max: usize) -> Result<ClientSlot<'_>, u64> {
+        let open = self.client_open.fetch_add(1, Relaxed);
+        if open >= max {
+            self.client_open.fetch_sub(1, Relaxed);
+            return Err(self.connections_refused.fetch_add(1, Relaxed) + 1);
+        }
+        Ok(ClientSlot(&self.client_open))
+    }
+
+    /// Whether the port is relayed untouched, for `tls_steal_port_passthrough`.
+    pub fn set_passthrough(&self, on: bool) {
+        self.passthrough.store(on, Relaxed);
     }
 
     pub fn reload(&self, ok: bool) {
@@ -322,6 +352,45 @@ impl Metrics {
         }
         counter(
             &mut o,
+            "tls_steal_port_passthrough",
+            "1 while a captured port is relayed untouched (its TLS material is unusable; see /readyz).",
+            "gauge",
+        );
+        for (port, m) in self.ports.iter().filter(|(p, _)| **p != 0) {
+            let _ = writeln!(
+                o,
+                "tls_steal_port_passthrough{{port=\"{port}\"}} {}",
+                u8::from(m.passthrough.load(Relaxed))
+            );
+        }
+        counter(
+            &mut o,
+            "tls_steal_client_connections",
+            "Open client connections, by port.",
+            "gauge",
+        );
+        for (port, m) in &self.ports {
+            let _ = writeln!(
+                o,
+                "tls_steal_client_connections{{port=\"{port}\"}} {}",
+                m.client_open.load(Relaxed)
+            );
+        }
+        counter(
+            &mut o,
+            "tls_steal_connections_refused_total",
+            "Client connections closed right after accept because the port had --max-connections open.",
+            "counter",
+        );
+        for (port, m) in &self.ports {
+            let _ = writeln!(
+                o,
+                "tls_steal_connections_refused_total{{port=\"{port}\"}} {}",
+                m.connections_refused.load(Relaxed)
+            );
+        }
+        counter(
+            &mut o,
             "tls_steal_request_duration_seconds",
             "Time from request head to response head.",
             "histogram",
@@ -380,5 +449,27 @@ mod tests {
         assert!(
             t.contains("tls_steal_request_duration_seconds_bucket{port=\"443\",le=\"0.0025\"} 0")
         );
+    }
+
+    #[test]
+    fn connection_limit_and_passthrough_gauge() {
+        let m = Metrics::new([443]);
+        let p = m.port(443);
+        let a = p.client_connection(2).unwrap();
+        let _b = p.client_connection(2).unwrap();
+        assert_eq!(p.client_connection(2).err(), Some(1));
+        drop(a);
+        let _c = p.client_connection(2).expect("a slot is free again");
+        p.set_passthrough(true);
+        let t = m.render();
+        for needle in [
+            "tls_steal_connections_refused_total{port=\"443\"} 1",
+            "tls_steal_client_connections{port=\"443\"} 2",
+            "tls_steal_port_passthrough{port=\"443\"} 1",
+            "# TYPE tls_steal_port_passthrough gauge",
+        ] {
+            assert!(t.contains(needle), "missing {needle}\n{t}");
+        }
+        assert!(!t.contains("tls_steal_port_passthrough{port=\"0\"}"), "{t}");
     }
 }

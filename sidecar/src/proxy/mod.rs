@@ -4,10 +4,18 @@
 //! [`config`] (arguments, plan), [`files`] (target-container paths), [`pem`], [`material`],
 //! [`tls_server`], [`tls_client`], [`ports`] (per-port state), [`reload`], [`orig_dst`],
 //! [`conn`] (one connection), [`affinity`] (HTTP/1.1 app connection per client connection), [`sniff`], [`route`] (per-request decision), [`forward`], [`idle`] (HTTP/2 timeouts),
-//! [`passthrough`], [`admin`], [`metrics`], [`shutdown`].
+//! [`passthrough`], [`admin`], [`app_probe`] (the kubelet's probes, run against the app),
+//! [`metrics`], [`shutdown`] (drain delay, then graceful close).
+//!
+//! Limits against hostile or runaway clients: `--max-connections` client connections per
+//! captured port (the excess is closed right after accept, counted), at most
+//! [`forward::MAX_POOLS_PER_PORT`] upstream pools per port (least recently used evicted) and a
+//! bounded idle list per port ([`affinity`]), and the header read timeout on every listener
+//! (the admin port's too).
 
 pub mod admin;
 pub mod affinity;
+pub mod app_probe;
 pub mod config;
 pub mod conn;
 pub mod files;
@@ -58,6 +66,9 @@ pub enum ProxyError {
 pub struct HttpBuilders {
     pub h1: auto::Builder<TokioExecutor>,
     pub h2: auto::Builder<TokioExecutor>,
+    /// HTTP/1 without keep-alive: for connections that start once the proxy stops accepting
+    /// (accepted just before): their one request is served, with `Connection: close`.
+    pub h1_last: auto::Builder<TokioExecutor>,
 }
 
 impl HttpBuilders {
@@ -74,9 +85,12 @@ impl HttpBuilders {
             // A peer that vanished mid-stream (no FIN) is noticed; idle ones are closed by `idle`.
             .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
             .keep_alive_timeout(std::time::Duration::from_secs(20));
+        let mut last = b.clone().http1_only();
+        last.http1().keep_alive(false);
         HttpBuilders {
             h1: b.clone().http1_only(),
             h2: b.http2_only(),
+            h1_last: last,
         }
     }
 }
@@ -90,6 +104,7 @@ pub struct Shared {
     pub http: HttpBuilders,
     pub shutdown: Shutdown,
     pub drain: Drain,
+    pub app_probes: app_probe::AppProbeRunner,
 }
 
 /// A running proxy.
@@ -105,7 +120,8 @@ pub struct ProxyHandle {
 }
 
 impl ProxyHandle {
-    /// Starts the graceful shutdown (as SIGTERM does).
+    /// Starts the graceful shutdown (as SIGTERM does): not ready at once, still serving for
+    /// the drain delay, then closing.
     pub fn shutdown(&self) {
         self.shutdown.trigger();
     }
@@ -185,6 +201,7 @@ pub async fn start_with_router(
     let shutdown = Shutdown::default();
     let shared = Arc::new(Shared {
         http: HttpBuilders::new(&cfg),
+        app_probes: app_probe::AppProbeRunner::new(&cfg.app_probes, cfg.pod_ip),
         cfg,
         ports,
         metrics,
@@ -213,7 +230,17 @@ pub async fn start_with_router(
 
     let task = tokio::spawn(async move {
         shared.shutdown.wait().await;
-        info!("shutting down: no new connections, draining in-flight requests");
+        let delay = shared.cfg.drain_delay;
+        info!(
+            drain_delay_secs = delay.as_secs_f64(),
+            "shutting down: not ready any more; still accepting and serving during the drain delay"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shared.shutdown.closing() => {}
+        }
+        shared.shutdown.close();
+        info!("drain delay over: no new connections, finishing in-flight requests");
         for t in accept_tasks {
             let _ = t.await;
         }
@@ -246,22 +273,30 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 Ok((tcp, client)) => {
                     tokio::spawn(conn::handle(shared.clone(), tcp, client));
                 }
-                Err(e) => {
-                    // Out of descriptors and the like: back off, never exit.
-                    error!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
+                Err(e) => accept_failed(&e).await,
             },
-            _ = shared.shutdown.wait() => return,
+            // Returning drops the listener: connects are refused from here on.
+            _ = shared.shutdown.closing() => return,
         }
     }
 }
 
-/// Runs until SIGTERM/SIGINT, then drains.
+/// Out of descriptors and the like: back off, never exit, never spin.
+pub(crate) async fn accept_failed(e: &std::io::Error) {
+    error!(error = %e, "accept failed");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}
+
+/// Runs until SIGTERM/SIGINT, then drains (a second signal skips the rest of the drain delay).
 pub async fn run(cfg: ProxyConfig) -> Result<(), ProxyError> {
     let handle = start(cfg).await?;
     shutdown::signal().await;
     handle.shutdown();
+    let again = handle.shutdown.clone();
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        again.close();
+    });
     handle.wait().await;
     Ok(())
 }

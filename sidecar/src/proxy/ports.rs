@@ -1,5 +1,7 @@
 //! The state of every captured port: its plan entry and either usable TLS material (served) or
-//! the reason it is unusable (relayed untouched). The current material sits behind an
+//! the reason it is unusable (relayed untouched, which keeps the pod ready: passthrough still
+//! carries the traffic; the reason is in `/readyz`, `tls_steal_port_passthrough`, the session
+//! API and one log line per change of state). The current material sits behind an
 //! `RwLock<Arc<..>>` held only to clone the `Arc`: a reload swaps it for new handshakes while
 //! established connections keep the configuration they started with.
 
@@ -108,6 +110,10 @@ impl PortTable {
         };
         for p in &plan.ports {
             let (state, _) = table.build(p);
+            table
+                .metrics
+                .port(p.port)
+                .set_passthrough(matches!(state, State::Failed { .. }));
             match &state {
                 State::Active { .. } => {
                     info!(port = p.port, config = %p.config, "TLS material loaded; terminating TLS on this port")
@@ -181,12 +187,20 @@ impl PortTable {
             let m = self.metrics.port(p.port);
             let mut state = entry.state.write().unwrap_or_else(|e| e.into_inner());
             match (new_state, &mut *state) {
-                (s @ State::Active { .. }, _) => {
+                (s @ State::Active { .. }, old) => {
                     m.reload(true);
-                    info!(
-                        port = p.port,
-                        "TLS material changed; new handshakes use the reloaded certificates"
-                    );
+                    m.set_passthrough(false);
+                    if matches!(old, State::Failed { .. }) {
+                        info!(
+                            port = p.port,
+                            "TLS material now usable; terminating TLS on this port again (was relayed untouched)"
+                        );
+                    } else {
+                        info!(
+                            port = p.port,
+                            "TLS material changed; new handshakes use the reloaded certificates"
+                        );
+                    }
                     *state = s;
                 }
                 (
@@ -211,5 +225,123 @@ impl PortTable {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use tls_steal_crds::types::{
+        AgentAsClient, AgentAsServer, ClientVerification, TlsAuthentication,
+    };
+
+    use super::*;
+
+    /// Log output, shared with the subscriber.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Log {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Log {
+        /// Lines logged since the last call.
+        fn take(&self) -> Vec<String> {
+            let bytes = std::mem::take(&mut *self.0.lock().unwrap());
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    #[test]
+    fn one_log_line_and_a_gauge_per_change_of_a_ports_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["app.test".into()]).unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        let plan = StealPlan::from_ports(vec![PortPlan {
+            port: 443,
+            container: "app".into(),
+            config: "MirrordTlsStealConfig/default/test".into(),
+            agent_as_server: AgentAsServer {
+                authentication: TlsAuthentication {
+                    cert_pem: cert.display().to_string(),
+                    key_pem: key.display().to_string(),
+                },
+                alpn_protocols: vec![],
+                verification: None,
+            },
+            agent_as_client: AgentAsClient {
+                authentication: None,
+                verification: ClientVerification {
+                    accept_any_cert: true,
+                    trust_roots: vec![],
+                },
+            },
+        }]);
+        let metrics = Arc::new(Metrics::new([443]));
+        let files = FileResolver {
+            search_processes: false,
+            ..FileResolver::default()
+        };
+        let timeouts = UpstreamTimeouts {
+            connect: std::time::Duration::from_secs(1),
+            idle: std::time::Duration::from_secs(1),
+        };
+        let log = Log::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer({
+                let log = log.clone();
+                move || log.clone()
+            })
+            .with_ansi(false)
+            .finish();
+        let gauge = |on: u8| format!("tls_steal_port_passthrough{{port=\"443\"}} {on}");
+        tracing::subscriber::with_default(subscriber, || {
+            let table = PortTable::load(&plan, files, metrics.clone(), timeouts);
+            let lines = log.take();
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(
+                lines[0].contains("relaying this port untouched"),
+                "{lines:?}"
+            );
+            assert!(metrics.render().contains(&gauge(1)));
+            for _ in 0..3 {
+                table.reload();
+            }
+            assert_eq!(log.take(), Vec::<String>::new(), "no change, no line");
+
+            std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+            table.reload();
+            table.reload();
+            let lines = log.take();
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(lines[0].contains("now usable"), "{lines:?}");
+            assert!(metrics.render().contains(&gauge(0)));
+
+            std::fs::write(&key, "not a key").unwrap();
+            table.reload();
+            table.reload();
+            let lines = log.take();
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(lines[0].contains("keeping the previous one"), "{lines:?}");
+            assert!(metrics.render().contains(&gauge(0)), "still terminating");
+
+            std::fs::remove_file(&key).unwrap();
+            table.reload();
+            table.reload();
+            assert_eq!(log.take().len(), 1, "the new failure, once");
+        });
     }
 }

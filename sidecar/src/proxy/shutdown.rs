@@ -1,6 +1,12 @@
-//! Graceful shutdown: SIGTERM (or SIGINT) stops the accept loops, open HTTP connections are
-//! told to finish their in-flight requests (hyper's graceful shutdown), relays run on, and the
-//! whole drain is cut at a hard deadline.
+//! Graceful shutdown, in two phases so that no request is lost while the pod goes away:
+//!
+//! 1. **Draining** (SIGTERM): `/readyz` answers 503 at once, so the pod leaves its Services'
+//!    endpoints, but the proxy keeps accepting and serving as before for `--drain-delay`
+//!    (endpoint removal reaches every node's kube-proxy, and every client, only after a while).
+//! 2. **Closing** (after the delay): the capture listeners are closed (new connects are refused),
+//!    open HTTP connections are told to finish (hyper's graceful shutdown: HTTP/2 GOAWAY,
+//!    HTTP/1.1 `Connection: close` on the response in flight, idle keep-alive connections closed
+//!    at once), relays run on, and the whole drain is cut at `--drain-timeout`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,33 +15,77 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, watch};
 
+/// Where the process is in its shutdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Serving,
+    /// Not ready, still accepting and serving.
+    Draining,
+    /// No longer accepting; in-flight requests finish.
+    Closing,
+}
+
 /// The shutdown signal, cloneable and awaitable anywhere.
 #[derive(Clone)]
 pub struct Shutdown {
-    tx: Arc<watch::Sender<bool>>,
+    tx: Arc<watch::Sender<Phase>>,
 }
 
 impl Default for Shutdown {
     fn default() -> Self {
         Shutdown {
-            tx: Arc::new(watch::channel(false).0),
+            tx: Arc::new(watch::channel(Phase::Serving).0),
         }
     }
 }
 
 impl Shutdown {
+    /// Starts draining (SIGTERM).
     pub fn trigger(&self) {
-        self.tx.send_replace(true);
+        self.advance(Phase::Draining);
     }
 
-    pub fn is_triggered(&self) -> bool {
+    /// Stops accepting; connections finish what they carry.
+    pub fn close(&self) {
+        self.advance(Phase::Closing);
+    }
+
+    fn advance(&self, to: Phase) {
+        self.tx.send_if_modified(|p| {
+            let later = to > *p;
+            if later {
+                *p = to;
+            }
+            later
+        });
+    }
+
+    pub fn phase(&self) -> Phase {
         *self.tx.borrow()
     }
 
-    /// Resolves once the shutdown is triggered.
+    /// Draining or closing: readiness is off.
+    pub fn is_triggered(&self) -> bool {
+        self.phase() >= Phase::Draining
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.phase() >= Phase::Closing
+    }
+
+    /// Resolves once the shutdown is triggered (draining starts).
     pub async fn wait(&self) {
+        self.reached(Phase::Draining).await
+    }
+
+    /// Resolves once the proxy stops accepting (after the drain delay).
+    pub async fn closing(&self) {
+        self.reached(Phase::Closing).await
+    }
+
+    async fn reached(&self, phase: Phase) {
         let mut rx = self.tx.subscribe();
-        let _ = rx.wait_for(|v| *v).await;
+        let _ = rx.wait_for(|p| *p >= phase).await;
     }
 }
 
@@ -102,5 +152,35 @@ pub async fn signal() {
     tokio::select! {
         _ = term => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn phases_only_move_forward() {
+        let s = Shutdown::default();
+        assert_eq!(s.phase(), Phase::Serving);
+        s.close();
+        assert!(s.is_triggered() && s.is_closing());
+        s.trigger();
+        assert_eq!(s.phase(), Phase::Closing, "never back to draining");
+        s.wait().await;
+        s.closing().await;
+
+        let s = Shutdown::default();
+        s.trigger();
+        assert!(s.is_triggered() && !s.is_closing());
+        s.wait().await;
+        let closing = tokio::spawn({
+            let s = s.clone();
+            async move { s.closing().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!closing.is_finished());
+        s.close();
+        closing.await.unwrap();
     }
 }

@@ -53,9 +53,7 @@ pub fn upstream_tls(
     provider: Arc<CryptoProvider>,
 ) -> Result<UpstreamTls, MaterialError> {
     let verifier: Arc<dyn ServerCertVerifier> = if plan.verification.accept_any_cert {
-        Arc::new(AnyServerCert {
-            provider: Signatures(provider.clone()),
-        })
+        accept_any_cert(provider.clone())
     } else {
         if plan.verification.trust_roots.is_empty() {
             return Err(MaterialError::new(
@@ -117,6 +115,14 @@ pub fn server_name(
         }
     }
     ServerName::IpAddress(dst.into())
+}
+
+/// A verifier accepting any server certificate (handshake signatures still checked), as the
+/// kubelet's probes and `acceptAnyCert` do.
+pub fn accept_any_cert(provider: Arc<CryptoProvider>) -> Arc<dyn ServerCertVerifier> {
+    Arc::new(AnyServerCert {
+        provider: Signatures(provider),
+    })
 }
 
 /// Accepts any application certificate; handshake signatures are still verified.

@@ -19,7 +19,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value;
 use tls_steal_crds::filter::{CompiledFilter, HttpFilter};
 use tls_steal_crds::session::{
-    ApiError, Mode, REGISTER_PATH, Registration, SESSION_ID_HEADER, STATUS_PATH, UPGRADE_PROTOCOL,
+    ApiError, Mode, PASSTHROUGH_HEADER, REGISTER_PATH, Registration, SESSION_ID_HEADER,
+    STATUS_PATH, UPGRADE_PROTOCOL,
 };
 use tokio::net::TcpListener;
 use tracing::{debug, error, info};
@@ -158,6 +159,11 @@ async fn register(
     let id = session.id;
     info!(session = id, client = %session.client, ports = ?session.ports, mode = ?session.mode,
         filter = ?session.filter_spec, "session registered");
+    // The developer learns at once why nothing of a port will be stolen.
+    let passthrough = sessions
+        .proxy()
+        .map(|shared| super::status::passthrough(&shared, &session.ports))
+        .unwrap_or_default();
     tokio::spawn(session.run(sessions.clone(), on_upgrade));
     let mut r = Response::new(Empty::<Bytes>::new().map_err(|n| match n {}).boxed_unsync());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -165,6 +171,18 @@ async fn register(
     h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     h.insert(UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
     h.insert(SESSION_ID_HEADER, HeaderValue::from(id));
+    if !passthrough.is_empty() {
+        // JSON escapes control characters; other non-ASCII bytes are valid header bytes.
+        match serde_json::to_vec(&passthrough).map(|json| HeaderValue::from_bytes(&json)) {
+            Ok(Ok(v)) => {
+                h.insert(PASSTHROUGH_HEADER, v);
+            }
+            _ => debug!(
+                session = id,
+                "passthrough ports not sent: not a header value"
+            ),
+        }
+    }
     Ok(r)
 }
 

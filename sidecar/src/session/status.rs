@@ -43,6 +43,23 @@ pub fn ports(shared: &Shared) -> Vec<PortStatus> {
         .collect()
 }
 
+/// The ports among `ports` that are relayed untouched, with the reason (reads no file).
+pub fn passthrough(shared: &Shared, ports: &[u16]) -> Vec<PortStatus> {
+    ports
+        .iter()
+        .filter_map(|p| shared.ports.get(*p))
+        .filter_map(|entry| match entry.health() {
+            PortHealth::Passthrough(e) => Some(PortStatus {
+                port: entry.plan.port,
+                state: "passthrough".into(),
+                reason: Some(format!("{}: {}", e.what, e.reason)),
+                certificate: None,
+            }),
+            PortHealth::Ok | PortHealth::Stale(_) => None,
+        })
+        .collect()
+}
+
 /// The end-entity certificate of `file` (as the proxy reads it), subject and expiry.
 fn certificate(shared: &Shared, file: &str) -> Option<CertificateInfo> {
     let bytes = shared.cfg.files.read(file).ok()?;

@@ -68,10 +68,17 @@ impl Ca {
 
     /// A leaf for `app.test`, `localhost` and 127.0.0.1, usable as server and client cert.
     pub fn leaf(&self, serial: u64) -> Leaf {
-        let mut p =
-            CertificateParams::new(vec!["app.test".to_string(), "localhost".to_string()]).unwrap();
-        p.subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        self.leaf_for(serial, &["app.test", "localhost"], true)
+    }
+
+    /// A leaf for `names` (DNS), with the 127.0.0.1 IP SAN when `loopback_ip`.
+    pub fn leaf_for(&self, serial: u64, names: &[&str], loopback_ip: bool) -> Leaf {
+        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        if loopback_ip {
+            p.subject_alt_names
+                .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        }
         p.distinguished_name
             .push(DnType::CommonName, format!("leaf-{serial}"));
         p.extended_key_usages = vec![
@@ -395,6 +402,14 @@ async fn app_handle(
     } else if path == "/slow" {
         tokio::time::sleep(Duration::from_millis(300)).await;
         Response::new(full(serde_json::to_vec(&seen).unwrap()))
+    } else if let Some(ms) = path.strip_prefix("/sleep/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+        Response::new(full(serde_json::to_vec(&seen).unwrap()))
+    } else if let Some(code) = path.strip_prefix("/status/") {
+        let mut r = Response::new(full(format!("answering {code}")));
+        *r.status_mut() =
+            StatusCode::from_bytes(code.as_bytes()).unwrap_or(StatusCode::IM_A_TEAPOT);
+        r
     } else {
         Response::new(full(serde_json::to_vec(&seen).unwrap()))
     };
@@ -617,6 +632,8 @@ pub fn test_config(plan: PortPlan, app: SocketAddr) -> ProxyConfig {
     cfg.files.search_processes = false;
     cfg.reload_interval = Duration::from_millis(200);
     cfg.drain_timeout = Duration::from_secs(2);
+    // Tests of the drain delay set their own.
+    cfg.drain_delay = Duration::ZERO;
     cfg
 }
 

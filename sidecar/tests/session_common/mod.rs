@@ -71,6 +71,7 @@ impl World {
         cfg.orig_dst_override = Some(app.addr);
         cfg.files.search_processes = false;
         cfg.drain_timeout = Duration::from_secs(2);
+        cfg.drain_delay = Duration::ZERO;
         let (proxy, sessions) = match tune {
             None => (proxy::start(cfg).await.expect("proxy starts"), None),
             Some(f) => {

@@ -1,0 +1,193 @@
+//! Shutdown without losing a request: after SIGTERM the proxy is not ready but keeps accepting
+//! and serving for the drain delay, then refuses new connections, tells open ones to finish
+//! (HTTP/2 GOAWAY, HTTP/1.1 `Connection: close` / idle keep-alive connections closed) and
+//! lets in-flight requests complete.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// An HTTP/1.1 keep-alive connection whose connection task can be watched.
+async fn h1_conn(
+    addr: SocketAddr,
+    pki: &Pki,
+) -> (
+    hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let tls = tls_connect(addr, &ClientOpts::new(pki, &["http/1.1"]))
+        .await
+        .unwrap();
+    let (s, c) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    (s, tokio::spawn(c))
+}
+
+async fn h1_get(
+    s: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
+    path: &str,
+) -> http::Response<Bytes> {
+    s.ready().await.unwrap();
+    let req = Request::get(path)
+        .header("host", "app.test")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = s.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    http::Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
+}
+
+/// A raw HTTP/2 connection (preface and SETTINGS sent) whose frames are read in a task that
+/// returns whether a GOAWAY frame arrived before the connection closed.
+async fn h2_watch_goaway(addr: SocketAddr, pki: &Pki) -> tokio::task::JoinHandle<bool> {
+    let mut tls = tls_connect(addr, &ClientOpts::new(pki, &["h2"]))
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    tls.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap(); // empty SETTINGS
+    tls.flush().await.unwrap();
+    tokio::spawn(async move {
+        let mut goaway = false;
+        loop {
+            let mut head = [0u8; 9];
+            if tls.read_exact(&mut head).await.is_err() {
+                return goaway;
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if tls.read_exact(&mut payload).await.is_err() {
+                return goaway;
+            }
+            match head[3] {
+                // Acknowledge SETTINGS and PINGs, as a well-behaved client (the server's
+                // graceful shutdown waits for a PING's answer before its last GOAWAY).
+                4 if head[4] & 1 == 0 => {
+                    let _ = tls.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
+                }
+                6 if head[4] & 1 == 0 => {
+                    let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                    ack.extend_from_slice(&payload);
+                    let _ = tls.write_all(&ack).await;
+                }
+                7 => goaway = true,
+                _ => {}
+            }
+        }
+    })
+}
+
+async fn wait_refused(addr: SocketAddr) {
+    let deadline = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_without_losing_a_request() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let mut cfg = test_config(port_plan(&pki, app.addr.port()), app.addr);
+    // Long enough for the steps "during the delay" even on a loaded machine.
+    cfg.drain_delay = Duration::from_secs(3);
+    cfg.drain_timeout = Duration::from_secs(10);
+    let proxy = start_proxy(cfg).await;
+    let (addr, admin) = (proxy.listen[0], proxy.admin.unwrap());
+
+    // Before SIGTERM: an idle HTTP/1.1 keep-alive client, an HTTP/2 client (hyper) and a raw
+    // HTTP/2 connection watching for GOAWAY, and a slow request in flight.
+    let (mut idle, idle_conn) = h1_conn(addr, &pki).await;
+    assert_eq!(h1_get(&mut idle, "/first").await.status(), 200);
+    let tls = tls_connect(addr, &ClientOpts::new(&pki, &["h2"]))
+        .await
+        .unwrap();
+    let (mut h2, h2_conn) = h2_client::<http_body_util::Empty<Bytes>>(tls).await;
+    let goaway = h2_watch_goaway(addr, &pki).await;
+    let (mut slow, _slow_conn) = h1_conn(addr, &pki).await;
+    let slow_req = tokio::spawn(async move { h1_get(&mut slow, "/sleep/5000").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    proxy.shutdown();
+
+    // Draining: not ready, but new connections and requests are still served.
+    let (status, body) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("shutting down"), "{body}");
+    let fresh = get_seen(addr, &ClientOpts::new(&pki, &["http/1.1"]), "/during")
+        .await
+        .expect("a new connection during the drain delay is served");
+    assert_eq!(fresh.uri, "/during");
+    let req = Request::get("https://app.test/during-h2")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "the open HTTP/2 connection still serves"
+    );
+
+    // After the delay: connects are refused, idle connections are closed, the HTTP/2 ones get
+    // GOAWAY, and the request in flight still completes.
+    wait_refused(addr).await;
+    tokio::time::timeout(WAIT, idle_conn)
+        .await
+        .expect("the idle keep-alive connection is closed by the proxy")
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(WAIT, h2_conn)
+        .await
+        .expect("the HTTP/2 connection ends")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::time::timeout(WAIT, goaway).await.unwrap().unwrap(),
+        "a GOAWAY frame before the close"
+    );
+    let slow = tokio::time::timeout(WAIT, slow_req).await.unwrap().unwrap();
+    assert_eq!(slow.status(), 200, "the request in flight completes");
+    assert_eq!(
+        slow.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "told to close after it"
+    );
+    tokio::time::timeout(WAIT, proxy.wait())
+        .await
+        .expect("the proxy exits once drained");
+}
+
+#[tokio::test]
+async fn the_drain_timeout_bounds_a_request_that_never_ends() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let mut cfg = test_config(port_plan(&pki, app.addr.port()), app.addr);
+    cfg.drain_delay = Duration::from_millis(100);
+    cfg.drain_timeout = Duration::from_millis(500);
+    let proxy = start_proxy(cfg).await;
+    let mut c = Conn::open(proxy.listen[0], &ClientOpts::new(&pki, &["h2"]))
+        .await
+        .unwrap();
+    let stuck = tokio::spawn(async move { c.get("/sleep/60000").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.shutdown();
+    tokio::time::timeout(WAIT, proxy.wait())
+        .await
+        .expect("exits at the drain deadline");
+    stuck.abort();
+}
