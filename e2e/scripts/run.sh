@@ -118,7 +118,7 @@ demo_cert() { # namespace
   demo_ca || return 1
   [ -f "$W/$1.crt" ] && return 0
   local names="" n
-  for n in demo-app probe-app; do names="$names,DNS:$n,DNS:$n.$1.svc,DNS:$n.$1.svc.cluster.local"; done
+  for n in demo-app demo-app-probe; do names="$names,DNS:$n,DNS:$n.$1.svc,DNS:$n.$1.svc.cluster.local"; done
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$W/$1.key" \
     -out "$W/$1.csr" -subj "/CN=demo-app.$1.svc" 2>/dev/null &&
   printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "${names#,}" > "$W/$1.ext" &&
@@ -352,19 +352,19 @@ check_probes_rewritten() {
   [ -z "${restarts//0/}" ] || { echo "containers of $pod restarted: $restarts"; return 1; }
 }
 check_probe_turns_red() {
-  render demo-app.yaml.in $NS_IN probe-app | kc apply -f - >/dev/null || return 1
-  kc -n $NS_IN rollout status deploy/probe-app --timeout=90s >/dev/null || { echo "probe-app not Ready"; return 1; }
-  local pod ip; pod=$(pod_of $NS_IN probe-app); ip=$(kc -n $NS_IN get pod "$pod" -o jsonpath='{.status.podIP}')
-  [[ $(containers_of $NS_IN "$pod") == *tls-steal-proxy* ]] || { echo "probe-app not injected"; return 1; }
-  curl_app $NS_IN probe-app "$ip" -X POST "https://probe-app.$NS_IN.svc/control/fail-health" >/dev/null ||
-    { echo "could not make probe-app's /healthz fail"; return 1; }
+  render demo-app.yaml.in $NS_IN demo-app-probe | kc apply -f - >/dev/null || return 1
+  kc -n $NS_IN rollout status deploy/demo-app-probe --timeout=90s >/dev/null || { echo "demo-app-probe not Ready"; return 1; }
+  local pod ip; pod=$(pod_of $NS_IN demo-app-probe); ip=$(kc -n $NS_IN get pod "$pod" -o jsonpath='{.status.podIP}')
+  [[ $(containers_of $NS_IN "$pod") == *tls-steal-proxy* ]] || { echo "demo-app-probe not injected"; return 1; }
+  curl_app $NS_IN demo-app-probe "$ip" -X POST "https://demo-app-probe.$NS_IN.svc/control/fail-health" >/dev/null ||
+    { echo "could not make demo-app-probe's /healthz fail"; return 1; }
   not_ready() { [ "$(kc -n $NS_IN get pod "$pod" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = False ]; }
-  wait_for 20 "probe-app NotReady" not_ready || { echo "readiness stayed green although /healthz fails"; return 1; }
+  wait_for 20 "demo-app-probe NotReady" not_ready || { echo "readiness stayed green although /healthz fails"; return 1; }
   restarted() { [ "$(kc -n $NS_IN get pod "$pod" -o jsonpath='{.status.containerStatuses[?(@.name=="app")].restartCount}')" -ge 1 ]; }
   wait_for 40 "the app container restarted by liveness" restarted || { echo "liveness did not restart the failing app"; return 1; }
   kc -n $NS_IN wait --for=condition=Ready "pod/$pod" --timeout=60s >/dev/null || { echo "not Ready again after the restart"; return 1; }
   echo "$pod: NotReady while /healthz failed, app restarted by liveness, Ready again"
-  kc -n $NS_IN delete deploy probe-app --wait=false >/dev/null
+  kc -n $NS_IN delete deploy demo-app-probe --wait=false >/dev/null
 }
 check "probes on the TLS port rewritten: Ready, 0 restarts after 30 s" check_probes_rewritten
 check "probes reach the app: failing /healthz turns readiness red, liveness restarts it" check_probe_turns_red

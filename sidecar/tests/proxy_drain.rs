@@ -1,7 +1,8 @@
-//! Shutdown without losing a request: after SIGTERM the proxy is not ready but keeps accepting
-//! and serving for the drain delay, then refuses new connections, tells open ones to finish
-//! (HTTP/2 GOAWAY, HTTP/1.1 `Connection: close` / idle keep-alive connections closed) and
-//! lets in-flight requests complete.
+//! Shutdown without losing a request: after SIGTERM the proxy is not ready, tells open
+//! connections to finish at once (HTTP/2 GOAWAY, HTTP/1.1 `Connection: close` / idle keep-alive
+//! connections closed) so their clients reconnect elsewhere, keeps accepting and serving new
+//! connections for the drain delay (each told to close after its requests), then refuses new
+//! connections and lets in-flight requests complete.
 
 mod common;
 
@@ -105,7 +106,7 @@ async fn sigterm_drains_without_losing_a_request() {
     let app = App::start(&pki).await;
     let mut cfg = test_config(port_plan(&pki, app.addr.port()), app.addr);
     // Long enough for the steps "during the delay" even on a loaded machine.
-    cfg.drain_delay = Duration::from_secs(3);
+    cfg.drain_delay = Duration::from_secs(6);
     cfg.drain_timeout = Duration::from_secs(10);
     let proxy = start_proxy(cfg).await;
     let (addr, admin) = (proxy.listen[0], proxy.admin.unwrap());
@@ -117,7 +118,7 @@ async fn sigterm_drains_without_losing_a_request() {
     let tls = tls_connect(addr, &ClientOpts::new(&pki, &["h2"]))
         .await
         .unwrap();
-    let (mut h2, h2_conn) = h2_client::<http_body_util::Empty<Bytes>>(tls).await;
+    let (h2, h2_conn) = h2_client::<http_body_util::Empty<Bytes>>(tls).await;
     let goaway = h2_watch_goaway(addr, &pki).await;
     let (mut slow, _slow_conn) = h1_conn(addr, &pki).await;
     let slow_req = tokio::spawn(async move { h1_get(&mut slow, "/sleep/5000").await });
@@ -125,41 +126,55 @@ async fn sigterm_drains_without_losing_a_request() {
 
     proxy.shutdown();
 
-    // Draining: not ready, but new connections and requests are still served.
+    // Draining: not ready; open connections are told to finish at once (the idle keep-alive one
+    // closed, the HTTP/2 ones get GOAWAY), while new connections are still served, each told
+    // to close after its request.
     let (status, body) = admin_get(admin, "/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("shutting down"), "{body}");
-    let fresh = get_seen(addr, &ClientOpts::new(&pki, &["http/1.1"]), "/during")
-        .await
-        .expect("a new connection during the drain delay is served");
-    assert_eq!(fresh.uri, "/during");
-    let req = Request::get("https://app.test/during-h2")
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    let resp = h2.send_request(req).await.unwrap();
-    assert_eq!(
-        resp.status(),
-        200,
-        "the open HTTP/2 connection still serves"
-    );
-
-    // After the delay: connects are refused, idle connections are closed, the HTTP/2 ones get
-    // GOAWAY, and the request in flight still completes.
-    wait_refused(addr).await;
     tokio::time::timeout(WAIT, idle_conn)
         .await
         .expect("the idle keep-alive connection is closed by the proxy")
-        .unwrap()
-        .unwrap();
-    tokio::time::timeout(WAIT, h2_conn)
-        .await
-        .expect("the HTTP/2 connection ends")
         .unwrap()
         .unwrap();
     assert!(
         tokio::time::timeout(WAIT, goaway).await.unwrap().unwrap(),
         "a GOAWAY frame before the close"
     );
+    tokio::time::timeout(WAIT, h2_conn)
+        .await
+        .expect("the open HTTP/2 connection ends")
+        .unwrap()
+        .unwrap();
+    drop(h2);
+    let (mut during, _during_conn) = h1_conn(addr, &pki).await;
+    let resp = h1_get(&mut during, "/during").await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "a new connection during the delay is served"
+    );
+    assert_eq!(
+        resp.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "and told to close after its request"
+    );
+    let tls = tls_connect(addr, &ClientOpts::new(&pki, &["h2"]))
+        .await
+        .expect("a new HTTP/2 connection during the delay is accepted");
+    let (mut h2_during, _h2_during_conn) = h2_client::<http_body_util::Empty<Bytes>>(tls).await;
+    let req = Request::get("https://app.test/during-h2")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = h2_during.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200, "its first request is served");
+    assert!(
+        !proxy.is_closing(),
+        "all of this happened within the drain delay"
+    );
+
+    // After the delay: connects are refused, and the request in flight still completes.
+    wait_refused(addr).await;
     let slow = tokio::time::timeout(WAIT, slow_req).await.unwrap().unwrap();
     assert_eq!(slow.status(), 200, "the request in flight completes");
     assert_eq!(

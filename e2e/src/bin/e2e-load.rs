@@ -13,7 +13,8 @@
 //! idempotent requests (RFC 9110 §9.2.2), as Go's and browsers' clients do: a `GET` that fails on
 //! a *reused* connection before any response arrived (the server closed it meanwhile, or an h2
 //! GOAWAY refused the stream) is sent once more on a new connection, and counted as retried. A
-//! failure on a new connection, a second failure, or any status other than 200 counts as failed.
+//! failure on a new connection, a second failure, or any answer other than 200 (a 502 included)
+//! counts as failed and is never retried.
 //!
 //! On exit it prints one summary line per loop and the pods that answered (`x-served-by`), and
 //! exits 1 if any request failed.
@@ -127,8 +128,24 @@ impl Client {
     }
 }
 
-/// Sends one request; the pod that answered, or the error.
-async fn send(sender: &mut Sender, req: Request<Empty<Bytes>>) -> anyhow::Result<String> {
+/// What the server answered: its status and the pod (`x-served-by`).
+struct Answered {
+    status: http::StatusCode,
+    pod: String,
+}
+
+impl Answered {
+    /// Only a 200 counts as served; any other answer is a failure, never retried.
+    fn into_result(self) -> anyhow::Result<String> {
+        if self.status != 200 {
+            bail!("status {} from {}", self.status, self.pod);
+        }
+        Ok(self.pod)
+    }
+}
+
+/// Sends one request: the answer, or the transport error (no answer at all).
+async fn send(sender: &mut Sender, req: Request<Empty<Bytes>>) -> anyhow::Result<Answered> {
     let resp = match sender {
         Sender::H1(s) => {
             s.ready().await?;
@@ -152,10 +169,7 @@ async fn send(sender: &mut Sender, req: Request<Empty<Bytes>>) -> anyhow::Result
         .unwrap_or("?")
         .to_owned();
     resp.into_body().collect().await?;
-    if status != 200 {
-        bail!("status {status} from {pod}");
-    }
-    Ok(pod)
+    Ok(Answered { status, pod })
 }
 
 fn is_usable(sender: &Sender) -> bool {
@@ -187,12 +201,12 @@ async fn kept_loop(client: Arc<Client>, h2: bool, tally: Shared, interval: Durat
                 },
             };
             match send(&mut sender, client.request("/load/kept", false)).await {
-                Ok(pod) => {
+                Ok(answered) => {
                     conn = Some((sender, used + 1));
-                    result = Ok(pod);
+                    result = answered.into_result();
                     break;
                 }
-                // Reused connection, no response: retried once on a new connection.
+                // Reused connection, no answer at all: retried once on a new connection.
                 Err(e) if used > 0 && attempt == 0 => {
                     record(&tally, loop_name, |t| t.retried += 1);
                     eprintln!(
@@ -214,7 +228,9 @@ async fn fresh_loop(client: Arc<Client>, tally: Shared, interval: Duration) {
         tokio::time::sleep(interval).await;
         let result = async {
             let mut s = client.connect(false).await?;
-            send(&mut s, client.request("/load/new-conn", true)).await
+            send(&mut s, client.request("/load/new-conn", true))
+                .await?
+                .into_result()
         }
         .await;
         count(&tally, "new-conn", result);

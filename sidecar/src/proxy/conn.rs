@@ -172,9 +172,10 @@ where
             })
         }
     });
-    // Accepted before the listeners closed but served after: HTTP/1 gets its one request
-    // answered (with `Connection: close`); a graceful shutdown now would drop it unread.
-    let last = !h2 && shared.shutdown.is_closing();
+    // Accepted while draining: HTTP/1 gets its one request answered (with `Connection: close`);
+    // a graceful shutdown now would drop it unread. (HTTP/2's graceful shutdown lets the
+    // streams the client already sent finish, so it is told at once.)
+    let last = !h2 && shared.shutdown.is_triggered();
     let builder = match (h2, last) {
         (true, _) => &shared.http.h2,
         (false, true) => &shared.http.h1_last,
@@ -193,7 +194,7 @@ where
     };
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = shared.shutdown.closing(), if !last => {
+        _ = shared.shutdown.wait(), if !last => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

@@ -126,6 +126,11 @@ impl ProxyHandle {
         self.shutdown.trigger();
     }
 
+    /// The drain delay is over: the capture listeners are closed.
+    pub fn is_closing(&self) -> bool {
+        self.shutdown.is_closing()
+    }
+
     /// Waits until the proxy has drained (or hit the drain deadline).
     pub async fn wait(self) {
         let _ = self.task.await;

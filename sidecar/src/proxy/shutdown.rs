@@ -1,12 +1,16 @@
 //! Graceful shutdown, in two phases so that no request is lost while the pod goes away:
 //!
 //! 1. **Draining** (SIGTERM): `/readyz` answers 503 at once, so the pod leaves its Services'
-//!    endpoints, but the proxy keeps accepting and serving as before for `--drain-delay`
-//!    (endpoint removal reaches every node's kube-proxy, and every client, only after a while).
+//!    endpoints, and open HTTP connections are told to finish at once (hyper's graceful
+//!    shutdown: HTTP/2 GOAWAY, HTTP/1.1 `Connection: close` on the response in flight, idle
+//!    keep-alive connections closed), so their clients reconnect through the Service to pods
+//!    that stay. New connections are still accepted and served for `--drain-delay` (endpoint
+//!    removal reaches every node's kube-proxy only after a while), each told to close after its
+//!    requests. Keep-alive connections are not kept to the end of the delay: the app behind
+//!    may stop accepting before it ends (its own preStop pause may be shorter), and a request
+//!    then arriving on an old connection would find no app.
 //! 2. **Closing** (after the delay): the capture listeners are closed (new connects are refused),
-//!    open HTTP connections are told to finish (hyper's graceful shutdown: HTTP/2 GOAWAY,
-//!    HTTP/1.1 `Connection: close` on the response in flight, idle keep-alive connections closed
-//!    at once), relays run on, and the whole drain is cut at `--drain-timeout`.
+//!    relays run on, and the whole drain is cut at `--drain-timeout`.
 
 use std::sync::Arc;
 use std::time::Duration;
