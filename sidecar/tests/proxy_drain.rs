@@ -50,8 +50,8 @@ async fn h1_get(
     http::Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
 }
 
-/// A raw HTTP/2 connection (preface and SETTINGS sent) whose frames are read in a task that
-/// returns whether a GOAWAY frame arrived before the connection closed.
+/// A raw HTTP/2 connection (preface, SETTINGS and one `GET /` sent) whose frames are read in a
+/// task that returns whether a GOAWAY frame arrived before the connection closed.
 async fn h2_watch_goaway(addr: SocketAddr, pki: &Pki) -> tokio::task::JoinHandle<bool> {
     let mut tls = tls_connect(addr, &ClientOpts::new(pki, &["h2"]))
         .await
@@ -61,6 +61,11 @@ async fn h2_watch_goaway(addr: SocketAddr, pki: &Pki) -> tokio::task::JoinHandle
         .await
         .unwrap();
     tls.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap(); // empty SETTINGS
+    // HEADERS on stream 1, END_STREAM | END_HEADERS: `:method GET`, `:scheme https`, `:path /`
+    // (HPACK static table entries 2, 7, 4).
+    tls.write_all(&[0, 0, 3, 1, 5, 0, 0, 0, 1, 0x82, 0x87, 0x84])
+        .await
+        .unwrap();
     tls.flush().await.unwrap();
     tokio::spawn(async move {
         let mut goaway = false;
@@ -118,7 +123,11 @@ async fn sigterm_drains_without_losing_a_request() {
     let tls = tls_connect(addr, &ClientOpts::new(&pki, &["h2"]))
         .await
         .unwrap();
-    let (h2, h2_conn) = h2_client::<http_body_util::Empty<Bytes>>(tls).await;
+    let (mut h2, h2_conn) = h2_client::<http_body_util::Empty<Bytes>>(tls).await;
+    let req = Request::get("https://app.test/before-h2")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    assert_eq!(h2.send_request(req).await.unwrap().status(), 200);
     let goaway = h2_watch_goaway(addr, &pki).await;
     let (mut slow, _slow_conn) = h1_conn(addr, &pki).await;
     let slow_req = tokio::spawn(async move { h1_get(&mut slow, "/sleep/5000").await });
@@ -205,4 +214,43 @@ async fn the_drain_timeout_bounds_a_request_that_never_ends() {
         .await
         .expect("exits at the drain deadline");
     stuck.abort();
+}
+
+/// A connection opened before SIGTERM that has not sent its first request yet is not closed
+/// under it: its request, sent while draining, is answered (then it is told to close).
+#[tokio::test]
+async fn a_connection_without_its_first_request_is_not_dropped() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let mut cfg = test_config(port_plan(&pki, app.addr.port()), app.addr);
+    cfg.drain_delay = Duration::from_secs(6);
+    cfg.drain_timeout = Duration::from_secs(10);
+    let proxy = start_proxy(cfg).await;
+    let addr = proxy.listen[0];
+    let (mut h1, h1_conn) = h1_conn(addr, &pki).await;
+    let tls = tls_connect(addr, &ClientOpts::new(&pki, &["h2"]))
+        .await
+        .unwrap();
+    let (mut h2, _h2_conn) = h2_client::<http_body_util::Empty<Bytes>>(tls).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    proxy.shutdown();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let resp = h1_get(&mut h1, "/late-h1").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    tokio::time::timeout(WAIT, h1_conn)
+        .await
+        .expect("closed after its request")
+        .unwrap()
+        .unwrap();
+    let req = Request::get("https://app.test/late-h2")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    assert_eq!(h2.send_request(req).await.unwrap().status(), 200);
+    assert!(!proxy.is_closing(), "within the drain delay");
 }

@@ -148,6 +148,31 @@ async fn sniff<S: AsyncRead + Unpin>(s: &mut S, wait: Duration) -> Option<(Sniff
     }
 }
 
+/// Whether a connection has received a request yet.
+#[derive(Default)]
+struct FirstRequest {
+    seen: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl FirstRequest {
+    /// Called for every request: one relaxed load after the first.
+    fn seen(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.seen.load(Ordering::Relaxed) {
+            self.seen.store(true, Ordering::Release);
+            // Stores a permit when nobody waits yet, so `wait` cannot miss it.
+            self.notify.notify_one();
+        }
+    }
+
+    async fn wait(&self) {
+        if !self.seen.load(std::sync::atomic::Ordering::Acquire) {
+            self.notify.notified().await;
+        }
+    }
+}
+
 async fn serve_http<S>(shared: Arc<Shared>, info: Arc<ConnInfo>, io: S, h2: bool)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -159,7 +184,10 @@ where
     let svc_shared = shared.clone();
     let svc_info = info.clone();
     let svc_activity = activity.clone();
+    let first = Arc::new(FirstRequest::default());
+    let svc_first = first.clone();
     let svc = service_fn(move |req| {
+        svc_first.seen();
         let shared = svc_shared.clone();
         let info = svc_info.clone();
         let stream = svc_activity.as_ref().map(Activity::open);
@@ -192,9 +220,19 @@ where
             None => std::future::pending().await,
         }
     };
+    // Told to finish when draining starts, but not before its first request: a graceful
+    // shutdown then could drop a request already on the wire (HTTP/1: closed unread; HTTP/2: the
+    // final GOAWAY can reach a client that has not sent its first stream yet).
+    let told_to_finish = async {
+        shared.shutdown.wait().await;
+        tokio::select! {
+            _ = first.wait() => {}
+            _ = shared.shutdown.closing() => {}
+        }
+    };
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = shared.shutdown.wait(), if !last => {
+        _ = told_to_finish, if !last => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

@@ -4,7 +4,9 @@
 //!    endpoints, and open HTTP connections are told to finish at once (hyper's graceful
 //!    shutdown: HTTP/2 GOAWAY, HTTP/1.1 `Connection: close` on the response in flight, idle
 //!    keep-alive connections closed), so their clients reconnect through the Service to pods
-//!    that stay. New connections are still accepted and served for `--drain-delay` (endpoint
+//!    that stay (a connection that has not sent its first request yet is told after it, so a
+//!    request already on the wire is never dropped). New connections are still accepted and
+//!    served for `--drain-delay` (endpoint
 //!    removal reaches every node's kube-proxy only after a while), each told to close after its
 //!    requests. Keep-alive connections are not kept to the end of the delay: the app behind
 //!    may stop accepting before it ends (its own preStop pause may be shorter), and a request
