@@ -260,6 +260,7 @@ async fn a_filter_on_one_port_never_affects_another() {
     let everything_on_other = Registration {
         ports: vec![other],
         filter: None,
+        filter_ports: None,
         mode: Mode::Steal,
         client: "other".into(),
     };
@@ -292,6 +293,7 @@ async fn a_filter_on_one_port_never_affects_another() {
     let reg443 = Registration {
         ports: vec![443],
         filter: Some(HttpFilter::Header("^x-steal: 1$".into())),
+        filter_ports: None,
         mode: Mode::Steal,
         client: String::new(),
     };

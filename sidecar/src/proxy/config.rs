@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use tls_steal_crds::StealPlan;
 
-use super::files::FileResolver;
+use super::body::BodyLimits;
+use super::files::{DirectLookup, FileResolver};
 
 /// The plan could not be obtained.
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +46,30 @@ pub struct ProxyArgs {
     /// iptables). Every connection is then treated as sent to this address.
     #[arg(long)]
     pub orig_dst_override: Option<SocketAddr>,
+    /// Like `--orig-dst-override`, for connections accepted on one listener only:
+    /// `LISTEN=DST` (repeatable), e.g. `127.0.0.1:15443=127.0.0.1:8443`. Tests of several
+    /// ports, setups without iptables.
+    #[arg(long = "orig-dst-for", value_name = "LISTEN=DST", value_parser = parse_dst_pair)]
+    pub orig_dst_for: Vec<(SocketAddr, SocketAddr)>,
     /// A process of the target container, whose `/proc/<pid>/root` is searched for PEM files not
-    /// mounted into the sidecar (default: every visible process).
+    /// mounted into the sidecar (default: the processes whose mount table names the plan's
+    /// container).
     #[arg(long)]
     pub target_pid: Option<u32>,
+    /// Which PEM paths may be opened in the proxy's own filesystem: `volumes` (only paths on a
+    /// volume mounted into the proxy that the target container has mounted there too: what the
+    /// webhook mirrored) or `any` (also the proxy's image; a proxy run outside Kubernetes).
+    /// Default: `volumes` in a pod (`KUBERNETES_SERVICE_HOST` is set), else `any`.
+    #[arg(long, value_enum)]
+    pub direct_files: Option<DirectLookup>,
+    /// Largest request body read for a session's body filter, in bytes; a longer body does not
+    /// match body filters (and is passed on unchanged).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub body_filter_max_bytes: usize,
+    /// Milliseconds allowed to read a request body for a session's body filter; a slower body
+    /// does not match body filters (and is passed on unchanged).
+    #[arg(long, default_value_t = 1000)]
+    pub body_filter_timeout_ms: u64,
     /// Seconds a client may take to send a complete request head: for HTTP/1 every head (so an
     /// idle keep-alive connection is closed after it too), for HTTP/2 the first request.
     #[arg(long, default_value_t = 10)]
@@ -90,7 +111,11 @@ pub struct ProxyConfig {
     /// The session API listener; `None`: no session can register (the CLI sets 127.0.0.1:15400).
     pub session_api: Option<SocketAddr>,
     pub orig_dst_override: Option<SocketAddr>,
+    /// Per-listener overrides: (listener, original destination).
+    pub orig_dst_for: Vec<(SocketAddr, SocketAddr)>,
     pub files: FileResolver,
+    /// Bounds of body reads for body filters.
+    pub body_limits: BodyLimits,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
@@ -114,7 +139,9 @@ impl ProxyConfig {
             admin: Some("0.0.0.0:15401".parse().unwrap()),
             session_api: None,
             orig_dst_override: None,
+            orig_dst_for: Vec::new(),
             files: FileResolver::default(),
+            body_limits: BodyLimits::default(),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
@@ -125,6 +152,33 @@ impl ProxyConfig {
             drain_timeout: Duration::from_secs(25),
             max_header_bytes: 64 * 1024,
         }
+    }
+}
+
+/// `LISTEN=DST`.
+fn parse_dst_pair(s: &str) -> Result<(SocketAddr, SocketAddr), String> {
+    let (l, d) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected LISTEN=DST"))?;
+    let addr = |a: &str| {
+        a.trim()
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("{a:?}: {e}"))
+    };
+    Ok((addr(l)?, addr(d)?))
+}
+
+impl ProxyConfig {
+    /// The fixed original destination of connections accepted on `local`, if any.
+    pub fn dst_override(&self, local: Option<SocketAddr>) -> Option<SocketAddr> {
+        local
+            .and_then(|l| {
+                self.orig_dst_for
+                    .iter()
+                    .find(|(listen, _)| *listen == l)
+                    .map(|(_, dst)| *dst)
+            })
+            .or(self.orig_dst_override)
     }
 }
 
@@ -148,9 +202,20 @@ impl ProxyArgs {
             admin: Some(self.admin),
             session_api: Some(self.session_api),
             orig_dst_override: self.orig_dst_override,
+            orig_dst_for: self.orig_dst_for,
             files: FileResolver {
                 target_pid: self.target_pid,
+                direct: self.direct_files.unwrap_or_else(|| {
+                    match std::env::var_os("KUBERNETES_SERVICE_HOST") {
+                        Some(_) => DirectLookup::Volumes,
+                        None => DirectLookup::Any,
+                    }
+                }),
                 ..FileResolver::default()
+            },
+            body_limits: BodyLimits {
+                max_bytes: self.body_filter_max_bytes,
+                timeout: Duration::from_millis(self.body_filter_timeout_ms),
             },
             header_read_timeout: Duration::from_secs(self.header_read_timeout),
             idle_timeout: Duration::from_secs(self.idle_timeout),

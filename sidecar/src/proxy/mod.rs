@@ -1,13 +1,15 @@
 //! `tls-steal-sidecar proxy`: the TLS-terminating hop of the `tls-steal-proxy` container.
 //!
 //! Wiring only; each concern lives in its own module:
-//! [`config`] (arguments, plan), [`files`] (target-container paths), [`pem`], [`material`],
+//! [`config`] (arguments, plan), [`files`] (target-container paths), [`mounts`] (mount tables:
+//! which process is of which container), [`pem`], [`material`],
 //! [`tls_server`], [`tls_client`], [`ports`] (per-port state), [`reload`], [`orig_dst`],
-//! [`conn`] (one connection), [`affinity`] (HTTP/1.1 app connection per client connection), [`sniff`], [`route`] (per-request decision), [`forward`], [`idle`] (HTTP/2 timeouts),
+//! [`conn`] (one connection), [`affinity`] (HTTP/1.1 app connection per client connection), [`sniff`], [`route`] (per-request decision), [`body`] (bounded body reads for body filters), [`forward`], [`idle`] (HTTP/2 timeouts),
 //! [`passthrough`], [`admin`], [`metrics`], [`shutdown`].
 
 pub mod admin;
 pub mod affinity;
+pub mod body;
 pub mod config;
 pub mod conn;
 pub mod files;
@@ -15,6 +17,7 @@ pub mod forward;
 pub mod idle;
 pub mod material;
 pub mod metrics;
+pub mod mounts;
 pub mod orig_dst;
 pub mod passthrough;
 pub mod pem;
