@@ -106,7 +106,9 @@ async fn filters_of_every_kind_route_each_request() {
                 ("GET", "/api/users", vec![], true),
                 ("GET", "/api/users?id=7", vec![], true),
                 ("GET", "/api/users/7", vec![], false),
-                ("GET", "/API/users", vec![], false),
+                // Case-insensitive, as mirrord matches paths.
+                ("GET", "/API/Users", vec![], true),
+                ("GET", "/apis/users", vec![], false),
             ],
         },
         Case {
