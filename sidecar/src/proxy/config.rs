@@ -229,3 +229,71 @@ impl ProxyArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        proxy: ProxyArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ProxyConfig, String> {
+        let mut v = vec![
+            "proxy",
+            "--plan-json",
+            r#"{"version":1,"ports":[],"configs":[],"hash":""}"#,
+        ];
+        v.extend_from_slice(args);
+        let cli = Cli::try_parse_from(v).map_err(|e| e.to_string())?;
+        cli.proxy.into_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn body_filter_limits_and_their_defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.body_limits, BodyLimits::default());
+        assert_eq!(c.body_limits.max_bytes, 65536);
+        assert_eq!(c.body_limits.timeout, Duration::from_secs(1));
+        let c = parse(&[
+            "--body-filter-max-bytes",
+            "10",
+            "--body-filter-timeout-ms",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(c.body_limits.max_bytes, 10);
+        assert_eq!(c.body_limits.timeout, Duration::from_millis(5));
+        assert!(parse(&["--body-filter-max-bytes", "-1"]).is_err());
+    }
+
+    #[test]
+    fn per_listener_destinations() {
+        let c = parse(&[
+            "--orig-dst-for",
+            "127.0.0.1:15443=10.0.0.1:443",
+            "--orig-dst-override",
+            "10.0.0.9:9",
+        ])
+        .unwrap();
+        let l = |s: &str| Some(s.parse::<SocketAddr>().unwrap());
+        assert_eq!(c.dst_override(l("127.0.0.1:15443")), l("10.0.0.1:443"));
+        assert_eq!(c.dst_override(l("127.0.0.1:15444")), l("10.0.0.9:9"));
+        for bad in ["127.0.0.1:1", "a=b", "127.0.0.1:1=nope"] {
+            let e = parse(&["--orig-dst-for", bad]).unwrap_err();
+            assert!(e.contains("--orig-dst-for"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn direct_files_choice() {
+        let c = parse(&["--direct-files", "volumes"]).unwrap();
+        assert_eq!(c.files.direct, DirectLookup::Volumes);
+        let c = parse(&["--direct-files", "any"]).unwrap();
+        assert_eq!(c.files.direct, DirectLookup::Any);
+        assert!(parse(&["--direct-files", "sometimes"]).is_err());
+    }
+}
