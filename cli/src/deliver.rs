@@ -82,12 +82,23 @@ impl Deliverer {
         })
     }
 
-    /// Where requests sent to `port` in the pod go.
+    /// Where requests sent to `port` in the pod go: `--to`, else 127.0.0.1 and the port's
+    /// `port_mapping` local port, else the same port.
     pub fn local_addr(&self, port: u16) -> LocalAddr {
-        self.settings.to.clone().unwrap_or(LocalAddr {
+        self.settings.to.clone().unwrap_or_else(|| LocalAddr {
             host: "127.0.0.1".into(),
-            port,
+            port: self
+                .settings
+                .port_mapping
+                .iter()
+                .find(|(_, remote)| *remote == port)
+                .map_or(port, |(local, _)| *local),
         })
+    }
+
+    /// Trust-root files the TLS client skipped, each with the reason.
+    pub fn skipped_roots(&self) -> &[String] {
+        self.tls.as_ref().map_or(&[], |t| t.skipped.as_slice())
     }
 
     /// Delivers one stolen request (the `tls-steal-meta` header already parsed into `meta`).
@@ -262,10 +273,13 @@ impl Deliverer {
         authority: &str,
         h2: bool,
     ) -> Client<Connector, Body> {
-        let sni = self.tls.as_ref().map(|_| {
+        // mirrord's order: the configured name, the server certificate's first name, the
+        // client's SNI, the request's host; `localhost` when none is a valid name.
+        let sni = self.tls.as_ref().map(|t| {
             self.settings
                 .server_name
                 .clone()
+                .or_else(|| t.cert_name.clone())
                 .or_else(|| meta.sni.clone())
                 .unwrap_or_else(|| host_of(authority).to_string())
         });

@@ -11,7 +11,7 @@ use kube::config::KubeConfigOptions;
 use kube::{Api, Client, Config};
 use kubectl_steal::args::{Args, DeliveryProtocol};
 use kubectl_steal::deliver::Deliverer;
-use kubectl_steal::output::{Output, describe};
+use kubectl_steal::output::{Output, describe_start};
 use kubectl_steal::runner::{Endpoint, keep_session};
 use kubectl_steal::session::Context;
 use kubectl_steal::target::Target;
@@ -54,17 +54,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // TARGET and --namespace win over the file's `target`.
+    let file_target = file.as_ref().map(|f| f.target.clone()).unwrap_or_default();
+    let target_arg = args.target.clone().or(file_target.path);
+    let namespace_arg = args.namespace.clone().or(file_target.namespace);
     let settings = settings::resolve(&args, file)?;
     for w in &settings.warnings {
         eprintln!("kubectl-steal: warning: {w}");
     }
+    for n in &settings.notes {
+        eprintln!("kubectl-steal: {n}");
+    }
     let deliverer = Deliverer::new(settings.delivery.clone())
         .context("cannot set up delivery to the local app")?;
+    for skipped in deliverer.skipped_roots() {
+        eprintln!("kubectl-steal: warning: trust root skipped: {skipped}");
+    }
     let output = Arc::new(Output::default());
     let reg = settings.registration.clone();
     let to = match &settings.delivery.to {
         Some(a) => a.to_string(),
-        None => "127.0.0.1:<same port>".into(),
+        None if settings.delivery.port_mapping.is_empty() => "127.0.0.1:<same port>".into(),
+        None => "127.0.0.1:<port_mapping, else same port>".into(),
     };
     let how = match settings.delivery.protocol {
         DeliveryProtocol::Tls => "tls",
@@ -79,7 +90,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let sessions = ctx.clone();
     let (fatal_tx, mut fatal_rx) = mpsc::channel(4);
 
-    let (what, work) = match (&args.connect, &args.target) {
+    let (what, work) = match (&args.connect, &target_arg) {
         (Some(addr), target) => {
             if let Some(t) = target {
                 eprintln!("kubectl-steal: warning: with --connect, TARGET ({t}) is not used");
@@ -94,7 +105,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             )
         }
         (None, None) => {
-            bail!("which workload? Give TARGET (e.g. deploy/web) or --connect HOST:PORT")
+            bail!(
+                "which workload? Give TARGET (e.g. deploy/web), `target` in the mirrord config, or --connect HOST:PORT"
+            )
         }
         (None, Some(t)) => {
             let target: Target = t.parse()?;
@@ -107,8 +120,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .context(
                     "cannot load the kubeconfig (set KUBECONFIG or --context; --connect HOST:PORT works without Kubernetes)",
                 )?;
-            let namespace = args
-                .namespace
+            let namespace = namespace_arg
                 .clone()
                 .unwrap_or_else(|| config.default_namespace.clone());
             let client = Client::try_from(config).context("cannot create the Kubernetes client")?;
@@ -123,18 +135,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             )
         }
     };
-    let ports: Vec<String> = reg.ports.iter().map(u16::to_string).collect();
     let verb = match reg.mode {
         Mode::Steal => "stealing",
         Mode::Mirror => "mirroring",
     };
-    let which = match &reg.filter {
-        None => "every request".to_string(),
-        Some(f) => format!("requests matching {}", describe(Some(f))),
-    };
+    let which = describe_start(&reg);
     output.info(&format!(
-        "{verb} {which} on port {} of {what} → {how}://{to} (Ctrl-C to stop)",
-        ports.join(","),
+        "{verb} from {what}: {which} → {how}://{to} (Ctrl-C to stop)"
     ));
 
     let mut work = work;

@@ -1,38 +1,62 @@
-//! The `feature.network.incoming` section of a mirrord config (JSON or YAML), so a developer's
-//! existing config carries over: `mode`, `http_filter` (`header_filter`, `path_filter`,
-//! `method_filter`, `all_of`, `any_of`, `ports`), `ports`, and `https_delivery` (or its older name
-//! `tls_delivery`) with `protocol`, `trust_roots`, `server_name`, `server_cert`.
+//! A mirrord config file (JSON or YAML): its `target` and its `feature.network.incoming` section,
+//! read with mirrord's meaning for every key accepted (the README's "mirrord compatibility"
+//! table lists each key). `mode` (mirrord's default when absent: mirror), `http_filter`
+//! (`header_filter`, `path_filter`, `method_filter`, `body_filter`, `all_of`, `any_of`, and
+//! `ports`: the ports the filter applies to, others being taken whole), `ports`, `port_mapping`,
+//! and `tls_delivery` (or its deprecated alias `https_delivery`) with `protocol`, `trust_roots`,
+//! `server_name`, `server_cert`.
 //!
-//! The section is walked by hand rather than derived, so every error names the offending key as a
+//! The file is walked by hand rather than derived, so every error names the offending key as a
 //! path (`feature.network.incoming.http_filter.all_of[1]: unknown filter kind "hedaer"`). Other
-//! sections of the file (`target`, `agent`, ...) are not looked at.
+//! sections (`agent`, `feature.fs`, ...) are not looked at.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
-use tls_steal_crds::filter::HttpFilter;
+use tls_steal_crds::filter::{BodyFilter, HttpFilter};
 use tls_steal_crds::session::Mode;
 
 use crate::args::DeliveryProtocol;
 
-/// Where the section lives in the file.
+/// Where the incoming section lives in the file.
 pub const SECTION: &str = "feature.network.incoming";
 
-/// What the section asks for. `None` = not set in the file.
+/// What the file asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MirrordConfig {
+    pub target: FileTarget,
+    pub incoming: IncomingConfig,
+}
+
+/// `target`: a path (`deploy/web`, as kubectl-steal spells TARGET) and a namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileTarget {
+    pub path: Option<String>,
+    pub namespace: Option<String>,
+}
+
+/// `feature.network.incoming`. `None` = not set in the file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IncomingConfig {
     pub mode: Option<Mode>,
-    /// `None`: no filter (the whole port).
+    /// `None`: no filter (whole ports).
     pub filter: Option<HttpFilter>,
+    /// `ports`: the ports to take; `None`: every port.
     pub ports: Option<Vec<u16>>,
+    /// `http_filter.ports`: the ports the filter applies to; `None`: every port taken.
+    pub filter_ports: Option<Vec<u16>>,
+    /// `port_mapping`: (local, remote) pairs.
+    pub port_mapping: Vec<(u16, u16)>,
     pub delivery: DeliveryConfig,
-    /// Keys mirrord knows that kubectl-steal does not use.
+    /// Keys read with a caveat, or known to mirrord and not used here.
     pub warnings: Vec<String>,
 }
 
-/// `https_delivery` / `tls_delivery`.
+/// `tls_delivery` / `https_delivery`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryConfig {
+    /// The key it was read from (`feature.network.incoming.tls_delivery`), for error messages.
+    pub key: String,
     pub protocol: Option<DeliveryProtocol>,
     pub trust_roots: Option<Vec<PathBuf>>,
     pub server_name: Option<String>,
@@ -52,6 +76,7 @@ pub enum ConfigError {
     #[error("cannot read the mirrord config {path}: {source}")]
     Read {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
     #[error("the mirrord config is not valid {format}: {message}")]
@@ -82,7 +107,7 @@ impl Format {
 }
 
 /// Reads and parses `path`.
-pub fn load(path: &Path) -> Result<IncomingConfig, ConfigError> {
+pub fn load(path: &Path) -> Result<MirrordConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.into(),
         source,
@@ -96,8 +121,8 @@ pub fn load(path: &Path) -> Result<IncomingConfig, ConfigError> {
     }
 }
 
-/// Parses the text of a whole mirrord config and extracts its incoming section.
-pub fn parse(text: &str, format: Format) -> Result<IncomingConfig, ConfigError> {
+/// Parses the text of a whole mirrord config.
+pub fn parse(text: &str, format: Format) -> Result<MirrordConfig, ConfigError> {
     let root: Value = match format {
         Format::Json => serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
             format: "JSON",
@@ -111,8 +136,13 @@ pub fn parse(text: &str, format: Format) -> Result<IncomingConfig, ConfigError> 
     from_value(&root)
 }
 
-/// Extracts the incoming section of an already parsed config.
-pub fn from_value(root: &Value) -> Result<IncomingConfig, ConfigError> {
+/// Reads an already parsed config.
+pub fn from_value(root: &Value) -> Result<MirrordConfig, ConfigError> {
+    let top = object(root, "(top level)")?;
+    let target = match top.get("target") {
+        None | Some(Value::Null) => FileTarget::default(),
+        Some(t) => target(t)?,
+    };
     let mut at = root;
     let mut key = String::new();
     for part in ["feature", "network", "incoming"] {
@@ -124,15 +154,105 @@ pub fn from_value(root: &Value) -> Result<IncomingConfig, ConfigError> {
         };
         at = match obj.get(part) {
             Some(v) if !v.is_null() => v,
+            // mirrord's defaults: every port, mirrored, no filter.
             _ => {
-                return Err(key_err(
-                    SECTION,
-                    "missing: the file has no incoming traffic section",
-                ));
+                return Ok(MirrordConfig {
+                    target,
+                    incoming: IncomingConfig::default(),
+                });
             }
         };
     }
-    incoming(at)
+    Ok(MirrordConfig {
+        target,
+        incoming: incoming(at)?,
+    })
+}
+
+/// `target`: `"deploy/web"`, or `{path, namespace}` with `path` a string or mirrord's object
+/// form (`{"deployment": "web", "container": "app"}`).
+fn target(v: &Value) -> Result<FileTarget, ConfigError> {
+    const AT: &str = "target";
+    let (path, namespace) = match v {
+        Value::String(_) => (Some(target_path(v, AT)?), None),
+        Value::Object(obj) => {
+            let mut t = FileTarget::default();
+            for (name, value) in obj {
+                let key = format!("{AT}.{name}");
+                match name.as_str() {
+                    _ if value.is_null() => {}
+                    "path" => t.path = Some(target_path(value, &key)?),
+                    "namespace" => t.namespace = Some(non_empty(value, &key)?),
+                    other => {
+                        return Err(key_err(
+                            &key,
+                            format!("unknown key {other:?} (expected path or namespace)"),
+                        ));
+                    }
+                }
+            }
+            (t.path, t.namespace)
+        }
+        other => {
+            return Err(key_err(
+                AT,
+                format!("expected a target path or a mapping, found {}", kind(other)),
+            ));
+        }
+    };
+    Ok(FileTarget { path, namespace })
+}
+
+/// A target path in kubectl-steal's spelling (`deploy/web`); the container, if named, does not
+/// matter (sessions are per pod, the steal plan names the container of each port).
+fn target_path(v: &Value, key: &str) -> Result<String, ConfigError> {
+    let path = match v {
+        Value::String(s) if s == "targetless" => {
+            return Err(key_err(
+                key,
+                "a targetless run has no pod whose requests could be stolen; name a workload",
+            ));
+        }
+        Value::String(s) => s.clone(),
+        Value::Object(obj) => {
+            let mut kinds = obj.iter().filter(|(k, _)| k.as_str() != "container");
+            let (Some((kind, name)), None) = (kinds.next(), kinds.next()) else {
+                return Err(key_err(
+                    key,
+                    "expected one of pod, deployment, rollout, stateful_set, replica_set, job (and optionally container)",
+                ));
+            };
+            let prefix = match kind.as_str() {
+                "pod" => "pod",
+                "deployment" => "deploy",
+                "rollout" => "rollout",
+                "stateful_set" => "statefulset",
+                "replica_set" => "rs",
+                "job" => "job",
+                "cron_job" | "service" | "labels" => {
+                    return Err(key_err(
+                        &format!("{key}.{kind}"),
+                        format!(
+                            "{kind} targets are not supported by kubectl-steal (name the workload whose pods carry the sidecar)"
+                        ),
+                    ));
+                }
+                other => {
+                    return Err(key_err(key, format!("unknown target kind {other:?}")));
+                }
+            };
+            format!("{prefix}/{}", non_empty(name, &format!("{key}.{kind}"))?)
+        }
+        other => {
+            return Err(key_err(
+                key,
+                format!("expected a target path, found {}", self::kind(other)),
+            ));
+        }
+    };
+    path.parse::<crate::target::Target>()
+        .map_err(|e| key_err(key, e.to_string()))?;
+    Ok(path)
 }
 
 fn incoming(v: &Value) -> Result<IncomingConfig, ConfigError> {
@@ -143,10 +263,17 @@ fn incoming(v: &Value) -> Result<IncomingConfig, ConfigError> {
         return Ok(cfg);
     }
     let obj = object(v, SECTION)?;
-    if obj.contains_key("https_delivery") && obj.contains_key("tls_delivery") {
+    let set = |k: &str| obj.get(k).is_some_and(|v| !v.is_null());
+    if set("https_delivery") && set("tls_delivery") {
         return Err(key_err(
             SECTION,
-            "both `https_delivery` and `tls_delivery` are set; keep one (`tls_delivery` is its older name)",
+            "both `https_delivery` and `tls_delivery` are set; keep `tls_delivery` (`https_delivery` is its deprecated alias)",
+        ));
+    }
+    if set("ignore_ports") && set("ports") {
+        return Err(key_err(
+            SECTION,
+            "`ignore_ports` and `ports` cannot be used together",
         ));
     }
     for (name, value) in obj {
@@ -159,27 +286,31 @@ fn incoming(v: &Value) -> Result<IncomingConfig, ConfigError> {
             "http_filter" => {
                 let (filter, ports) = http_filter(value, &key)?;
                 cfg.filter = filter;
-                if ports.is_some() {
-                    cfg.ports = ports;
-                }
+                cfg.filter_ports = ports;
             }
-            "ports" => {
-                let ports = port_list(value, &key)?;
-                cfg.ports.get_or_insert(ports);
+            "ports" => cfg.ports = Some(port_list(value, &key, false)?),
+            "port_mapping" => cfg.port_mapping = port_pairs(value, &key)?,
+            "tls_delivery" => cfg.delivery = delivery(value, &key)?,
+            "https_delivery" => {
+                cfg.warnings.push(format!(
+                    "{key} is deprecated; use {SECTION}.tls_delivery instead"
+                ));
+                cfg.delivery = delivery(value, &key)?;
             }
-            "https_delivery" | "tls_delivery" => cfg.delivery = delivery(value, &key)?,
-            "port_mapping"
-            | "ignore_localhost"
-            | "ignore_ports"
-            | "listen_ports"
-            | "on_concurrent_steal" => cfg
-                .warnings
-                .push(format!("{key} is not used by kubectl-steal (ignored)")),
+            "ignore_ports" => {
+                return Err(key_err(
+                    &key,
+                    "not supported: name the ports to steal with `ports` (or --port) instead",
+                ));
+            }
+            "listen_ports" | "ignore_localhost" | "on_concurrent_steal" => cfg.warnings.push(
+                format!("{key} concerns mirrord's local process and is not used by kubectl-steal (ignored)"),
+            ),
             other => {
                 return Err(key_err(
                     &key,
                     format!(
-                        "unknown key {other:?} (expected mode, http_filter, ports, https_delivery or tls_delivery)"
+                        "unknown key {other:?} (expected mode, http_filter, ports, port_mapping, tls_delivery or https_delivery)"
                     ),
                 ));
             }
@@ -217,14 +348,21 @@ fn http_filter(v: &Value, at: &str) -> Result<(Option<HttpFilter>, Option<Vec<u1
             "header_filter" => filters.push((name, leaf("header", value, &key)?)),
             "path_filter" => filters.push((name, leaf("path", value, &key)?)),
             "method_filter" => filters.push((name, leaf("method", value, &key)?)),
+            "body_filter" => filters.push((name, body_filter(value, &key)?)),
             "all_of" => filters.push((name, HttpFilter::AllOf(composite(value, &key)?))),
             "any_of" => filters.push((name, HttpFilter::AnyOf(composite(value, &key)?))),
-            "ports" => ports = Some(port_list(value, &key)?),
+            "ports" => ports = Some(port_list(value, &key, true)?),
+            "header_filter_jq" => {
+                return Err(key_err(
+                    &key,
+                    "jq filters are not supported by kubectl-steal; use header_filter (a regex)",
+                ));
+            }
             other => {
                 return Err(key_err(
                     &key,
                     format!(
-                        "unknown key {other:?} (expected header_filter, path_filter, method_filter, all_of, any_of or ports)"
+                        "unknown key {other:?} (expected header_filter, path_filter, method_filter, body_filter, all_of, any_of or ports)"
                     ),
                 ));
             }
@@ -250,6 +388,9 @@ fn composite(v: &Value, key: &str) -> Result<Vec<HttpFilter>, ConfigError> {
             format!("expected a list of filters, found {}", kind(v)),
         ));
     };
+    if items.is_empty() {
+        return Err(key_err(key, "cannot be an empty list"));
+    }
     items
         .iter()
         .enumerate()
@@ -257,47 +398,106 @@ fn composite(v: &Value, key: &str) -> Result<Vec<HttpFilter>, ConfigError> {
         .collect()
 }
 
-/// An item of `all_of` / `any_of`: `{"header": ..}`, `{"path": ..}` or `{"method": ..}`.
+/// An item of `all_of` / `any_of`: `{"header": ..}`, `{"path": ..}`, `{"method": ..}`, or a body
+/// filter `{"body": "json", "query": .., "matches": ..}`.
 fn inner_filter(v: &Value, key: &str) -> Result<HttpFilter, ConfigError> {
     let obj = object(v, key)?;
+    if obj.contains_key("body") {
+        return body_filter(v, key);
+    }
     let mut entries = obj.iter();
     let (Some((name, value)), None) = (entries.next(), entries.next()) else {
         return Err(key_err(
             key,
-            "a filter item has exactly one key: header, path or method",
+            "a filter item is one of {header}, {path}, {method} or {body, query, matches}",
         ));
     };
     match name.as_str() {
         "header" | "path" | "method" => leaf(name, value, &format!("{key}.{name}")),
+        "query" => Err(key_err(
+            key,
+            "jq filters are not supported by kubectl-steal; use a header item (a regex)",
+        )),
         other => Err(key_err(
             key,
-            format!("unknown filter kind {other:?} (expected header, path or method)"),
+            format!("unknown filter kind {other:?} (expected header, path, method or body)"),
         )),
     }
 }
 
 /// A header or path regex (checked here so the error names the key), or a method.
 fn leaf(kind: &str, v: &Value, key: &str) -> Result<HttpFilter, ConfigError> {
-    let s = string(v, key)?;
+    let s = non_empty(v, key)?;
     let filter = match kind {
         "header" => HttpFilter::Header(s),
         "path" => HttpFilter::Path(s),
         _ => {
-            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphabetic()) {
+            let upper = s.to_ascii_uppercase();
+            if http::Method::from_bytes(upper.as_bytes()).is_err() {
                 return Err(key_err(key, format!("{s:?} is not an HTTP method")));
             }
-            HttpFilter::Method(s.to_ascii_uppercase())
+            HttpFilter::Method(upper)
         }
     };
-    filter
-        .compile()
-        .map_err(|e| key_err(key, format!("invalid regex {:?}: {}", e.pattern, e.reason)))?;
+    check(&filter, key)?;
     Ok(filter)
+}
+
+/// `{"body": "json", "query": "$.a[*]", "matches": "^x"}`.
+fn body_filter(v: &Value, key: &str) -> Result<HttpFilter, ConfigError> {
+    let obj = object(v, key)?;
+    let (mut query, mut matches, mut body) = (None, None, None);
+    for (name, value) in obj {
+        let k = format!("{key}.{name}");
+        match name.as_str() {
+            "body" => body = Some(string(value, &k)?),
+            "query" => query = Some(non_empty(value, &k)?),
+            "matches" => matches = Some(non_empty(value, &k)?),
+            other => {
+                return Err(key_err(
+                    &k,
+                    format!("unknown key {other:?} (expected body, query and matches)"),
+                ));
+            }
+        }
+    }
+    match body.as_deref() {
+        Some("json") => {}
+        Some(other) => {
+            return Err(key_err(
+                &format!("{key}.body"),
+                format!("unknown body kind {other:?} (only \"json\")"),
+            ));
+        }
+        None => return Err(key_err(key, "missing `body` (\"json\")")),
+    }
+    let (Some(query), Some(matches)) = (query, matches) else {
+        return Err(key_err(
+            key,
+            "a body filter needs both `query` and `matches`",
+        ));
+    };
+    let filter = HttpFilter::Body(BodyFilter::Json { query, matches });
+    check(&filter, key)?;
+    Ok(filter)
+}
+
+/// Compiles `filter` (one leaf) so a bad regex or JSONPath is reported at its key.
+fn check(filter: &HttpFilter, key: &str) -> Result<(), ConfigError> {
+    filter.compile().map(|_| ()).map_err(|e| {
+        key_err(
+            key,
+            format!("invalid {} {:?}: {}", e.what, e.pattern, e.reason),
+        )
+    })
 }
 
 fn delivery(v: &Value, at: &str) -> Result<DeliveryConfig, ConfigError> {
     let obj = object(v, at)?;
-    let mut d = DeliveryConfig::default();
+    let mut d = DeliveryConfig {
+        key: at.to_owned(),
+        ..DeliveryConfig::default()
+    };
     for (name, value) in obj {
         let key = format!("{at}.{name}");
         if value.is_null() {
@@ -317,24 +517,22 @@ fn delivery(v: &Value, at: &str) -> Result<DeliveryConfig, ConfigError> {
                 })
             }
             "trust_roots" => {
-                let roots = match value {
-                    Value::String(s) => vec![PathBuf::from(s)],
-                    Value::Array(items) => items
+                let Value::Array(items) = value else {
+                    return Err(key_err(
+                        &key,
+                        format!("expected a list of PEM paths, found {}", kind(value)),
+                    ));
+                };
+                d.trust_roots = Some(
+                    items
                         .iter()
                         .enumerate()
-                        .map(|(i, item)| string(item, &format!("{key}[{i}]")).map(PathBuf::from))
+                        .map(|(i, item)| non_empty(item, &format!("{key}[{i}]")).map(PathBuf::from))
                         .collect::<Result<_, _>>()?,
-                    other => {
-                        return Err(key_err(
-                            &key,
-                            format!("expected a list of PEM paths, found {}", self::kind(other)),
-                        ));
-                    }
-                };
-                d.trust_roots = Some(roots);
+                );
             }
             "server_name" => d.server_name = Some(string(value, &key)?),
-            "server_cert" => d.server_cert = Some(PathBuf::from(string(value, &key)?)),
+            "server_cert" => d.server_cert = Some(PathBuf::from(non_empty(value, &key)?)),
             other => {
                 return Err(key_err(
                     &key,
@@ -348,28 +546,55 @@ fn delivery(v: &Value, at: &str) -> Result<DeliveryConfig, ConfigError> {
     Ok(d)
 }
 
-fn port_list(v: &Value, key: &str) -> Result<Vec<u16>, ConfigError> {
+/// A list of ports; with `single`, one port alone is accepted too (mirrord's `VecOrSingle`).
+fn port_list(v: &Value, key: &str, single: bool) -> Result<Vec<u16>, ConfigError> {
+    let port = |item: &Value, at: &str| {
+        item.as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|&n| n != 0)
+            .ok_or_else(|| key_err(at, format!("{item} is not a port (1-65535)")))
+    };
+    match v {
+        Value::Number(_) if single => Ok(vec![port(v, key)?]),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| port(item, &format!("{key}[{i}]")))
+            .collect(),
+        other => Err(key_err(
+            key,
+            format!("expected a list of ports, found {}", kind(other)),
+        )),
+    }
+}
+
+/// `[[local, remote], ...]`; a port may appear once on each side.
+fn port_pairs(v: &Value, key: &str) -> Result<Vec<(u16, u16)>, ConfigError> {
     let Value::Array(items) = v else {
         return Err(key_err(
             key,
-            format!("expected a list of ports, found {}", kind(v)),
+            format!(
+                "expected a list of [local, remote] pairs, found {}",
+                kind(v)
+            ),
         ));
     };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            item.as_u64()
-                .and_then(|n| u16::try_from(n).ok())
-                .filter(|&n| n != 0)
-                .ok_or_else(|| {
-                    key_err(
-                        &format!("{key}[{i}]"),
-                        format!("{item} is not a port (1-65535)"),
-                    )
-                })
-        })
-        .collect()
+    let mut pairs: Vec<(u16, u16)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{key}[{i}]");
+        let ports = port_list(item, &at, false)?;
+        let [local, remote] = ports[..] else {
+            return Err(key_err(&at, "expected a [local, remote] pair"));
+        };
+        if pairs.iter().any(|(l, _)| *l == local) {
+            return Err(key_err(&at, format!("duplicate local port {local}")));
+        }
+        if pairs.iter().any(|(_, r)| *r == remote) {
+            return Err(key_err(&at, format!("duplicate remote port {remote}")));
+        }
+        pairs.push((local, remote));
+    }
+    Ok(pairs)
 }
 
 fn object<'a>(v: &'a Value, key: &str) -> Result<&'a Map<String, Value>, ConfigError> {
@@ -381,6 +606,16 @@ fn string(v: &Value, key: &str) -> Result<String, ConfigError> {
     v.as_str()
         .map(str::to_string)
         .ok_or_else(|| key_err(key, format!("expected a string, found {}", kind(v))))
+}
+
+/// A string that is not empty (mirrord refuses empty filter strings: they would look configured
+/// yet match everything).
+fn non_empty(v: &Value, key: &str) -> Result<String, ConfigError> {
+    let s = string(v, key)?;
+    if s.is_empty() {
+        return Err(key_err(key, "cannot be an empty string"));
+    }
+    Ok(s)
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -398,8 +633,12 @@ fn kind(v: &Value) -> &'static str {
 mod tests {
     use super::*;
 
-    fn json(s: &str) -> Result<IncomingConfig, ConfigError> {
+    fn json(s: &str) -> Result<MirrordConfig, ConfigError> {
         parse(s, Format::Json)
+    }
+
+    fn incoming_of(s: &str) -> IncomingConfig {
+        json(s).unwrap().incoming
     }
 
     fn err(s: &str) -> String {
@@ -409,15 +648,22 @@ mod tests {
     #[test]
     fn full_section_json() {
         let c = json(
-            r#"{"target": "deploy/x", "feature": {"network": {"incoming": {
+            r#"{"target": {"path": "deploy/x/container/app", "namespace": "shop"}, "feature": {"network": {"incoming": {
                 "mode": "steal",
                 "http_filter": {"all_of": [{"header": "^x-steal: yes$"}, {"path": "^/api"}], "ports": [443]},
-                "https_delivery": {"protocol": "tcp", "trust_roots": ["/r.pem"], "server_name": "app.local", "server_cert": "/c.pem"}
+                "ports": [443, 8443],
+                "port_mapping": [[9443, 443]],
+                "tls_delivery": {"protocol": "tcp", "trust_roots": ["/r.pem"], "server_name": "app.local"}
             }}}}"#,
         )
         .unwrap();
+        assert_eq!(c.target.path.as_deref(), Some("deploy/x/container/app"));
+        assert_eq!(c.target.namespace.as_deref(), Some("shop"));
+        let c = c.incoming;
         assert_eq!(c.mode, Some(Mode::Steal));
-        assert_eq!(c.ports, Some(vec![443]));
+        assert_eq!(c.ports, Some(vec![443, 8443]));
+        assert_eq!(c.filter_ports, Some(vec![443]));
+        assert_eq!(c.port_mapping, vec![(9443, 443)]);
         assert_eq!(
             c.filter,
             Some(HttpFilter::AllOf(vec![
@@ -428,42 +674,149 @@ mod tests {
         assert_eq!(c.delivery.protocol, Some(DeliveryProtocol::Tcp));
         assert_eq!(c.delivery.trust_roots, Some(vec![PathBuf::from("/r.pem")]));
         assert_eq!(c.delivery.server_name.as_deref(), Some("app.local"));
-        assert_eq!(c.delivery.server_cert, Some(PathBuf::from("/c.pem")));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn target_spellings() {
+        let t = |s: &str| json(s).map(|c| c.target);
+        assert_eq!(
+            t(r#"{"target": "deployment/web"}"#)
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("deployment/web")
+        );
+        let obj = t(
+            r#"{"target": {"path": {"deployment": "web", "container": "app"}, "namespace": "ns"}}"#,
+        )
+        .unwrap();
+        assert_eq!(obj.path.as_deref(), Some("deploy/web"));
+        assert_eq!(obj.namespace.as_deref(), Some("ns"));
+        assert_eq!(
+            t(r#"{"target": {"path": {"stateful_set": "db"}}}"#)
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("statefulset/db")
+        );
+        assert_eq!(
+            t(r#"{"target": {"namespace": "ns"}}"#).unwrap(),
+            FileTarget {
+                path: None,
+                namespace: Some("ns".into())
+            }
+        );
+        for (text, want) in [
+            (r#"{"target": "targetless"}"#, "target: a targetless run"),
+            (
+                r#"{"target": {"path": "service/web"}}"#,
+                "target.path: \"service/web\" is not a target",
+            ),
+            (
+                r#"{"target": {"path": {"cron_job": "c"}}}"#,
+                "target.path.cron_job: cron_job targets are not supported",
+            ),
+            (
+                r#"{"target": {"pth": "deploy/x"}}"#,
+                "target.pth: unknown key",
+            ),
+            (
+                r#"{"target": 7}"#,
+                "target: expected a target path or a mapping",
+            ),
+            (
+                r#"{"target": {"namespace": ""}}"#,
+                "target.namespace: cannot be an empty string",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.starts_with(want), "{text}\n  gave {e}\n  want {want}");
+        }
+    }
+
+    #[test]
+    fn body_filters_alone_and_in_composites() {
+        let c = incoming_of(
+            r#"{"feature":{"network":{"incoming":{"http_filter":{"body_filter":{"body":"json","query":"$.user.id","matches":"^4[0-9]$"}}}}}}"#,
+        );
+        assert_eq!(
+            c.filter,
+            Some(HttpFilter::Body(BodyFilter::Json {
+                query: "$.user.id".into(),
+                matches: "^4[0-9]$".into()
+            }))
+        );
+        let c = incoming_of(
+            r#"{"feature":{"network":{"incoming":{"http_filter":{"any_of":[{"path":"^/x"},{"body":"json","query":"$.a[*]","matches":"b"}]}}}}}"#,
+        );
+        assert!(
+            matches!(&c.filter, Some(HttpFilter::AnyOf(v)) if matches!(v[1], HttpFilter::Body(_)))
+        );
     }
 
     #[test]
     fn yaml_equals_json() {
         let y = parse(
-            "feature:\n  network:\n    incoming:\n      mode: mirror\n      http_filter:\n        header_filter: 'x-a: 1'\n      ports: [8443]\n      tls_delivery:\n        protocol: tls\n",
+            "feature:\n  network:\n    incoming:\n      mode: mirror\n      http_filter:\n        header_filter: 'x-a: 1'\n        ports: 8443\n      ports: [8443]\n      tls_delivery:\n        protocol: tls\n",
             Format::Yaml,
         )
         .unwrap();
         let j = json(
-            r#"{"feature":{"network":{"incoming":{"mode":"mirror","http_filter":{"header_filter":"x-a: 1"},"ports":[8443],"tls_delivery":{"protocol":"tls"}}}}}"#,
+            r#"{"feature":{"network":{"incoming":{"mode":"mirror","http_filter":{"header_filter":"x-a: 1","ports":[8443]},"ports":[8443],"tls_delivery":{"protocol":"tls"}}}}}"#,
         )
         .unwrap();
         assert_eq!(y, j);
-        assert_eq!(y.mode, Some(Mode::Mirror));
-        assert_eq!(y.filter, Some(HttpFilter::Header("x-a: 1".into())));
+        assert_eq!(y.incoming.mode, Some(Mode::Mirror));
+        assert_eq!(y.incoming.filter_ports, Some(vec![8443]));
     }
 
     #[test]
-    fn shorthand_and_no_filter() {
-        let c = json(r#"{"feature":{"network":{"incoming":"mirror"}}}"#).unwrap();
+    fn shorthand_missing_section_and_no_filter() {
+        let c = incoming_of(r#"{"feature":{"network":{"incoming":"mirror"}}}"#);
         assert_eq!(c.mode, Some(Mode::Mirror));
         assert_eq!(c.filter, None);
-        let c = json(r#"{"feature":{"network":{"incoming":{"http_filter":{"ports":[443]}}}}}"#)
-            .unwrap();
-        assert_eq!((c.filter, c.ports), (None, Some(vec![443])));
+        let c =
+            incoming_of(r#"{"feature":{"network":{"incoming":{"http_filter":{"ports":[443]}}}}}"#);
+        assert_eq!((c.filter, c.filter_ports), (None, Some(vec![443])));
+        // No section: mirrord's defaults (left to the settings: mirror every port).
+        assert_eq!(
+            incoming_of(r#"{"feature":{"network":{}}}"#),
+            IncomingConfig::default()
+        );
+        assert_eq!(
+            incoming_of(r#"{"target":"pod/p"}"#),
+            IncomingConfig::default()
+        );
     }
 
     #[test]
-    fn http_filter_ports_win_over_incoming_ports() {
-        let c = json(
-            r#"{"feature":{"network":{"incoming":{"http_filter":{"ports":[443]},"ports":[80]}}}}"#,
-        )
-        .unwrap();
-        assert_eq!(c.ports, Some(vec![443]));
+    fn http_filter_ports_do_not_replace_the_ports() {
+        let c = incoming_of(
+            r#"{"feature":{"network":{"incoming":{"http_filter":{"header_filter":"a","ports":[443]},"ports":[80,443]}}}}"#,
+        );
+        assert_eq!(c.ports, Some(vec![80, 443]));
+        assert_eq!(c.filter_ports, Some(vec![443]));
+    }
+
+    #[test]
+    fn https_delivery_is_the_deprecated_alias() {
+        let c = incoming_of(
+            r#"{"feature":{"network":{"incoming":{"https_delivery":{"protocol":"tcp"}}}}}"#,
+        );
+        assert_eq!(c.delivery.protocol, Some(DeliveryProtocol::Tcp));
+        assert_eq!(c.warnings.len(), 1);
+        assert!(
+            c.warnings[0].contains(
+                "https_delivery is deprecated; use feature.network.incoming.tls_delivery"
+            ),
+            "{:?}",
+            c.warnings
+        );
+        let c = incoming_of(
+            r#"{"feature":{"network":{"incoming":{"tls_delivery":{"protocol":"tcp"}}}}}"#,
+        );
+        assert!(c.warnings.is_empty());
     }
 
     #[test]
@@ -495,32 +848,68 @@ mod tests {
                 "feature.network.incoming.http_filter.header_filter: invalid regex \"x-(\"",
             ),
             (
+                r#"{"feature":{"network":{"incoming":{"http_filter":{"path_filter":""}}}}}"#,
+                "feature.network.incoming.http_filter.path_filter: cannot be an empty string",
+            ),
+            (
+                r#"{"feature":{"network":{"incoming":{"http_filter":{"all_of":[]}}}}}"#,
+                "feature.network.incoming.http_filter.all_of: cannot be an empty list",
+            ),
+            (
                 r#"{"feature":{"network":{"incoming":{"http_filter":{"any_of":[{"path":"/a"},{"path":7}]}}}}}"#,
                 "feature.network.incoming.http_filter.any_of[1].path: expected a string",
+            ),
+            (
+                r#"{"feature":{"network":{"incoming":{"http_filter":{"body_filter":{"body":"json","query":"$[","matches":"a"}}}}}}"#,
+                "feature.network.incoming.http_filter.body_filter: invalid JSONPath query \"$[\"",
+            ),
+            (
+                r#"{"feature":{"network":{"incoming":{"http_filter":{"body_filter":{"body":"json","query":"$.a","matches":"("}}}}}}"#,
+                "feature.network.incoming.http_filter.body_filter: invalid regex \"(\"",
+            ),
+            (
+                r#"{"feature":{"network":{"incoming":{"http_filter":{"body_filter":{"body":"xml","query":"$.a","matches":"a"}}}}}}"#,
+                "feature.network.incoming.http_filter.body_filter.body: unknown body kind \"xml\"",
+            ),
+            (
+                r#"{"feature":{"network":{"incoming":{"http_filter":{"any_of":[{"body":"json","query":"$.a"}]}}}}}"#,
+                "feature.network.incoming.http_filter.any_of[0]: a body filter needs both",
+            ),
+            (
+                r#"{"feature":{"network":{"incoming":{"http_filter":{"header_filter_jq":".a"}}}}}"#,
+                "feature.network.incoming.http_filter.header_filter_jq: jq filters are not supported",
             ),
             (
                 r#"{"feature":{"network":{"incoming":{"ports":[443, 70000]}}}}"#,
                 "feature.network.incoming.ports[1]: 70000 is not a port",
             ),
             (
-                r#"{"feature":{"network":{"incoming":{"https_delivery":{"protocol":"udp"}}}}}"#,
-                "feature.network.incoming.https_delivery.protocol: unknown protocol \"udp\"",
+                r#"{"feature":{"network":{"incoming":{"tls_delivery":{"protocol":"udp"}}}}}"#,
+                "feature.network.incoming.tls_delivery.protocol: unknown protocol \"udp\"",
             ),
             (
-                r#"{"feature":{"network":{"incoming":{"https_delivery":{"trust_root":["/a"]}}}}}"#,
-                "feature.network.incoming.https_delivery.trust_root: unknown key",
+                r#"{"feature":{"network":{"incoming":{"tls_delivery":{"trust_root":["/a"]}}}}}"#,
+                "feature.network.incoming.tls_delivery.trust_root: unknown key",
+            ),
+            (
+                r#"{"feature":{"network":{"incoming":{"tls_delivery":{},"https_delivery":{}}}}}"#,
+                "feature.network.incoming: both `https_delivery` and `tls_delivery`",
             ),
             (
                 r#"{"feature":{"network":{"incoming":{"http_filter":{"header_filter":"a","path_filter":"b"}}}}}"#,
                 "feature.network.incoming.http_filter: only one filter may be set",
             ),
             (
-                r#"{"feature":{"network":{}}}"#,
-                "feature.network.incoming: missing",
-            ),
-            (
                 r#"{"feature":{"network":{"incoming":{"mode":"off"}}}}"#,
                 "feature.network.incoming.mode: mode \"off\"",
+            ),
+            (
+                r#"{"feature":{"network":{"incoming":{"ignore_ports":[9999]}}}}"#,
+                "feature.network.incoming.ignore_ports: not supported",
+            ),
+            (
+                r#"{"feature":{"network":{"incoming":{"port_mapping":[[1,2],[1,3]]}}}}"#,
+                "feature.network.incoming.port_mapping[1]: duplicate local port 1",
             ),
         ];
         for (text, want) in cases {
@@ -530,12 +919,12 @@ mod tests {
     }
 
     #[test]
-    fn mirrord_keys_we_do_not_use_warn() {
-        let c =
-            json(r#"{"feature":{"network":{"incoming":{"mode":"steal","ignore_ports":[9999]}}}}"#)
-                .unwrap();
+    fn mirrord_keys_for_the_local_process_warn() {
+        let c = incoming_of(
+            r#"{"feature":{"network":{"incoming":{"mode":"steal","listen_ports":[[80,4480]]}}}}"#,
+        );
         assert_eq!(c.warnings.len(), 1);
-        assert!(c.warnings[0].contains("ignore_ports"));
+        assert!(c.warnings[0].contains("listen_ports"));
     }
 
     #[test]
@@ -550,10 +939,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.yaml");
         std::fs::write(&p, "feature:\n  network:\n    incoming: steal\n").unwrap();
-        assert_eq!(load(&p).unwrap().mode, Some(Mode::Steal));
+        assert_eq!(load(&p).unwrap().incoming.mode, Some(Mode::Steal));
         let p = dir.path().join("m.conf");
         std::fs::write(&p, "feature:\n  network:\n    incoming: mirror\n").unwrap();
-        assert_eq!(load(&p).unwrap().mode, Some(Mode::Mirror));
+        assert_eq!(load(&p).unwrap().incoming.mode, Some(Mode::Mirror));
         let e = load(&dir.path().join("nope.json")).unwrap_err().to_string();
         assert!(e.contains("cannot read the mirrord config"), "{e}");
     }

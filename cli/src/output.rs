@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tls_steal_crds::filter::HttpFilter;
-use tls_steal_crds::session::{Event, Mode};
+use tls_steal_crds::filter::{BodyFilter, HttpFilter};
+use tls_steal_crds::session::{Event, Mode, Registration};
 
 /// One served request.
 #[derive(Debug, Clone)]
@@ -179,6 +179,9 @@ pub fn describe(filter: Option<&HttpFilter>) -> String {
             HttpFilter::Header(p) => format!("header ~ {p:?}"),
             HttpFilter::Path(p) => format!("path ~ {p:?}"),
             HttpFilter::Method(m) => format!("method {m}"),
+            HttpFilter::Body(BodyFilter::Json { query, matches }) => {
+                format!("JSON body {query} ~ {matches:?}")
+            }
             HttpFilter::AllOf(v) => join(v, " and "),
             HttpFilter::AnyOf(v) => join(v, " or "),
         }
@@ -186,6 +189,57 @@ pub fn describe(filter: Option<&HttpFilter>) -> String {
     match filter {
         None => "every request".into(),
         Some(f) => go(f),
+    }
+}
+
+/// What a session takes, port by port: `port 443: header ~ "x"; port 8443: every request`.
+/// `ports` are the session's ports as the sidecar resolved them.
+pub fn describe_ports(reg: &Registration, ports: &[u16]) -> String {
+    let list = |ps: &[u16]| ps.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+    let (filtered, whole): (Vec<u16>, Vec<u16>) = match (&reg.filter, &reg.filter_ports) {
+        (None, _) => (Vec::new(), ports.to_vec()),
+        (Some(_), None) => (ports.to_vec(), Vec::new()),
+        (Some(_), Some(fp)) => ports.iter().partition(|p| fp.contains(p)),
+    };
+    let mut parts = Vec::new();
+    if !filtered.is_empty() {
+        parts.push(format!(
+            "port {}: {}",
+            list(&filtered),
+            describe(reg.filter.as_ref())
+        ));
+    }
+    if !whole.is_empty() {
+        parts.push(format!("port {}: every request", list(&whole)));
+    }
+    if parts.is_empty() {
+        parts.push("no port".into());
+    }
+    let mut s = parts.join("; ");
+    if reg.ports.is_empty() {
+        s.push_str(" (every port of the pod's steal plan)");
+    }
+    s
+}
+
+/// What a run takes, before any session registered (`ports` may be empty: every port of each
+/// pod's steal plan).
+pub fn describe_start(reg: &Registration) -> String {
+    if !reg.ports.is_empty() {
+        return describe_ports(reg, &reg.ports);
+    }
+    let plan = "every port of the pod's steal plan";
+    match (&reg.filter, &reg.filter_ports) {
+        (None, _) => format!("every request on {plan}"),
+        (Some(f), None) => format!("requests matching {} on {plan}", describe(Some(f))),
+        (Some(f), Some(fp)) => {
+            let fp: Vec<String> = fp.iter().map(u16::to_string).collect();
+            format!(
+                "requests matching {} on port {}, every request on the other ports of the pod's steal plan",
+                describe(Some(f)),
+                fp.join(",")
+            )
+        }
     }
 }
 
@@ -251,5 +305,53 @@ mod tests {
             "(header ~ \"x: 1\" and (method GET or path ~ \"/a\"))"
         );
         assert_eq!(describe(None), "every request");
+    }
+
+    #[test]
+    fn ports_are_described_with_what_each_takes() {
+        let mut reg = Registration {
+            ports: vec![],
+            filter: Some(HttpFilter::Header("x".into())),
+            filter_ports: Some(vec![443]),
+            mode: Mode::Steal,
+            client: String::new(),
+        };
+        assert_eq!(
+            describe_ports(&reg, &[443, 8443]),
+            "port 443: header ~ \"x\"; port 8443: every request (every port of the pod's steal plan)"
+        );
+        reg.ports = vec![443];
+        reg.filter_ports = None;
+        assert_eq!(describe_ports(&reg, &[443]), "port 443: header ~ \"x\"");
+        reg.filter = None;
+        assert_eq!(describe_ports(&reg, &[443]), "port 443: every request");
+        let body = HttpFilter::Body(BodyFilter::Json {
+            query: "$.id".into(),
+            matches: "^7$".into(),
+        });
+        assert_eq!(describe(Some(&body)), "JSON body $.id ~ \"^7$\"");
+    }
+
+    #[test]
+    fn the_start_line_says_which_ports() {
+        let mut reg = Registration {
+            ports: vec![],
+            filter: None,
+            filter_ports: None,
+            mode: Mode::Steal,
+            client: String::new(),
+        };
+        assert_eq!(
+            describe_start(&reg),
+            "every request on every port of the pod's steal plan"
+        );
+        reg.filter = Some(HttpFilter::Method("POST".into()));
+        reg.filter_ports = Some(vec![443]);
+        assert_eq!(
+            describe_start(&reg),
+            "requests matching method POST on port 443, every request on the other ports of the pod's steal plan"
+        );
+        reg.ports = vec![443];
+        assert_eq!(describe_start(&reg), "port 443: method POST");
     }
 }

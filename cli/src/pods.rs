@@ -157,10 +157,14 @@ fn check_first_sync(
     }
     if !pods.iter().any(carries_sidecar) {
         let ports: Vec<String> = ctx.registration.ports.iter().map(u16::to_string).collect();
+        let ports = match ports.is_empty() {
+            true => "to steal".to_string(),
+            false => ports.join(", "),
+        };
         return Err(FollowError::NoSidecar {
             target: target.clone(),
             namespace: namespace.into(),
-            ports: ports.join(", "),
+            ports,
         });
     }
     if !pods.iter().any(|p| want(p) == Want::Session) {

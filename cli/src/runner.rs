@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::output::describe;
+use crate::output::describe_ports;
 use crate::portforward::{self, Forward, PortforwardError};
 use crate::session::{self, Context, RegisterError};
 
@@ -110,16 +110,14 @@ pub async fn keep_session(endpoint: Endpoint, ctx: Arc<Context>, fatal: mpsc::Se
                 registered_once = true;
                 attempt = 0;
                 let reg = &ctx.registration;
-                let ports: Vec<String> = reg.ports.iter().map(u16::to_string).collect();
                 ctx.output.info(&format!(
-                    "{label}: session {} registered ({}, port {}, {})",
+                    "{label}: session {} registered ({}, {})",
                     registered.id,
                     match reg.mode {
                         Mode::Steal => "steal",
                         Mode::Mirror => "mirror",
                     },
-                    ports.join(","),
-                    describe(reg.filter.as_ref()),
+                    describe_ports(reg, &registered.ports),
                 ));
                 for p in &registered.passthrough {
                     ctx.output.info(&format!(

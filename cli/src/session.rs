@@ -16,8 +16,8 @@ use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tls_steal_crds::session::{
-    ApiError, EVENT_PATH, Event, META_HEADER, PASSTHROUGH_HEADER, PortStatus, REGISTER_PATH,
-    Registration, RequestMeta, SESSION_ID_HEADER, UPGRADE_PROTOCOL,
+    ApiError, EVENT_PATH, Event, META_HEADER, PASSTHROUGH_HEADER, PORTS_HEADER, PortStatus,
+    REGISTER_PATH, Registration, RequestMeta, SESSION_ID_HEADER, UPGRADE_PROTOCOL,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -42,7 +42,12 @@ pub enum RegisterError {
     #[error("talking to the session API failed: {0}")]
     Http(#[from] hyper::Error),
     #[error("the session API's upgrade failed: {0}")]
-    Upgrade(hyper::Error),
+    Upgrade(#[source] hyper::Error),
+    /// The sidecar accepted a registration whose meaning it does not know.
+    #[error(
+        "this sidecar predates per-port filters (http_filter.ports): it would filter every port. Roll the workload out to get a newer sidecar, or drop http_filter.ports"
+    )]
+    Outdated,
 }
 
 impl RegisterError {
@@ -50,7 +55,7 @@ impl RegisterError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            RegisterError::Rejected(_) | RegisterError::Unexpected { .. }
+            RegisterError::Rejected(_) | RegisterError::Unexpected { .. } | RegisterError::Outdated
         )
     }
 }
@@ -75,6 +80,9 @@ fn describe_rejection(e: &ApiError) -> String {
 pub struct Registered {
     pub id: String,
     pub io: Upgraded,
+    /// The session's ports as the sidecar resolved them (every captured port when the
+    /// registration named none).
+    pub ports: Vec<u16>,
     /// Registered ports the sidecar relays untouched (nothing on them can be stolen), with why.
     pub passthrough: Vec<PortStatus>,
 }
@@ -89,6 +97,14 @@ fn passthrough_ports(headers: &http::HeaderMap) -> Vec<PortStatus> {
         tracing::debug!(error = %e, "unreadable {PASSTHROUGH_HEADER} header");
         Vec::new()
     })
+}
+
+/// The ports of a `tls-steal-ports` header (`443,8443`).
+fn parse_ports(v: &str) -> Option<Vec<u16>> {
+    v.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| p.trim().parse().ok())
+        .collect()
 }
 
 /// Registers `registration` on `io` (a TCP connection or a port-forward stream).
@@ -133,6 +149,18 @@ where
             .and_then(|v| v.to_str().ok())
             .unwrap_or("?")
             .to_string();
+        // Sidecars that know per-port filters and port-less registrations say which ports
+        // the session has; an older one would have applied the filter to every port.
+        let ports = res
+            .headers()
+            .get(PORTS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_ports);
+        let ports = match ports {
+            Some(p) => p,
+            None if registration.filter_ports.is_some() => return Err(RegisterError::Outdated),
+            None => registration.ports.clone(),
+        };
         let passthrough = passthrough_ports(res.headers());
         let io = hyper::upgrade::on(&mut res)
             .await
@@ -140,6 +168,7 @@ where
         return Ok(Registered {
             id,
             io,
+            ports,
             passthrough,
         });
     }
@@ -149,7 +178,14 @@ where
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     match serde_json::from_slice::<ApiError>(&body) {
-        Ok(e) if status.is_client_error() => Err(RegisterError::Rejected(e)),
+        Ok(mut e) if status.is_client_error() => {
+            if registration.ports.is_empty() && e.field.as_deref() == Some("ports") {
+                e.error.push_str(
+                    " (this sidecar predates sessions without a port: give --port or `ports`)",
+                );
+            }
+            Err(RegisterError::Rejected(e))
+        }
         _ => Err(RegisterError::Unexpected {
             status,
             body: String::from_utf8_lossy(&body).trim().to_string(),
@@ -322,6 +358,14 @@ fn fallback_meta(reg: &Registration) -> RequestMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ports_header_reads() {
+        assert_eq!(parse_ports("443,8443"), Some(vec![443, 8443]));
+        assert_eq!(parse_ports(" 443 "), Some(vec![443]));
+        assert_eq!(parse_ports("443,x"), None);
+        assert!(RegisterError::Outdated.is_fatal());
+    }
 
     #[test]
     fn rejections_list_the_captured_ports() {

@@ -1,12 +1,30 @@
 //! HTTP request filters in the mirrord model, so existing mirrord configs carry over:
-//! `header` (regex, case-insensitive, against each `name: value` line), `path` (regex against the
-//! path, and against path plus query), `method`, and `all_of` / `any_of` composites.
+//! `header` (regex, case-insensitive, against each `name: value` line), `path` (regex,
+//! case-insensitive, against the path, and against path plus query), `method`, `body` (the body
+//! as JSON: an RFC 9535 JSONPath query whose results a regex is matched against), and `all_of` /
+//! `any_of` composites.
 //!
-//! Regexes are `fancy-regex`, so look-around works (`^User-Agent: (?!kube-probe)`). A regex that
-//! hits the backtracking limit on some input counts as "no match" for that input.
+//! Regexes are `fancy-regex`, so look-around works (`^User-Agent: (?!kube-probe)`). They are
+//! compiled with an explicit backtracking limit ([`BACKTRACK_LIMIT`]): a regex that hits it on
+//! some input counts as "no match" for that input, and the evaluation says so
+//! ([`MatchNotes::regex_limit_hits`]) so the caller can count it.
+//!
+//! A body filter matches when at least one node the query selects matches the regex (strings
+//! as they are, other values as compact JSON, as mirrord does; the regex is case-sensitive).
+//! Queries may use mirrord's `typeof(@)` extension (`"null"`, `"bool"`, `"number"`, `"string"`,
+//! `"array"`, `"object"`). A body that is absent (not read, not JSON, too large, too slow) makes
+//! a body filter "no match".
 
 use fancy_regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json_path::JsonPath;
+
+/// Backtracking steps a fancy regex may take on one input before it counts as "no match". Far
+/// above what the look-around patterns of real filters need on a header line or a path (a few
+/// hundred), far below what would stall a proxy worker (a catastrophic pattern stops after a
+/// millisecond or so per input).
+pub const BACKTRACK_LIMIT: usize = 100_000;
 
 /// A filter as sessions send it (JSON: `{"header": "x-steal: yes"}`, `{"all_of": [...]}`, ...).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,22 +32,34 @@ use serde::{Deserialize, Serialize};
 pub enum HttpFilter {
     /// Matches when a `name: value` line of the request's headers matches (case-insensitive).
     Header(String),
-    /// Matches when the path, or the path plus `?query`, matches.
+    /// Matches when the path, or the path plus `?query`, matches (case-insensitive).
     Path(String),
     /// Matches when the method equals this (case-insensitive).
     Method(String),
+    /// Matches on the request body (`{"body": {"json": {"query": "$.a", "matches": "^x"}}}`).
+    Body(BodyFilter),
     /// Matches when every inner filter matches (an empty list matches everything).
     AllOf(Vec<HttpFilter>),
     /// Matches when at least one inner filter matches (an empty list matches nothing).
     AnyOf(Vec<HttpFilter>),
 }
 
+/// A filter on the request body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFilter {
+    /// The body parsed as JSON; `query` is an RFC 9535 JSONPath query, `matches` a regex.
+    Json { query: String, matches: String },
+}
+
 /// A filter that does not compile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: invalid regex {pattern:?}: {reason}")]
+#[error("{field}: invalid {what} {pattern:?}: {reason}")]
 pub struct FilterError {
-    /// Where in the filter, e.g. `filter.all_of[1].header`.
+    /// Where in the filter, e.g. `filter.all_of[1].header` or `filter.body.json.query`.
     pub field: String,
+    /// `regex` or `JSONPath query`.
+    pub what: &'static str,
     pub pattern: String,
     pub reason: String,
 }
@@ -40,8 +70,16 @@ pub enum CompiledFilter {
     Header(Regex),
     Path(Regex),
     Method(String),
+    Body(CompiledBody),
     AllOf(Vec<CompiledFilter>),
     AnyOf(Vec<CompiledFilter>),
+}
+
+/// A compiled body filter.
+#[derive(Debug, Clone)]
+pub struct CompiledBody {
+    query: JsonPath,
+    matches: Regex,
 }
 
 /// What a filter looks at.
@@ -53,33 +91,69 @@ pub trait RequestView {
     fn query(&self) -> Option<&str>;
     /// Every header line, each as (name, value); a header present twice yields two lines.
     fn header_lines(&self) -> Box<dyn Iterator<Item = (&str, &[u8])> + '_>;
+    /// The body as JSON, when it was read and is JSON.
+    fn body_json(&self) -> Option<&Value> {
+        None
+    }
+}
+
+/// What an evaluation ran into besides its answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MatchNotes {
+    /// Regex evaluations that hit [`BACKTRACK_LIMIT`] (each counted as "no match").
+    pub regex_limit_hits: u32,
 }
 
 impl HttpFilter {
-    /// Compiles every regex; the error names the position of the bad one.
+    /// Compiles every regex and query; the error names the position of the bad one.
     pub fn compile(&self) -> Result<CompiledFilter, FilterError> {
         self.compile_at("filter")
     }
 
+    /// Whether the filter looks at the body anywhere.
+    pub fn uses_body(&self) -> bool {
+        match self {
+            HttpFilter::Body(_) => true,
+            HttpFilter::AllOf(v) | HttpFilter::AnyOf(v) => v.iter().any(HttpFilter::uses_body),
+            _ => false,
+        }
+    }
+
     fn compile_at(&self, at: &str) -> Result<CompiledFilter, FilterError> {
-        let regex = |field: &str, pattern: &str, case_insensitive: bool| {
-            RegexBuilder::new(pattern)
-                .case_insensitive(case_insensitive)
-                .build()
-                .map_err(|e| FilterError {
-                    field: format!("{at}.{field}"),
-                    pattern: pattern.into(),
-                    reason: e.to_string(),
-                })
-        };
         Ok(match self {
-            HttpFilter::Header(p) => CompiledFilter::Header(regex("header", p, true)?),
-            HttpFilter::Path(p) => CompiledFilter::Path(regex("path", p, false)?),
+            HttpFilter::Header(p) => {
+                CompiledFilter::Header(regex(&format!("{at}.header"), p, true)?)
+            }
+            HttpFilter::Path(p) => CompiledFilter::Path(regex(&format!("{at}.path"), p, true)?),
             HttpFilter::Method(m) => CompiledFilter::Method(m.to_ascii_uppercase()),
+            HttpFilter::Body(BodyFilter::Json { query, matches }) => {
+                let field = format!("{at}.body.json");
+                let query = JsonPath::parse(query).map_err(|e| FilterError {
+                    field: format!("{field}.query"),
+                    what: "JSONPath query",
+                    pattern: query.clone(),
+                    reason: e.to_string(),
+                })?;
+                let matches = regex(&format!("{field}.matches"), matches, false)?;
+                CompiledFilter::Body(CompiledBody { query, matches })
+            }
             HttpFilter::AllOf(v) => CompiledFilter::AllOf(compile_all(v, &format!("{at}.all_of"))?),
             HttpFilter::AnyOf(v) => CompiledFilter::AnyOf(compile_all(v, &format!("{at}.any_of"))?),
         })
     }
+}
+
+fn regex(field: &str, pattern: &str, case_insensitive: bool) -> Result<Regex, FilterError> {
+    RegexBuilder::new(pattern)
+        .case_insensitive(case_insensitive)
+        .backtrack_limit(BACKTRACK_LIMIT)
+        .build()
+        .map_err(|e| FilterError {
+            field: field.to_owned(),
+            what: "regex",
+            pattern: pattern.into(),
+            reason: e.to_string(),
+        })
 }
 
 fn compile_all(filters: &[HttpFilter], at: &str) -> Result<Vec<CompiledFilter>, FilterError> {
@@ -90,9 +164,24 @@ fn compile_all(filters: &[HttpFilter], at: &str) -> Result<Vec<CompiledFilter>, 
         .collect()
 }
 
+/// A regex match; an evaluation error (the backtracking limit) is "no match", noted.
+fn hit(re: &Regex, s: &str, notes: &mut MatchNotes) -> bool {
+    match re.is_match(s) {
+        Ok(m) => m,
+        Err(_) => {
+            notes.regex_limit_hits += 1;
+            false
+        }
+    }
+}
+
 impl CompiledFilter {
     pub fn matches(&self, req: &dyn RequestView) -> bool {
-        let hit = |re: &Regex, s: &str| re.is_match(s).unwrap_or(false);
+        self.eval(req, &mut MatchNotes::default())
+    }
+
+    /// As [`CompiledFilter::matches`], noting regex evaluations that hit the limit.
+    pub fn eval(&self, req: &dyn RequestView, notes: &mut MatchNotes) -> bool {
         match self {
             CompiledFilter::Header(re) => {
                 // One buffer for every `name: value` line: this runs for each request.
@@ -102,19 +191,46 @@ impl CompiledFilter {
                     line.push_str(name);
                     line.push_str(": ");
                     line.push_str(&String::from_utf8_lossy(value));
-                    hit(re, &line)
+                    hit(re, &line, notes)
                 })
             }
             CompiledFilter::Path(re) => {
-                hit(re, req.path())
+                hit(re, req.path(), notes)
                     || req
                         .query()
-                        .is_some_and(|q| hit(re, &format!("{}?{q}", req.path())))
+                        .is_some_and(|q| hit(re, &format!("{}?{q}", req.path()), notes))
             }
             CompiledFilter::Method(m) => req.method().eq_ignore_ascii_case(m),
-            CompiledFilter::AllOf(v) => v.iter().all(|f| f.matches(req)),
-            CompiledFilter::AnyOf(v) => v.iter().any(|f| f.matches(req)),
+            CompiledFilter::Body(b) => req.body_json().is_some_and(|json| {
+                b.query.query(json).all().into_iter().any(|v| match v {
+                    Value::String(s) => hit(&b.matches, s, notes),
+                    other => hit(&b.matches, &other.to_string(), notes),
+                })
+            }),
+            CompiledFilter::AllOf(v) => v.iter().all(|f| f.eval(req, notes)),
+            CompiledFilter::AnyOf(v) => v.iter().any(|f| f.eval(req, notes)),
         }
+    }
+}
+
+/// mirrord's `typeof` function extension: the JSON type of the nodes, `"null"`, `"bool"`,
+/// `"number"`, `"string"`, `"array"` or `"object"`; nothing when the nodes are of mixed types
+/// (or none).
+#[serde_json_path::function(name = "typeof")]
+fn type_of(nodes: serde_json_path::functions::NodesType) -> serde_json_path::functions::ValueType {
+    use serde_json_path::functions::ValueType;
+    let name = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let mut names = nodes.iter().map(|v| name(v));
+    match names.next() {
+        Some(first) if names.all(|n| n == first) => ValueType::Value(Value::String(first.into())),
+        _ => ValueType::Nothing,
     }
 }
 
@@ -127,6 +243,7 @@ mod tests {
         path: &'static str,
         query: Option<&'static str>,
         headers: Vec<(&'static str, &'static str)>,
+        body: Option<Value>,
     }
 
     impl RequestView for Req {
@@ -142,6 +259,9 @@ mod tests {
         fn header_lines(&self) -> Box<dyn Iterator<Item = (&str, &[u8])> + '_> {
             Box::new(self.headers.iter().map(|(n, v)| (*n, v.as_bytes())))
         }
+        fn body_json(&self) -> Option<&Value> {
+            self.body.as_ref()
+        }
     }
 
     fn req(headers: &[(&'static str, &'static str)]) -> Req {
@@ -150,11 +270,26 @@ mod tests {
             path: "/api/users",
             query: Some("id=7&debug=1"),
             headers: headers.to_vec(),
+            body: None,
+        }
+    }
+
+    fn with_body(body: Value) -> Req {
+        Req {
+            body: Some(body),
+            ..req(&[])
         }
     }
 
     fn m(f: HttpFilter, r: &Req) -> bool {
         f.compile().unwrap().matches(r)
+    }
+
+    fn json_filter(query: &str, matches: &str) -> HttpFilter {
+        HttpFilter::Body(BodyFilter::Json {
+            query: query.into(),
+            matches: matches.into(),
+        })
     }
 
     #[test]
@@ -181,14 +316,16 @@ mod tests {
     }
 
     #[test]
-    fn path_with_and_without_query() {
+    fn path_with_and_without_query_case_insensitive() {
         let r = req(&[]);
         assert!(m(HttpFilter::Path("^/api/users$".into()), &r));
         assert!(m(HttpFilter::Path("debug=1".into()), &r));
         assert!(
-            !m(HttpFilter::Path("^/API".into()), &r),
-            "paths are case-sensitive"
+            m(HttpFilter::Path("^/API/Users".into()), &r),
+            "as mirrord: case-insensitive"
         );
+        assert!(m(HttpFilter::Path("DEBUG=1$".into()), &r));
+        assert!(!m(HttpFilter::Path("^/apis".into()), &r));
     }
 
     #[test]
@@ -216,7 +353,72 @@ mod tests {
     }
 
     #[test]
-    fn invalid_regex_names_its_position() {
+    fn body_filter_matches_query_results() {
+        let body = serde_json::json!({
+            "user": {"id": 42, "name": "Ada"},
+            "books": [1111, "2222", 4444, true, null, {"k": "v"}]
+        });
+        let r = with_body(body);
+        assert!(m(json_filter("$.user.name", "^Ada$"), &r));
+        assert!(
+            !m(json_filter("$.user.name", "^ada$"), &r),
+            "the body regex is case-sensitive"
+        );
+        assert!(
+            m(json_filter("$.user.id", "^42$"), &r),
+            "numbers as JSON text"
+        );
+        assert!(m(json_filter("$.books[*]", "^true$"), &r));
+        assert!(m(json_filter("$.books[*]", "^null$"), &r));
+        assert!(
+            m(json_filter("$.books[5]", r#"^\{"k":"v"\}$"#), &r),
+            "objects as compact JSON"
+        );
+        assert!(!m(json_filter("$.missing", ".*"), &r), "no node, no match");
+        // mirrord's typeof extension: only numbers ending in 4.
+        assert!(m(
+            json_filter("$.books[?(typeof(@) == 'number')]", "4$"),
+            &r
+        ));
+        assert!(!m(
+            json_filter("$.books[?(typeof(@) == 'string')]", "4$"),
+            &r
+        ));
+        assert!(m(
+            json_filter("$.books[?(typeof(@) == 'string')]", "^2222$"),
+            &r
+        ));
+        // Standard RFC 9535 functions too.
+        assert!(m(json_filter("$.books[?search(@, '^22')]", "2"), &r));
+    }
+
+    #[test]
+    fn body_filter_without_a_json_body_does_not_match() {
+        let f = json_filter("$.a", ".*");
+        assert!(!m(f.clone(), &req(&[])));
+        let inside = HttpFilter::AnyOf(vec![f.clone(), HttpFilter::Method("GET".into())]);
+        assert!(m(inside, &req(&[])), "other items still decide");
+        assert!(!m(
+            HttpFilter::AllOf(vec![f, HttpFilter::Method("GET".into())]),
+            &req(&[])
+        ));
+    }
+
+    #[test]
+    fn uses_body_sees_nested_body_filters() {
+        assert!(!HttpFilter::Header("a".into()).uses_body());
+        assert!(json_filter("$", "a").uses_body());
+        assert!(
+            HttpFilter::AllOf(vec![
+                HttpFilter::Method("POST".into()),
+                HttpFilter::AnyOf(vec![json_filter("$", "a")])
+            ])
+            .uses_body()
+        );
+    }
+
+    #[test]
+    fn invalid_regex_and_query_name_their_position() {
         let f = HttpFilter::AllOf(vec![
             HttpFilter::Method("GET".into()),
             HttpFilter::Header("x-(".into()),
@@ -224,19 +426,58 @@ mod tests {
         let e = f.compile().unwrap_err();
         assert_eq!(e.field, "filter.all_of[1].header");
         assert!(e.to_string().contains("invalid regex \"x-(\""), "{e}");
+        let e = HttpFilter::AnyOf(vec![json_filter("$.a[", "x")])
+            .compile()
+            .unwrap_err();
+        assert_eq!(e.field, "filter.any_of[0].body.json.query");
+        assert!(
+            e.to_string().contains("invalid JSONPath query \"$.a[\""),
+            "{e}"
+        );
+        let e = json_filter("$.a", "(").compile().unwrap_err();
+        assert_eq!(e.field, "filter.body.json.matches");
+        // Not JSONPath at all (no leading `$`).
+        assert!(json_filter("user.id", "x").compile().is_err());
+    }
+
+    #[test]
+    fn a_catastrophic_regex_stops_at_the_limit_and_is_noted() {
+        // A backreference keeps this on fancy-regex's backtracking engine; on a long run of `a`s
+        // without the final `b` it would take exponential time.
+        let f = HttpFilter::Header("^x: (a|aa)+\\1b".into())
+            .compile()
+            .unwrap();
+        let line = "a".repeat(64);
+        let r = Req {
+            headers: vec![("x", Box::leak(line.into_boxed_str()))],
+            ..req(&[])
+        };
+        let mut notes = MatchNotes::default();
+        assert!(!f.eval(&r, &mut notes));
+        assert_eq!(notes.regex_limit_hits, 1);
+        // The same pattern on an input it matches quickly still matches.
+        let ok = Req {
+            headers: vec![("x", "aab")],
+            ..req(&[])
+        };
+        let mut notes = MatchNotes::default();
+        assert!(f.eval(&ok, &mut notes));
+        assert_eq!(notes.regex_limit_hits, 0);
     }
 
     #[test]
     fn wire_format_is_mirrord_like() {
-        let f: HttpFilter =
-            serde_json::from_str(r#"{"any_of":[{"header":"a"},{"path":"/b"},{"method":"GET"}]}"#)
-                .unwrap();
+        let f: HttpFilter = serde_json::from_str(
+            r#"{"any_of":[{"header":"a"},{"path":"/b"},{"method":"GET"},{"body":{"json":{"query":"$.a","matches":"x"}}}]}"#,
+        )
+        .unwrap();
         assert_eq!(
             f,
             HttpFilter::AnyOf(vec![
                 HttpFilter::Header("a".into()),
                 HttpFilter::Path("/b".into()),
-                HttpFilter::Method("GET".into())
+                HttpFilter::Method("GET".into()),
+                json_filter("$.a", "x"),
             ])
         );
     }

@@ -5,11 +5,13 @@
 //! 1. The client opens a TCP connection and sends an HTTP/1.1 `POST /v1/sessions` with
 //!    `Connection: upgrade`, `Upgrade: tls-steal-session/1` and a JSON [`Registration`] body.
 //! 2. The sidecar checks it: an error is a `400` with a JSON [`ApiError`] naming the field
-//!    (bad JSON, invalid regex, a port the plan does not capture — listing the captured ones).
-//!    Success is `101 Switching Protocols` with the session id in the `tls-steal-session` header
-//!    and, when some of the registered ports are relayed untouched (their TLS material could not
-//!    be loaded, so nothing on them can be stolen), the `tls-steal-passthrough` header: a JSON
-//!    list of their [`PortStatus`] (with the reason, naming the file).
+//!    (bad JSON, invalid regex or JSONPath query, a port the plan does not capture — listing the
+//!    captured ones). Success is `101 Switching Protocols` with the session id in the
+//!    `tls-steal-session` header, the session's ports in the `tls-steal-ports` header
+//!    ([`PORTS_HEADER`], e.g. `443,8443`) and, when some of the registered ports are relayed
+//!    untouched (their TLS material could not be loaded, so nothing on them can be stolen), the
+//!    `tls-steal-passthrough` header ([`PASSTHROUGH_HEADER`]): a JSON list of their
+//!    [`PortStatus`] (with the reason, naming the file).
 //! 3. On the upgraded connection the roles reverse: the sidecar is the HTTP/2 **client**, the
 //!    session the HTTP/2 **server**. Each stolen (or mirrored) request is one HTTP/2 stream: the
 //!    original method, path, query and headers, streamed body and trailers, plus the header
@@ -33,6 +35,20 @@
 //!    with the bytes of the stream as the body.
 //!
 //! `GET /v1/status` (plain HTTP/1.1) returns a [`StatusReport`].
+//!
+//! ## Compatibility
+//! Later additions keep `tls-steal-session/1` and stay optional, so an older client's
+//! registration means what it always meant:
+//! * `ports` may be empty: the session takes every port the sidecar captures (its steal plan).
+//! * `filter_ports`: the ports the filter applies to (mirrord's `http_filter.ports`); the
+//!   session's other ports are taken whole. Absent: the filter applies to every port.
+//! * `filter` may hold `body` filters (the sidecar then reads the bodies of requests on those
+//!   ports, bounded in size and time).
+//!
+//! A sidecar that knows these answers the `tls-steal-ports` header. An older sidecar refuses an
+//! empty `ports` list and an unknown filter kind (`400`), but would silently ignore
+//! `filter_ports`: a client that sends it and gets no `tls-steal-ports` header must end the
+//! session (kubectl-steal does, saying the sidecar is too old).
 
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +66,8 @@ pub const SESSION_ID_HEADER: &str = "tls-steal-session";
 /// Response header of a successful registration: JSON list of the [`PortStatus`] of the
 /// registered ports that are in passthrough (absent when there is none).
 pub const PASSTHROUGH_HEADER: &str = "tls-steal-passthrough";
+/// Response header of a successful registration: the session's ports, comma-separated.
+pub const PORTS_HEADER: &str = "tls-steal-ports";
 /// Request header carrying [`RequestMeta`] as JSON on every stolen stream.
 pub const META_HEADER: &str = "tls-steal-meta";
 /// Response header carrying the local app's real status of an upgrade (e.g. `101`).
@@ -69,11 +87,17 @@ pub enum Mode {
 /// What a session asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
-    /// Ports (as the app sees them, e.g. 443) whose requests the session wants.
+    /// Ports (as the app sees them, e.g. 443) whose requests the session wants; empty: every
+    /// port the sidecar captures.
+    #[serde(default)]
     pub ports: Vec<u16>,
     /// `None` takes every request of those ports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<HttpFilter>,
+    /// The ports `filter` applies to; the session's other ports are taken whole. `None`: every
+    /// port of the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_ports: Option<Vec<u16>>,
     #[serde(default)]
     pub mode: Mode,
     /// Free text shown in status and logs (e.g. `alice@laptop`).
@@ -176,6 +200,9 @@ pub struct SessionInfo {
     pub mode: Mode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<HttpFilter>,
+    /// The ports the filter applies to (`None`: all of `ports`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_ports: Option<Vec<u16>>,
     pub stolen: u64,
     pub mirrored: u64,
 }

@@ -56,8 +56,9 @@ impl Errors {
 
 impl TlsStealSpec {
     /// Checks everything the API server cannot: pattern problems, selector operators, empty or
-    /// relative PEM paths, duplicate ports, the proxy's own ports, empty ALPN entries and verification settings that
-    /// could never accept anyone.
+    /// relative PEM paths, the proxy's own ports, empty ALPN entries and verification settings
+    /// that could never accept anyone. A port listed twice is not an error: as the feature
+    /// description says, extra entries are discarded ([`TlsStealSpec::duplicate_ports`]).
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errs = Errors::default();
         if let Some(p) = &self.target_path {
@@ -98,7 +99,6 @@ impl TlsStealSpec {
         if self.ports.is_empty() {
             errs.push("spec.ports", "must list at least one port");
         }
-        let mut seen = BTreeSet::new();
         for (i, port) in self.ports.iter().enumerate() {
             let at = format!("spec.ports[{i}]");
             if port.port == 0 {
@@ -112,11 +112,6 @@ impl TlsStealSpec {
                         RESERVED_PORTS.map(|p| p.to_string()).join(", ")
                     ),
                 );
-            } else if !seen.insert(port.port) {
-                errs.push(
-                    format!("{at}.port"),
-                    format!("port {} is listed more than once", port.port),
-                );
             }
             validate_port(&at, port, &mut errs);
         }
@@ -125,6 +120,20 @@ impl TlsStealSpec {
         } else {
             Err(ValidationErrors(errs.0))
         }
+    }
+}
+
+impl TlsStealSpec {
+    /// Entries of `ports` whose port an earlier entry already lists, as (index, port): the merge
+    /// keeps the first entry and discards these.
+    pub fn duplicate_ports(&self) -> Vec<(usize, u16)> {
+        let mut seen = BTreeSet::new();
+        self.ports
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !seen.insert(p.port))
+            .map(|(i, p)| (i, p.port))
+            .collect()
     }
 }
 

@@ -87,16 +87,52 @@ fn renaming_nothing_keeps_hash_and_changing_a_path_changes_it() {
 
 #[test]
 fn duplicate_inside_one_config_keeps_first_and_reports() {
-    let mut s = spec(None, &[443, 443], "dup");
-    s.ports[1].agent_as_server.authentication.cert_pem = "/certs/second.crt".into();
-    // Invalid configs are rejected as a whole, so the duplicate shows there too.
-    let plan = build_plan(&pod(), "ns", &[ConfigSource::namespaced("ns", "dup", s)]);
-    assert!(plan.is_empty());
-    assert_eq!(plan.rejected.len(), 1);
+    // The feature description: "The same port cannot be configured multiple times (extra
+    // entries are discarded)" -- inside one config as across configs.
+    let mut s = spec(None, &[443, 8443, 443, 443], "dup");
+    s.ports[2].agent_as_server.authentication.cert_pem = "/certs/second.crt".into();
+    assert!(s.validate().is_ok(), "{:?}", s.validate());
+    assert_eq!(s.duplicate_ports(), [(2, 443), (3, 443)]);
+    let plan = build_plan(
+        &pod(),
+        "ns",
+        &[ConfigSource::namespaced("ns", "dup", s.clone())],
+    );
+    assert!(plan.rejected.is_empty());
+    assert_eq!(plan.port_numbers(), [443, 8443]);
+    assert_eq!(
+        plan.port(443)
+            .unwrap()
+            .agent_as_server
+            .authentication
+            .cert_pem,
+        s.ports[0].agent_as_server.authentication.cert_pem,
+        "the first entry is kept"
+    );
+    let discarded: Vec<_> = plan
+        .discarded
+        .iter()
+        .map(|d| (d.port, d.config.as_str(), d.kept_by.as_str()))
+        .collect();
+    let id = "MirrordTlsStealConfig/ns/dup";
+    assert_eq!(discarded, [(443, id, id), (443, id, id)]);
     assert!(
-        plan.rejected[0].errors[0].contains("spec.ports[1].port"),
-        "{:?}",
-        plan.rejected
+        plan.discarded[0]
+            .reason
+            .contains("listed twice in MirrordTlsStealConfig/ns/dup; the first entry is kept"),
+        "{}",
+        plan.discarded[0].reason
+    );
+    // The discarded entries do not count in the hash: the plan is that of the first entries.
+    let first_only = spec(None, &[443, 8443], "dup");
+    assert_eq!(
+        plan.hash,
+        build_plan(
+            &pod(),
+            "ns",
+            &[ConfigSource::namespaced("ns", "dup", first_only)]
+        )
+        .hash
     );
 }
 

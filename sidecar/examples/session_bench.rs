@@ -147,6 +147,7 @@ fn decision_cost() -> Vec<(String, f64)> {
             let reg = tls_steal_crds::session::Registration {
                 ports: vec![443],
                 filter: Some(f),
+                filter_ports: None,
                 mode: Mode::Steal,
                 client: String::new(),
             };

@@ -334,3 +334,105 @@ async fn trust_roots_may_be_a_directory() {
     .await;
     r.unwrap();
 }
+
+/// A certificate PEM block whose DER is not a certificate.
+const GARBAGE_DER: &str = "-----BEGIN CERTIFICATE-----\nZm9vYmFy\n-----END CERTIFICATE-----\n";
+/// A PEM block that is not even base64.
+const BROKEN_PEM: &str = "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n";
+
+#[tokio::test]
+async fn unusable_files_in_a_roots_directory_are_skipped() {
+    let (r, _) = upstream(|pki, p| {
+        pki.write("roots/a-broken.pem", BROKEN_PEM);
+        pki.write("roots/b-garbage.pem", GARBAGE_DER);
+        pki.write("roots/c.pem", &pki.server_root.pem());
+        p.agent_as_client.verification.trust_roots = vec![pki.path("roots")];
+    })
+    .await;
+    r.unwrap();
+}
+
+#[tokio::test]
+async fn a_roots_directory_without_a_usable_root_fails_the_port_naming_each_file() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let mut plan = port_plan(&pki, app.addr.port());
+    pki.write("roots/a-broken.pem", BROKEN_PEM);
+    pki.write("roots/b-garbage.pem", GARBAGE_DER);
+    plan.agent_as_client.verification.trust_roots = vec![pki.path("roots")];
+    let proxy = start_proxy(test_config(plan, app.addr)).await;
+    let (_, body) = admin_get(proxy.admin.unwrap(), "/readyz").await;
+    for want in [
+        "passthrough",
+        "no usable certificate found in agentAsClient.verification.trustRoots",
+        "a-broken.pem",
+        "b-garbage.pem",
+    ] {
+        assert!(body.contains(want), "{want:?} missing in {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_named_root_file_that_is_unusable_still_fails_the_port() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let mut plan = port_plan(&pki, app.addr.port());
+    let bad = pki.write("garbage-root.pem", GARBAGE_DER);
+    plan.agent_as_client.verification.trust_roots = vec![bad.display().to_string()];
+    let proxy = start_proxy(test_config(plan, app.addr)).await;
+    let (_, body) = admin_get(proxy.admin.unwrap(), "/readyz").await;
+    assert!(
+        body.contains("passthrough")
+            && body.contains("garbage-root.pem")
+            && body.contains("unusable trust root"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn pem_files_over_1_mib_are_refused_naming_the_file() {
+    for which in ["cert", "key", "root"] {
+        let pki = Pki::new();
+        let app = App::start(&pki).await;
+        let mut plan = port_plan(&pki, app.addr.port());
+        // A real PEM followed by padding comments (ignored by PEM parsers) past 1 MiB.
+        let pad = format!("# padding\n{}\n", "x".repeat(1024 * 1024));
+        let (file, path) = match which {
+            "cert" => {
+                let p = pki.write("big-cert.pem", &(pki.server_leaf.full_chain_pem() + &pad));
+                plan.agent_as_server.authentication.cert_pem = p.display().to_string();
+                ("big-cert.pem", p)
+            }
+            "key" => {
+                let key =
+                    std::fs::read_to_string(&plan.agent_as_server.authentication.key_pem).unwrap();
+                let p = pki.write("big-key.pem", &(key + &pad));
+                plan.agent_as_server.authentication.key_pem = p.display().to_string();
+                ("big-key.pem", p)
+            }
+            _ => {
+                let p = pki.write("big-root.pem", &(pki.server_root.pem() + &pad));
+                plan.agent_as_client.verification.trust_roots = vec![p.display().to_string()];
+                ("big-root.pem", p)
+            }
+        };
+        assert!(std::fs::metadata(&path).unwrap().len() > 1024 * 1024);
+        let proxy = start_proxy(test_config(plan, app.addr)).await;
+        let (_, body) = admin_get(proxy.admin.unwrap(), "/readyz").await;
+        assert!(
+            body.contains("passthrough")
+                && body.contains(file)
+                && body.contains("PEM files over 1 MiB (1048576 bytes) are refused"),
+            "{which}: {body}"
+        );
+        // The port is relayed untouched: the app's own TLS answers.
+        let seen = get_seen(
+            proxy.listen[0],
+            &ClientOpts::new(&pki, &["http/1.1"]),
+            "/direct",
+        )
+        .await
+        .unwrap();
+        assert_eq!(seen.uri, "/direct");
+    }
+}

@@ -401,6 +401,7 @@ async fn bad_input_on_the_session_api() {
             HttpFilter::Method("GET".into()),
             HttpFilter::Path("^/(unclosed".into()),
         ])),
+        filter_ports: None,
         mode: Mode::Steal,
         client: String::new(),
     };
@@ -412,6 +413,7 @@ async fn bad_input_on_the_session_api() {
     let uncaptured = Registration {
         ports: vec![w.port, 9],
         filter: None,
+        filter_ports: None,
         mode: Mode::Steal,
         client: String::new(),
     };

@@ -106,7 +106,9 @@ async fn filters_of_every_kind_route_each_request() {
                 ("GET", "/api/users", vec![], true),
                 ("GET", "/api/users?id=7", vec![], true),
                 ("GET", "/api/users/7", vec![], false),
-                ("GET", "/API/users", vec![], false),
+                // Case-insensitive, as mirrord matches paths.
+                ("GET", "/API/Users", vec![], true),
+                ("GET", "/apis/users", vec![], false),
             ],
         },
         Case {
@@ -260,6 +262,7 @@ async fn a_filter_on_one_port_never_affects_another() {
     let everything_on_other = Registration {
         ports: vec![other],
         filter: None,
+        filter_ports: None,
         mode: Mode::Steal,
         client: "other".into(),
     };
@@ -292,6 +295,7 @@ async fn a_filter_on_one_port_never_affects_another() {
     let reg443 = Registration {
         ports: vec![443],
         filter: Some(HttpFilter::Header("^x-steal: 1$".into())),
+        filter_ports: None,
         mode: Mode::Steal,
         client: String::new(),
     };

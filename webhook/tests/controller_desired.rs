@@ -312,6 +312,46 @@ mod controller {
     }
 
     #[test]
+    fn duplicates_inside_one_config_show_as_port_conflicts() {
+        let web = deployment("web", json!({}), Value::Null);
+        let workloads = vec![state(&web, true)];
+        let mut dup = spec(Some("deploy/web"), &[443, 8443, 443]);
+        dup.ports[2].agent_as_server.authentication.cert_pem = "/other/tls.crt".into();
+        let d = ConfigSource::from(&ns_config(NS, "dup", dup));
+        let inputs = [ConfigInput {
+            source: &d,
+            generation: Some(1),
+            previous: None,
+        }];
+        let (statuses, _) = compute_statuses(&inputs, &workloads, "2026-01-01T00:00:00Z");
+        let s = &statuses[0];
+        let v = cond(s, "Valid");
+        assert_eq!(
+            v.status, "True",
+            "a duplicate port is discarded, not an error"
+        );
+        assert!(
+            v.message.contains("spec.ports[2] (port 443)")
+                && v.message.contains("the first entry is kept"),
+            "{}",
+            v.message
+        );
+        assert_eq!(s.conflict_count, 1);
+        assert_eq!(s.port_conflicts[0].port, 443);
+        assert_eq!(s.port_conflicts[0].workload, "apps/Deployment/web");
+        assert_eq!(
+            s.port_conflicts[0].kept_by,
+            "MirrordTlsStealConfig/apps/dup"
+        );
+        assert_eq!(
+            workloads[0]
+                .desired_plan(std::slice::from_ref(&d))
+                .port_numbers(),
+            [443, 8443]
+        );
+    }
+
+    #[test]
     fn adoption_judges_the_live_pods() {
         let h = "0123456789abcdef".to_owned();
         let other = "fedcba9876543210".to_owned();

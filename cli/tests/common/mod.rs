@@ -99,26 +99,36 @@ pub fn certs() -> Certs {
 }
 
 pub fn plan_json(port: u16, certs: &Certs) -> String {
-    StealPlan::from_ports(vec![PortPlan {
-        port,
-        container: "app".into(),
-        config: "MirrordTlsStealConfig/test/app".into(),
-        agent_as_server: AgentAsServer {
-            authentication: TlsAuthentication {
-                cert_pem: certs.cert_pem.display().to_string(),
-                key_pem: certs.key_pem.display().to_string(),
-            },
-            alpn_protocols: vec!["h2".into(), "http/1.1".into()],
-            verification: None,
-        },
-        agent_as_client: AgentAsClient {
-            authentication: None,
-            verification: ClientVerification {
-                accept_any_cert: true,
-                trust_roots: vec![],
-            },
-        },
-    }])
+    plan_json_ports(&[port], certs)
+}
+
+/// A plan capturing each of `ports` with `certs`.
+pub fn plan_json_ports(ports: &[u16], certs: &Certs) -> String {
+    StealPlan::from_ports(
+        ports
+            .iter()
+            .map(|&port| PortPlan {
+                port,
+                container: "app".into(),
+                config: "MirrordTlsStealConfig/test/app".into(),
+                agent_as_server: AgentAsServer {
+                    authentication: TlsAuthentication {
+                        cert_pem: certs.cert_pem.display().to_string(),
+                        key_pem: certs.key_pem.display().to_string(),
+                    },
+                    alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+                    verification: None,
+                },
+                agent_as_client: AgentAsClient {
+                    authentication: None,
+                    verification: ClientVerification {
+                        accept_any_cert: true,
+                        trust_roots: vec![],
+                    },
+                },
+            })
+            .collect(),
+    )
     .to_json()
 }
 
@@ -335,14 +345,29 @@ pub async fn spawn_sidecar(
     admin: SocketAddr,
     session_api: SocketAddr,
 ) -> Result<Child, String> {
-    let mut child = Command::new(sidecar_bin())
-        .arg("proxy")
-        .arg("--plan")
-        .arg(plan)
-        .args(["--listen", &listen.to_string()])
+    spawn_sidecar_routes(plan, &[(listen, real_app)], admin, session_api, &[]).await
+}
+
+/// A sidecar with one listener per app: connections to `routes[i].0` count as sent to
+/// `routes[i].1` (`--orig-dst-for`). Ready once its session API reports every app's port.
+pub async fn spawn_sidecar_routes(
+    plan: &Path,
+    routes: &[(SocketAddr, SocketAddr)],
+    admin: SocketAddr,
+    session_api: SocketAddr,
+    extra: &[&str],
+) -> Result<Child, String> {
+    let (listen, real_app) = routes[0];
+    let mut cmd = Command::new(sidecar_bin());
+    cmd.arg("proxy").arg("--plan").arg(plan);
+    for (l, app) in routes {
+        cmd.args(["--listen", &l.to_string()])
+            .args(["--orig-dst-for", &format!("{l}={app}")]);
+    }
+    let mut child = cmd
         .args(["--admin", &admin.to_string()])
         .args(["--session-api", &session_api.to_string()])
-        .args(["--orig-dst-override", &real_app.to_string()])
+        .args(extra)
         .env("POD_NAME", "web-1")
         .env("RUST_LOG", "info")
         .kill_on_drop(true)
@@ -354,15 +379,16 @@ pub async fn spawn_sidecar(
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("it exited ({status})"));
         }
+        let want = |ports: &[u16]| routes.iter().all(|(_, a)| ports.contains(&a.port()));
         match status_ports(session_api).await {
             Some(ports)
-                if ports.contains(&real_app.port())
+                if want(&ports)
                     && TcpStream::connect(listen).await.is_ok()
                     && matches!(child.try_wait(), Ok(None)) =>
             {
                 return Ok(child);
             }
-            Some(ports) if ports.contains(&real_app.port()) => {}
+            Some(ports) if want(&ports) => {}
             Some(ports) => {
                 let _ = child.kill().await;
                 return Err(format!(
@@ -382,7 +408,7 @@ pub async fn spawn_sidecar(
 
 /// The captured ports a session API reports (`GET /v1/status`); `None` if it does not answer
 /// (not listening yet); an empty list if something else answers.
-async fn status_ports(api: SocketAddr) -> Option<Vec<u16>> {
+pub async fn status_ports(api: SocketAddr) -> Option<Vec<u16>> {
     let mut tcp = TcpStream::connect(api).await.ok()?;
     let ask = async {
         tcp.write_all(b"GET /v1/status HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")

@@ -8,7 +8,8 @@ use tls_steal_crds::StealPlan;
 use tls_steal_crds::contract::APP_PROBES_ENV;
 use tls_steal_crds::probe::{AppProbes, parse_app_probes};
 
-use super::files::FileResolver;
+use super::body::BodyLimits;
+use super::files::{DirectLookup, FileResolver};
 
 /// The plan could not be obtained.
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +53,30 @@ pub struct ProxyArgs {
     /// iptables). Every connection is then treated as sent to this address.
     #[arg(long)]
     pub orig_dst_override: Option<SocketAddr>,
+    /// Like `--orig-dst-override`, for connections accepted on one listener only:
+    /// `LISTEN=DST` (repeatable), e.g. `127.0.0.1:15443=127.0.0.1:8443`. Tests of several
+    /// ports, setups without iptables.
+    #[arg(long = "orig-dst-for", value_name = "LISTEN=DST", value_parser = parse_dst_pair)]
+    pub orig_dst_for: Vec<(SocketAddr, SocketAddr)>,
     /// A process of the target container, whose `/proc/<pid>/root` is searched for PEM files not
-    /// mounted into the sidecar (default: every visible process).
+    /// mounted into the sidecar (default: the processes whose mount table names the plan's
+    /// container).
     #[arg(long)]
     pub target_pid: Option<u32>,
+    /// Which PEM paths may be opened in the proxy's own filesystem: `volumes` (only paths on a
+    /// volume mounted into the proxy that the target container has mounted there too: what the
+    /// webhook mirrored) or `any` (also the proxy's image; a proxy run outside Kubernetes).
+    /// Default: `volumes` in a pod (`KUBERNETES_SERVICE_HOST` is set), else `any`.
+    #[arg(long, value_enum)]
+    pub direct_files: Option<DirectLookup>,
+    /// Largest request body read for a session's body filter, in bytes; a longer body does not
+    /// match body filters (and is passed on unchanged).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub body_filter_max_bytes: usize,
+    /// Milliseconds allowed to read a request body for a session's body filter; a slower body
+    /// does not match body filters (and is passed on unchanged).
+    #[arg(long, default_value_t = 1000)]
+    pub body_filter_timeout_ms: u64,
     /// Seconds a client may take to send a complete request head: for HTTP/1 every head (so an
     /// idle keep-alive connection is closed after it too), for HTTP/2 the first request.
     #[arg(long, default_value_t = 10)]
@@ -111,7 +132,11 @@ pub struct ProxyConfig {
     /// The session API listener; `None`: no session can register (the CLI sets 127.0.0.1:15400).
     pub session_api: Option<SocketAddr>,
     pub orig_dst_override: Option<SocketAddr>,
+    /// Per-listener overrides: (listener, original destination).
+    pub orig_dst_for: Vec<(SocketAddr, SocketAddr)>,
     pub files: FileResolver,
+    /// Bounds of body reads for body filters.
+    pub body_limits: BodyLimits,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
@@ -140,7 +165,9 @@ impl ProxyConfig {
             admin: Some("0.0.0.0:15401".parse().unwrap()),
             session_api: None,
             orig_dst_override: None,
+            orig_dst_for: Vec::new(),
             files: FileResolver::default(),
+            body_limits: BodyLimits::default(),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
@@ -155,6 +182,33 @@ impl ProxyConfig {
             app_probes: AppProbes::new(),
             pod_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
+    }
+}
+
+/// `LISTEN=DST`.
+fn parse_dst_pair(s: &str) -> Result<(SocketAddr, SocketAddr), String> {
+    let (l, d) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected LISTEN=DST"))?;
+    let addr = |a: &str| {
+        a.trim()
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("{a:?}: {e}"))
+    };
+    Ok((addr(l)?, addr(d)?))
+}
+
+impl ProxyConfig {
+    /// The fixed original destination of connections accepted on `local`, if any.
+    pub fn dst_override(&self, local: Option<SocketAddr>) -> Option<SocketAddr> {
+        local
+            .and_then(|l| {
+                self.orig_dst_for
+                    .iter()
+                    .find(|(listen, _)| *listen == l)
+                    .map(|(_, dst)| *dst)
+            })
+            .or(self.orig_dst_override)
     }
 }
 
@@ -184,9 +238,20 @@ impl ProxyArgs {
             admin: Some(self.admin),
             session_api: Some(self.session_api),
             orig_dst_override: self.orig_dst_override,
+            orig_dst_for: self.orig_dst_for,
             files: FileResolver {
                 target_pid: self.target_pid,
+                direct: self.direct_files.unwrap_or_else(|| {
+                    match std::env::var_os("KUBERNETES_SERVICE_HOST") {
+                        Some(_) => DirectLookup::Volumes,
+                        None => DirectLookup::Any,
+                    }
+                }),
                 ..FileResolver::default()
+            },
+            body_limits: BodyLimits {
+                max_bytes: self.body_filter_max_bytes,
+                timeout: Duration::from_millis(self.body_filter_timeout_ms),
             },
             header_read_timeout: Duration::from_secs(self.header_read_timeout),
             idle_timeout: Duration::from_secs(self.idle_timeout),
@@ -247,5 +312,61 @@ mod tests {
             matches!(e, ConfigError::AppProbes { .. }) && e.to_string().contains(APP_PROBES_ENV),
             "{e}"
         );
+    }
+
+    fn parse(args: &[&str]) -> Result<ProxyConfig, String> {
+        let mut v = vec![
+            "proxy",
+            "--plan-json",
+            r#"{"version":1,"ports":[],"configs":[],"hash":""}"#,
+        ];
+        v.extend_from_slice(args);
+        let cli = Cli::try_parse_from(v).map_err(|e| e.to_string())?;
+        cli.args.into_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn body_filter_limits_and_their_defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.body_limits, BodyLimits::default());
+        assert_eq!(c.body_limits.max_bytes, 65536);
+        assert_eq!(c.body_limits.timeout, Duration::from_secs(1));
+        let c = parse(&[
+            "--body-filter-max-bytes",
+            "10",
+            "--body-filter-timeout-ms",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(c.body_limits.max_bytes, 10);
+        assert_eq!(c.body_limits.timeout, Duration::from_millis(5));
+        assert!(parse(&["--body-filter-max-bytes", "-1"]).is_err());
+    }
+
+    #[test]
+    fn per_listener_destinations() {
+        let c = parse(&[
+            "--orig-dst-for",
+            "127.0.0.1:15443=10.0.0.1:443",
+            "--orig-dst-override",
+            "10.0.0.9:9",
+        ])
+        .unwrap();
+        let l = |s: &str| Some(s.parse::<SocketAddr>().unwrap());
+        assert_eq!(c.dst_override(l("127.0.0.1:15443")), l("10.0.0.1:443"));
+        assert_eq!(c.dst_override(l("127.0.0.1:15444")), l("10.0.0.9:9"));
+        for bad in ["127.0.0.1:1", "a=b", "127.0.0.1:1=nope"] {
+            let e = parse(&["--orig-dst-for", bad]).unwrap_err();
+            assert!(e.contains("--orig-dst-for"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn direct_files_choice() {
+        let c = parse(&["--direct-files", "volumes"]).unwrap();
+        assert_eq!(c.files.direct, DirectLookup::Volumes);
+        let c = parse(&["--direct-files", "any"]).unwrap();
+        assert_eq!(c.files.direct, DirectLookup::Any);
+        assert!(parse(&["--direct-files", "sometimes"]).is_err());
     }
 }

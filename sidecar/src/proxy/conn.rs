@@ -21,6 +21,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Shared;
 use super::affinity::Affinity;
+use super::body;
 use super::forward::{ProxyBody, error_chain, text_response};
 use super::idle::{Activity, Guarded};
 use super::metrics::{ConnKind, HandshakeFailure};
@@ -36,7 +37,7 @@ use crate::session::Delivery;
 pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, client: SocketAddr) {
     let _guard = shared.drain.guard();
     let _ = tcp.set_nodelay(true);
-    let dst = match original_dst(&tcp, shared.cfg.orig_dst_override) {
+    let dst = match original_dst(&tcp, shared.cfg.dst_override(tcp.local_addr().ok())) {
         Ok(d) => d,
         Err(e) => {
             return warn!(%client, error = %e, "cannot tell the original destination; closing the connection");
@@ -254,14 +255,22 @@ async fn handle_request(
     affinity: Option<&Affinity>,
 ) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
-    let route = shared.router.route(&parts, info);
+    let (route, body) = match shared.router.route(&parts, info) {
+        // A session on this port filters on bodies: read it (bounded), then decide; the bytes
+        // read go on unchanged whichever way the request goes.
+        Route::ReadBody => {
+            let (read, body) = body::read(body, &parts.headers, shared.cfg.body_limits).await;
+            (shared.router.route_with_body(&parts, &read, info), body)
+        }
+        route => (route, body.boxed_unsync()),
+    };
     let req = Request::from_parts(parts, body);
     let req = match route {
-        Route::Forward => req.map(http_body_util::BodyExt::boxed_unsync),
+        Route::Forward | Route::ReadBody => req,
         Route::Steal(stolen) => match stolen.serve(req, info).await {
             Delivery::Answered(resp) => return resp,
             // The session was closing and never got it: the app answers, as with no session.
-            Delivery::NotTaken(req) => req.map(http_body_util::BodyExt::boxed_unsync),
+            Delivery::NotTaken(req) => req,
         },
         Route::Mirror(mirrored) => mirrored.tee(req, info),
     };

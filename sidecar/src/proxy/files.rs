@@ -1,19 +1,36 @@
-//! Finding the PEM files of the plan in the *target container's* filesystem.
+//! Finding the PEM files of the plan in the filesystem of the container the plan names.
 //!
-//! Primary: the webhook mounts the same volume into the sidecar at the same path, so the path is
-//! opened directly. Fallback (files baked into the image, `shareProcessNamespace: true`): the
-//! path is resolved under `/proc/<pid>/root` of a process of the target container — the given
-//! `--target-pid`, or else the first other process whose root holds the file.
+//! Primary: the webhook mounts the volume that holds a file in the target container into the
+//! sidecar at the same path (same `subPath`), so the path is opened directly. Only such files are
+//! read from the sidecar's own filesystem: a path is opened directly when it lies on a volume
+//! mounted into the proxy (not on its image's root filesystem), and, when a process of the
+//! target container is visible, when that container has the very same mount there (same device,
+//! same directory, same mount point; see [`super::mounts`]). Outside Kubernetes (tests, a proxy
+//! run by hand) every path may be opened directly ([`DirectLookup::Any`]).
+//!
+//! Fallback (files baked into the image, `shareProcessNamespace: true`): the path is resolved
+//! under `/proc/<pid>/root` of a process *of the target container*: the given `--target-pid`,
+//! or else the processes whose mount table names the container (the kubelet's per-container
+//! termination-log mount, see [`super::mounts`]), lowest pid first. Processes of other
+//! containers, and the proxy's own, are never used.
 //!
 //! Under such a root, symlinks are resolved by hand, component by component: absolute link
 //! targets restart at the root and `..` is clamped at it, so a link such as Kubernetes'
 //! `tls.crt -> ..data/tls.crt` works while `evil -> ../../../etc/shadow` can never leave the
 //! container's filesystem.
+//!
+//! Every PEM file is read with a size cap ([`MAX_PEM_BYTES`]): certificates and keys are a few
+//! kilobytes, so anything larger is refused (a wrong path such as a log file or a device).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
+
+use super::mounts::{self, Mount};
+
+/// Largest PEM file read (1 MiB).
+pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
 
 /// A file of the plan could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -32,23 +49,31 @@ impl FileError {
     }
 }
 
+/// Which paths may be opened in the proxy's own filesystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DirectLookup {
+    /// Any path that exists there (a proxy run outside Kubernetes, tests).
+    Any,
+    /// Only paths on a volume mounted into the proxy, shared with the target container.
+    Volumes,
+}
+
 /// Where the plan's paths are looked up.
 #[derive(Clone, Debug)]
 pub struct FileResolver {
-    /// Look up paths in our own filesystem first (the shared-volume case).
-    pub direct: bool,
+    pub direct: DirectLookup,
     /// A process of the target container whose `/proc/<pid>/root` is the fallback.
     pub target_pid: Option<u32>,
-    /// Whether to search every visible process's root when `target_pid` is not given.
+    /// Whether to look for the target container's processes when `target_pid` is not given.
     pub search_processes: bool,
-    /// `/proc`, replaceable in tests.
+    /// `/proc`, replaceable in tests (`<proc_dir>/self/mountinfo` is the proxy's mount table).
     pub proc_dir: PathBuf,
 }
 
 impl Default for FileResolver {
     fn default() -> Self {
         FileResolver {
-            direct: true,
+            direct: DirectLookup::Any,
             target_pid: None,
             search_processes: true,
             proc_dir: PathBuf::from("/proc"),
@@ -56,52 +81,163 @@ impl Default for FileResolver {
     }
 }
 
+/// One read file: its name as shown (the plan's path, or `dir/name` for a directory entry) and
+/// its bytes, or why it could not be read (only directory entries: they are skipped one by one).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct DirEntry {
+    pub path: String,
+    pub bytes: Result<Vec<u8>, String>,
+}
+
+/// The files of one container, with its processes found once.
+pub struct ContainerFiles<'a> {
+    resolver: &'a FileResolver,
+    container: &'a str,
+    /// Processes of the container, lowest first.
+    pids: Vec<u32>,
+    /// The proxy's mount table, and the container's (from its first process), for
+    /// [`DirectLookup::Volumes`].
+    own_mounts: Vec<Mount>,
+    target_mounts: Option<Vec<Mount>>,
+}
+
 /// Maximum number of symlinks followed in one resolution (as Linux' ELOOP limit).
 const MAX_LINKS: usize = 40;
 
 impl FileResolver {
-    /// Where `path` lives: our own filesystem, or a resolved path under a process root.
+    /// The files of `container` (the plan entry's container).
+    pub fn for_container<'a>(&'a self, container: &'a str) -> ContainerFiles<'a> {
+        let pids = match (self.target_pid, self.search_processes) {
+            (Some(pid), _) => vec![pid],
+            (None, true) => container_pids(&self.proc_dir, container),
+            (None, false) => Vec::new(),
+        };
+        let read_mounts = |who: &str| {
+            std::fs::read_to_string(self.proc_dir.join(who).join("mountinfo"))
+                .map(|t| mounts::parse_mountinfo(&t))
+                .ok()
+        };
+        let (own_mounts, target_mounts) = match self.direct {
+            DirectLookup::Any => (Vec::new(), None),
+            DirectLookup::Volumes => (
+                read_mounts("self").unwrap_or_default(),
+                pids.first().and_then(|p| read_mounts(&p.to_string())),
+            ),
+        };
+        ContainerFiles {
+            resolver: self,
+            container,
+            pids,
+            own_mounts,
+            target_mounts,
+        }
+    }
+}
+
+/// The processes under `proc_dir` whose mount table names `container`, lowest pid first; never
+/// the proxy itself.
+pub fn container_pids(proc_dir: &Path, container: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let mut pids: Vec<u32> = std::fs::read_dir(proc_dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    pids.retain(|p| *p != me);
+    pids.sort_unstable();
+    pids.retain(|p| {
+        std::fs::read_to_string(proc_dir.join(p.to_string()).join("mountinfo"))
+            .is_ok_and(|t| mounts::belongs_to(&mounts::parse_mountinfo(&t), container))
+    });
+    pids
+}
+
+impl ContainerFiles<'_> {
+    /// The processes of the container found.
+    pub fn pids(&self) -> &[u32] {
+        &self.pids
+    }
+
+    /// Whether `path` may be opened in the proxy's own filesystem.
+    fn direct_allowed(&self, path: &str) -> bool {
+        match self.resolver.direct {
+            DirectLookup::Any => true,
+            DirectLookup::Volumes => {
+                let Some(own) = mounts::covering(&self.own_mounts, path) else {
+                    return false;
+                };
+                mounts::is_volume(own)
+                    && match &self.target_mounts {
+                        Some(t) => {
+                            mounts::covering(t, path).is_some_and(|m| mounts::same_mount(own, m))
+                        }
+                        None => true,
+                    }
+            }
+        }
+    }
+
+    /// Where `path` lives: the proxy's own filesystem, or a resolved path under the root of a
+    /// process of the container.
     pub fn locate(&self, path: &str) -> Result<PathBuf, FileError> {
-        if self.direct && std::fs::metadata(path).is_ok() {
+        if self.direct_allowed(path) && std::fs::metadata(path).is_ok() {
             return Ok(PathBuf::from(path));
         }
-        for root in self.roots() {
+        for pid in &self.pids {
+            let root = self.resolver.proc_dir.join(pid.to_string()).join("root");
             if let Ok(p) = resolve_in_root(&root, Path::new(path))
                 && std::fs::metadata(&p).is_ok()
             {
                 return Ok(p);
             }
         }
-        let mut reason = String::from("not found");
-        match (self.target_pid, self.search_processes) {
-            (Some(pid), _) => {
-                reason.push_str(&format!(" (looked directly and under /proc/{pid}/root)"))
+        let mut tried = vec![match self.resolver.direct {
+            DirectLookup::Any => "not in the proxy's filesystem".to_string(),
+            DirectLookup::Volumes => "not on a volume the proxy shares with it".to_string(),
+        }];
+        match (self.resolver.target_pid, &self.pids[..]) {
+            (Some(pid), _) => tried.push(format!("not under /proc/{pid}/root")),
+            (None, []) if self.resolver.search_processes => tried.push(format!(
+                "no process of container `{}` is visible (the pod needs shareProcessNamespace: true)",
+                self.container
+            )),
+            (None, []) => {}
+            (None, pids) => {
+                let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+                tried.push(format!("not under the root of its process(es) {}", list.join(", ")));
             }
-            (None, true) => {
-                reason.push_str(" (looked directly and under the root of every visible process)")
-            }
-            (None, false) => {}
         }
-        Err(FileError::new(path, reason))
+        Err(FileError::new(
+            path,
+            format!(
+                "not found in container `{}` ({})",
+                self.container,
+                tried.join("; ")
+            ),
+        ))
     }
 
-    /// Reads one file.
+    /// Reads one file (at most [`MAX_PEM_BYTES`]).
     pub fn read(&self, path: &str) -> Result<Vec<u8>, FileError> {
         let p = self.locate(path)?;
-        std::fs::read(&p).map_err(|e| FileError::new(path, e))
+        read_capped(&p).map_err(|reason| FileError::new(path, reason))
     }
 
     /// Reads a trust-root entry: a file, or every regular file directly in a directory (not
     /// recursive; names starting with `.` — Kubernetes' `..data` machinery — are skipped, the
-    /// visible names being symlinks into it anyway). Returns `(display path, bytes)` pairs.
-    pub fn read_file_or_dir(&self, path: &str) -> Result<Vec<(String, Vec<u8>)>, FileError> {
+    /// visible names being symlinks into it anyway). A directory entry that cannot be read is
+    /// returned with its reason (the caller skips it); a named file that cannot be read is an
+    /// error.
+    pub fn read_file_or_dir(&self, path: &str) -> Result<Vec<DirEntry>, FileError> {
         let p = self.locate(path)?;
         let meta = std::fs::metadata(&p).map_err(|e| FileError::new(path, e))?;
         if !meta.is_dir() {
-            return Ok(vec![(
-                path.to_owned(),
-                std::fs::read(&p).map_err(|e| FileError::new(path, e))?,
-            )]);
+            let bytes = read_capped(&p).map_err(|reason| FileError::new(path, reason))?;
+            return Ok(vec![DirEntry {
+                path: path.to_owned(),
+                bytes: Ok(bytes),
+            }]);
         }
         let mut names: Vec<OsString> = std::fs::read_dir(&p)
             .map_err(|e| FileError::new(path, e))?
@@ -113,47 +249,51 @@ impl FileResolver {
         for name in names {
             let display = format!("{}/{}", path.trim_end_matches('/'), name.to_string_lossy());
             // Entries are symlinks in Secret volumes: resolve them within the same root.
-            let full = match p.strip_prefix(self.proc_dir.as_path()) {
+            let full = match p.strip_prefix(self.resolver.proc_dir.as_path()) {
                 Ok(_) => {
-                    let root = proc_root_of(&p, &self.proc_dir);
+                    let root = proc_root_of(&p, &self.resolver.proc_dir);
                     let inner = Path::new("/")
                         .join(p.strip_prefix(&root).unwrap_or(&p))
                         .join(&name);
-                    resolve_in_root(&root, &inner).map_err(|e| FileError::new(&display, e))?
+                    resolve_in_root(&root, &inner)
                 }
-                Err(_) => p.join(&name),
+                Err(_) => Ok(p.join(&name)),
             };
-            match std::fs::metadata(&full) {
-                Ok(m) if m.is_file() => out.push((
-                    display.clone(),
-                    std::fs::read(&full).map_err(|e| FileError::new(&display, e))?,
-                )),
-                _ => {}
+            match full.and_then(|f| std::fs::metadata(&f).map(|m| (f, m))) {
+                Ok((f, m)) if m.is_file() => out.push(DirEntry {
+                    path: display,
+                    bytes: read_capped(&f),
+                }),
+                Ok(_) => {}
+                Err(e) => out.push(DirEntry {
+                    path: display,
+                    bytes: Err(e.to_string()),
+                }),
             }
         }
         Ok(out)
     }
+}
 
-    fn roots(&self) -> Vec<PathBuf> {
-        if let Some(pid) = self.target_pid {
-            return vec![self.proc_dir.join(pid.to_string()).join("root")];
-        }
-        if !self.search_processes {
-            return Vec::new();
-        }
-        let me = std::process::id();
-        let mut pids: Vec<u32> = std::fs::read_dir(&self.proc_dir)
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        pids.retain(|p| *p != me);
-        pids.sort_unstable();
-        pids.into_iter()
-            .map(|p| self.proc_dir.join(p.to_string()).join("root"))
-            .collect()
+/// Reads a file of at most [`MAX_PEM_BYTES`]; the error is the reason.
+fn read_capped(p: &Path) -> Result<Vec<u8>, String> {
+    let too_big = |n: u64| {
+        format!("the file is {n} bytes; PEM files over 1 MiB ({MAX_PEM_BYTES} bytes) are refused")
+    };
+    let f = std::fs::File::open(p).map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    if len > MAX_PEM_BYTES {
+        return Err(too_big(len));
     }
+    // The size may change between the check and the read (or lie, for special files).
+    let mut bytes = Vec::with_capacity(len as usize);
+    f.take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// `/proc/<pid>/root` prefix of a path under it.
@@ -282,25 +422,283 @@ mod tests {
         assert!(resolve_in_root(&root, Path::new("/a")).is_err());
     }
 
+    /// A termination-log mount line naming `container`.
+    fn term_log(container: &str) -> String {
+        format!(
+            "9 1 253:1 /var/lib/kubelet/pods/0b1e/containers/{container}/77 /dev/termination-log rw - ext4 /dev/vda1 rw\n"
+        )
+    }
+
+    /// A fake `/proc`: each process with a mount table and a root.
+    struct FakeProc {
+        dir: tempfile::TempDir,
+    }
+
+    impl FakeProc {
+        fn new(self_mounts: &str) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("proc/self")).unwrap();
+            std::fs::write(dir.path().join("proc/self/mountinfo"), self_mounts).unwrap();
+            FakeProc { dir }
+        }
+
+        fn proc_dir(&self) -> PathBuf {
+            self.dir.path().join("proc")
+        }
+
+        /// Process `pid` of `container`, whose root holds `files`.
+        fn process(&self, pid: u32, container: &str, extra_mounts: &str, files: &[(&str, &str)]) {
+            let root = self.dir.path().join(format!("roots/{pid}"));
+            for (path, text) in files {
+                let p = root.join(path.trim_start_matches('/'));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, text).unwrap();
+            }
+            std::fs::create_dir_all(&root).unwrap();
+            let pd = self.proc_dir().join(pid.to_string());
+            std::fs::create_dir_all(&pd).unwrap();
+            symlink(&root, pd.join("root")).unwrap();
+            let mounts = format!(
+                "1 0 0:31 / / ro - overlay overlay rw\n{}{extra_mounts}",
+                term_log(container)
+            );
+            std::fs::write(pd.join("mountinfo"), mounts).unwrap();
+        }
+
+        fn resolver(&self, direct: DirectLookup) -> FileResolver {
+            FileResolver {
+                direct,
+                target_pid: None,
+                search_processes: true,
+                proc_dir: self.proc_dir(),
+            }
+        }
+    }
+
     #[test]
-    fn resolver_falls_back_to_proc_root_and_reads_directories() {
+    fn the_fallback_reads_only_processes_of_the_named_container() {
+        let fake = FakeProc::new(&term_log("tls-steal-proxy"));
+        let cert = [("/etc/tls/app.crt", "from app")];
+        // Lower pids of other containers hold the same path: never used.
+        fake.process(5, "log", "", &[("/etc/tls/app.crt", "from log")]);
+        fake.process(
+            7,
+            "tls-steal-proxy",
+            "",
+            &[("/etc/tls/app.crt", "from proxy")],
+        );
+        fake.process(20, "app", "", &[]);
+        fake.process(30, "app", "", &cert);
+        fake.process(40, "web", "", &[]);
+        let r = fake.resolver(DirectLookup::Volumes);
+        assert_eq!(container_pids(&fake.proc_dir(), "app"), vec![20, 30]);
+        let files = r.for_container("app");
+        assert_eq!(files.pids(), &[20, 30]);
+        assert_eq!(files.read("/etc/tls/app.crt").unwrap(), b"from app");
+        // Container `web` has no such file: the others' copies are not taken.
+        let e = r.for_container("web").read("/etc/tls/app.crt").unwrap_err();
+        assert!(
+            e.to_string().contains("not found in container `web`"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("process(es) 40"), "{e}");
+        let e = r.for_container("db").read("/etc/tls/app.crt").unwrap_err();
+        assert!(
+            e.to_string().contains("no process of container `db` is visible (the pod needs shareProcessNamespace: true)"),
+            "{e}"
+        );
+        // An explicit --target-pid is used as given.
+        let pinned = FileResolver {
+            target_pid: Some(30),
+            ..fake.resolver(DirectLookup::Volumes)
+        };
+        assert_eq!(
+            pinned
+                .for_container("app")
+                .read("/etc/tls/app.crt")
+                .unwrap(),
+            b"from app"
+        );
+    }
+
+    #[test]
+    fn the_proxy_opens_only_files_on_volumes_it_shares_with_the_container() {
+        let fake = FakeProc::new("");
+        let shared = fake.dir.path().join("shared");
+        let own_image = fake.dir.path().join("image");
+        for d in [&shared, &own_image] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("tls.crt"), "proxy's copy").unwrap();
+        }
+        let vol = |mp: &Path, root: &str| {
+            format!(
+                "50 1 253:1 {root} {} ro - ext4 /dev/vda1 rw\n",
+                mp.display()
+            )
+        };
+        std::fs::write(
+            fake.proc_dir().join("self/mountinfo"),
+            format!(
+                "1 0 0:31 / / ro - overlay overlay rw\n{}",
+                vol(&shared, "/var/lib/kubelet/pods/0b1e/volumes/secret/tls")
+            ),
+        )
+        .unwrap();
+        let in_shared = format!("{}/tls.crt", shared.display());
+        let in_image = format!("{}/tls.crt", own_image.display());
+        fake.process(
+            20,
+            "app",
+            &vol(&shared, "/var/lib/kubelet/pods/0b1e/volumes/secret/tls"),
+            &[(&in_image, "app's copy")],
+        );
+        fake.process(
+            21,
+            "other",
+            &vol(&shared, "/var/lib/kubelet/pods/0b1e/volumes/secret/other"),
+            &[],
+        );
+        let r = fake.resolver(DirectLookup::Volumes);
+        // On the shared volume: the proxy's copy is the container's file.
+        assert_eq!(
+            r.for_container("app").read(&in_shared).unwrap(),
+            b"proxy's copy"
+        );
+        // On the proxy's image filesystem: never; the container's own copy is read instead.
+        assert_eq!(
+            r.for_container("app").read(&in_image).unwrap(),
+            b"app's copy"
+        );
+        // The container has another volume at that path: the proxy's copy is not its file.
+        assert!(r.for_container("other").read(&in_shared).is_err());
+        // No process visible (the usual case, all files on mirrored volumes): the mount decides.
+        let no_procs = FileResolver {
+            search_processes: false,
+            ..r.clone()
+        };
+        assert_eq!(
+            no_procs.for_container("app").read(&in_shared).unwrap(),
+            b"proxy's copy"
+        );
+        assert!(no_procs.for_container("app").read(&in_image).is_err());
+        // Outside Kubernetes every path may be opened directly.
+        let any = FileResolver {
+            search_processes: false,
+            ..fake.resolver(DirectLookup::Any)
+        };
+        assert_eq!(
+            any.for_container("app").read(&in_image).unwrap(),
+            b"proxy's copy"
+        );
+    }
+
+    #[test]
+    fn directories_and_the_size_cap() {
         let (d, root) = layout();
         let proc_dir = d.path().join("proc");
         std::fs::create_dir_all(proc_dir.join("42")).unwrap();
         symlink(&root, proc_dir.join("42/root")).unwrap();
+        std::fs::write(
+            root.join("etc/tls/big.pem"),
+            vec![b'a'; MAX_PEM_BYTES as usize + 1],
+        )
+        .unwrap();
         let r = FileResolver {
-            direct: false,
+            direct: DirectLookup::Volumes,
             target_pid: Some(42),
             search_processes: false,
             proc_dir,
         };
-        assert_eq!(r.read("/etc/tls/tls.crt").unwrap(), b"inside");
-        let files = r.read_file_or_dir("/etc/tls").unwrap();
-        assert_eq!(
-            files,
-            vec![("/etc/tls/tls.crt".to_owned(), b"inside".to_vec())]
+        let files = r.for_container("app");
+        assert_eq!(files.read("/etc/tls/tls.crt").unwrap(), b"inside");
+        let entries = files.read_file_or_dir("/etc/tls").unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].path, "/etc/tls/big.pem");
+        let why = entries[0].bytes.as_ref().unwrap_err();
+        assert!(
+            why.contains("PEM files over 1 MiB (1048576 bytes) are refused"),
+            "{why}"
         );
-        let err = r.read("/etc/tls/missing.crt").unwrap_err();
+        assert_eq!(
+            entries[1],
+            DirEntry {
+                path: "/etc/tls/tls.crt".into(),
+                bytes: Ok(b"inside".to_vec())
+            }
+        );
+        let e = files.read("/etc/tls/big.pem").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/etc/tls/big.pem: the file is 1048577 bytes"),
+            "{e}"
+        );
+        let e = files.read_file_or_dir("/etc/tls/big.pem").unwrap_err();
+        assert!(e.to_string().contains("over 1 MiB"), "{e}");
+        // Exactly 1 MiB is fine.
+        std::fs::write(
+            root.join("etc/tls/big.pem"),
+            vec![b'a'; MAX_PEM_BYTES as usize],
+        )
+        .unwrap();
+        assert_eq!(
+            files.read("/etc/tls/big.pem").unwrap().len(),
+            MAX_PEM_BYTES as usize
+        );
+        let err = files.read("/etc/tls/missing.crt").unwrap_err();
         assert!(err.to_string().contains("/etc/tls/missing.crt"), "{err}");
+    }
+
+    /// A real process in a mount namespace of its own, where a bind mount makes its mount table
+    /// look like that of container `app`: it is found, and read through its `/proc/<pid>/root`.
+    #[test]
+    fn a_real_process_is_found_by_its_mount_table() {
+        if !Path::new("/usr/bin/unshare").exists() && !Path::new("/bin/unshare").exists() {
+            panic!("this test needs util-linux's unshare (apt-get install util-linux)");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let kubelet = dir.path().join("pods/0b1e/containers/app");
+        std::fs::create_dir_all(&kubelet).unwrap();
+        std::fs::write(kubelet.join("77"), "").unwrap();
+        let target = dir.path().join("termination-log");
+        std::fs::write(&target, "").unwrap();
+        std::fs::write(dir.path().join("app.crt"), "real").unwrap();
+        let script = format!(
+            "mount --bind {} {} && exec sleep 60",
+            kubelet.join("77").display(),
+            target.display()
+        );
+        let mut child = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .spawn()
+            .expect("unshare runs");
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let found = loop {
+            let pids = container_pids(Path::new("/proc"), "app");
+            if pids.contains(&pid) || std::time::Instant::now() > deadline {
+                break pids;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the namespaced process exited ({status}); unshare needs root (CAP_SYS_ADMIN)"
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let r = FileResolver {
+            direct: DirectLookup::Volumes,
+            target_pid: None,
+            search_processes: true,
+            proc_dir: PathBuf::from("/proc"),
+        };
+        let app = dir.path().join("app.crt").display().to_string();
+        let read = r.for_container("app").read(&app);
+        let not_ours = container_pids(Path::new("/proc"), "tls-steal-test-nobody");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&pid), "pid {pid} not among {found:?}");
+        assert!(!found.contains(&std::process::id()));
+        assert!(not_ours.is_empty());
+        assert_eq!(read.unwrap(), b"real");
     }
 }

@@ -72,34 +72,46 @@ pub struct RawFile {
     pub bytes: Vec<u8>,
 }
 
+/// One trust-root file: read, or (an entry of a directory) why it could not be.
+#[derive(Clone, Debug, Hash)]
+pub struct RootFile {
+    pub path: String,
+    /// Found in a `trustRoots` directory: skipped when unusable, rather than failing the port.
+    pub in_dir: bool,
+    pub bytes: Result<Vec<u8>, String>,
+}
+
 /// Every file of one port entry, read.
 #[derive(Clone, Debug, Hash)]
 pub struct RawMaterial {
     pub server_cert: RawFile,
     pub server_key: RawFile,
-    pub server_roots: Vec<RawFile>,
+    pub server_roots: Vec<RootFile>,
     pub client_auth: Option<(RawFile, RawFile)>,
-    pub client_roots: Vec<RawFile>,
+    pub client_roots: Vec<RootFile>,
 }
 
 impl RawMaterial {
-    /// Reads every file `plan` refers to.
+    /// Reads every file `plan` refers to, in the filesystem of the container it names.
     pub fn read(plan: &PortPlan, files: &FileResolver) -> Result<Self, MaterialError> {
+        let files = files.for_container(&plan.container);
         let one = |p: &str| -> Result<RawFile, MaterialError> {
             Ok(RawFile {
                 path: p.to_owned(),
                 bytes: files.read(p)?,
             })
         };
-        let many = |paths: &[String]| -> Result<Vec<RawFile>, MaterialError> {
+        let many = |paths: &[String]| -> Result<Vec<RootFile>, MaterialError> {
             let mut v = Vec::new();
             for p in paths {
-                v.extend(
-                    files
-                        .read_file_or_dir(p)?
-                        .into_iter()
-                        .map(|(path, bytes)| RawFile { path, bytes }),
-                );
+                let entries = files.read_file_or_dir(p)?;
+                // A named file comes back alone under its own name; anything else is a directory.
+                let in_dir = entries.len() != 1 || entries[0].path != *p;
+                v.extend(entries.into_iter().map(|e| RootFile {
+                    path: e.path,
+                    in_dir,
+                    bytes: e.bytes,
+                }));
             }
             Ok(v)
         };

@@ -1,11 +1,14 @@
 //! `tls-steal-sidecar proxy`: the TLS-terminating hop of the `tls-steal-proxy` container.
 //!
 //! Wiring only; each concern lives in its own module:
-//! [`config`] (arguments, plan), [`files`] (target-container paths), [`pem`], [`material`],
+//! [`config`] (arguments, plan), [`files`] (target-container paths), [`mounts`] (mount tables:
+//! which process is of which container), [`pem`], [`material`],
 //! [`tls_server`], [`tls_client`], [`ports`] (per-port state), [`reload`], [`orig_dst`],
-//! [`conn`] (one connection), [`affinity`] (HTTP/1.1 app connection per client connection), [`sniff`], [`route`] (per-request decision), [`forward`], [`idle`] (HTTP/2 timeouts),
-//! [`passthrough`], [`admin`], [`app_probe`] (the kubelet's probes, run against the app),
-//! [`metrics`], [`shutdown`] (drain delay, then graceful close).
+//! [`conn`] (one connection), [`affinity`] (HTTP/1.1 app connection per client connection),
+//! [`sniff`], [`route`] (per-request decision), [`body`] (bounded body reads for body filters),
+//! [`forward`], [`idle`] (HTTP/2 timeouts), [`passthrough`], [`admin`], [`app_probe`] (the
+//! kubelet's probes, run against the app), [`metrics`], [`shutdown`] (drain delay, then
+//! graceful close).
 //!
 //! Limits against hostile or runaway clients: `--max-connections` client connections per
 //! captured port (the excess is closed right after accept, counted), at most
@@ -16,6 +19,7 @@
 pub mod admin;
 pub mod affinity;
 pub mod app_probe;
+pub mod body;
 pub mod config;
 pub mod conn;
 pub mod files;
@@ -23,6 +27,7 @@ pub mod forward;
 pub mod idle;
 pub mod material;
 pub mod metrics;
+pub mod mounts;
 pub mod orig_dst;
 pub mod passthrough;
 pub mod pem;

@@ -30,11 +30,27 @@ pub enum Route {
     Steal(crate::session::Stolen),
     /// Forwarded to the app, and a copy sent to a session.
     Mirror(crate::session::Mirrored),
+    /// Not decided yet: a session on this port filters on the body. The proxy reads it
+    /// (bounded, [`super::body`]) and asks again with [`Router::route_with_body`].
+    ReadBody,
 }
 
 /// Decides the route of one request from its head and its connection.
 pub trait Router: Send + Sync + 'static {
     fn route(&self, request: &http::request::Parts, conn: &ConnInfo) -> Route;
+
+    /// The decision once the body was read (after [`Route::ReadBody`]); never `ReadBody`.
+    fn route_with_body(
+        &self,
+        request: &http::request::Parts,
+        _body: &super::body::BodyRead,
+        conn: &ConnInfo,
+    ) -> Route {
+        match self.route(request, conn) {
+            Route::ReadBody => Route::Forward,
+            r => r,
+        }
+    }
 
     /// Called once the proxy's shared state exists; the session layer starts its API here and
     /// returns the address it bound.

@@ -61,11 +61,12 @@ pub fn upstream_tls(
                 "trustRoots is empty and acceptAnyCert is false: the application's certificate could never be verified (system roots are never used)",
             ));
         }
-        let store = tls_server::root_store(&raw.client_roots)?;
+        let (store, skipped) = tls_server::root_store(&raw.client_roots)?;
         if store.is_empty() {
-            return Err(MaterialError::new(
-                plan.verification.trust_roots.join(", "),
-                "no certificate found in agentAsClient.verification.trustRoots",
+            return Err(tls_server::no_root(
+                "agentAsClient",
+                &plan.verification.trust_roots,
+                &skipped,
             ));
         }
         WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())

@@ -23,8 +23,9 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
 use tls_steal_crds::types::{AgentAsServer, ServerVerification};
+use tracing::warn;
 
-use super::material::{MaterialError, RawFile, RawMaterial};
+use super::material::{MaterialError, RawMaterial, RootFile};
 use super::pem;
 use super::signatures::Signatures;
 
@@ -71,22 +72,51 @@ pub fn server_config(
     Ok(cfg)
 }
 
-/// A root store from PEM files; names the file of a certificate webpki refuses.
-pub fn root_store(files: &[RawFile]) -> Result<RootCertStore, MaterialError> {
+/// A root store from PEM files. A named file that is unusable (malformed PEM, a certificate
+/// webpki refuses) fails with its name; an unusable entry of a directory is skipped with a
+/// warning naming it (mirrord loads roots best-effort), and listed in the second value.
+pub fn root_store(files: &[RootFile]) -> Result<(RootCertStore, Vec<String>), MaterialError> {
     let mut roots = RootCertStore::empty();
+    let mut skipped = Vec::new();
     for f in files {
-        for cert in pem::certificates(&f.bytes, &f.path)? {
-            roots
-                .add(cert)
-                .map_err(|e| MaterialError::new(&f.path, format!("unusable trust root: {e}")))?;
+        let added = f
+            .bytes
+            .as_ref()
+            .map_err(|why| MaterialError::new(&f.path, why.clone()))
+            .and_then(|bytes| Ok(pem::certificates(bytes, &f.path)?))
+            .and_then(|certs| {
+                let mut store = RootCertStore::empty();
+                for cert in certs {
+                    store.add(cert).map_err(|e| {
+                        MaterialError::new(&f.path, format!("unusable trust root: {e}"))
+                    })?;
+                }
+                Ok(store)
+            });
+        match added {
+            Ok(store) => roots.roots.extend(store.roots),
+            Err(e) if f.in_dir => {
+                warn!(file = %e.what, reason = %e.reason, "trust root skipped (a trustRoots directory is read best-effort)");
+                skipped.push(e.to_string());
+            }
+            Err(e) => return Err(e),
         }
     }
-    Ok(roots)
+    Ok((roots, skipped))
+}
+
+/// The error of a `trustRoots` list that gave no usable certificate.
+pub fn no_root(side: &str, paths: &[String], skipped: &[String]) -> MaterialError {
+    let mut reason = format!("no usable certificate found in {side}.verification.trustRoots");
+    if !skipped.is_empty() {
+        reason.push_str(&format!(" (skipped: {})", skipped.join("; ")));
+    }
+    MaterialError::new(paths.join(", "), reason)
 }
 
 fn client_verifier(
     v: Option<&ServerVerification>,
-    roots: &[RawFile],
+    roots: &[RootFile],
     provider: Arc<CryptoProvider>,
 ) -> Result<Option<Arc<dyn ClientCertVerifier>>, MaterialError> {
     let Some(v) = v else { return Ok(None) };
@@ -110,12 +140,9 @@ fn client_verifier(
             "trustRoots is empty and neither allowAnonymous nor acceptAnyCert is set: no client could ever connect",
         ));
     }
-    let store = root_store(roots)?;
+    let (store, skipped) = root_store(roots)?;
     if store.is_empty() {
-        return Err(MaterialError::new(
-            v.trust_roots.join(", "),
-            "no certificate found in agentAsServer.verification.trustRoots",
-        ));
+        return Err(no_root("agentAsServer", &v.trust_roots, &skipped));
     }
     let mut b = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider);
     if v.allow_anonymous {

@@ -19,8 +19,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value;
 use tls_steal_crds::filter::{CompiledFilter, HttpFilter};
 use tls_steal_crds::session::{
-    ApiError, Mode, PASSTHROUGH_HEADER, REGISTER_PATH, Registration, SESSION_ID_HEADER,
-    STATUS_PATH, UPGRADE_PROTOCOL,
+    ApiError, Mode, PASSTHROUGH_HEADER, PORTS_HEADER, REGISTER_PATH, Registration,
+    SESSION_ID_HEADER, STATUS_PATH, UPGRADE_PROTOCOL,
 };
 use tokio::net::TcpListener;
 use tracing::{debug, error, info};
@@ -157,8 +157,9 @@ async fn register(
     // routed to the session (and waits for its HTTP/2 connection).
     let session = sessions.register_json(&body)?;
     let id = session.id;
+    let ports: Vec<String> = session.ports.iter().map(u16::to_string).collect();
     info!(session = id, client = %session.client, ports = ?session.ports, mode = ?session.mode,
-        filter = ?session.filter_spec, "session registered");
+        filter = ?session.filter_spec, filter_ports = ?session.filter_ports, "session registered");
     // The developer learns at once why nothing of a port will be stolen.
     let passthrough = sessions
         .proxy()
@@ -171,6 +172,9 @@ async fn register(
     h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     h.insert(UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
     h.insert(SESSION_ID_HEADER, HeaderValue::from(id));
+    if let Ok(v) = HeaderValue::from_str(&ports.join(",")) {
+        h.insert(PORTS_HEADER, v);
+    }
     if !passthrough.is_empty() {
         // JSON escapes control characters; other non-ASCII bytes are valid header bytes.
         match serde_json::to_vec(&passthrough).map(|json| HeaderValue::from_bytes(&json)) {
@@ -184,6 +188,13 @@ async fn register(
         }
     }
     Ok(r)
+}
+
+fn port_number(p: &Value, field: &str) -> Result<u16, ApiError> {
+    p.as_u64()
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|n| *n != 0)
+        .ok_or_else(|| err(format!("{p} is not a port number (1-65535)"), Some(field)))
 }
 
 /// Checks a registration: JSON shape field by field (so the error names the field), captured
@@ -207,17 +218,10 @@ pub fn validate(
         Some(Value::Array(a)) => a,
         Some(_) => return Err(err("`ports` must be a list of port numbers", Some("ports"))),
     };
-    if ports.is_empty() {
-        return Err(err("`ports` must name at least one port", Some("ports")));
-    }
     let mut port_numbers = Vec::with_capacity(ports.len());
     for (i, p) in ports.iter().enumerate() {
         let field = format!("ports[{i}]");
-        let n = p
-            .as_u64()
-            .and_then(|n| u16::try_from(n).ok())
-            .filter(|n| *n != 0)
-            .ok_or_else(|| err(format!("{p} is not a port number (1-65535)"), Some(&field)))?;
+        let n = port_number(p, &field)?;
         if !captured.contains(&n) {
             let list = captured
                 .iter()
@@ -232,6 +236,25 @@ pub fn validate(
         }
         port_numbers.push(n);
     }
+    // No port named: every port this sidecar captures.
+    if port_numbers.is_empty() {
+        port_numbers = captured.to_vec();
+    }
+    let filter_ports = match obj.get("filter_ports") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .enumerate()
+                .map(|(i, p)| port_number(p, &format!("filter_ports[{i}]")))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => {
+            return Err(err(
+                "`filter_ports` must be a list of port numbers",
+                Some("filter_ports"),
+            ));
+        }
+    };
     let filter = match obj.get("filter") {
         None | Some(Value::Null) => None,
         Some(f) => Some(
@@ -264,6 +287,7 @@ pub fn validate(
         Registration {
             ports: port_numbers,
             filter,
+            filter_ports,
             mode,
             client,
         },
@@ -284,7 +308,25 @@ mod tests {
         assert!(bad("{not json").error.contains("not valid JSON"));
         assert_eq!(bad("[1]").field, None);
         assert_eq!(bad("{}").field.as_deref(), Some("ports"));
-        assert_eq!(bad(r#"{"ports":[]}"#).field.as_deref(), Some("ports"));
+        assert_eq!(bad(r#"{"ports":3}"#).field.as_deref(), Some("ports"));
+        assert_eq!(
+            bad(r#"{"ports":[443],"filter_ports":[0]}"#)
+                .field
+                .as_deref(),
+            Some("filter_ports[0]")
+        );
+        assert_eq!(
+            bad(r#"{"ports":[443],"filter_ports":"443"}"#)
+                .field
+                .as_deref(),
+            Some("filter_ports")
+        );
+        assert_eq!(
+            bad(r#"{"ports":[443],"filter":{"body":{"json":{"query":"$[","matches":"a"}}}}"#)
+                .field
+                .as_deref(),
+            Some("filter.body.json.query")
+        );
         assert_eq!(
             bad(r#"{"ports":[443, 70000]}"#).field.as_deref(),
             Some("ports[1]")
@@ -317,5 +359,13 @@ mod tests {
         .unwrap();
         assert_eq!(reg.mode, Mode::Mirror);
         assert!(f.is_some());
+        // No port: every captured port; filter_ports kept as sent.
+        let (reg, _) = validate(
+            br#"{"ports":[],"filter":{"method":"POST"},"filter_ports":[8443]}"#,
+            &[443, 8443],
+        )
+        .unwrap();
+        assert_eq!(reg.ports, [443, 8443]);
+        assert_eq!(reg.filter_ports, Some(vec![8443]));
     }
 }

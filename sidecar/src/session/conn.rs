@@ -31,7 +31,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tls_steal_crds::filter::{CompiledFilter, HttpFilter, RequestView};
+use tls_steal_crds::filter::{CompiledFilter, HttpFilter, MatchNotes, RequestView};
 use tls_steal_crds::session::{
     ApiError, EVENT_PATH, Event, META_HEADER, Mode, Registration, RequestMeta, SessionInfo,
     UPGRADE_STATUS_HEADER,
@@ -73,6 +73,10 @@ pub struct Session {
     pub client: String,
     pub filter_spec: Option<HttpFilter>,
     filter: Option<CompiledFilter>,
+    /// The ports the filter applies to (`None`: all of `ports`); the others are taken whole.
+    pub filter_ports: Option<Vec<u16>>,
+    /// The filter looks at bodies.
+    uses_body: bool,
     pub(crate) cfg: Arc<SessionConfig>,
     pub(crate) metrics: Arc<SessionMetrics>,
     pub(crate) link: watch::Sender<Link>,
@@ -117,7 +121,7 @@ pub enum Delivery {
     Answered(Response<ProxyBody>),
     /// The session was closing and never got the request (it was not handed over): it goes to
     /// the app, as if no session had matched.
-    NotTaken(Request<Incoming>),
+    NotTaken(Request<ProxyBody>),
 }
 
 /// The head of a stolen request as it arrived, to rebuild it if the session never gets it.
@@ -130,7 +134,11 @@ struct OriginalHead {
 }
 
 impl OriginalHead {
-    fn into_request(self, body: Incoming, client_upgrade: Option<OnUpgrade>) -> Request<Incoming> {
+    fn into_request(
+        self,
+        body: ProxyBody,
+        client_upgrade: Option<OnUpgrade>,
+    ) -> Request<ProxyBody> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method;
         *req.uri_mut() = self.uri;
@@ -146,7 +154,7 @@ impl OriginalHead {
 
 /// A stolen request's body as lent to the session's connection: the body stays in a shared
 /// slot, so a request hyper hands back unsent gets its body back, untouched, for the app.
-struct LentBody(Arc<Mutex<Option<Incoming>>>);
+struct LentBody(Arc<Mutex<Option<ProxyBody>>>);
 
 impl hyper::body::Body for LentBody {
     type Data = Bytes;
@@ -337,8 +345,10 @@ impl Session {
             ports,
             mode: reg.mode,
             client: reg.client,
+            uses_body: reg.filter.as_ref().is_some_and(HttpFilter::uses_body),
             filter_spec: reg.filter,
             filter,
+            filter_ports: reg.filter_ports,
             cfg,
             metrics,
             link: watch::channel(Link::Connecting).0,
@@ -356,9 +366,23 @@ impl Session {
         })
     }
 
-    /// Whether this session's filter takes the request (no filter: every request of its ports).
-    pub fn matches(&self, req: &dyn RequestView) -> bool {
-        self.filter.as_ref().is_none_or(|f| f.matches(req))
+    /// The filter that applies on `port` (`None`: the port is taken whole).
+    fn filter_on(&self, port: u16) -> Option<&CompiledFilter> {
+        match &self.filter_ports {
+            Some(ports) if !ports.contains(&port) => None,
+            _ => self.filter.as_ref(),
+        }
+    }
+
+    /// Whether this session's filter takes the request on `port` (no filter there: every
+    /// request); regex evaluations that hit the backtracking limit are noted in `notes`.
+    pub fn matches(&self, req: &dyn RequestView, port: u16, notes: &mut MatchNotes) -> bool {
+        self.filter_on(port).is_none_or(|f| f.eval(req, notes))
+    }
+
+    /// Whether deciding for a request on `port` needs its body.
+    pub fn needs_body(&self, port: u16) -> bool {
+        self.uses_body && self.filter_on(port).is_some()
     }
 
     /// Stolen requests waiting for this session's answer.
@@ -394,6 +418,7 @@ impl Session {
             ports: self.ports.clone(),
             mode: self.mode,
             filter: self.filter_spec.clone(),
+            filter_ports: self.filter_ports.clone(),
             stolen: self.stolen.load(Ordering::Relaxed),
             mirrored: self.mirrored.load(Ordering::Relaxed),
         }
@@ -508,7 +533,7 @@ impl Session {
     pub async fn steal(
         &self,
         request_id: u64,
-        mut req: Request<Incoming>,
+        mut req: Request<ProxyBody>,
         conn: &ConnInfo,
     ) -> Delivery {
         let _slot = InFlight::enter(&self.in_flight);

@@ -59,11 +59,16 @@ impl SessionError {
     }
 }
 
+/// Why a body gave body filters nothing (each such request counts as "no match").
+const BODY_REASONS: [&str; 5] = ["not_json", "empty", "too_large", "timeout", "read_error"];
+
 #[derive(Default)]
 struct PortCounters {
     routed: [AtomicU64; 3],
     mirror_dropped: AtomicU64,
     lost_events: AtomicU64,
+    regex_limit: AtomicU64,
+    body_unusable: [AtomicU64; BODY_REASONS.len()],
 }
 
 /// The session layer's counters.
@@ -110,6 +115,36 @@ impl SessionMetrics {
     pub fn lost_event(&self, port: u16) {
         if let Some(p) = self.ports.get(&port) {
             p.lost_events.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `n` regex evaluations on `port` hit the backtracking limit (each counted as no match).
+    pub fn regex_limit(&self, port: u16, n: u64) {
+        if let Some(p) = self.ports.get(&port) {
+            p.regex_limit.fetch_add(n, Relaxed);
+        }
+    }
+
+    pub fn regex_limit_count(&self, port: u16) -> u64 {
+        self.ports
+            .get(&port)
+            .map_or(0, |p| p.regex_limit.load(Relaxed))
+    }
+
+    /// A body read for body filters on `port` gave them nothing (`reason`: a label of
+    /// [`BODY_REASONS`]).
+    pub fn body_unusable(&self, port: u16, reason: &str) {
+        let i = BODY_REASONS.iter().position(|r| *r == reason);
+        if let (Some(p), Some(i)) = (self.ports.get(&port), i) {
+            p.body_unusable[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn body_unusable_count(&self, port: u16, reason: &str) -> u64 {
+        let i = BODY_REASONS.iter().position(|r| *r == reason);
+        match (self.ports.get(&port), i) {
+            (Some(p), Some(i)) => p.body_unusable[i].load(Relaxed),
+            _ => 0,
         }
     }
 
@@ -198,6 +233,34 @@ impl SessionMetrics {
         }
         head(
             o,
+            "tls_steal_session_filter_regex_limit_total",
+            "Filter regex evaluations that hit the backtracking limit (each counted as no match), by port.",
+            "counter",
+        );
+        for (port, c) in &self.ports {
+            let v = c.regex_limit.load(Relaxed);
+            let _ = writeln!(
+                o,
+                "tls_steal_session_filter_regex_limit_total{{port=\"{port}\"}} {v}"
+            );
+        }
+        head(
+            o,
+            "tls_steal_session_body_unusable_total",
+            "Request bodies read for body filters that gave them nothing (counted as no match), by port and reason.",
+            "counter",
+        );
+        for (port, c) in &self.ports {
+            for (i, reason) in BODY_REASONS.iter().enumerate() {
+                let v = c.body_unusable[i].load(Relaxed);
+                let _ = writeln!(
+                    o,
+                    "tls_steal_session_body_unusable_total{{port=\"{port}\",reason=\"{reason}\"}} {v}"
+                );
+            }
+        }
+        head(
+            o,
             "tls_steal_session_errors_total",
             "Session failures, by kind.",
             "counter",
@@ -246,5 +309,20 @@ mod tests {
         );
         assert!(t.contains("tls_steal_sessions_active 1"));
         assert!(t.contains("tls_steal_session_errors_total{kind=\"stuck\"} 1"));
+        m.regex_limit(443, 2);
+        m.body_unusable(8443, "too_large");
+        m.body_unusable(8443, "no such reason");
+        let mut t = String::new();
+        m.render(&mut t);
+        assert!(
+            t.contains("tls_steal_session_filter_regex_limit_total{port=\"443\"} 2"),
+            "{t}"
+        );
+        assert!(t.contains(
+            "tls_steal_session_body_unusable_total{port=\"8443\",reason=\"too_large\"} 1"
+        ));
+        assert!(
+            t.contains("tls_steal_session_body_unusable_total{port=\"443\",reason=\"not_json\"} 0")
+        );
     }
 }

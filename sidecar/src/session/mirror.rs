@@ -13,7 +13,6 @@ use bytes::Bytes;
 use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
 use tls_steal_crds::session::Mode;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -77,7 +76,7 @@ impl Body for ChannelBody<Frame<Bytes>> {
 
 /// The real request's body, copying each frame into the copy's buffer without ever waiting.
 pub struct Tee {
-    inner: Incoming,
+    inner: ProxyBody,
     tx: Option<mpsc::Sender<Frame<Bytes>>>,
     aborted: Arc<AtomicBool>,
     session: Arc<Session>,
@@ -162,15 +161,15 @@ impl Session {
     pub fn mirror(
         self: &Arc<Self>,
         request_id: u64,
-        req: Request<Incoming>,
+        req: Request<ProxyBody>,
         conn: &ConnInfo,
     ) -> Request<ProxyBody> {
         if upgrade_protocol(&req).is_some() {
-            return req.map(|b| b.boxed_unsync());
+            return req;
         }
         if self.mirrors_in_flight.load(Ordering::Acquire) >= self.cfg.mirror_max_in_flight {
             self.copy_dropped(conn.port);
-            return req.map(|b| b.boxed_unsync());
+            return req;
         }
         self.mirrored.fetch_add(1, Ordering::Relaxed);
         let meta = self.meta(request_id, conn, req.version(), None, Mode::Mirror);
@@ -182,10 +181,7 @@ impl Session {
         *head.headers_mut() = parts.headers.clone();
         let head = session_head(head.into_parts().0, &meta, conn.original_dst);
         let (copy_body, forward_body): (SessionBody, ProxyBody) = if body.is_end_stream() {
-            (
-                Empty::new().map_err(|n| match n {}).boxed_unsync(),
-                body.boxed_unsync(),
-            )
+            (Empty::new().map_err(|n| match n {}).boxed_unsync(), body)
         } else {
             let (tx, rx) = mpsc::channel(self.cfg.mirror_body_frames.max(1));
             let aborted = Arc::new(AtomicBool::new(false));

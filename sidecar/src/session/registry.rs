@@ -15,26 +15,39 @@ pub struct Snapshot {
     /// Every active session, earliest-registered first.
     pub all: Vec<Arc<Session>>,
     /// Per port, the sessions that asked for it, earliest-registered first.
-    pub by_port: HashMap<u16, Vec<Arc<Session>>>,
+    pub by_port: HashMap<u16, PortSessions>,
+}
+
+/// The sessions of one port.
+#[derive(Default)]
+pub struct PortSessions {
+    /// Earliest-registered first.
+    pub sessions: Vec<Arc<Session>>,
+    /// One of them filters on the body here: requests must be read before deciding.
+    pub needs_body: bool,
 }
 
 impl Snapshot {
     fn build(all: Vec<Arc<Session>>) -> Self {
-        let mut by_port: HashMap<u16, Vec<Arc<Session>>> = HashMap::new();
+        let mut by_port: HashMap<u16, PortSessions> = HashMap::new();
         for s in &all {
             for p in &s.ports {
-                by_port.entry(*p).or_default().push(s.clone());
+                let entry = by_port.entry(*p).or_default();
+                entry.needs_body |= s.needs_body(*p);
+                entry.sessions.push(s.clone());
             }
         }
         Snapshot { all, by_port }
     }
 
+    /// The sessions of `port` (none: `None`).
+    pub fn port(&self, port: u16) -> Option<&PortSessions> {
+        self.by_port.get(&port)
+    }
+
     /// The sessions of `port`, earliest-registered first.
     pub fn for_port(&self, port: u16) -> &[Arc<Session>] {
-        self.by_port
-            .get(&port)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        self.port(port).map_or(&[], |p| p.sessions.as_slice())
     }
 }
 
@@ -92,6 +105,7 @@ mod tests {
         Registration {
             ports: ports.to_vec(),
             filter: None,
+            filter_ports: None,
             mode: Mode::Steal,
             client: String::new(),
         }

@@ -1,7 +1,9 @@
 //! The per-request decision over the active sessions ([`Router`] for [`Sessions`]).
 //!
-//! For a request on port P: the sessions of P, earliest-registered first, are asked in turn; the
-//! first whose filter matches takes it ([`Route::Steal`], or [`Route::Mirror`] for a mirror
+//! For a request on port P: when a session of P filters on bodies there, the body is read first
+//! ([`Route::ReadBody`], then [`Router::route_with_body`]). The sessions of P,
+//! earliest-registered first, are asked in turn (a session whose filter does not apply on P,
+//! per its `filter_ports`, takes P whole); the first whose filter matches takes it ([`Route::Steal`], or [`Route::Mirror`] for a mirror
 //! session); every later session whose filter also matches is told
 //! ([`Event::LostToEarlierSession`], fire-and-forget). No match → [`Route::Forward`]. A steal
 //! session with too many requests waiting for its answers is stuck: it is closed and skipped,
@@ -11,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::Request;
-use hyper::body::Incoming;
+use tls_steal_crds::filter::MatchNotes;
 use tls_steal_crds::session::{Event, Mode};
 use tracing::warn;
 
@@ -20,6 +22,7 @@ use super::conn::{Delivery, Session};
 use super::metrics::{Routed, SessionError};
 use super::view::PartsView;
 use crate::proxy::Shared;
+use crate::proxy::body::BodyRead;
 use crate::proxy::forward::ProxyBody;
 use crate::proxy::route::{ConnInfo, Route, Router};
 
@@ -40,13 +43,13 @@ pub struct Mirrored {
 }
 
 impl Stolen {
-    pub async fn serve(self, req: Request<Incoming>, conn: &ConnInfo) -> Delivery {
+    pub async fn serve(self, req: Request<ProxyBody>, conn: &ConnInfo) -> Delivery {
         self.session.steal(self.request_id, req, conn).await
     }
 }
 
 impl Mirrored {
-    pub fn tee(self, req: Request<Incoming>, conn: &ConnInfo) -> Request<ProxyBody> {
+    pub fn tee(self, req: Request<ProxyBody>, conn: &ConnInfo) -> Request<ProxyBody> {
         self.session.mirror(self.request_id, req, conn)
     }
 }
@@ -73,18 +76,47 @@ handle_traits!(Stolen);
 handle_traits!(Mirrored);
 
 impl Sessions {
-    /// The routing decision (see the module documentation).
-    pub fn decide(&self, parts: &http::request::Parts, conn: &ConnInfo) -> Route {
+    /// The routing decision (see the module documentation). `body`: the request's body as read
+    /// for body filters; without it, a port where a session filters on bodies gives
+    /// [`Route::ReadBody`].
+    pub fn decide(
+        &self,
+        parts: &http::request::Parts,
+        conn: &ConnInfo,
+        body: Option<&BodyRead>,
+    ) -> Route {
         let snapshot = self.registry.snapshot();
-        let candidates = snapshot.for_port(conn.port);
-        if candidates.is_empty() {
+        let Some(port) = snapshot.port(conn.port) else {
             self.metrics.routed(conn.port, Routed::Forwarded);
             return Route::Forward;
+        };
+        if port.needs_body && body.is_none() {
+            return Route::ReadBody;
         }
-        let view = PartsView::new(parts);
+        if let Some(why) = body.and_then(BodyRead::unusable_reason) {
+            self.metrics.body_unusable(conn.port, why);
+        }
+        let view = PartsView::with_body(parts, body.and_then(BodyRead::json));
+        let mut notes = MatchNotes::default();
+        let route = self.pick(parts, conn, &port.sessions, &view, &mut notes);
+        if notes.regex_limit_hits > 0 {
+            self.metrics
+                .regex_limit(conn.port, u64::from(notes.regex_limit_hits));
+        }
+        route
+    }
+
+    fn pick(
+        &self,
+        parts: &http::request::Parts,
+        conn: &ConnInfo,
+        candidates: &[Arc<Session>],
+        view: &PartsView<'_>,
+        notes: &mut MatchNotes,
+    ) -> Route {
         let mut winner: Option<(&Arc<Session>, u64)> = None;
         for s in candidates {
-            if s.is_closing() || !s.matches(&view) {
+            if s.is_closing() || !s.matches(view, conn.port, notes) {
                 continue;
             }
             match winner {
@@ -146,7 +178,16 @@ impl Sessions {
 
 impl Router for Sessions {
     fn route(&self, request: &http::request::Parts, conn: &ConnInfo) -> Route {
-        self.decide(request, conn)
+        self.decide(request, conn, None)
+    }
+
+    fn route_with_body(
+        &self,
+        request: &http::request::Parts,
+        body: &BodyRead,
+        conn: &ConnInfo,
+    ) -> Route {
+        self.decide(request, conn, Some(body))
     }
 
     fn attach(&self, shared: &Arc<Shared>) -> std::io::Result<Option<SocketAddr>> {

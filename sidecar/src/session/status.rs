@@ -31,7 +31,13 @@ pub fn ports(shared: &Shared) -> Vec<PortStatus> {
                 ),
             };
             let certificate = current
-                .then(|| certificate(shared, &entry.plan.agent_as_server.authentication.cert_pem))
+                .then(|| {
+                    certificate(
+                        shared,
+                        &entry.plan.container,
+                        &entry.plan.agent_as_server.authentication.cert_pem,
+                    )
+                })
                 .flatten();
             PortStatus {
                 port,
@@ -60,9 +66,10 @@ pub fn passthrough(shared: &Shared, ports: &[u16]) -> Vec<PortStatus> {
         .collect()
 }
 
-/// The end-entity certificate of `file` (as the proxy reads it), subject and expiry.
-fn certificate(shared: &Shared, file: &str) -> Option<CertificateInfo> {
-    let bytes = shared.cfg.files.read(file).ok()?;
+/// The end-entity certificate of `file` in `container` (as the proxy reads it), subject and
+/// expiry.
+fn certificate(shared: &Shared, container: &str, file: &str) -> Option<CertificateInfo> {
+    let bytes = shared.cfg.files.for_container(container).read(file).ok()?;
     let chain = pem::cert_chain(&bytes, file).ok()?;
     let (_, cert) = x509_parser::parse_x509_certificate(chain.first()?.as_ref()).ok()?;
     let t = cert.validity().not_after.to_datetime();

@@ -10,10 +10,16 @@ use tls_steal_crds::filter::RequestView;
 pub struct PartsView<'a> {
     parts: &'a Parts,
     authority_line: Option<&'a str>,
+    body: Option<&'a serde_json::Value>,
 }
 
 impl<'a> PartsView<'a> {
     pub fn new(parts: &'a Parts) -> Self {
+        Self::with_body(parts, None)
+    }
+
+    /// With the body as JSON, when it was read and is JSON.
+    pub fn with_body(parts: &'a Parts, body: Option<&'a serde_json::Value>) -> Self {
         let authority_line = match parts.headers.contains_key(HOST) {
             true => None,
             false => parts.uri.authority().map(|a| a.as_str()),
@@ -21,6 +27,7 @@ impl<'a> PartsView<'a> {
         PartsView {
             parts,
             authority_line,
+            body,
         }
     }
 }
@@ -46,6 +53,10 @@ impl RequestView for PartsView<'_> {
             .map(|(n, v)| (n.as_str(), v.as_bytes()));
         let host = self.authority_line.map(|a| ("host", a.as_bytes()));
         Box::new(lines.chain(host))
+    }
+
+    fn body_json(&self) -> Option<&serde_json::Value> {
+        self.body
     }
 }
 

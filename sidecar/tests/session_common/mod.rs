@@ -105,6 +105,7 @@ impl World {
         Registration {
             ports: vec![self.port],
             filter,
+            filter_ports: None,
             mode,
             client: client.into(),
         }

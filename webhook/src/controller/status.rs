@@ -4,7 +4,9 @@
 //! fields); `matchedWorkloads` / `matchedCount` (workloads in opted-in namespaces whose pods the
 //! webhook would inject and whose template the config's `targetPath` and `selector` match);
 //! `portConflicts` / `conflictCount` (ports of this config discarded on some matched workload
-//! because another config takes precedence); and condition `RolledOut`, which says whether every
+//! because another config takes precedence, or because an earlier entry of the same config lists
+//! them: then `keptBy` is the config itself, and the `Valid` message names the entries); and
+//! condition `RolledOut`, which says whether every
 //! matched workload carries the plan hash the current configs give it, and names those that
 //! do not because they are annotated `tls-steal.io/rollout: "false"`.
 
@@ -149,7 +151,7 @@ fn config_status(
             true,
             "Valid",
             // Never an empty string: Kubernetes 1.20 rejects `""` in this schema as null.
-            "the spec passes validation".into(),
+            valid_message(&source.spec),
             input,
             now,
         ),
@@ -220,6 +222,24 @@ fn config_status(
         conflict_count: conflicts.len() as i64,
         port_conflicts: conflicts,
     }
+}
+
+/// The `Valid=True` message; it names entries discarded because an earlier entry of the same
+/// config lists their port (they are discarded on every workload, matched or not; on matched
+/// workloads they are also in `portConflicts`, kept by the config itself).
+fn valid_message(spec: &tls_steal_crds::TlsStealSpec) -> String {
+    let dups = spec.duplicate_ports();
+    if dups.is_empty() {
+        return "the spec passes validation".into();
+    }
+    let list: Vec<String> = dups
+        .iter()
+        .map(|(i, port)| format!("spec.ports[{i}] (port {port})"))
+        .collect();
+    format!(
+        "the spec passes validation; discarded because an earlier entry lists the same port (the first entry is kept): {}",
+        list.join(", ")
+    )
 }
 
 /// A condition; its `lastTransitionTime` is the previous one when the status did not change.
