@@ -1,11 +1,11 @@
 #![forbid(unsafe_code)]
-//! `e2e-https-app [--listen ADDR] [--cert PEM] [--key PEM] [--alpn h2,http/1.1]`
+//! `e2e-https-app [--listen ADDR] [--cert PEM] [--key PEM] [--alpn h2,http/1.1] [--served-by TEXT]`
 //!
 //! A tiny HTTPS server (HTTP/1.1 and HTTP/2 via ALPN) for the e2e suite and the demo. Every
 //! request is answered `200` with a plain-text body:
 //!
 //! ```text
-//! served-by: pod <hostname>
+//! served-by: pod <hostname>       (or the --served-by text)
 //! method: GET
 //! authority: host[:port]
 //! path: /x?y=1
@@ -44,6 +44,8 @@ struct Args {
     cert: PathBuf,
     key: PathBuf,
     alpn: Vec<Vec<u8>>,
+    /// Replaces `pod <hostname>` in the first line (the demo's local process says what it is).
+    served_by: Option<String>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -52,6 +54,7 @@ fn parse_args() -> anyhow::Result<Args> {
         cert: "/tls/tls.crt".into(),
         key: "/tls/tls.key".into(),
         alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        served_by: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,6 +63,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--listen" => a.listen = value()?.parse().context("--listen")?,
             "--cert" => a.cert = value()?.into(),
             "--key" => a.key = value()?.into(),
+            "--served-by" => a.served_by = Some(value()?),
             "--alpn" => {
                 a.alpn = value()?
                     .split(',')
@@ -69,7 +73,7 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "-h" | "--help" => {
                 println!(
-                    "e2e-https-app [--listen ADDR] [--cert PEM] [--key PEM] [--alpn h2,http/1.1]"
+                    "e2e-https-app [--listen ADDR] [--cert PEM] [--key PEM] [--alpn h2,http/1.1] [--served-by TEXT]"
                 );
                 std::process::exit(0);
             }
@@ -113,8 +117,14 @@ fn text(status: u16, body: &str) -> Response<Full<Bytes>> {
         .expect("static response parts are valid")
 }
 
+/// Who answers: the first line of every response and the `x-served-by` header.
+struct Identity {
+    line: String,
+    name: String,
+}
+
 async fn handle(
-    host: Arc<String>,
+    host: Arc<Identity>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     match (req.method().as_str(), req.uri().path()) {
@@ -131,7 +141,7 @@ async fn handle(
     }
     let mut out = format!(
         "{}\nmethod: {}\nauthority: {}\npath: {}\nversion: {:?}\n",
-        tls_steal_e2e::served_by_line(&host),
+        host.line,
         req.method(),
         req.uri()
             .authority()
@@ -158,7 +168,7 @@ async fn handle(
     out.push_str(&format!("body-bytes: {}\n", body.len()));
     Ok(Response::builder()
         .header("content-type", "text/plain; charset=utf-8")
-        .header("x-served-by", host.as_str())
+        .header("x-served-by", host.name.as_str())
         .body(Full::new(Bytes::from(out)))
         .expect("static response parts are valid"))
 }
@@ -170,10 +180,19 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    let host = Arc::new(hostname());
+    let host = Arc::new(match &args.served_by {
+        Some(text) => Identity {
+            line: format!("served-by: {text}"),
+            name: text.clone(),
+        },
+        None => Identity {
+            line: tls_steal_e2e::served_by_line(&hostname()),
+            name: hostname(),
+        },
+    });
     eprintln!(
         "e2e-https-app: serving https on {} as {}",
-        args.listen, host
+        args.listen, host.name
     );
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
