@@ -2,6 +2,7 @@
 
 use kube::CustomResourceExt;
 
+use crate::steal_session::StealSession;
 use crate::types::{MirrordClusterTlsStealConfig, MirrordTlsStealConfig};
 
 const HEADER: &str =
@@ -18,10 +19,11 @@ pub fn files() -> Vec<(&'static str, String)> {
             "mirrordclustertlsstealconfigs.yaml",
             yaml(&MirrordClusterTlsStealConfig::crd()),
         ),
+        ("stealsessions.yaml", yaml(&StealSession::crd())),
     ]
 }
 
-/// Both CRDs as one multi-document YAML stream.
+/// Every CRD as one multi-document YAML stream.
 pub fn render() -> String {
     files()
         .into_iter()

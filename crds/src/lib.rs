@@ -14,7 +14,9 @@ pub mod probe;
 pub mod selector;
 pub mod session;
 pub mod status;
+pub mod steal_session;
 pub mod target;
+pub mod ticket;
 pub mod types;
 pub mod validate;
 

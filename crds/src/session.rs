@@ -76,7 +76,9 @@ pub const UPGRADE_STATUS_HEADER: &str = "tls-steal-status";
 pub const EVENT_PATH: &str = "/.tls-steal/event";
 
 /// Steal (the session answers) or mirror (the app answers, the session gets a copy).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     #[default]

@@ -25,8 +25,8 @@ fn schema_is_structural_and_bounds_the_port() {
         .split("---\n")
         .map(|d| serde_saphyr::from_str(d).unwrap())
         .collect();
-    assert_eq!(docs.len(), 2);
-    for doc in &docs {
+    assert_eq!(docs.len(), 3);
+    for doc in &docs[..2] {
         let version = &doc["spec"]["versions"][0];
         assert_eq!(version["name"], "v1alpha");
         assert!(
@@ -51,4 +51,25 @@ fn schema_is_structural_and_bounds_the_port() {
     }
     assert_eq!(docs[0]["spec"]["scope"], "Namespaced");
     assert_eq!(docs[1]["spec"]["scope"], "Cluster");
+
+    // StealSession: namespaced, its own group and version, a status the controller writes.
+    let s = &docs[2];
+    assert_eq!(s["spec"]["group"], "tls-steal.io");
+    assert_eq!(s["spec"]["scope"], "Namespaced");
+    let version = &s["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(version["subresources"]["status"].is_object());
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(spec["properties"]["ports"]["items"]["maximum"], 65535.0);
+    assert_eq!(
+        spec["properties"]["filter"]["x-kubernetes-preserve-unknown-fields"],
+        true
+    );
+    let required: Vec<_> = spec["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(required, ["target"]);
 }

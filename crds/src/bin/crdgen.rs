@@ -1,5 +1,5 @@
 #![forbid(unsafe_code)]
-//! Writes the CRD YAML of both kinds. `crdgen` prints it; `crdgen --write` refreshes the committed
+//! Writes the CRD YAML of every kind. `crdgen` prints it; `crdgen --write` refreshes the committed
 //! copies in `crds/` and `chart/crds/` (a test fails when they drift).
 
 fn main() {
