@@ -444,7 +444,8 @@ fn crds_are_shipped() {
         crds,
         set(&[
             "mirrordtlsstealconfigs.mirrord.metalbear.co",
-            "mirrordclustertlsstealconfigs.mirrord.metalbear.co"
+            "mirrordclustertlsstealconfigs.mirrord.metalbear.co",
+            "stealsessions.tls-steal.io"
         ])
     );
 }
