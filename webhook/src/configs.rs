@@ -46,9 +46,10 @@ impl Candidate {
     }
 }
 
-/// The configs of `entries` that may apply to `target` (a superset of those that do; the caller
-/// hands them to `build_plan`).
-pub fn candidates(entries: &[Candidate], target: &PodTarget) -> Vec<ConfigSource> {
+/// The configs of `entries` that may apply to `target` (a superset of those that do): the plain
+/// filter [`NamespaceConfigs::candidates`] is tested against.
+#[cfg(test)]
+fn candidates(entries: &[Candidate], target: &PodTarget) -> Vec<ConfigSource> {
     let paths = target.target_paths();
     entries
         .iter()

@@ -96,8 +96,7 @@ fn binary_classic_mode_and_json_output() {
 #[test]
 fn workloads_of_every_kind_get_their_own_target_path() {
     use tls_steal_crds::{ConfigSource, TlsStealSpec};
-    use tls_steal_webhook::inject::{DocResult, inject_document, load_configs};
-    use tls_steal_webhook::settings::Settings;
+    use tls_steal_webhook::{DocResult, Settings, inject_document, load_configs};
 
     let configs =
         load_configs(std::path::Path::new(&format!("{}/configs", dir())), "shop").unwrap();

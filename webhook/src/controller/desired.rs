@@ -50,10 +50,6 @@ impl WorkloadKind {
             WorkloadKind::DaemonSet => OwnerKind::DaemonSet,
         }
     }
-
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// A workload type the controller handles.
@@ -478,7 +474,7 @@ mod tests {
     #[test]
     fn kinds() {
         for (i, k) in WorkloadKind::ALL.iter().enumerate() {
-            assert_eq!(k.index(), i);
+            assert_eq!(*k as usize, i);
         }
         assert_eq!(
             WorkloadKind::StatefulSet.owner_kind().path_prefix(),
