@@ -31,7 +31,7 @@ pub use certs::generate as generate_cert_bundle;
 pub use certs::{CertBundle, CertError, dns_names, server_config, to_secret_data};
 pub use configs::ConfigCache;
 pub use inject::run as run_inject;
-pub use inject::{DocResult, InjectArgs, InjectError, inject_document, load_configs};
+pub use inject::{DocError, DocResult, InjectArgs, InjectError, inject_document, load_configs};
 pub use metrics::{Metrics, ReviewResult};
 pub use mutate::{Injection, InjectionStatus, Outcome, SkipReason, mutate, mutation};
 pub use openmetrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;

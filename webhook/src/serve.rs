@@ -136,15 +136,17 @@ pub struct ServeArgs {
     pub shutdown_timeout: u64,
 }
 
+/// Why `serve` stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("connecting to the Kubernetes API: {0}")]
+    #[error("connecting to the Kubernetes API")]
     Kube(#[from] kube::Error),
-    #[error(transparent)]
+    #[error("the serving certificate")]
     Cert(#[from] certs::CertError),
-    #[error("serving on {addr}: {source}")]
+    #[error("serving on {addr}")]
     Io {
         addr: SocketAddr,
+        #[source]
         source: std::io::Error,
     },
 }
