@@ -21,6 +21,9 @@
 //! in its uid; otherwise the body is [`read`], the pod's owners completed ([`owners`], the only
 //! I/O), and its decision taken from [`memo`] or computed by the pure functions of [`decide`];
 //! [`answer`] writes the answer. Metrics, logs and [`events`] are this module's.
+//!
+//! About 450 lines: the steps of one review, each a method on [`Admission`] sharing its state;
+//! every part with a concern of its own is a submodule.
 
 mod answer;
 mod decide;

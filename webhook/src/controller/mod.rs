@@ -39,6 +39,7 @@ mod desired;
 mod error;
 mod leader;
 mod metrics;
+mod patches;
 mod reconcile;
 mod run;
 mod status;
@@ -49,13 +50,14 @@ pub use args::{ControllerArgs, ControllerCommandArgs, ControllerSettings, ServeC
 pub use command::{CommandError, run_command};
 pub use context::{CacheWriters, Caches, Context};
 pub use desired::{
-    Adoption, Decision, NoPlan, Workload, WorkloadKind, WorkloadState, adoption, adoption_patch,
-    current_hash, hash_annotation_present, hash_patch, hash_recorded, live_pod_hashes,
-    pod_plan_hash, pod_selector, rollout_patch, workload_current_hash,
+    Adoption, Decision, NoPlan, Workload, WorkloadKind, WorkloadState, adoption, current_hash,
+    hash_annotation_present, hash_recorded, live_pod_hashes, pod_plan_hash, pod_selector,
+    workload_current_hash,
 };
 pub use error::{Error, ErrorKind};
 pub use leader::{LeaseSettings, release, try_acquire_or_renew};
 pub use metrics::ControllerMetrics;
+pub use patches::{adoption_patch, hash_patch, rollout_patch};
 pub use reconcile::{ADOPTION_RECHECK, reconcile};
 pub use run::{run, spawn};
 pub use status::{ConfigInput, SyncCounts, compute_statuses};

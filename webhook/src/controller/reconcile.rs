@@ -76,7 +76,7 @@ pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Resu
         }
         let patch = if adopt {
             // Not a rollout: the opt-out annotation does not apply.
-            super::desired::adoption_patch(obj.meta(), &plan.hash)
+            super::patches::adoption_patch(obj.meta(), &plan.hash)
         } else {
             match decision {
                 Decision::InSync => {
@@ -90,7 +90,7 @@ pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Resu
                 }
                 Decision::Rollout => {}
             }
-            super::desired::rollout_patch(obj.meta(), obj.template(), &plan.hash)
+            super::patches::rollout_patch(obj.meta(), obj.template(), &plan.hash)
         };
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),

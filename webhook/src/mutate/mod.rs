@@ -259,7 +259,7 @@ pub fn undeclared_ports(plan: &StealPlan, target: &PodTarget) -> Vec<u16> {
 /// What [`mutation`] adds for `plan` (`plan_json` is `plan.to_json()`, which the caller may
 /// need too). Of the target it reads only the declared ports (for
 /// [`Mutation::undeclared_ports`]): the patch is a function of the plan, the shape and the
-/// settings, which [`crate::memo`] relies on.
+/// settings, which admission's memo relies on.
 pub fn plan_mutation(
     shape: &PodShape,
     plan: StealPlan,
