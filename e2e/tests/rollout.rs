@@ -247,9 +247,14 @@ fn start_controller(client: &Client, ns: &str, identity: &str) -> RunningControl
         watch_namespace: Some(ns.into()),
         ..Default::default()
     };
-    let task = tokio::spawn(controller::run(client.clone(), args, async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(controller::run(
+        client.clone(),
+        args,
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     RunningController { stop, task }
 }
 

@@ -29,10 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use serde_json::json;
 use tls_steal_crds::{ConfigSource, TlsStealSpec};
-use tls_steal_webhook::admission::Admission;
-use tls_steal_webhook::configs::ConfigCache;
-use tls_steal_webhook::metrics::Metrics;
-use tls_steal_webhook::settings::Settings;
+use tls_steal_webhook::{Admission, ConfigCache, Metrics, Settings};
 
 const CONCURRENCY: usize = 64;
 const PER_CONN: usize = 500;

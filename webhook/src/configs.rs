@@ -6,6 +6,9 @@
 //! [`ConfigSource`]s (namespaced ones grouped by namespace) and per-namespace slices "this
 //! namespace's configs + the cluster ones" are built lazily and reused until the next change, so
 //! the hot path clones one `Arc` and matches only the configs that can apply.
+//!
+//! Over 400 lines because of its tests (a third of the file): they check the index against the
+//! plain filter it replaces.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,9 +49,10 @@ impl Candidate {
     }
 }
 
-/// The configs of `entries` that may apply to `target` (a superset of those that do; the caller
-/// hands them to `build_plan`).
-pub fn candidates(entries: &[Candidate], target: &PodTarget) -> Vec<ConfigSource> {
+/// The configs of `entries` that may apply to `target` (a superset of those that do): the plain
+/// filter [`NamespaceConfigs::candidates`] is tested against.
+#[cfg(test)]
+fn candidates(entries: &[Candidate], target: &PodTarget) -> Vec<ConfigSource> {
     let paths = target.target_paths();
     entries
         .iter()

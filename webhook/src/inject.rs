@@ -39,22 +39,51 @@ pub struct InjectArgs {
     pub sidecar: SidecarArgs,
 }
 
+/// Why `inject` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Io {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
-    #[error("parsing {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}: {kind} {name:?}: {message}")]
+    #[error("parsing {path}")]
+    Parse {
+        path: PathBuf,
+        /// Boxed: the YAML error is large and errors are rare.
+        #[source]
+        source: Box<serde_saphyr::Error>,
+    },
+    #[error("{path}: {kind} {name:?}")]
     Object {
         path: PathBuf,
         kind: String,
         name: String,
-        message: String,
+        #[source]
+        source: DocError,
     },
+    #[error("writing the JSON output")]
+    Json(#[source] serde_json::Error),
+    #[error("writing the YAML output")]
+    Yaml(#[source] serde_saphyr::SerializeError),
+}
+
+/// Why one document could not be injected.
+#[derive(Debug, thiserror::Error)]
+pub enum DocError {
+    #[error("not a valid config")]
+    Config(#[source] serde_json::Error),
+    #[error("no pod template")]
+    NoTemplate,
+    #[error("no pod spec")]
+    NoSpec,
+    #[error("not a valid pod")]
+    Pod(#[source] serde_json::Error),
+    #[error("writing the patch")]
+    Patch(#[source] serde_json::Error),
+    #[error("applying the patch")]
+    Apply(#[source] json_patch::PatchError),
 }
 
 fn read(path: &Path) -> Result<String, InjectError> {
@@ -71,10 +100,11 @@ fn read(path: &Path) -> Result<String, InjectError> {
 
 /// Parses every YAML (or JSON) document of a file.
 pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, InjectError> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| InjectError::Parse {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|source| InjectError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
@@ -109,7 +139,7 @@ pub fn load_configs(dir: &Path, namespace: &str) -> Result<Vec<ConfigSource>, In
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .into(),
-                message: e.to_string(),
+                source: DocError::Config(e),
             };
             match kind.as_str() {
                 "MirrordTlsStealConfig" => {
@@ -162,7 +192,7 @@ pub fn inject_document(
     default_namespace: &str,
     configs: &[ConfigSource],
     settings: &Settings,
-) -> Result<DocResult, String> {
+) -> Result<DocResult, DocError> {
     let kind = doc
         .get("kind")
         .and_then(Value::as_str)
@@ -193,14 +223,14 @@ pub fn inject_document(
     } else {
         return Ok(DocResult::NotAWorkload);
     };
-    let raw = doc.pointer_mut(pointer).ok_or("no pod template")?;
+    let raw = doc.pointer_mut(pointer).ok_or(DocError::NoTemplate)?;
     // The typed pod: for a template, its metadata and spec.
     let mut pod_value = serde_json::json!({
         "metadata": raw.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({})),
         "spec": raw.get("spec").cloned().unwrap_or(Value::Null),
     });
     if pod_value["spec"].is_null() {
-        return Err("no pod spec".into());
+        return Err(DocError::NoSpec);
     }
     if kind == "Pod"
         && let Some(obj) = pod_value.as_object_mut()
@@ -208,7 +238,7 @@ pub fn inject_document(
         obj.insert("apiVersion".into(), "v1".into());
         obj.insert("kind".into(), "Pod".into());
     }
-    let pod: Pod = serde_json::from_value(pod_value).map_err(|e| e.to_string())?;
+    let pod: Pod = serde_json::from_value(pod_value).map_err(DocError::Pod)?;
     let target = target_of(&pod);
     let injection = match mutation(&pod, &target, &namespace, configs, settings) {
         Err(r) => return Ok(DocResult::Skipped(r.as_str())),
@@ -217,13 +247,13 @@ pub fn inject_document(
     if !injection.undeclared_ports.is_empty() {
         tracing::warn!(ports = ?injection.undeclared_ports, %kind, %name, "captured ports that no container declares");
     }
-    let patch = injection.patch(&pod).map_err(|e| e.to_string())?;
+    let patch = injection.patch(&pod).map_err(DocError::Patch)?;
     if raw.get("metadata").is_none()
         && let Some(obj) = raw.as_object_mut()
     {
         obj.insert("metadata".into(), serde_json::json!({}));
     }
-    json_patch::patch(raw, &patch).map_err(|e| e.to_string())?;
+    json_patch::patch(raw, &patch).map_err(DocError::Apply)?;
     Ok(DocResult::Injected)
 }
 
@@ -247,20 +277,16 @@ pub fn run(args: &InjectArgs) -> Result<String, InjectError> {
             Ok(DocResult::Injected) => tracing::info!(%kind, %name, "injected"),
             Ok(DocResult::Skipped(reason)) => tracing::info!(%kind, %name, reason, "not injected"),
             Ok(DocResult::NotAWorkload) => {}
-            Err(message) => {
+            Err(source) => {
                 return Err(InjectError::Object {
                     path: args.file.clone(),
                     kind,
                     name,
-                    message,
+                    source,
                 });
             }
         }
     }
-    let render_err = |e: String| InjectError::Parse {
-        path: args.file.clone(),
-        message: e,
-    };
     if args.output == "json" {
         let v = if docs.len() == 1 {
             docs.remove(0)
@@ -269,14 +295,14 @@ pub fn run(args: &InjectArgs) -> Result<String, InjectError> {
         };
         return serde_json::to_string_pretty(&v)
             .map(|s| s + "\n")
-            .map_err(|e| render_err(e.to_string()));
+            .map_err(InjectError::Json);
     }
     let mut out = String::new();
     for (i, d) in docs.iter().enumerate() {
         if i > 0 {
             out.push_str("---\n");
         }
-        out.push_str(&serde_saphyr::to_string(d).map_err(|e| render_err(e.to_string()))?);
+        out.push_str(&serde_saphyr::to_string(d).map_err(InjectError::Yaml)?);
     }
     Ok(out)
 }

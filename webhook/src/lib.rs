@@ -1,30 +1,44 @@
 #![forbid(unsafe_code)]
 //! `tls-steal-webhook`: the admission webhook that injects `tls-steal-init` and
 //! `tls-steal-proxy` into pods matched by `MirrordTlsStealConfig` /
-//! `MirrordClusterTlsStealConfig`, its config caches, its serving certificate, its metrics, and the
-//! offline `inject` command.
+//! `MirrordClusterTlsStealConfig`, the rollout controller, the config caches, the serving
+//! certificate, the metrics, and the offline `inject` command.
 //!
-//! Layout: [`mutate`] is the pure pod → pod mutation; [`admission`] turns an AdmissionReview into
-//! an answer using it, reading pods through [`sparse_pod`] and remembering decisions per pod
-//! shape in [`memo`]; [`server`] is the thin HTTPS wrapper; [`configs`] holds the config caches;
-//! [`certs`] the serving certificate; [`inject`] the offline command; [`serve`] wires it together
-//! against a cluster.
+//! Layout: `mutate` is the pure pod → pod mutation (`probes`: the probe rewrite); `admission`
+//! turns an AdmissionReview into an answer using it, reading pods through `sparse_pod`;
+//! `server` is the thin HTTPS wrapper; `configs` holds the config caches; `certs` the serving
+//! certificate; `metrics` admission's metrics (`openmetrics`: what they share with the
+//! controller's); [`controller`] the rollout controller; `inject` the offline command; `serve`
+//! wires admission (and the controller) together against a cluster.
 
-pub mod admission;
-pub mod certs;
-pub mod configs;
+mod admission;
+mod certs;
+mod configs;
 pub mod controller;
-pub mod inject;
-pub mod memo;
-pub mod metrics;
-pub mod mutate;
-pub mod probes;
-pub mod replay;
-pub mod serve;
-pub mod server;
-pub mod settings;
-pub mod signals;
-pub mod sparse_pod;
+mod inject;
+mod metrics;
+mod mutate;
+mod openmetrics;
+mod probes;
+mod serve;
+mod server;
+mod settings;
+mod signals;
+mod sparse_pod;
+
+pub use admission::{Admission, Answer, Cluster};
+pub use certs::generate as generate_cert_bundle;
+pub use certs::{CertBundle, CertError, dns_names, server_config, to_secret_data};
+pub use configs::ConfigCache;
+pub use inject::run as run_inject;
+pub use inject::{DocError, DocResult, InjectArgs, InjectError, inject_document, load_configs};
+pub use metrics::{Metrics, ReviewResult};
+pub use mutate::{Injection, InjectionStatus, Outcome, SkipReason, mutate, mutation};
+pub use openmetrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+pub use serve::run as run_serve;
+pub use serve::{ServeArgs, ServeError, SidecarArgs};
+pub use server::{AppState, DEFAULT_BODY_LIMIT, drain, router, serve_tls};
+pub use settings::{Settings, SidecarMode};
 
 pub use tls_steal_crds::contract::{
     ADMIN_PORT, APP_PROBES_ENV, CAPTURE_PORT, INIT_CONTAINER, NAMESPACE_OPT_IN_LABEL, PLAN_ENV,

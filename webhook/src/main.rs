@@ -2,8 +2,8 @@
 //! `tls-steal-webhook`: admission (`serve`, the default) and offline injection (`inject`).
 
 use clap::{Parser, Subcommand};
-use tls_steal_webhook::inject::{self, InjectArgs};
-use tls_steal_webhook::serve::{self, ServeArgs};
+use tls_steal_webhook::controller::{self, ControllerCommandArgs};
+use tls_steal_webhook::{InjectArgs, ServeArgs};
 
 #[derive(Parser)]
 #[command(version, about, args_conflicts_with_subcommands = true)]
@@ -22,7 +22,7 @@ enum Command {
     /// Print a pod or workload as the webhook would mutate it, without a cluster.
     Inject(InjectArgs),
     /// Run only the rollout controller (leader-elected; `serve --controller` runs it too).
-    Controller(tls_steal_webhook::controller::ControllerCommandArgs),
+    Controller(ControllerCommandArgs),
 }
 
 /// mimalloc, as in the sidecar: a review allocates and frees many small JSON values; glibc's
@@ -42,14 +42,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Inject(args)) => {
-            print!("{}", inject::run(&args)?);
+            print!("{}", tls_steal_webhook::run_inject(&args)?);
             Ok(())
         }
         Some(Command::Serve(args)) => serve_blocking(args),
         Some(Command::Controller(args)) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(tls_steal_webhook::controller::run_command(args)),
+            .block_on(controller::run_command(args))
+            .map_err(Into::into),
         None => serve_blocking(cli.serve),
     }
 }
@@ -58,6 +59,6 @@ fn serve_blocking(args: ServeArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve::run(args))?;
+    rt.block_on(tls_steal_webhook::run_serve(args))?;
     Ok(())
 }

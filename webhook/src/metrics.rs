@@ -1,11 +1,16 @@
-//! Prometheus counters of the webhook, rendered in the text exposition format (no registry crate:
-//! a handful of atomics).
+//! Metrics of admission. Names and labels are public (dashboards use them):
+//! `tls_steal_webhook_reviews_total{result}`, `tls_steal_webhook_skips_total{reason}`,
+//! `tls_steal_webhook_{undeclared_ports,owner_lookup_errors,oversized_requests,replayed}_total`,
+//! `tls_steal_webhook_configs`, `tls_steal_webhook_review_duration_seconds`.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
 use crate::mutate::SkipReason;
+use crate::openmetrics::{self, DurationHistogram, Label};
 
 /// Final result of one review.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +28,7 @@ pub enum ReviewResult {
 }
 
 impl ReviewResult {
+    /// In declaration order: `result as usize` indexes it.
     const ALL: [ReviewResult; 5] = [
         ReviewResult::Injected,
         ReviewResult::Skipped,
@@ -31,6 +37,7 @@ impl ReviewResult {
         ReviewResult::UnexpectedKind,
     ];
 
+    /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             ReviewResult::Injected => "injected",
@@ -42,167 +49,143 @@ impl ReviewResult {
     }
 }
 
-const BUCKETS: [f64; 10] = [
+static BUCKETS: [f64; 10] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
-/// All counters.
-#[derive(Default)]
+/// Admission's metrics. `Default` makes them unregistered; [`Metrics::register`] exposes them.
+/// Counting is an atomic add on a handle resolved at construction.
 pub struct Metrics {
-    reviews: [AtomicU64; 5],
-    skips: [AtomicU64; SkipReason::ALL.len()],
-    undeclared_ports: AtomicU64,
-    owner_lookup_errors: AtomicU64,
-    oversized: AtomicU64,
-    replayed: AtomicU64,
-    duration_buckets: [AtomicU64; BUCKETS.len()],
-    duration_count: AtomicU64,
-    duration_sum_micros: AtomicU64,
+    reviews: Family<Label, Counter>,
+    by_result: [Counter; ReviewResult::ALL.len()],
+    skips: Family<Label, Counter>,
+    by_reason: [Counter; SkipReason::ALL.len()],
+    undeclared_ports: Counter,
+    owner_lookup_errors: Counter,
+    oversized: Counter,
+    replayed: Counter,
+    duration: DurationHistogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let (reviews, by_result) =
+            openmetrics::counters("result", ReviewResult::ALL.map(ReviewResult::as_str));
+        let (skips, by_reason) =
+            openmetrics::counters("reason", SkipReason::ALL.map(SkipReason::as_str));
+        Metrics {
+            reviews,
+            by_result,
+            skips,
+            by_reason,
+            undeclared_ports: Counter::default(),
+            owner_lookup_errors: Counter::default(),
+            oversized: Counter::default(),
+            replayed: Counter::default(),
+            duration: DurationHistogram::new(&BUCKETS),
+        }
+    }
 }
 
 impl Metrics {
-    pub fn review(&self, result: ReviewResult, took: Duration) {
-        let i = ReviewResult::ALL
-            .iter()
-            .position(|r| *r == result)
-            .unwrap_or(0);
-        self.reviews[i].fetch_add(1, Ordering::Relaxed);
-        let secs = took.as_secs_f64();
-        for (b, bound) in self.duration_buckets.iter().zip(BUCKETS) {
-            if secs <= bound {
-                b.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.duration_count.fetch_add(1, Ordering::Relaxed);
-        self.duration_sum_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    pub fn skip(&self, reason: SkipReason) {
-        let i = SkipReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.skips[i].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn undeclared_ports(&self, n: usize) {
-        self.undeclared_ports.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    pub fn owner_lookup_error(&self) {
-        self.owner_lookup_errors.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn oversized(&self) {
-        self.oversized.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A review answered by replaying a kept answer (see `replay`).
-    pub fn replayed(&self) {
-        self.replayed.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Count of replayed reviews.
-    pub fn replays(&self) -> u64 {
-        self.replayed.load(Ordering::Relaxed)
-    }
-
-    /// Count of reviews with `result`.
-    pub fn reviews_of(&self, result: ReviewResult) -> u64 {
-        let i = ReviewResult::ALL
-            .iter()
-            .position(|r| *r == result)
-            .unwrap_or(0);
-        self.reviews[i].load(Ordering::Relaxed)
-    }
-
-    /// Count of skips for `reason`.
-    pub fn skips_of(&self, reason: SkipReason) -> u64 {
-        let i = SkipReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.skips[i].load(Ordering::Relaxed)
-    }
-
-    /// The Prometheus text format. `configs` is the number of cached configs.
-    pub fn render(&self, configs: usize) -> String {
-        let mut s = String::new();
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        s.push_str(
-            "# HELP tls_steal_webhook_reviews_total Admission reviews answered, by result.\n",
+    /// Adds these metrics to `registry` (counter names without `_total`, which the encoding
+    /// appends).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "tls_steal_webhook_reviews",
+            "Admission reviews answered, by result.",
+            self.reviews.clone(),
         );
-        s.push_str("# TYPE tls_steal_webhook_reviews_total counter\n");
-        for (r, c) in ReviewResult::ALL.iter().zip(&self.reviews) {
-            let _ = writeln!(
-                s,
-                "tls_steal_webhook_reviews_total{{result=\"{}\"}} {}",
-                r.as_str(),
-                load(c)
-            );
-        }
-        s.push_str(
-            "# HELP tls_steal_webhook_skips_total Pods admitted without injection, by reason.\n",
+        registry.register(
+            "tls_steal_webhook_skips",
+            "Pods admitted without injection, by reason.",
+            self.skips.clone(),
         );
-        s.push_str("# TYPE tls_steal_webhook_skips_total counter\n");
-        for (r, c) in SkipReason::ALL.iter().zip(&self.skips) {
-            let _ = writeln!(
-                s,
-                "tls_steal_webhook_skips_total{{reason=\"{}\"}} {}",
-                r.as_str(),
-                load(c)
-            );
-        }
-        for (name, help, value) in [
+        for (name, help, counter) in [
             (
-                "undeclared_ports_total",
+                "tls_steal_webhook_undeclared_ports",
                 "Captured ports that no container declares.",
                 &self.undeclared_ports,
             ),
             (
-                "owner_lookup_errors_total",
+                "tls_steal_webhook_owner_lookup_errors",
                 "Failed ReplicaSet/Job owner lookups.",
                 &self.owner_lookup_errors,
             ),
             (
-                "oversized_requests_total",
+                "tls_steal_webhook_oversized_requests",
                 "Requests refused with 413.",
                 &self.oversized,
             ),
             (
-                "replayed_total",
+                "tls_steal_webhook_replayed",
                 "Reviews answered with a kept answer and their own uid (they differed in nothing else).",
                 &self.replayed,
             ),
         ] {
-            let _ = writeln!(s, "# HELP tls_steal_webhook_{name} {help}");
-            let _ = writeln!(s, "# TYPE tls_steal_webhook_{name} counter");
-            let _ = writeln!(s, "tls_steal_webhook_{name} {}", load(value));
+            registry.register(name, help, counter.clone());
         }
-        s.push_str("# HELP tls_steal_webhook_configs Configs of both kinds in the cache.\n");
-        s.push_str("# TYPE tls_steal_webhook_configs gauge\n");
-        let _ = writeln!(s, "tls_steal_webhook_configs {configs}");
-        s.push_str("# HELP tls_steal_webhook_review_duration_seconds Time to answer a review.\n");
-        s.push_str("# TYPE tls_steal_webhook_review_duration_seconds histogram\n");
-        for (b, bound) in self.duration_buckets.iter().zip(BUCKETS) {
-            let _ = writeln!(
-                s,
-                "tls_steal_webhook_review_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                load(b)
-            );
+        registry.register(
+            "tls_steal_webhook_review_duration_seconds",
+            "Time to answer a review.",
+            self.duration.clone(),
+        );
+    }
+
+    pub fn review(&self, result: ReviewResult, took: Duration) {
+        self.by_result[result as usize].inc();
+        self.duration.observe(took);
+    }
+
+    pub fn skip(&self, reason: SkipReason) {
+        self.by_reason[reason as usize].inc();
+    }
+
+    pub fn undeclared_ports(&self, n: usize) {
+        self.undeclared_ports.inc_by(n as u64);
+    }
+
+    pub fn owner_lookup_error(&self) {
+        self.owner_lookup_errors.inc();
+    }
+
+    pub fn oversized(&self) {
+        self.oversized.inc();
+    }
+
+    /// A review answered by replaying a kept answer (see `replay`).
+    pub fn replayed(&self) {
+        self.replayed.inc();
+    }
+
+    /// Count of replayed reviews.
+    pub fn replays(&self) -> u64 {
+        self.replayed.get()
+    }
+
+    /// Count of reviews with `result`.
+    pub fn reviews_of(&self, result: ReviewResult) -> u64 {
+        self.by_result[result as usize].get()
+    }
+
+    /// Count of skips for `reason`.
+    pub fn skips_of(&self, reason: SkipReason) -> u64 {
+        self.by_reason[reason as usize].get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `as usize` indexes the handle arrays.
+    #[test]
+    fn label_arrays_are_in_declaration_order() {
+        for (i, r) in ReviewResult::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i);
         }
-        let count = load(&self.duration_count);
-        let _ = writeln!(
-            s,
-            "tls_steal_webhook_review_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            s,
-            "tls_steal_webhook_review_duration_seconds_sum {}",
-            load(&self.duration_sum_micros) as f64 / 1e6
-        );
-        let _ = writeln!(s, "tls_steal_webhook_review_duration_seconds_count {count}");
-        s
+        for (i, r) in SkipReason::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i);
+        }
     }
 }

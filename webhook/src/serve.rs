@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
+use prometheus_client::registry::Registry;
 
 use crate::admission::{Admission, Cluster};
 use crate::certs::{self, GeneratedCertOptions};
 use crate::configs::ConfigCache;
+use crate::controller::ControllerMetrics;
 use crate::metrics::Metrics;
 use crate::server::{self, AppState, DEFAULT_BODY_LIMIT};
 use crate::settings::{LabelArg, Settings, SidecarMode, SidecarModeArg, resources};
@@ -134,15 +136,17 @@ pub struct ServeArgs {
     pub shutdown_timeout: u64,
 }
 
+/// Why `serve` stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("connecting to the Kubernetes API: {0}")]
+    #[error("connecting to the Kubernetes API")]
     Kube(#[from] kube::Error),
-    #[error(transparent)]
+    #[error("the serving certificate")]
     Cert(#[from] certs::CertError),
-    #[error("serving on {addr}: {source}")]
+    #[error("serving on {addr}")]
     Io {
         addr: SocketAddr,
+        #[source]
         source: std::io::Error,
     },
 }
@@ -175,11 +179,21 @@ pub async fn run_until(
     tracing::info!(mode = settings.sidecar_mode.as_str(), image = %settings.image, "injection settings");
 
     let cache = ConfigCache::start(client.clone());
+    // One registry for this process's `/metrics`: admission's, and the controller's when it
+    // runs here.
+    let mut registry = Registry::default();
     let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = args.controller.enabled.then(|| {
-        crate::controller::spawn(client.clone(), args.controller.args.clone(), async {
-            let _ = controller_stopped.await;
-        })
+        let metrics = Arc::new(ControllerMetrics::default());
+        metrics.register(&mut registry);
+        crate::controller::spawn(
+            client.clone(),
+            args.controller.args.clone(),
+            metrics,
+            async {
+                let _ = controller_stopped.await;
+            },
+        )
     });
     let reporter = Reporter {
         controller: "tls-steal-webhook".into(),
@@ -194,6 +208,7 @@ pub async fn run_until(
             recorder: Recorder::new(client.clone(), reporter),
         }),
     ));
+    admission.register_metrics(&mut registry);
     let tls_ready = Arc::new(AtomicBool::new(false));
     let tls = match (&args.tls_cert_file, &args.tls_key_file) {
         (Some(cert), Some(key)) => {
@@ -228,6 +243,7 @@ pub async fn run_until(
             admission,
             tls_ready,
             draining: draining.clone(),
+            metrics: Arc::new(registry),
         },
         args.body_limit,
     );

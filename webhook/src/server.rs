@@ -14,8 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::tls_rustls::RustlsConfig;
 use kube::core::admission::AdmissionResponse;
+use prometheus_client::registry::Registry;
 
 use crate::admission::Admission;
+use crate::openmetrics;
 
 /// Largest accepted AdmissionReview body. Bigger ones get 413.
 pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -29,6 +31,8 @@ pub struct AppState {
     /// Set on SIGTERM: `/readyz` fails at once (so the Service stops routing here) while
     /// reviews are still answered through the drain delay.
     pub draining: Arc<AtomicBool>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<Registry>,
 }
 
 /// The router, with `body_limit` bytes as the largest accepted review.
@@ -80,12 +84,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let mut text = state
-        .admission
-        .metrics
-        .render(state.admission.cache.snapshot().len());
-    text.push_str(&crate::controller::render_metrics());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    let text = openmetrics::encode(&state.metrics);
+    ([(header::CONTENT_TYPE, openmetrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// Serves `router` over TLS on an already bound listener until `handle` shuts it down (a

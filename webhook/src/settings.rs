@@ -106,14 +106,23 @@ pub fn resources(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LabelArg(pub String, pub String);
 
+/// Why a `--self-label` value is not a label.
+#[derive(Debug, thiserror::Error)]
+pub enum LabelArgError {
+    #[error("expected key=value, got {0:?}")]
+    NoEquals(String),
+    #[error("empty label key")]
+    EmptyKey,
+}
+
 impl FromStr for LabelArg {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = LabelArgError;
+    fn from_str(s: &str) -> Result<Self, LabelArgError> {
         let (k, v) = s
             .split_once('=')
-            .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
+            .ok_or_else(|| LabelArgError::NoEquals(s.to_owned()))?;
         if k.is_empty() {
-            return Err("empty label key".into());
+            return Err(LabelArgError::EmptyKey);
         }
         Ok(LabelArg(k.into(), v.into()))
     }

@@ -12,7 +12,7 @@
 //!   reads; a probe with none of the two actions reads as an empty probe, which is left alone).
 //!
 //! Everything in `precheck`, `PodTarget::from_pod`, the mutation, its patch and the events reads
-//! only these; the tests in `admission.rs` check that a review read this way gets the same answer,
+//! only these; the tests in `admission/tests.rs` check that a review read this way gets the same answer,
 //! byte for byte, as one read into a whole `Pod`. A field that is set but not read keeps its
 //! value in the API server, since the patch only adds.
 //!

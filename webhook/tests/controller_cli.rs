@@ -3,8 +3,8 @@
 /// Named so that `cargo nextest run controller` selects these tests.
 mod controller {
     use clap::{CommandFactory, Parser};
+    use tls_steal_webhook::ServeArgs;
     use tls_steal_webhook::controller::{ControllerCommandArgs, ControllerSettings};
-    use tls_steal_webhook::serve::ServeArgs;
 
     #[derive(Parser)]
     struct Serve {

@@ -11,14 +11,13 @@ mod controller {
     use serde_json::{Value, json};
     use tls_steal_crds::status::{Condition, TlsStealConfigStatus};
     use tls_steal_crds::{ConfigSource, Owner, OwnerKind, PodTarget, build_plan};
-    use tls_steal_webhook::controller::desired::{
+    use tls_steal_webhook::controller::{
         Adoption, Decision, NoPlan, Workload, WorkloadKind, WorkloadState, adoption,
         adoption_patch, current_hash, hash_annotation_present, hash_patch, hash_recorded,
         live_pod_hashes, pod_plan_hash, pod_selector, rollout_patch, workload_current_hash,
     };
-    use tls_steal_webhook::controller::status::{ConfigInput, SyncCounts, compute_statuses};
-    use tls_steal_webhook::mutate::SkipReason;
-    use tls_steal_webhook::settings::Settings;
+    use tls_steal_webhook::controller::{ConfigInput, SyncCounts, compute_statuses};
+    use tls_steal_webhook::{Settings, SkipReason};
 
     fn state(d: &Deployment, opted_in: bool) -> WorkloadState {
         WorkloadState::of(d, opted_in, &Settings::default())

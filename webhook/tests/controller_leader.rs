@@ -9,7 +9,7 @@ mod controller {
     use k8s_openapi::jiff::{SignedDuration, Timestamp};
     use kube::Api;
     use serde_json::{Value, json};
-    use tls_steal_webhook::controller::leader::{LeaseSettings, release, try_acquire_or_renew};
+    use tls_steal_webhook::controller::{LeaseSettings, release, try_acquire_or_renew};
 
     const LEASE_PATH: &str =
         "/apis/coordination.k8s.io/v1/namespaces/tls-steal/leases/tls-steal-controller";

@@ -11,9 +11,9 @@ mod controller {
     use kube::runtime::controller::Action;
     use serde_json::{Value, json};
     use tls_steal_crds::ConfigSource;
-    use tls_steal_webhook::controller::desired::WorkloadKind;
-    use tls_steal_webhook::controller::reconcile::{ADOPTION_RECHECK, ErrorKind, reconcile};
-    use tls_steal_webhook::controller::sweep::sync_statuses;
+    use tls_steal_webhook::controller::{
+        ADOPTION_RECHECK, ErrorKind, WorkloadKind, reconcile, sync_statuses,
+    };
 
     const HASH_POINTER: &str = "/spec/template/metadata/annotations/tls-steal.io~1config-hash";
     const ADOPTED_POINTER: &str = "/metadata/annotations/tls-steal.io~1adopted-hash";

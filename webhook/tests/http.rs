@@ -7,11 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tls_steal_crds::{ConfigSource, MirrordTlsStealConfig};
-use tls_steal_webhook::admission::Admission;
-use tls_steal_webhook::configs::ConfigCache;
-use tls_steal_webhook::metrics::{Metrics, ReviewResult};
-use tls_steal_webhook::mutate::SkipReason;
-use tls_steal_webhook::settings::Settings;
+use tls_steal_webhook::{Admission, ConfigCache, Metrics, ReviewResult, Settings, SkipReason};
 
 use common::{Conn, TestServer};
 
@@ -101,7 +97,7 @@ async fn presents_the_generated_certificate_valid_for_the_stored_ca() {
     let (srv, mut conn) = server().await;
     // The chain presented is the serving certificate, and the handshake verified it against
     // the CA exactly as it is stored in the Secret (`ca.crt`), with SNI <svc>.<ns>.svc.
-    let data = tls_steal_webhook::certs::to_secret_data(&srv.bundle);
+    let data = tls_steal_webhook::to_secret_data(&srv.bundle);
     let stored_ca = String::from_utf8(data["ca.crt"].0.clone()).unwrap();
     assert_eq!(stored_ca, srv.bundle.ca_cert_pem);
     use rustls_pki_types::pem::PemObject;
@@ -116,7 +112,8 @@ async fn presents_the_generated_certificate_valid_for_the_stored_ca() {
 
     // Another CA is refused; so is a name the certificate is not for.
     let other =
-        tls_steal_webhook::certs::generate(&["x".into()], time::OffsetDateTime::now_utc()).unwrap();
+        tls_steal_webhook::generate_cert_bundle(&["x".into()], time::OffsetDateTime::now_utc())
+            .unwrap();
     assert!(
         common::connect(srv.addr, &other.ca_cert_pem, &common::sni())
             .await
@@ -317,7 +314,7 @@ async fn drains_gracefully() {
     let draining = srv.state.draining.clone();
     let handle = srv.handle.clone();
     let drain = tokio::spawn(async move {
-        tls_steal_webhook::server::drain(
+        tls_steal_webhook::drain(
             &draining,
             &handle,
             std::time::Duration::from_millis(800),

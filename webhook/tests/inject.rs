@@ -96,8 +96,7 @@ fn binary_classic_mode_and_json_output() {
 #[test]
 fn workloads_of_every_kind_get_their_own_target_path() {
     use tls_steal_crds::{ConfigSource, TlsStealSpec};
-    use tls_steal_webhook::inject::{DocResult, inject_document, load_configs};
-    use tls_steal_webhook::settings::Settings;
+    use tls_steal_webhook::{DocResult, Settings, inject_document, load_configs};
 
     let configs =
         load_configs(std::path::Path::new(&format!("{}/configs", dir())), "shop").unwrap();
@@ -127,8 +126,8 @@ fn workloads_of_every_kind_get_their_own_target_path() {
         }
         json_merge(&mut doc, tpl);
         assert_eq!(
-            inject_document(&mut doc, "shop", std::slice::from_ref(&cfg), &settings),
-            Ok(DocResult::Injected),
+            inject_document(&mut doc, "shop", std::slice::from_ref(&cfg), &settings).unwrap(),
+            DocResult::Injected,
             "{kind}"
         );
         let t = doc.pointer(template).unwrap();
@@ -144,8 +143,8 @@ fn workloads_of_every_kind_get_their_own_target_path() {
             other.pointer_mut(template).unwrap()["metadata"] = serde_json::json!({});
             other.pointer_mut(template).unwrap()["spec"]["initContainers"] = Value::Null;
             assert_eq!(
-                inject_document(&mut other, "shop", &[cfg], &settings),
-                Ok(DocResult::Skipped("no_matching_config")),
+                inject_document(&mut other, "shop", &[cfg], &settings).unwrap(),
+                DocResult::Skipped("no_matching_config"),
                 "{kind}"
             );
         }

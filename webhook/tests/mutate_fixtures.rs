@@ -6,10 +6,9 @@ use serde_json::{Value, json};
 use tls_steal_crds::{
     ConfigSource, MirrordClusterTlsStealConfig, MirrordTlsStealConfig, PodTarget, StealPlan,
 };
-use tls_steal_webhook::mutate::{
-    Injection, InjectionStatus, Outcome, SkipReason, mutate, mutation,
+use tls_steal_webhook::{
+    Injection, InjectionStatus, Outcome, Settings, SidecarMode, SkipReason, mutate, mutation,
 };
-use tls_steal_webhook::settings::{Settings, SidecarMode};
 
 struct Fixture {
     namespace: String,

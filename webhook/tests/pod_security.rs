@@ -15,8 +15,7 @@
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use serde_json::{Value, json};
 use tls_steal_crds::{ConfigSource, PodTarget};
-use tls_steal_webhook::mutate::{Outcome, mutate};
-use tls_steal_webhook::settings::{Settings, SidecarMode};
+use tls_steal_webhook::{Outcome, Settings, SidecarMode, mutate};
 
 const BASELINE_CAPS: [&str; 13] = [
     "AUDIT_WRITE",

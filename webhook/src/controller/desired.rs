@@ -1,8 +1,6 @@
 //! Pure part of the rollout controller: from a workload, its namespace's opt-in state and the
 //! configs, the plan hash its pods would get, what to do about it, and the JSON patch doing it.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -10,7 +8,6 @@ use kube::Resource;
 use kube::core::{NamespaceResourceScope, Selector};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use tls_steal_crds::{ConfigSource, Owner, OwnerKind, PodTarget, StealPlan, build_plan};
 
 use super::{ADOPTED_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION, ROLLOUT_ANNOTATION};
@@ -49,10 +46,6 @@ impl WorkloadKind {
             WorkloadKind::StatefulSet => OwnerKind::StatefulSet,
             WorkloadKind::DaemonSet => OwnerKind::DaemonSet,
         }
-    }
-
-    pub(crate) fn index(self) -> usize {
-        self as usize
     }
 }
 
@@ -377,108 +370,14 @@ pub fn rollout_disabled(meta: &ObjectMeta) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
 }
 
-/// Escapes one JSON-pointer token (RFC 6901).
-fn pointer_token(s: &str) -> String {
-    s.replace('~', "~0").replace('/', "~1")
-}
-
-/// The one JSON patch setting the template's hash annotation to `hash`: a `test` of
-/// `metadata.resourceVersion` (optimistic concurrency: the patch fails if the workload changed
-/// since it was read) followed by one `add` (which replaces an existing member), creating the
-/// annotation map or the template metadata when absent.
-pub fn hash_patch(
-    template: Option<&PodTemplateSpec>,
-    resource_version: Option<&str>,
-    hash: &str,
-) -> json_patch::Patch {
-    let mut ops = Vec::new();
-    if let Some(rv) = resource_version {
-        ops.push(json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}));
-    }
-    let meta = template.and_then(|t| t.metadata.as_ref());
-    let annotations: BTreeMap<&str, &str> = [(CONFIG_HASH_ANNOTATION, hash)].into();
-    match meta {
-        None => ops.push(json!({
-            "op": "add",
-            "path": "/spec/template/metadata",
-            "value": {"annotations": annotations},
-        })),
-        Some(m) if m.annotations.is_none() => ops.push(json!({
-            "op": "add",
-            "path": "/spec/template/metadata/annotations",
-            "value": annotations,
-        })),
-        Some(_) => ops.push(json!({
-            "op": "add",
-            "path": format!(
-                "/spec/template/metadata/annotations/{}",
-                pointer_token(CONFIG_HASH_ANNOTATION)
-            ),
-            "value": hash,
-        })),
-    }
-    serde_json::from_value(serde_json::Value::Array(ops)).expect("a well-formed JSON patch")
-}
-
-/// The patch of a rollout: [`hash_patch`], plus the removal of the workload's
-/// `tls-steal.io/adopted-hash` when it has one (the template annotation supersedes it).
-pub fn rollout_patch(
-    meta: &ObjectMeta,
-    template: Option<&PodTemplateSpec>,
-    hash: &str,
-) -> json_patch::Patch {
-    let mut patch = hash_patch(template, meta.resource_version.as_deref(), hash);
-    if adopted_hash(meta).is_some() {
-        let op = json!({
-            "op": "remove",
-            "path": format!("/metadata/annotations/{}", pointer_token(ADOPTED_HASH_ANNOTATION)),
-        });
-        patch
-            .0
-            .push(serde_json::from_value(op).expect("a well-formed JSON patch operation"));
-    }
-    patch
-}
-
-/// The JSON patch recording an adoption without a rollout: a `test` of
-/// `metadata.resourceVersion`, then an `add` of `tls-steal.io/adopted-hash: hash` to the
-/// WORKLOAD's own `metadata.annotations` (the whole map when absent). The pod template is not
-/// touched, so nothing is rolled out.
-pub fn adoption_patch(meta: &ObjectMeta, hash: &str) -> json_patch::Patch {
-    let mut ops = Vec::new();
-    if let Some(rv) = meta.resource_version.as_deref() {
-        ops.push(json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}));
-    }
-    if meta.annotations.is_none() {
-        let annotations: BTreeMap<&str, &str> = [(ADOPTED_HASH_ANNOTATION, hash)].into();
-        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": annotations}));
-    } else {
-        ops.push(json!({
-            "op": "add",
-            "path": format!("/metadata/annotations/{}", pointer_token(ADOPTED_HASH_ANNOTATION)),
-            "value": hash,
-        }));
-    }
-    serde_json::from_value(serde_json::Value::Array(ops)).expect("a well-formed JSON patch")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn pointer_escaping() {
-        assert_eq!(
-            pointer_token("tls-steal.io/config-hash"),
-            "tls-steal.io~1config-hash"
-        );
-        assert_eq!(pointer_token("a~b"), "a~0b");
-    }
-
-    #[test]
     fn kinds() {
         for (i, k) in WorkloadKind::ALL.iter().enumerate() {
-            assert_eq!(k.index(), i);
+            assert_eq!(*k as usize, i);
         }
         assert_eq!(
             WorkloadKind::StatefulSet.owner_kind().path_prefix(),

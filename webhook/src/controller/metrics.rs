@@ -1,194 +1,157 @@
-//! Counters and gauges of the rollout controller, in the Prometheus text format (atomics, no
-//! registry crate, like the webhook's own [`crate::metrics`]).
+//! Metrics of the rollout controller. Names and labels are public (dashboards use them):
+//! `tls_steal_controller_reconciles_total`, `tls_steal_controller_rollouts_total{kind}`,
+//! `tls_steal_controller_rollouts_disabled_total{kind}`,
+//! `tls_steal_controller_reconcile_errors_total{error}`,
+//! `tls_steal_controller_status_updates_total`, the gauges
+//! `tls_steal_controller_workloads_{in_sync,out_of_sync,rollout_disabled}` and
+//! `tls_steal_controller_leader`.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use super::desired::WorkloadKind;
-use super::reconcile::ErrorKind;
+use super::error::ErrorKind;
 use super::status::SyncCounts;
+use crate::openmetrics::{self, Label};
 
-/// All controller metrics.
-#[derive(Default)]
+/// The controller's metrics. `Default` makes them unregistered; [`ControllerMetrics::register`]
+/// exposes them (in the webhook's `/metrics` when it runs the controller, else in the
+/// `controller` command's).
 pub struct ControllerMetrics {
-    reconciles: AtomicU64,
-    rollouts: [AtomicU64; 3],
-    rollouts_disabled: [AtomicU64; 3],
-    errors: [AtomicU64; ErrorKind::ALL.len()],
-    status_updates: AtomicU64,
-    in_sync: AtomicU64,
-    out_of_sync: AtomicU64,
-    disabled: AtomicU64,
-    leader: AtomicU64,
+    reconciles: Counter,
+    rollouts: Family<Label, Counter>,
+    rollouts_by_kind: [Counter; WorkloadKind::ALL.len()],
+    rollouts_disabled: Family<Label, Counter>,
+    disabled_by_kind: [Counter; WorkloadKind::ALL.len()],
+    errors: Family<Label, Counter>,
+    errors_by_kind: [Counter; ErrorKind::ALL.len()],
+    status_updates: Counter,
+    in_sync: Gauge,
+    out_of_sync: Gauge,
+    disabled: Gauge,
+    leader: Gauge,
 }
 
-static GLOBAL: OnceLock<Arc<ControllerMetrics>> = OnceLock::new();
-
-/// The process-wide metrics the running controller updates.
-pub fn global() -> Arc<ControllerMetrics> {
-    GLOBAL.get_or_init(Default::default).clone()
-}
-
-/// The controller's metrics in the Prometheus text format, for appending to the webhook's
-/// `/metrics`; empty when no controller runs in this process.
-pub fn render_global() -> String {
-    GLOBAL.get().map(|m| m.render()).unwrap_or_default()
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        let kinds = WorkloadKind::ALL.map(WorkloadKind::as_str);
+        let (rollouts, rollouts_by_kind) = openmetrics::counters("kind", kinds);
+        let (rollouts_disabled, disabled_by_kind) = openmetrics::counters("kind", kinds);
+        let (errors, errors_by_kind) =
+            openmetrics::counters("error", ErrorKind::ALL.map(ErrorKind::as_str));
+        ControllerMetrics {
+            reconciles: Counter::default(),
+            rollouts,
+            rollouts_by_kind,
+            rollouts_disabled,
+            disabled_by_kind,
+            errors,
+            errors_by_kind,
+            status_updates: Counter::default(),
+            in_sync: Gauge::default(),
+            out_of_sync: Gauge::default(),
+            disabled: Gauge::default(),
+            leader: Gauge::default(),
+        }
+    }
 }
 
 impl ControllerMetrics {
+    /// Adds these metrics to `registry` (counter names without `_total`, which the encoding
+    /// appends).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "tls_steal_controller_reconciles",
+            "Workload reconciliations.",
+            self.reconciles.clone(),
+        );
+        registry.register(
+            "tls_steal_controller_rollouts",
+            "Rollouts triggered by patching tls-steal.io/config-hash, by workload kind.",
+            self.rollouts.clone(),
+        );
+        registry.register(
+            "tls_steal_controller_rollouts_disabled",
+            "Rollouts not done because the workload is annotated tls-steal.io/rollout=false.",
+            self.rollouts_disabled.clone(),
+        );
+        registry.register(
+            "tls_steal_controller_reconcile_errors",
+            "Failed reconciliations and status updates, by error kind.",
+            self.errors.clone(),
+        );
+        registry.register(
+            "tls_steal_controller_status_updates",
+            "Config status subresource patches.",
+            self.status_updates.clone(),
+        );
+        for (name, help, gauge) in [
+            (
+                "tls_steal_controller_workloads_in_sync",
+                "Workloads whose pod template carries the plan hash the current configs give.",
+                &self.in_sync,
+            ),
+            (
+                "tls_steal_controller_workloads_out_of_sync",
+                "Workloads waiting for a rollout or refusing one (see _disabled).",
+                &self.out_of_sync,
+            ),
+            (
+                "tls_steal_controller_workloads_rollout_disabled",
+                "Out-of-sync workloads annotated tls-steal.io/rollout=false.",
+                &self.disabled,
+            ),
+            (
+                "tls_steal_controller_leader",
+                "1 while this replica holds the controller lease.",
+                &self.leader,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
+    }
+
     pub fn reconcile(&self) {
-        self.reconciles.fetch_add(1, Ordering::Relaxed);
+        self.reconciles.inc();
     }
 
     pub fn rollout(&self, kind: WorkloadKind) {
-        self.rollouts[kind.index()].fetch_add(1, Ordering::Relaxed);
+        self.rollouts_by_kind[kind as usize].inc();
     }
 
     pub fn rollout_disabled(&self, kind: WorkloadKind) {
-        self.rollouts_disabled[kind.index()].fetch_add(1, Ordering::Relaxed);
+        self.disabled_by_kind[kind as usize].inc();
     }
 
     pub fn error(&self, kind: ErrorKind) {
-        self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.errors_by_kind[kind as usize].inc();
     }
 
     pub fn status_update(&self) {
-        self.status_updates.fetch_add(1, Ordering::Relaxed);
+        self.status_updates.inc();
     }
 
     pub fn set_sync_counts(&self, c: SyncCounts) {
-        self.in_sync.store(c.in_sync, Ordering::Relaxed);
-        self.out_of_sync.store(c.out_of_sync, Ordering::Relaxed);
-        self.disabled.store(c.disabled, Ordering::Relaxed);
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.in_sync.set(gauge(c.in_sync));
+        self.out_of_sync.set(gauge(c.out_of_sync));
+        self.disabled.set(gauge(c.disabled));
     }
 
     pub fn set_leader(&self, leader: bool) {
-        self.leader.store(leader as u64, Ordering::Relaxed);
+        self.leader.set(leader.into());
     }
 
     /// Rollouts triggered for workloads of `kind`.
     pub fn rollouts_of(&self, kind: WorkloadKind) -> u64 {
-        self.rollouts[kind.index()].load(Ordering::Relaxed)
+        self.rollouts_by_kind[kind as usize].get()
     }
 
     /// Reconcile errors of `kind`.
     pub fn errors_of(&self, kind: ErrorKind) -> u64 {
-        self.errors[kind as usize].load(Ordering::Relaxed)
-    }
-
-    pub fn render(&self) -> String {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut s = String::new();
-        let header = |s: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(s, "# HELP {name} {help}");
-            let _ = writeln!(s, "# TYPE {name} {kind}");
-        };
-        header(
-            &mut s,
-            "tls_steal_controller_reconciles_total",
-            "counter",
-            "Workload reconciliations.",
-        );
-        let _ = writeln!(
-            s,
-            "tls_steal_controller_reconciles_total {}",
-            load(&self.reconciles)
-        );
-        header(
-            &mut s,
-            "tls_steal_controller_rollouts_total",
-            "counter",
-            "Rollouts triggered by patching tls-steal.io/config-hash, by workload kind.",
-        );
-        for k in WorkloadKind::ALL {
-            let _ = writeln!(
-                s,
-                "tls_steal_controller_rollouts_total{{kind=\"{}\"}} {}",
-                k.as_str(),
-                load(&self.rollouts[k.index()])
-            );
-        }
-        header(
-            &mut s,
-            "tls_steal_controller_rollouts_disabled_total",
-            "counter",
-            "Rollouts not done because the workload is annotated tls-steal.io/rollout=false.",
-        );
-        for k in WorkloadKind::ALL {
-            let _ = writeln!(
-                s,
-                "tls_steal_controller_rollouts_disabled_total{{kind=\"{}\"}} {}",
-                k.as_str(),
-                load(&self.rollouts_disabled[k.index()])
-            );
-        }
-        header(
-            &mut s,
-            "tls_steal_controller_reconcile_errors_total",
-            "counter",
-            "Failed reconciliations and status updates, by error kind.",
-        );
-        for k in ErrorKind::ALL {
-            let _ = writeln!(
-                s,
-                "tls_steal_controller_reconcile_errors_total{{error=\"{}\"}} {}",
-                k.as_str(),
-                load(&self.errors[k as usize])
-            );
-        }
-        header(
-            &mut s,
-            "tls_steal_controller_status_updates_total",
-            "counter",
-            "Config status subresource patches.",
-        );
-        let _ = writeln!(
-            s,
-            "tls_steal_controller_status_updates_total {}",
-            load(&self.status_updates)
-        );
-        header(
-            &mut s,
-            "tls_steal_controller_workloads_in_sync",
-            "gauge",
-            "Workloads whose pod template carries the plan hash the current configs give.",
-        );
-        let _ = writeln!(
-            s,
-            "tls_steal_controller_workloads_in_sync {}",
-            load(&self.in_sync)
-        );
-        header(
-            &mut s,
-            "tls_steal_controller_workloads_out_of_sync",
-            "gauge",
-            "Workloads waiting for a rollout or refusing one (see _disabled).",
-        );
-        let _ = writeln!(
-            s,
-            "tls_steal_controller_workloads_out_of_sync {}",
-            load(&self.out_of_sync)
-        );
-        header(
-            &mut s,
-            "tls_steal_controller_workloads_rollout_disabled",
-            "gauge",
-            "Out-of-sync workloads annotated tls-steal.io/rollout=false.",
-        );
-        let _ = writeln!(
-            s,
-            "tls_steal_controller_workloads_rollout_disabled {}",
-            load(&self.disabled)
-        );
-        header(
-            &mut s,
-            "tls_steal_controller_leader",
-            "gauge",
-            "1 while this replica holds the controller lease.",
-        );
-        let _ = writeln!(s, "tls_steal_controller_leader {}", load(&self.leader));
-        s
+        self.errors_by_kind[kind as usize].get()
     }
 }
 
@@ -207,7 +170,9 @@ mod tests {
             disabled: 1,
         });
         m.set_leader(true);
-        let text = m.render();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let text = openmetrics::encode(&registry);
         for line in [
             "tls_steal_controller_rollouts_total{kind=\"StatefulSet\"} 1",
             "tls_steal_controller_rollouts_total{kind=\"Deployment\"} 0",
@@ -224,5 +189,16 @@ mod tests {
         }
         assert_eq!(m.rollouts_of(WorkloadKind::StatefulSet), 1);
         assert_eq!(m.errors_of(ErrorKind::Conflict), 1);
+    }
+
+    /// `as usize` indexes the handle arrays.
+    #[test]
+    fn label_arrays_are_in_declaration_order() {
+        for (i, k) in WorkloadKind::ALL.into_iter().enumerate() {
+            assert_eq!(k as usize, i);
+        }
+        for (i, k) in ErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(k as usize, i);
+        }
     }
 }

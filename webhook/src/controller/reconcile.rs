@@ -1,4 +1,4 @@
-//! The reconcile function of the three workload controllers, its error type and error policy.
+//! The reconcile function of the three workload controllers and its error policy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,62 +11,8 @@ use kube::{Api, ResourceExt};
 use tls_steal_crds::StealPlan;
 
 use super::desired::{Adoption, Decision, Workload, WorkloadState};
+use super::error::{Error, is_conflict, is_not_found};
 use super::{CONFIG_HASH_ANNOTATION, Context, FIELD_MANAGER, ROLLOUT_ANNOTATION};
-
-/// Why a reconciliation failed. The variant is the `error` label of
-/// `tls_steal_controller_reconcile_errors_total`.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("{workload}: the patch still conflicted after {attempts} attempts")]
-    Conflict { workload: String, attempts: u32 },
-    #[error("{0} has no name or namespace")]
-    InvalidObject(String),
-}
-
-/// The metric label of an [`Error`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    Kube,
-    Conflict,
-    InvalidObject,
-}
-
-impl ErrorKind {
-    pub const ALL: [ErrorKind; 3] = [
-        ErrorKind::Kube,
-        ErrorKind::Conflict,
-        ErrorKind::InvalidObject,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Kube => "kube",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::InvalidObject => "invalid_object",
-        }
-    }
-}
-
-impl Error {
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            Error::Kube(_) => ErrorKind::Kube,
-            Error::Conflict { .. } => ErrorKind::Conflict,
-            Error::InvalidObject(_) => ErrorKind::InvalidObject,
-        }
-    }
-}
-
-/// A failed `test` op (422) or a resourceVersion precondition (409): someone changed the object.
-fn is_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 422)
-}
-
-fn is_not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
-}
 
 /// How soon a workload without a hash annotation and without pods yet is looked at again.
 pub const ADOPTION_RECHECK: Duration = Duration::from_secs(5);
@@ -80,12 +26,12 @@ pub const ADOPTION_RECHECK: Duration = Duration::from_secs(5);
 /// a recheck in [`ADOPTION_RECHECK`], no pods because it wants none means no request.
 /// Out of date and annotated `tls-steal.io/rollout: "false"`: a warning event on the workload
 /// (once per desired hash), no patch. Otherwise exactly one JSON patch (resourceVersion `test` +
-/// annotation `add`); on a conflict the workload is read again and the decision remade, with
-/// exponential backoff, up to `conflict_retries` attempts.
+/// annotation `add`); on a conflict the workload is read again at once and the decision remade,
+/// up to `conflict_retries` attempts; then the error policy's backoff ([`super::backoff`]) waits.
 pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconcile();
     let (Some(ns), Some(name)) = (workload.namespace(), workload.meta().name.clone()) else {
-        return Err(Error::InvalidObject(format!("a {}", W::KIND.as_str())));
+        return Err(Error::InvalidObject(W::KIND.as_str()));
     };
     let api: Api<W> = Api::namespaced(ctx.client.clone(), &ns);
     let resync = Action::requeue(ctx.settings.resync);
@@ -121,7 +67,7 @@ pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Resu
                     Adoption::InSync => adopt = true,
                     Adoption::WaitForPods => {
                         tracing::debug!(workload = %id, "no pods yet; looking again shortly");
-                        ctx.forget_failures(&id);
+                        ctx.backoff.forget(&id);
                         return Ok(Action::requeue(ADOPTION_RECHECK));
                     }
                     Adoption::Rollout => {}
@@ -130,7 +76,7 @@ pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Resu
         }
         let patch = if adopt {
             // Not a rollout: the opt-out annotation does not apply.
-            super::desired::adoption_patch(obj.meta(), &plan.hash)
+            super::patches::adoption_patch(obj.meta(), &plan.hash)
         } else {
             match decision {
                 Decision::InSync => {
@@ -138,13 +84,13 @@ pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Resu
                     return Ok(resync);
                 }
                 Decision::RolloutDisabled => {
-                    ctx.forget_failures(&id);
+                    ctx.backoff.forget(&id);
                     report_disabled(&*obj, &state, &plan, &ctx).await;
                     return Ok(resync);
                 }
                 Decision::Rollout => {}
             }
-            super::desired::rollout_patch(obj.meta(), obj.template(), &plan.hash)
+            super::patches::rollout_patch(obj.meta(), obj.template(), &plan.hash)
         };
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
@@ -172,10 +118,10 @@ pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Resu
                     return Err(Error::Conflict {
                         workload: id,
                         attempts: attempt,
+                        last: e,
                     });
                 }
                 tracing::debug!(workload = %id, attempt, "patch conflict; reading the workload again");
-                tokio::time::sleep(backoff(ctx.settings.conflict_backoff, attempt)).await;
                 match api.get_opt(&name).await? {
                     Some(fresh) => obj = Arc::new(fresh),
                     None => return Ok(Action::await_change()),
@@ -209,12 +155,6 @@ async fn live_pod_hashes<W: Workload>(
     }
 }
 
-/// `base * 2^(attempt-1)`, capped at 5 minutes.
-pub fn backoff(base: Duration, attempt: u32) -> Duration {
-    base.saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(Duration::from_secs(300))
-}
-
 /// Counts the error and requeues the workload with a per-workload exponential backoff.
 pub fn error_policy<W: Workload>(workload: Arc<W>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(error.kind());
@@ -223,9 +163,8 @@ pub fn error_policy<W: Workload>(workload: Arc<W>, error: &Error, ctx: Arc<Conte
         W::KIND,
         &workload.name_any(),
     );
-    let failures = ctx.note_failure(&id);
-    let delay = backoff(Duration::from_secs(1), failures);
-    tracing::warn!(workload = %id, error = %error, retry_in = ?delay, "reconcile failed");
+    let delay = ctx.backoff.failed(&id);
+    tracing::warn!(workload = %id, error = %super::error::chain(error), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
@@ -327,34 +266,4 @@ async fn report_disabled<W: Workload>(
     )
     .await;
     ctx.status_dirty.notify_one();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let base = Duration::from_millis(200);
-        assert_eq!(backoff(base, 1), Duration::from_millis(200));
-        assert_eq!(backoff(base, 2), Duration::from_millis(400));
-        assert_eq!(backoff(base, 4), Duration::from_millis(1600));
-        assert_eq!(backoff(base, 100), Duration::from_secs(300));
-        assert_eq!(backoff(Duration::from_secs(1), 0), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn error_kinds_are_metric_labels() {
-        let e = Error::Conflict {
-            workload: "a/Deployment/b".into(),
-            attempts: 5,
-        };
-        assert_eq!(e.kind(), ErrorKind::Conflict);
-        assert_eq!(e.kind().as_str(), "conflict");
-        assert!(e.to_string().contains("a/Deployment/b"));
-        assert_eq!(
-            ErrorKind::ALL.map(ErrorKind::as_str),
-            ["kube", "conflict", "invalid_object"]
-        );
-    }
 }

@@ -9,7 +9,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tls_steal_crds::{ConfigSource, MirrordClusterTlsStealConfig, MirrordTlsStealConfig};
 
-use super::reconcile::Error;
+use super::error::Error;
 use super::status::{ConfigInput, compute_statuses};
 use super::{Context, FIELD_MANAGER};
 

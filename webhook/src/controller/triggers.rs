@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Resource;
 use kube::runtime::watcher::Event;
 
-use super::namespace_opted_in;
+use super::context::namespace_opted_in;
 
 /// A set of workloads to reconcile.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

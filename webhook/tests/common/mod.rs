@@ -12,12 +12,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tls_steal_webhook::admission::Admission;
-use tls_steal_webhook::certs::{self, CertBundle};
-use tls_steal_webhook::server::{self, AppState};
+use tls_steal_webhook::{self as webhook, Admission, AppState, CertBundle};
 
 pub const SERVICE: &str = "tls-steal-webhook";
 pub const NAMESPACE: &str = "tls-steal";
@@ -30,21 +29,33 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub bundle: CertBundle,
     pub state: AppState,
-    /// Stops the server (see `server::drain`).
+    /// Stops the server (see `tls_steal_webhook::drain`).
     pub handle: axum_server::Handle<SocketAddr>,
     /// Resolves when the server has stopped.
     pub served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Starts the real router over TLS with a freshly generated certificate.
+/// Starts the real router over TLS with a freshly generated certificate; `/metrics` shows
+/// admission's metrics.
 pub async fn start(admission: Admission, body_limit: usize) -> TestServer {
-    let bundle = certs::generate(
-        &certs::dns_names(SERVICE, NAMESPACE),
+    let mut registry = Registry::default();
+    admission.register_metrics(&mut registry);
+    start_with_metrics(admission, body_limit, registry).await
+}
+
+/// [`start`] with `/metrics` showing `registry`.
+pub async fn start_with_metrics(
+    admission: Admission,
+    body_limit: usize,
+    registry: Registry,
+) -> TestServer {
+    let bundle = webhook::generate_cert_bundle(
+        &webhook::dns_names(SERVICE, NAMESPACE),
         time::OffsetDateTime::now_utc(),
     )
     .unwrap();
     let tls = RustlsConfig::from_config(
-        certs::server_config(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).unwrap(),
+        webhook::server_config(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).unwrap(),
     );
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -52,10 +63,11 @@ pub async fn start(admission: Admission, body_limit: usize) -> TestServer {
         admission: Arc::new(admission),
         tls_ready: Arc::new(AtomicBool::new(true)),
         draining: Arc::new(AtomicBool::new(false)),
+        metrics: Arc::new(registry),
     };
-    let router = server::router(state.clone(), body_limit);
+    let router = webhook::router(state.clone(), body_limit);
     let handle = axum_server::Handle::new();
-    let served = tokio::spawn(server::serve_tls(listener, tls, router, handle.clone()));
+    let served = tokio::spawn(webhook::serve_tls(listener, tls, router, handle.clone()));
     TestServer {
         addr,
         bundle,
@@ -125,6 +137,17 @@ impl Conn {
         path: &str,
         body: Vec<u8>,
     ) -> Result<(u16, Vec<u8>), hyper::Error> {
+        let (status, _, body) = self.request_typed(method, path, body).await?;
+        Ok((status, body))
+    }
+
+    /// [`Conn::request`], with the answer's Content-Type.
+    pub async fn request_typed(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, String, Vec<u8>), hyper::Error> {
         self.sender.ready().await?;
         let req = Request::builder()
             .method(method)
@@ -135,8 +158,14 @@ impl Conn {
             .unwrap();
         let resp = self.sender.send_request(req).await?;
         let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let body = resp.into_body().collect().await?.to_bytes().to_vec();
-        Ok((status, body))
+        Ok((status, content_type, body))
     }
 
     pub async fn post(&mut self, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {

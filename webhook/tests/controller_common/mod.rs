@@ -17,8 +17,9 @@ use tls_steal_crds::{
     MirrordClusterTlsStealConfig, MirrordTlsStealConfig, Owner, OwnerKind, PodTarget, TlsStealSpec,
     build_plan,
 };
-use tls_steal_webhook::controller::metrics::ControllerMetrics;
-use tls_steal_webhook::controller::{CacheWriters, Caches, Context, ControllerSettings};
+use tls_steal_webhook::controller::{
+    CacheWriters, Caches, Context, ControllerMetrics, ControllerSettings,
+};
 
 pub const NS: &str = "apps";
 pub const DEPLOY_PATH: &str = "/apis/apps/v1/namespaces/apps/deployments/web";
@@ -273,10 +274,7 @@ pub fn harness(objects: Vec<(&str, Value)>, conflicts: usize) -> Harness {
     });
     let (caches, writers) = Caches::new();
     let metrics = Arc::new(ControllerMetrics::default());
-    let settings = ControllerSettings {
-        conflict_backoff: std::time::Duration::from_millis(1),
-        ..Default::default()
-    };
+    let settings = ControllerSettings::default();
     let ctx = Arc::new(Context::new(
         client,
         caches,

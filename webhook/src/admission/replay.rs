@@ -32,7 +32,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use foldhash::fast::RandomState;
 
-use crate::memo::Injected;
+use super::memo::Injected;
 use crate::mutate::SkipReason;
 
 /// Templates kept at most (each about twice a review's size).
@@ -226,6 +226,7 @@ impl Replay {
     }
 
     /// Templates kept.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.templates
             .lock()
@@ -233,6 +234,7 @@ impl Replay {
             .len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

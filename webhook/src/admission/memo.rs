@@ -186,15 +186,13 @@ impl Memo {
     }
 
     /// Decisions remembered now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().decided.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Patches remembered now.
+    #[cfg(test)]
     pub fn patches(&self) -> usize {
         self.lock().patches.entries.len()
     }

@@ -1,0 +1,268 @@
+//! The run loop: leader election, then (while leading) the watches that feed the caches, the
+//! three workload controllers and the status writer.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
+use kube::{Api, Client};
+use tls_steal_crds::{MirrordClusterTlsStealConfig, MirrordTlsStealConfig};
+use tokio::sync::mpsc;
+
+use super::args::{ControllerArgs, ControllerSettings};
+use super::context::{CacheWriters, Caches, Context};
+use super::desired::{self, Workload};
+use super::metrics::ControllerMetrics;
+use super::triggers::{ConfigTracker, NamespaceTracker, Trigger};
+use super::{FIELD_MANAGER, leader, reconcile, sweep};
+
+/// Runs the controller until `shutdown` resolves: leader election, then (while leading) the
+/// watches, the three workload controllers and the status writer.
+/// Counts into `metrics`, which the caller exposes.
+pub async fn run(
+    client: Client,
+    args: ControllerArgs,
+    metrics: Arc<ControllerMetrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let settings = ControllerSettings::from(&args);
+    let identity = args.identity();
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: Some(identity.clone()),
+    };
+    let term = || {
+        run_leading(
+            client.clone(),
+            settings.clone(),
+            metrics.clone(),
+            reporter.clone(),
+        )
+    };
+    if args.no_leader_election {
+        metrics.set_leader(true);
+        tokio::select! {
+            _ = term() => {}
+            _ = shutdown => {}
+        }
+        metrics.set_leader(false);
+        return;
+    }
+    let lease = leader::LeaseSettings::new(&args.lease_name, &args.lease_namespace, &identity);
+    let api = Api::namespaced(client.clone(), &args.lease_namespace);
+    leader::run_with_leadership(api, lease, &metrics, term, shutdown).await;
+}
+
+/// Starts the controller in the background of another command (`serve --controller`), until
+/// `shutdown` resolves (then it stops and releases its Lease, so the other replica takes over
+/// at once).
+pub fn spawn(
+    client: Client,
+    args: ControllerArgs,
+    metrics: Arc<ControllerMetrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(client, args, metrics, shutdown))
+}
+
+/// One leadership term: watches, caches, controllers, status writer. Never returns on its own.
+async fn run_leading(
+    client: Client,
+    settings: ControllerSettings,
+    metrics: Arc<ControllerMetrics>,
+    reporter: Reporter,
+) {
+    let (caches, writers) = Caches::new();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        caches.clone(),
+        settings,
+        metrics,
+        reporter,
+    ));
+    let (d_tx, d_rx) = mpsc::unbounded_channel();
+    let (s_tx, s_rx) = mpsc::unbounded_channel();
+    let (ds_tx, ds_rx) = mpsc::unbounded_channel();
+    let CacheWriters {
+        namespaces,
+        namespaced_configs,
+        cluster_configs,
+        deployments,
+        statefulsets,
+        daemonsets,
+    } = writers;
+    let driver = drive_triggers(
+        ctx.clone(),
+        namespaces,
+        namespaced_configs,
+        cluster_configs,
+        vec![d_tx, s_tx, ds_tx],
+    );
+    let controllers = async {
+        // Judging a workload before every config is known would roll it back to "no plan".
+        let synced = async {
+            let _ = caches.namespaces.wait_until_ready().await;
+            let _ = caches.namespaced_configs.wait_until_ready().await;
+            let _ = caches.cluster_configs.wait_until_ready().await;
+        };
+        synced.await;
+        tracing::info!("namespace and config caches synced; reconciling workloads");
+        tokio::join!(
+            workload_controller::<Deployment>(
+                ctx.clone(),
+                deployments,
+                caches.deployments.clone(),
+                d_rx
+            ),
+            workload_controller::<StatefulSet>(
+                ctx.clone(),
+                statefulsets,
+                caches.statefulsets.clone(),
+                s_rx
+            ),
+            workload_controller::<DaemonSet>(
+                ctx.clone(),
+                daemonsets,
+                caches.daemonsets.clone(),
+                ds_rx
+            ),
+            status_loop(ctx.clone()),
+        );
+    };
+    tokio::join!(driver, controllers);
+}
+
+enum Change {
+    Namespace(Result<watcher::Event<Namespace>, watcher::Error>),
+    Namespaced(Result<watcher::Event<MirrordTlsStealConfig>, watcher::Error>),
+    Cluster(Result<watcher::Event<MirrordClusterTlsStealConfig>, watcher::Error>),
+}
+
+/// Keeps the namespace and config caches and turns their changes into workload triggers.
+async fn drive_triggers(
+    ctx: Arc<Context>,
+    ns_writer: Writer<Namespace>,
+    nc_writer: Writer<MirrordTlsStealConfig>,
+    cc_writer: Writer<MirrordClusterTlsStealConfig>,
+    senders: Vec<mpsc::UnboundedSender<Trigger>>,
+) {
+    let client = &ctx.client;
+    let wc = watcher::Config::default();
+    let ns_wc = match &ctx.settings.namespace {
+        Some(ns) => wc.clone().fields(&format!("metadata.name={ns}")),
+        None => wc.clone(),
+    };
+    let namespaces = watcher(Api::<Namespace>::all(client.clone()), ns_wc)
+        .default_backoff()
+        .reflect(ns_writer)
+        .map(Change::Namespace);
+    let namespaced = watcher(ctx.api::<MirrordTlsStealConfig>(), wc.clone())
+        .default_backoff()
+        .reflect(nc_writer)
+        .map(Change::Namespaced);
+    let cluster = watcher(Api::<MirrordClusterTlsStealConfig>::all(client.clone()), wc)
+        .default_backoff()
+        .reflect(cc_writer)
+        .map(Change::Cluster);
+    let mut all = std::pin::pin!(futures::stream::select(
+        namespaces,
+        futures::stream::select(namespaced, cluster)
+    ));
+    let mut ns_tracker = NamespaceTracker::default();
+    let mut nc_tracker = ConfigTracker::default();
+    let mut cc_tracker = ConfigTracker::default();
+    while let Some(change) = all.next().await {
+        let triggers = match change {
+            Change::Namespace(Ok(ev)) => ns_tracker.on_event(&ev),
+            Change::Namespaced(Ok(ev)) => nc_tracker.on_event(&ev),
+            Change::Cluster(Ok(ev)) => cc_tracker.on_event(&ev),
+            Change::Namespace(Err(e)) | Change::Namespaced(Err(e)) | Change::Cluster(Err(e)) => {
+                tracing::warn!(error = %e, "watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        if triggers.is_empty() {
+            continue;
+        }
+        tracing::debug!(?triggers, "config or namespace change");
+        ctx.status_dirty.notify_one();
+        for t in triggers {
+            for tx in &senders {
+                let _ = tx.send(t.clone());
+            }
+        }
+    }
+}
+
+/// The controller of one workload kind.
+async fn workload_controller<W: Workload>(
+    ctx: Arc<Context>,
+    writer: Writer<W>,
+    reader: Store<W>,
+    triggers: mpsc::UnboundedReceiver<Trigger>,
+) {
+    let dirty = ctx.clone();
+    let workloads = watcher(ctx.api::<W>(), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .inspect(move |_| dirty.status_dirty.notify_one())
+        .applied_objects()
+        // Status updates (replica counts) do not matter; spec and annotations do.
+        .predicate_filter(
+            predicates::generation.combine(predicates::annotations),
+            Default::default(),
+        );
+    let store = reader.clone();
+    let scope = ctx.clone();
+    let refs = futures::stream::unfold(triggers, |mut rx| async move {
+        rx.recv().await.map(|t| (t, rx))
+    })
+    .flat_map(move |t| {
+        let refs: Vec<ObjectRef<W>> = store
+            .state()
+            .iter()
+            .filter(|w| {
+                let ns = w.meta().namespace.as_deref().unwrap_or_default();
+                t.covers(ns)
+                    && (scope.namespace_opted_in(ns)
+                        || !desired::workload_current_hash(w.meta(), w.template()).is_empty())
+            })
+            .map(|w| ObjectRef::from_obj(w.as_ref()))
+            .collect();
+        futures::stream::iter(refs)
+    });
+    let config = ControllerConfig::default()
+        .debounce(ctx.settings.debounce)
+        .concurrency(ctx.settings.concurrency);
+    Controller::for_stream(workloads, reader)
+        .with_config(config)
+        .reconcile_on(refs)
+        .run(reconcile::reconcile::<W>, reconcile::error_policy::<W>, ctx)
+        .for_each(|r| {
+            if let Err(e) = r {
+                tracing::debug!(kind = W::KIND.as_str(), error = %e, "controller");
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
+/// Rewrites config statuses after changes (debounced) and on every resync.
+async fn status_loop(ctx: Arc<Context>) {
+    let _ = ctx.caches.deployments.wait_until_ready().await;
+    let _ = ctx.caches.statefulsets.wait_until_ready().await;
+    let _ = ctx.caches.daemonsets.wait_until_ready().await;
+    loop {
+        if let Err(e) = sweep::sync_statuses(&ctx).await {
+            ctx.metrics.error(e.kind());
+        }
+        let _ = tokio::time::timeout(ctx.settings.resync, ctx.status_dirty.notified()).await;
+        tokio::time::sleep(ctx.settings.status_debounce).await;
+    }
+}
