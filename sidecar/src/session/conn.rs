@@ -91,6 +91,8 @@ pub struct Session {
     pub(crate) dropped_unreported: AtomicU64,
     events: mpsc::Sender<Event>,
     events_rx: Mutex<Option<mpsc::Receiver<Event>>>,
+    /// When it registered (wall clock, for status) and how long ago (monotonic).
+    registered: (std::time::SystemTime, std::time::Instant),
 }
 
 /// Why a session gave no answer.
@@ -363,6 +365,7 @@ impl Session {
             dropped_unreported: AtomicU64::new(0),
             events,
             events_rx: Mutex::new(Some(events_rx)),
+            registered: (std::time::SystemTime::now(), std::time::Instant::now()),
         })
     }
 
@@ -421,6 +424,8 @@ impl Session {
             filter_ports: self.filter_ports.clone(),
             stolen: self.stolen.load(Ordering::Relaxed),
             mirrored: self.mirrored.load(Ordering::Relaxed),
+            since: Some(tls_steal_crds::session::rfc3339(self.registered.0)),
+            age_seconds: Some(self.registered.1.elapsed().as_secs()),
         }
     }
 

@@ -13,10 +13,12 @@
 //!   counted) when the session lags; the real request never waits for the session.
 //! * [`api`]: `POST /v1/sessions` (registration + upgrade) and `GET /v1/status`.
 //! * [`status`]: the ports and certificates as the proxy serves them, for `/v1/status`.
+//! * [`explain`]: `POST /v1/explain`, where a sample request would go (read-only).
 //! * [`metrics`]: Prometheus lines appended to the proxy's `/metrics`.
 
 pub mod api;
 pub mod conn;
+pub mod explain;
 mod goaway;
 pub mod metrics;
 pub mod mirror;
