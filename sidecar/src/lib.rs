@@ -7,3 +7,6 @@ pub mod init;
 pub mod proxy;
 pub mod session;
 pub mod wait;
+
+#[cfg(test)]
+mod metrics_series;

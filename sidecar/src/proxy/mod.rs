@@ -5,7 +5,7 @@
 //! which process is of which container), [`pem`], [`material`],
 //! [`tls_server`], [`tls_client`], [`ports`] (per-port state), [`reload`], [`orig_dst`],
 //! [`conn`] (one connection), [`affinity`] (HTTP/1.1 app connection per client connection),
-//! [`sniff`], [`route`] (per-request decision), [`body`] (bounded body reads for body filters),
+//! [`route`] (per-request decision), [`body`] (bounded body reads for body filters),
 //! [`forward`], [`idle`] (HTTP/2 timeouts), [`passthrough`], [`admin`], [`app_probe`] (the
 //! kubelet's probes, run against the app), [`metrics`], [`shutdown`] (drain delay, then
 //! graceful close).
@@ -36,7 +36,6 @@ pub mod reload;
 pub mod route;
 pub mod shutdown;
 pub mod signatures;
-pub mod sniff;
 pub mod tls_client;
 pub mod tls_server;
 
@@ -209,6 +208,7 @@ pub async fn start_with_router(
         .collect();
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let shutdown = Shutdown::default();
+
     let shared = Arc::new(Shared {
         http: HttpBuilders::new(&cfg),
         app_probes: app_probe::AppProbeRunner::new(&cfg.app_probes, cfg.pod_ip),

@@ -45,7 +45,9 @@ use super::metrics::{SessionError, SessionMetrics};
 use super::{SessionConfig, Sessions};
 use crate::proxy::forward::{ProxyBody, error_chain, text_response};
 use crate::proxy::route::ConnInfo;
-use crate::proxy::sniff::{Prefixed, Sniffed, classify};
+use tls_steal_http::io::{Hooked, Prefixed};
+use tls_steal_http::sniff::{Sniffed, classify};
+use tls_steal_http::{strip_hop_by_hop, upgrade_protocol};
 
 /// How long a session that ended cleanly waits for the answers to its requests in flight.
 const DRAIN_BOUND: Duration = Duration::from_secs(30);
@@ -203,32 +205,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The HTTP/1 connection-specific headers, never sent on an HTTP/2 stream.
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
-];
-
-/// The `Upgrade` protocol of an HTTP/1.1 upgrade request (e.g. `websocket`).
-pub(crate) fn upgrade_protocol<B>(req: &Request<B>) -> Option<String> {
-    if req.version() != Version::HTTP_11 {
-        return None;
-    }
-    let upgrade = req.headers().get(UPGRADE)?.to_str().ok()?.trim();
-    let connection_says_upgrade = req
-        .headers()
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    (connection_says_upgrade && !upgrade.is_empty()).then(|| upgrade.to_owned())
-}
-
 fn version_label(v: Version) -> &'static str {
     match v {
         Version::HTTP_09 => "HTTP/0.9",
@@ -239,32 +215,10 @@ fn version_label(v: Version) -> &'static str {
     }
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        headers.remove(n);
-    }
-    if headers
-        .get(http::header::TE)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
-    {
-        headers.remove(http::header::TE);
-    }
-}
-
 /// The head of a request as sent to a session: an absolute `https` URI (HTTP/2 needs a scheme
 /// and an authority: the client's `:authority`, else its `Host`, else the original destination),
 /// HTTP/2, no connection-specific headers, the meta header.
-pub(crate) fn session_head(
+pub fn session_head(
     mut parts: http::request::Parts,
     meta: &RequestMeta,
     dst: SocketAddr,
@@ -299,7 +253,7 @@ pub(crate) fn session_head(
         .unwrap_or_else(|| Uri::from_static("https://localhost/"));
     parts.version = Version::HTTP_2;
     parts.extensions = http::Extensions::new();
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_by_hop(&mut parts.headers, false);
     let json = serde_json::to_vec(meta).unwrap_or_default();
     if let Ok(v) = HeaderValue::from_bytes(&json) {
         parts
@@ -539,7 +493,7 @@ impl Session {
         let _slot = InFlight::enter(&self.in_flight);
         self.stolen.fetch_add(1, Ordering::Relaxed);
         let version = req.version();
-        let upgrade = upgrade_protocol(&req);
+        let upgrade = upgrade_protocol(&req).map(str::to_owned);
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let meta = self.meta(request_id, conn, version, upgrade.clone(), Mode::Steal);
         let (mut parts, body) = req.into_parts();
@@ -750,9 +704,9 @@ impl Session {
             return Err("the session sent an HTTP/1 request instead of serving HTTP/2".into());
         }
         let goaway = Arc::new(Notify::new());
-        let io = TokioIo::new(GoawayWatch::new(
-            Prefixed::new(prefix.freeze(), io),
-            goaway.clone(),
+        let io = TokioIo::new(Hooked::new(
+            Prefixed::prefixed(prefix.freeze(), io),
+            GoawayWatch::new(goaway.clone()),
         ));
         let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
         builder
