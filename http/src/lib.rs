@@ -7,10 +7,13 @@
 //! * [`upgrade_protocol`] / [`extended_connect_protocol`]: an HTTP/1.1 upgrade request
 //!   (`Upgrade` + `Connection: upgrade`), an HTTP/2 extended CONNECT (RFC 8441);
 //! * [`sniff`]: HTTP/1, HTTP/2 prior knowledge or something else, from the first bytes;
-//! * [`io::Hooked`]: the one IO wrapper that forwards to an inner stream, with a hook on reads.
+//! * [`io::Hooked`]: the one IO wrapper that forwards to an inner stream, with a hook on reads;
+//! * [`openmetrics`]: `/metrics` as prometheus-client encodes it (webhook, controller, sidecar),
+//!   a lock-free duration histogram, label families resolved once.
 
 mod hop;
 pub mod io;
+pub mod openmetrics;
 pub mod sniff;
 mod upgrade;
 

@@ -3,23 +3,34 @@
 
 use std::collections::BTreeSet;
 
-/// The series of an exposition: `name{label="value",…}`, bucket bounds as numbers.
+/// The series of an exposition: `name{label="value",…}`, with `le` last and bucket bounds as
+/// numbers (label order and `1` vs `1.0` are spelling, not identity).
 fn series(text: &str) -> BTreeSet<String> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
             let key = l.rsplit_once(' ').map_or(l, |(k, _)| k);
-            match key.split_once("le=\"") {
-                Some((head, rest)) => {
-                    let (bound, tail) = rest.split_once('"').unwrap();
-                    let bound = match bound.parse::<f64>() {
-                        Ok(b) if b.is_finite() => format!("{b}"),
-                        _ => bound.to_owned(),
-                    };
-                    format!("{head}le=\"{bound}\"{tail}")
+            let Some((name, labels)) = key.split_once('{') else {
+                return key.to_owned();
+            };
+            let labels = labels.trim_end_matches('}');
+            let (mut rest, mut le) = (Vec::new(), None);
+            for pair in labels.split(',') {
+                match pair.strip_prefix("le=\"") {
+                    Some(bound) => {
+                        let bound = bound.trim_end_matches('"');
+                        le = Some(match bound.parse::<f64>() {
+                            Ok(b) if b.is_finite() => format!("{b}"),
+                            _ => bound.to_owned(),
+                        });
+                    }
+                    None => rest.push(pair.to_owned()),
                 }
-                None => key.to_owned(),
             }
+            if let Some(le) = le {
+                rest.push(format!("le=\"{le}\""));
+            }
+            format!("{name}{{{}}}", rest.join(","))
         })
         .collect()
 }
@@ -118,9 +129,10 @@ fn expected() -> BTreeSet<String> {
 fn exposition() -> String {
     let proxy = crate::proxy::metrics::Metrics::new([443]);
     let sessions = crate::session::SessionMetrics::new([443]);
-    let mut text = proxy.render();
-    sessions.render(&mut text);
-    text
+    let mut registry = prometheus_client::registry::Registry::default();
+    proxy.register(&mut registry);
+    sessions.register(&mut registry);
+    tls_steal_http::openmetrics::encode(&registry)
 }
 
 #[test]

@@ -104,6 +104,8 @@ pub struct Shared {
     pub cfg: ProxyConfig,
     pub ports: PortTable,
     pub metrics: Arc<Metrics>,
+    /// What `/metrics` serves: the proxy's families and the router's.
+    pub registry: prometheus_client::registry::Registry,
     pub router: Arc<dyn Router>,
     pub http: HttpBuilders,
     pub shutdown: Shutdown,
@@ -208,13 +210,16 @@ pub async fn start_with_router(
         .collect();
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let shutdown = Shutdown::default();
-
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    router.register_metrics(&mut registry);
     let shared = Arc::new(Shared {
         http: HttpBuilders::new(&cfg),
         app_probes: app_probe::AppProbeRunner::new(&cfg.app_probes, cfg.pod_ip),
         cfg,
         ports,
         metrics,
+        registry,
         router,
         shutdown: shutdown.clone(),
         drain: Drain::default(),

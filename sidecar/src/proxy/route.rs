@@ -61,8 +61,8 @@ pub trait Router: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// Appends the router's own Prometheus lines to `/metrics`.
-    fn render_metrics(&self, _out: &mut String) {}
+    /// Adds the router's own metrics to the proxy's registry (served at `/metrics`).
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 }
 
 /// The router of this stage: everything goes to the application.

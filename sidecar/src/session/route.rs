@@ -194,7 +194,7 @@ impl Router for Sessions {
         Sessions::attach(self, shared)
     }
 
-    fn render_metrics(&self, out: &mut String) {
-        self.metrics.render(out);
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
     }
 }
