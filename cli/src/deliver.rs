@@ -49,7 +49,7 @@ pub struct Delivered {
     /// The status the caller gets (for an upgrade: the local app's, e.g. 101).
     pub status: u16,
     /// Why the local app did not answer, when the response is our 502.
-    pub failure: Option<String>,
+    pub failure: Option<DeliveryError>,
 }
 
 /// Delivers requests; one per run, shared by every session.
@@ -113,7 +113,7 @@ impl Deliverer {
             self.plain(req, meta, &addr).await
         };
         result.unwrap_or_else(|failure| Delivered {
-            response: bad_gateway(&failure),
+            response: bad_gateway(&failure.describe()),
             status: 502,
             failure: Some(failure),
         })
@@ -124,7 +124,7 @@ impl Deliverer {
         req: Request<Incoming>,
         meta: &RequestMeta,
         addr: &LocalAddr,
-    ) -> Result<Delivered, String> {
+    ) -> Result<Delivered, DeliveryError> {
         let h2 = meta.http_version == "HTTP/2";
         let (mut parts, body) = req.into_parts();
         let authority = authority(&parts.uri, &parts.headers, meta, addr);
@@ -135,7 +135,7 @@ impl Deliverer {
         let response = client
             .request(out)
             .await
-            .map_err(|e| failure_text(addr, &e))?;
+            .map_err(|e| DeliveryError::from_client(addr, e))?;
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
         let status = parts.status.as_u16();
@@ -153,7 +153,7 @@ impl Deliverer {
         mut req: Request<Incoming>,
         meta: &RequestMeta,
         addr: &LocalAddr,
-    ) -> Result<Delivered, String> {
+    ) -> Result<Delivered, DeliveryError> {
         let caller = hyper::upgrade::on(&mut req);
         let protocol = meta.upgrade.clone().unwrap_or_else(|| {
             extended_connect_protocol(&req)
@@ -173,14 +173,14 @@ impl Deliverer {
         parts.headers.insert(
             header::UPGRADE,
             HeaderValue::from_str(&protocol)
-                .map_err(|_| format!("bad upgrade protocol {protocol:?}"))?,
+                .map_err(|_| DeliveryError::BadProtocol(protocol.clone()))?,
         );
         let body = Full::new(Bytes::new()).map_err(BoxError::from).boxed();
         let client = self.client(addr, meta, &authority, false);
         let mut response = client
             .request(Request::from_parts(parts, body))
             .await
-            .map_err(|e| failure_text(addr, &e))?;
+            .map_err(|e| DeliveryError::from_client(addr, e))?;
         let status = response.status();
         if status.is_success() {
             // Answered without upgrading: a 2xx to a CONNECT opens the stream, so the status
@@ -249,7 +249,7 @@ impl Deliverer {
         })
     }
 
-    fn uri(&self, authority: &str, original: &Uri) -> Result<Uri, String> {
+    fn uri(&self, authority: &str, original: &Uri) -> Result<Uri, DeliveryError> {
         let scheme = match self.settings.protocol {
             DeliveryProtocol::Tls => "https",
             DeliveryProtocol::Tcp => "http",
@@ -257,7 +257,7 @@ impl Deliverer {
         let path = original.path_and_query().map_or("/", |p| p.as_str());
         format!("{scheme}://{authority}{path}")
             .parse()
-            .map_err(|e| format!("cannot build the request URI for the local app: {e}"))
+            .map_err(DeliveryError::Uri)
     }
 
     fn client(
@@ -346,22 +346,56 @@ fn host_of(authority: &str) -> &str {
     }
 }
 
-fn failure_text(addr: &LocalAddr, e: &hyper_util::client::legacy::Error) -> String {
-    let mut chain = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        chain.push(s.to_string());
-        source = s.source();
+/// Why the local app did not answer a stolen request (the caller gets a 502 saying so).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("the local app at {addr} is not reachable")]
+    Unreachable {
+        addr: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("the local app at {addr} did not answer")]
+    NoAnswer {
+        addr: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("bad upgrade protocol {0:?}")]
+    BadProtocol(String),
+    #[error("cannot build the request URI for the local app")]
+    Uri(#[source] http::uri::InvalidUri),
+}
+
+impl DeliveryError {
+    fn from_client(addr: &LocalAddr, source: hyper_util::client::legacy::Error) -> Self {
+        let addr = addr.to_string();
+        if source.is_connect() {
+            DeliveryError::Unreachable { addr, source }
+        } else {
+            DeliveryError::NoAnswer { addr, source }
+        }
     }
-    let why = if chain.is_empty() {
-        e.to_string()
-    } else {
-        chain.join(": ")
-    };
-    if e.is_connect() {
-        format!("the local app at {addr} is not reachable: {why}")
-    } else {
-        format!("the local app at {addr} did not answer: {why}")
+
+    /// The message and its causes, as the 502 and the terminal show them (hyper-util's own
+    /// "client error" line is left out when it has a cause: it names none).
+    pub fn describe(&self) -> String {
+        use std::error::Error as _;
+        let mut s = self.to_string();
+        let mut cause = self.source();
+        if matches!(
+            self,
+            DeliveryError::Unreachable { .. } | DeliveryError::NoAnswer { .. }
+        ) && let Some(inner) = cause.and_then(|c| c.source())
+        {
+            cause = Some(inner);
+        }
+        while let Some(c) = cause {
+            s.push_str(": ");
+            s.push_str(&c.to_string());
+            cause = c.source();
+        }
+        s
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod init;
 pub mod proxy;
+pub mod serve;
 pub mod session;
 pub mod wait;
 

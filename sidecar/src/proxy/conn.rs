@@ -28,9 +28,8 @@ use super::metrics::{ConnKind, HandshakeFailure};
 use super::orig_dst::original_dst;
 use super::passthrough::relay_tcp;
 use super::ports::ActivePort;
-use super::route::{ConnInfo, Route};
+use super::route::{ConnInfo, Delivery, Route};
 use super::tls_client::server_name;
-use crate::session::Delivery;
 use tls_steal_http::io::Prefixed;
 use tls_steal_http::sniff::{Sniffed, classify};
 

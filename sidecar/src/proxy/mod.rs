@@ -64,6 +64,8 @@ pub enum ProxyError {
     },
     #[error("no capture listener could be bound")]
     NoListener,
+    #[error("the router could not start serving")]
+    Attach(#[source] std::io::Error),
 }
 
 /// The HTTP server builders, configured once.
@@ -156,15 +158,12 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(s.into())
 }
 
-/// Loads the plan's material, binds the listeners (and the session API, `cfg.session_api`) and
-/// serves: each request is forwarded unless a session's filter takes it ([`crate::session`]).
-pub async fn start(cfg: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
-    let sessions =
-        crate::session::Sessions::new(crate::session::SessionConfig::new(cfg.plan.port_numbers()));
-    start_with_router(cfg, sessions).await
-}
+// The proxy with the session layer as its router: wired in `crate::serve`, named here too for
+// the callers that start "the proxy".
+pub use crate::serve::{run, start};
 
-/// As [`start`], with the routing decision made by `router`.
+/// Loads the plan's material, binds the listeners (and whatever `router` serves besides, through
+/// [`Router::attach`]) and serves: each request goes where `router` says.
 pub async fn start_with_router(
     cfg: ProxyConfig,
     router: Arc<dyn Router>,
@@ -224,16 +223,7 @@ pub async fn start_with_router(
         shutdown: shutdown.clone(),
         drain: Drain::default(),
     });
-    let session_api = shared
-        .router
-        .attach(&shared)
-        .map_err(|source| ProxyError::Bind {
-            addr: shared
-                .cfg
-                .session_api
-                .unwrap_or_else(crate::session::default_api_addr),
-            source,
-        })?;
+    let session_api = shared.router.attach(&shared).map_err(ProxyError::Attach)?;
     info!(listen = ?listen, admin = ?admin_addr, ports = ?shared.cfg.plan.port_numbers(), "tls-steal-proxy serving");
 
     let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, shared.clone())));
@@ -302,9 +292,8 @@ pub(crate) async fn accept_failed(e: &std::io::Error) {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
-/// Runs until SIGTERM/SIGINT, then drains (a second signal skips the rest of the drain delay).
-pub async fn run(cfg: ProxyConfig) -> Result<(), ProxyError> {
-    let handle = start(cfg).await?;
+/// Serves until SIGTERM/SIGINT, then drains (a second signal skips the rest of the drain delay).
+pub async fn run_until_signalled(handle: ProxyHandle) {
     shutdown::signal().await;
     handle.shutdown();
     let again = handle.shutdown.clone();
@@ -313,5 +302,4 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ProxyError> {
         again.close();
     });
     handle.wait().await;
-    Ok(())
 }
