@@ -118,19 +118,7 @@ async fn handle(sessions: Arc<Sessions>, req: Request<Incoming>) -> Response<Pro
 }
 
 fn asks_for_session_upgrade<B>(req: &Request<B>) -> bool {
-    let upgrade = req
-        .headers()
-        .get(UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(UPGRADE_PROTOCOL));
-    let connection = req
-        .headers()
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    upgrade && connection
+    tls_steal_http::upgrade_protocol(req).is_some_and(|p| p.eq_ignore_ascii_case(UPGRADE_PROTOCOL))
 }
 
 async fn register(

@@ -32,14 +32,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use tls_steal_crds::session::SESSION_API_PORT;
-
 use crate::proxy::Shared;
 
-pub use conn::{Delivery, Session};
+pub use crate::proxy::route::{Delivery, Mirrored, Stolen};
+pub use conn::Session;
 pub use metrics::SessionMetrics;
 pub use registry::Registry;
-pub use route::{Mirrored, Stolen};
 
 /// Tunables of the session layer.
 #[derive(Clone, Debug)]
@@ -81,11 +79,6 @@ impl SessionConfig {
                 .or_else(|| std::env::var("HOSTNAME").ok()),
         }
     }
-}
-
-/// The default address of the session API.
-pub fn default_api_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], SESSION_API_PORT))
 }
 
 /// A listener with `SO_REUSEADDR` (a restarted sidecar rebinds at once).
