@@ -99,6 +99,48 @@ pub struct Args {
     pub client: Option<String>,
 }
 
+impl Args {
+    /// Parses the process's arguments; see [`Args::parse_args`].
+    pub fn from_env() -> Self {
+        Self::parse_args(std::env::args_os())
+    }
+
+    /// Like `parse_from`, but `status` may follow the options it shares with the session
+    /// (`-n NS`, `--namespace`, `--context`): people write `kubectl steal -n shop status
+    /// deploy/web` as they write `kubectl -n shop get pods`, and clap only sees a subcommand in
+    /// the first position.
+    pub fn parse_args<I, T>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::parse_from(status_first(argv.into_iter().map(Into::into).collect()))
+    }
+}
+
+/// `argv` with a `status` that follows only `-n`/`--namespace`/`--context` moved to the front.
+fn status_first(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut i = 1;
+    while let Some(a) = argv.get(i).and_then(|a| a.to_str()) {
+        match a {
+            "-n" | "--namespace" | "--context" => i += 2,
+            _ if a.starts_with("--namespace=")
+                || a.starts_with("--context=")
+                || (a.starts_with("-n") && !a.starts_with("--")) =>
+            {
+                i += 1
+            }
+            "status" => {
+                let status = argv.remove(i);
+                argv.insert(1, status);
+                break;
+            }
+            _ => break,
+        }
+    }
+    argv
+}
+
 /// Subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
@@ -199,6 +241,37 @@ mod tests {
         assert_eq!(
             (s.target.as_str(), s.namespace.as_deref()),
             ("deploy/web", Some("shop"))
+        );
+        // Namespace and context before `status`, as with kubectl.
+        for argv in [
+            &["kubectl-steal", "-n", "shop", "status", "deploy/web"][..],
+            &["kubectl-steal", "--namespace=shop", "status", "deploy/web"],
+            &[
+                "kubectl-steal",
+                "-nshop",
+                "--context",
+                "c",
+                "status",
+                "deploy/web",
+            ],
+        ] {
+            let a = Args::parse_args(argv);
+            let Some(Command::Status(s)) = a.command else {
+                panic!("{argv:?}: not status: {a:?}")
+            };
+            assert_eq!(
+                (s.target.as_str(), s.namespace.as_deref()),
+                ("deploy/web", Some("shop")),
+                "{argv:?}"
+            );
+        }
+        // Other options before it: not moved (a session's TARGET named `status` is refused
+        // by clap as before).
+        assert_eq!(
+            status_first(["k", "--port", "443", "status"].map(Into::into).to_vec()),
+            ["k", "--port", "443", "status"]
+                .map(std::ffi::OsString::from)
+                .to_vec()
         );
         // A workload is still a TARGET.
         let a = Args::try_parse_from(["kubectl-steal", "deploy/status", "--port", "443"]).unwrap();

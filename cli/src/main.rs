@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use clap::Parser;
 use k8s_openapi::api::core::v1::Pod;
 use kube::config::KubeConfigOptions;
 use kube::{Api, Client, Config};
@@ -20,7 +19,7 @@ use tls_steal_crds::session::Mode;
 use tokio::sync::mpsc;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::from_env();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
