@@ -666,42 +666,26 @@ async fn the_file_target_is_used_when_the_command_line_has_none() {
 /// sides, and stolen from by a mirrord config file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_example_serves_and_a_mirrord_config_steals_through_it() {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    use std::sync::Arc;
+    use rustls_pki_types::ServerName;
     use tls_steal_crds::{ConfigSource, MirrordTlsStealConfig, PodTarget, build_plan};
+    use tls_steal_test_support::pki::write_in;
+    use tls_steal_test_support::client::h1_handshake;
+    use tls_steal_test_support::{Ca, ClientOpts, ServerTls, tls_connect};
 
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let write = |rel: &str, text: &str| {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
+        write_in(root, rel, text);
     };
-    let ca = |name: &str| {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(rcgen::DnType::CommonName, name);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
-    };
-    let leaf = |names: &[&str], issuer: &CertifiedIssuer<'static, KeyPair>| {
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, issuer)
-            .unwrap();
-        (cert, key)
-    };
-    let (server_ca, client_ca) = (ca("server roots"), ca("client roots"));
-    let (server, server_key) = leaf(&["app.test"], &server_ca);
-    let (proxy_client, proxy_client_key) = leaf(&["proxy.test"], &client_ca);
-    let (user, user_key) = leaf(&["user.test"], &client_ca);
-    write("server/cert.pem", &server.pem());
-    write("server/key.pem", &server_key.serialize_pem());
+    let (server_ca, client_ca) = (Ca::root("server roots"), Ca::root("client roots"));
+    let server = server_ca.issue().dns(&["app.test"]).build();
+    let proxy_client = client_ca.issue().dns(&["proxy.test"]).build();
+    let user = client_ca.issue().dns(&["user.test"]).build();
+    write("server/cert.pem", &server.cert_pem);
+    write("server/key.pem", &server.key_pem);
     write("trusted/client/root/cert.pem", &client_ca.pem());
-    write("client/cert.pem", &proxy_client.pem());
-    write("client/key.pem", &proxy_client_key.serialize_pem());
+    write("client/cert.pem", &proxy_client.cert_pem);
+    write("client/key.pem", &proxy_client.key_pem);
     write("trusted/server/root/cert.pem", &server_ca.pem());
 
     let seed =
@@ -725,26 +709,11 @@ async fn the_seed_example_serves_and_a_mirrord_config_steals_through_it() {
 
     // The app, on port 443 of a loopback address of its own; it wants a client certificate
     // from the client roots (the proxy's, per agentAsClient.authentication).
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let der = |c: &rcgen::Certificate| CertificateDer::from(c.der().to_vec());
-    let key_der = |k: &KeyPair| PrivateKeyDer::Pkcs8(k.serialize_der().into());
-    let mut client_roots = rustls::RootCertStore::empty();
-    client_roots
-        .add(CertificateDer::from(client_ca.der().to_vec()))
-        .unwrap();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(client_roots),
-        provider.clone(),
-    )
-    .build()
-    .unwrap();
-    let mut app_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![der(&server)], key_der(&server_key))
-        .unwrap();
-    app_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let app_tls = ServerTls::new(vec![server.cert_der.clone()], server.key())
+        .alpn(&["h2", "http/1.1"])
+        .client_roots(vec![client_ca.der()])
+        .require_client_cert()
+        .build();
     let n = std::process::id();
     let ip = format!(
         "127.{}.{}.{}",
@@ -755,7 +724,7 @@ async fn the_seed_example_serves_and_a_mirrord_config_steals_through_it() {
     let listener = tokio::net::TcpListener::bind(format!("{ip}:443"))
         .await
         .expect("binding port 443 on loopback (needs root, as the tests run)");
-    let app = App::start_on(listener, "real", Some(Arc::new(app_tls)));
+    let app = App::start_on(listener, "real", Some(app_tls));
 
     let plan_file = root.join("plan.json");
     std::fs::write(&plan_file, plan.to_json()).unwrap();
@@ -782,29 +751,10 @@ async fn the_seed_example_serves_and_a_mirrord_config_steals_through_it() {
     assert!(line.contains("port 443: header"), "{line}");
 
     // A client with a certificate from the client roots, verifying the app's name and roots.
-    let mut server_roots = rustls::RootCertStore::empty();
-    server_roots
-        .add(CertificateDer::from(server_ca.der().to_vec()))
-        .unwrap();
-    let client = Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(server_roots)
-            .with_client_auth_cert(vec![der(&user)], key_der(&user_key))
-            .unwrap(),
-    );
+    let client = ClientOpts::trusting(vec![server_ca.der()], "app.test", &[]).with_cert(&user);
     for (headers, want) in [(STEAL_HDR, "local"), (&[][..], "real")] {
-        let tcp = tokio::net::TcpStream::connect(listen).await.unwrap();
-        let tls = tokio_rustls::TlsConnector::from(client.clone())
-            .connect(ServerName::try_from("app.test").unwrap(), tcp)
-            .await
-            .unwrap();
-        let (mut s, conn) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let tls = tls_connect(listen, &client).await.unwrap();
+        let mut s = h1_handshake::<Full<Bytes>, _>(tls).await;
         let mut req = Request::get("/seed").header("host", "app.test");
         for (k, v) in headers {
             req = req.header(*k, *v);

@@ -443,31 +443,15 @@ async fn a_later_session_is_told_when_an_earlier_one_takes_the_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_roots_verify_the_local_app_and_its_name() {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tls_steal_test_support::{Ca, ServerTls};
 
     let w = world().await;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["local.test".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
+    let ca = Ca::root("local roots");
+    let leaf = ca.issue().dns(&["local.test"]).build();
     let ca_pem = w.certs.dir.join("ca.pem");
     std::fs::write(&ca_pem, ca.pem()).unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(leaf.der().to_vec())],
-            PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .unwrap();
-    let local = App::start("local", Some(std::sync::Arc::new(server))).await;
+    let server = ServerTls::new(vec![leaf.cert_der.clone()], leaf.key()).build();
+    let local = App::start("local", Some(server)).await;
 
     let ca_pem = ca_pem.display().to_string();
     let to = local.addr.to_string();

@@ -9,22 +9,25 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::BoxBody};
-use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use kubectl_steal::tls::TlsClients;
 use rustls::ServerConfig;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use tls_steal_crds::plan::{PortPlan, StealPlan};
 use tls_steal_crds::{AgentAsClient, AgentAsServer, ClientVerification, TlsAuthentication};
+use tls_steal_test_support::app::{echo_upgrade, switching_protocols, with_trailers};
+use tls_steal_test_support::client::{h1_handshake, h2_handshake};
+use tls_steal_test_support::pki::write_in;
+use tls_steal_test_support::{Leaf, ServerTls};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, ChildStdout, Command};
-use tokio::task::{JoinHandle, JoinSet};
 
-pub type Body = BoxBody<Bytes, hyper::Error>;
+// Each test binary uses a part of what the harness re-exports.
+#[allow(unused_imports)]
+pub use tls_steal_test_support::{Answer, Body, collect, full};
 pub const WAIT: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------------
@@ -70,31 +73,20 @@ pub struct Certs {
     pub server: Arc<ServerConfig>,
 }
 
+/// A self-signed certificate for `app.test` and `localhost`, its PEM files, and a server
+/// config offering `h2` and `http/1.1`.
 pub fn certs() -> Certs {
     let dir = tempfile::tempdir().unwrap();
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["app.test".into(), "localhost".into()]).unwrap();
-    let cert_pem = dir.path().join("tls.crt");
-    let key_pem = dir.path().join("tls.key");
-    std::fs::write(&cert_pem, ck.cert.pem()).unwrap();
-    std::fs::write(&key_pem, ck.signing_key.serialize_pem()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(ck.cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
-        )
-        .unwrap();
-    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let leaf = Leaf::self_signed(&["app.test", "localhost"]);
+    let cert_pem = write_in(dir.path(), "tls.crt", &leaf.cert_pem);
+    let key_pem = write_in(dir.path(), "tls.key", &leaf.key_pem);
+    let server = ServerTls::leaf(&leaf).alpn(&["h2", "http/1.1"]).build();
     Certs {
         dir: dir.path().to_path_buf(),
         _dir: dir,
         cert_pem,
         key_pem,
-        server: Arc::new(server),
+        server,
     }
 }
 
@@ -143,10 +135,15 @@ pub fn free_port() -> u16 {
 // ---------------------------------------------------------------------------------------------
 // Apps: the real one behind the sidecar, and the local one kubectl-steal delivers to
 
-/// A running app; dropping (or [`App::kill`]) closes its listener and every connection.
-pub struct App {
-    pub addr: SocketAddr,
-    pub task: JoinHandle<()>,
+/// A running app answering `<name> <METHOD> <path>` (routes in [`app`]); dropping it (or
+/// [`App::kill`]) closes its listener and every connection.
+pub struct App(pub tls_steal_test_support::App);
+
+impl std::ops::Deref for App {
+    type Target = tls_steal_test_support::App;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl App {
@@ -159,60 +156,16 @@ impl App {
         name: &'static str,
         tls: Option<Arc<ServerConfig>>,
     ) -> App {
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                tcp.set_nodelay(true).ok();
-                let tls = tls.clone();
-                conns.spawn(async move {
-                    let builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let service = service_fn(move |req| app(req, name));
-                    match tls {
-                        Some(cfg) => {
-                            let Ok(s) = tokio_rustls::TlsAcceptor::from(cfg).accept(tcp).await
-                            else {
-                                return;
-                            };
-                            let _ = builder
-                                .serve_connection_with_upgrades(TokioIo::new(s), service)
-                                .await;
-                        }
-                        None => {
-                            let _ = builder
-                                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                                .await;
-                        }
-                    }
-                });
-            }
-        });
-        App { addr, task }
-    }
-
-    pub fn kill(&self) {
-        self.task.abort();
+        App(tls_steal_test_support::App::builder()
+            .maybe_tls(tls)
+            .serve_on(listener, move |_, req| app(req, name)))
     }
 }
 
-impl Drop for App {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-pub fn full(s: impl Into<Bytes>) -> Body {
-    Full::new(s.into()).map_err(|e| match e {}).boxed()
-}
-
-pub async fn app(
-    mut req: Request<Incoming>,
-    name: &'static str,
-) -> Result<Response<Body>, hyper::Error> {
+/// Answers with `x-app: <name>`, `x-version`, `x-host` and `x-saw-meta` (whether the request
+/// carried `tls-steal-meta`); `/echo` streams the body back, `/trailers` answers with a trailer,
+/// `/ws` upgrades and echoes in upper case; anything else is `<name> <METHOD> <path>`.
+pub async fn app(mut req: Request<Incoming>, name: &'static str) -> Response<Body> {
     let version = format!("{:?}", req.version());
     let host = req
         .headers()
@@ -227,41 +180,15 @@ pub async fn app(
         "no"
     };
     let mut resp = match req.uri().path() {
-        "/echo" => Response::new(req.into_body().boxed()),
+        "/echo" => Response::new(req.into_body().map_err(std::io::Error::other).boxed()),
         "/trailers" => {
             let mut trailers = HeaderMap::new();
             trailers.insert("x-trailer", "yes".parse().unwrap());
-            let frames: Vec<Result<Frame<Bytes>, hyper::Error>> = vec![
-                Ok(Frame::data(Bytes::from_static(b"with trailers"))),
-                Ok(Frame::trailers(trailers)),
-            ];
-            Response::new(StreamBody::new(futures::stream::iter(frames)).boxed())
+            Response::new(with_trailers("with trailers", trailers))
         }
         "/ws" if req.headers().contains_key(http::header::UPGRADE) => {
-            let on_upgrade = hyper::upgrade::on(&mut req);
-            tokio::spawn(async move {
-                let Ok(up) = on_upgrade.await else { return };
-                let mut io = TokioIo::new(up);
-                let mut buf = [0u8; 1024];
-                loop {
-                    match io.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            let upper = buf[..n].to_ascii_uppercase();
-                            if io.write_all(&upper).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-            let mut r = Response::new(full(""));
-            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            r.headers_mut()
-                .insert("upgrade", "websocket".parse().unwrap());
-            r.headers_mut()
-                .insert("connection", "upgrade".parse().unwrap());
-            r
+            echo_upgrade(&mut req, |b| b.to_ascii_uppercase());
+            switching_protocols("upgrade")
         }
         path => {
             let text = format!("{name} {} {path}", req.method());
@@ -274,7 +201,7 @@ pub async fn app(
     resp.headers_mut().insert("x-host", host.parse().unwrap());
     resp.headers_mut()
         .insert("x-saw-meta", saw_meta.parse().unwrap());
-    Ok(resp)
+    resp
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -528,33 +455,9 @@ pub async fn tls_to(addr: SocketAddr, h2: bool) -> tokio_rustls::client::TlsStre
         .unwrap()
 }
 
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: String,
-}
-
-pub async fn collect(resp: Response<Incoming>) -> Answer {
-    let (parts, body) = resp.into_parts();
-    let body = tokio::time::timeout(WAIT, body.collect())
-        .await
-        .expect("the body arrives in time")
-        .unwrap()
-        .to_bytes();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
-
 /// An HTTP/1.1 request on a new TLS connection to the proxy.
 pub async fn h1(proxy: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let io = TokioIo::new(tls_to(proxy, false).await);
-    let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = h1_handshake::<Empty<Bytes>, _>(tls_to(proxy, false).await).await;
     let mut req = Request::get(path).header("host", "app.test");
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -575,12 +478,7 @@ where
 {
     let tls = tls_to(proxy, true).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    send
+    h2_handshake(tls).await.0
 }
 
 pub async fn h2_get(proxy: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {

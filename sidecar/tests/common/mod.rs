@@ -1,8 +1,7 @@
 //! Shared harness of the whole-proxy tests: the test PKI, app, TLS and HTTP clients of
 //! `tls-steal-test-support`, the app's routes, and an in-process proxy whose original destination
 //! is fixed to the app (`orig_dst_override`, no iptables needed).
-// Each test binary uses a part of the harness (and of what it re-exports).
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,9 +20,13 @@ use tls_steal_crds::types::{
 use tls_steal_sidecar::proxy::{self, ProxyConfig, ProxyHandle};
 use tls_steal_test_support::app::{echo_upgrade, switching_protocols, with_trailers};
 use tls_steal_test_support::client::h2_handshake;
+// Each test binary uses a part of what the harness re-exports.
+#[allow(unused_imports)]
 pub use tls_steal_test_support::client::h1_handshake;
 use tls_steal_test_support::{Body, full, http1_get};
 
+// Each test binary uses a part of what the harness re-exports.
+#[allow(unused_imports)]
 pub use tls_steal_test_support::{
     Ca, ClientOpts, ClientTls, Conn, Err, Leaf, Pki, Seen, ServerTls, body_of, empty, provider,
     tls_connect,

@@ -1,8 +1,7 @@
 //! Helpers of the session tests: a proxy with the session API on an ephemeral port, and a test
 //! "session client" that registers over the real session API and serves reverse HTTP/2 (hyper
 //! `server::conn::http2`), the way `kubectl-steal` does.
-// Each test binary uses a part of the harness (and of what it re-exports).
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -33,6 +32,8 @@ use tokio::sync::Notify;
 
 use crate::common::{App, Pki, port_plan};
 
+// Each test binary uses a part of what the harness re-exports.
+#[allow(unused_imports)]
 pub use tls_steal_test_support::{Err, full, read_raw_response};
 pub type TBody = tls_steal_test_support::Body;
 
