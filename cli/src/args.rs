@@ -10,7 +10,23 @@ use clap::{Parser, ValueEnum};
 /// has decrypted them, and delivered to LOCAL_ADDR; everything else keeps reaching the real app.
 #[derive(Debug, Clone, Default, Parser)]
 #[command(name = "kubectl-steal", bin_name = "kubectl steal", version)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    /// `status TARGET`: the sessions active on the target's pods.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Say why requests are (or are not) stolen instead of stealing: for each pod of TARGET the
+    /// configs that matched or not, the plan's ports and their live state, the active sessions
+    /// and, with `--header 'name: value'`, `--path`, `--method` (a sample request; `--port`
+    /// limits the ports), where that request would go. Registers nothing.
+    #[arg(long)]
+    pub explain: bool,
+
+    /// Output of `--explain`: `human` (default) or `json`.
+    #[arg(short = 'o', long = "output", value_enum, requires = "explain")]
+    pub output: Option<crate::inspect::Format>,
+
     /// The workload: `deploy/NAME`, `statefulset/NAME`, `rollout/NAME`, `pod/NAME` (also
     /// `daemonset/`, `rs/`, `job/`). Not needed with `--connect`.
     pub target: Option<String>,
@@ -83,6 +99,14 @@ pub struct Args {
     pub client: Option<String>,
 }
 
+/// Subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// The sessions active on the pods of TARGET: who, ports, filter, mode, since when,
+    /// requests taken (read from each pod's sidecar).
+    Status(crate::status::StatusArgs),
+}
+
 /// `--delivery`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum DeliveryProtocol {
@@ -150,5 +174,36 @@ mod tests {
         assert_eq!(a.delivery, Some(DeliveryProtocol::Tcp));
         assert_eq!(a.mode, Some(ModeArg::Mirror));
         assert_eq!(a.namespace.as_deref(), Some("shop"));
+    }
+
+    #[test]
+    fn parses_explain_and_status() {
+        let a = Args::try_parse_from([
+            "kubectl-steal",
+            "--explain",
+            "deploy/web",
+            "--header",
+            "x-steal: yes",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        assert!(a.explain && a.command.is_none());
+        assert_eq!(a.output, Some(crate::inspect::Format::Json));
+        assert_eq!(a.target.as_deref(), Some("deploy/web"));
+        let a =
+            Args::try_parse_from(["kubectl-steal", "status", "deploy/web", "-n", "shop"]).unwrap();
+        let Some(Command::Status(s)) = a.command else {
+            panic!("not status: {a:?}")
+        };
+        assert_eq!(
+            (s.target.as_str(), s.namespace.as_deref()),
+            ("deploy/web", Some("shop"))
+        );
+        // A workload is still a TARGET.
+        let a = Args::try_parse_from(["kubectl-steal", "deploy/status", "--port", "443"]).unwrap();
+        assert!(a.command.is_none());
+        assert_eq!(a.target.as_deref(), Some("deploy/status"));
+        assert!(Args::try_parse_from(["kubectl-steal", "deploy/web", "-o", "json"]).is_err());
     }
 }

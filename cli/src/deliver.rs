@@ -14,20 +14,21 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::connect::Connected;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tls_steal_crds::session::{META_HEADER, RequestMeta, UPGRADE_STATUS_HEADER};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tls_steal_http::io::{Hooked, ReadHook};
+use tls_steal_http::{extended_connect_protocol, strip_hop_by_hop};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
 use crate::args::DeliveryProtocol;
 use crate::settings::{DeliverySettings, LocalAddr};
@@ -48,7 +49,7 @@ pub struct Delivered {
     /// The status the caller gets (for an upgrade: the local app's, e.g. 101).
     pub status: u16,
     /// Why the local app did not answer, when the response is our 502.
-    pub failure: Option<String>,
+    pub failure: Option<DeliveryError>,
 }
 
 /// Delivers requests; one per run, shared by every session.
@@ -105,15 +106,14 @@ impl Deliverer {
     pub async fn deliver(&self, mut req: Request<Incoming>, meta: &RequestMeta) -> Delivered {
         req.headers_mut().remove(META_HEADER);
         let addr = self.local_addr(meta.port);
-        let is_upgrade = req.method() == Method::CONNECT
-            && req.extensions().get::<hyper::ext::Protocol>().is_some();
+        let is_upgrade = extended_connect_protocol(&req).is_some();
         let result = if is_upgrade {
             self.upgrade(req, meta, &addr).await
         } else {
             self.plain(req, meta, &addr).await
         };
         result.unwrap_or_else(|failure| Delivered {
-            response: bad_gateway(&failure),
+            response: bad_gateway(&failure.describe()),
             status: 502,
             failure: Some(failure),
         })
@@ -124,25 +124,20 @@ impl Deliverer {
         req: Request<Incoming>,
         meta: &RequestMeta,
         addr: &LocalAddr,
-    ) -> Result<Delivered, String> {
+    ) -> Result<Delivered, DeliveryError> {
         let h2 = meta.http_version == "HTTP/2";
         let (mut parts, body) = req.into_parts();
         let authority = authority(&parts.uri, &parts.headers, meta, addr);
         parts.uri = self.uri(&authority, &parts.uri)?;
-        parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        if h2 {
-            // Carried by `:authority`; if the app answers HTTP/1.1, the client sets Host from it.
-            parts.headers.remove(header::HOST);
-        }
+        local_head(&mut parts, h2);
         let out = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
         let client = self.client(addr, meta, &authority, h2);
         let response = client
             .request(out)
             .await
-            .map_err(|e| failure_text(addr, &e))?;
+            .map_err(|e| DeliveryError::from_client(addr, e))?;
         let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        strip_hop_by_hop(&mut parts.headers, false);
         let status = parts.status.as_u16();
         Ok(Delivered {
             response: Response::from_parts(parts, body.map_err(BoxError::from).boxed()),
@@ -158,13 +153,12 @@ impl Deliverer {
         mut req: Request<Incoming>,
         meta: &RequestMeta,
         addr: &LocalAddr,
-    ) -> Result<Delivered, String> {
+    ) -> Result<Delivered, DeliveryError> {
         let caller = hyper::upgrade::on(&mut req);
         let protocol = meta.upgrade.clone().unwrap_or_else(|| {
-            req.extensions()
-                .get::<hyper::ext::Protocol>()
-                .map(|p| p.as_str().to_string())
+            extended_connect_protocol(&req)
                 .unwrap_or_default()
+                .to_owned()
         });
         let (mut parts, _body) = req.into_parts();
         let authority = authority(&parts.uri, &parts.headers, meta, addr);
@@ -172,27 +166,27 @@ impl Deliverer {
         parts.method = Method::GET;
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
-        strip_hop_by_hop(&mut parts.headers);
+        strip_hop_by_hop(&mut parts.headers, false);
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(
             header::UPGRADE,
             HeaderValue::from_str(&protocol)
-                .map_err(|_| format!("bad upgrade protocol {protocol:?}"))?,
+                .map_err(|_| DeliveryError::BadProtocol(protocol.clone()))?,
         );
         let body = Full::new(Bytes::new()).map_err(BoxError::from).boxed();
         let client = self.client(addr, meta, &authority, false);
         let mut response = client
             .request(Request::from_parts(parts, body))
             .await
-            .map_err(|e| failure_text(addr, &e))?;
+            .map_err(|e| DeliveryError::from_client(addr, e))?;
         let status = response.status();
         if status.is_success() {
             // Answered without upgrading: a 2xx to a CONNECT opens the stream, so the status
             // travels in the header and the body as the stream's bytes.
             let (mut parts, mut body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
+            strip_hop_by_hop(&mut parts.headers, false);
             parts.headers.remove(header::CONTENT_LENGTH);
             parts
                 .headers
@@ -221,7 +215,7 @@ impl Deliverer {
         if status != StatusCode::SWITCHING_PROTOCOLS {
             // Refused: relayed as an ordinary response, with the real status in the header too.
             let (mut parts, body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
+            strip_hop_by_hop(&mut parts.headers, false);
             parts
                 .headers
                 .insert(UPGRADE_STATUS_HEADER, HeaderValue::from(status.as_u16()));
@@ -233,7 +227,7 @@ impl Deliverer {
         }
         let local = hyper::upgrade::on(&mut response);
         let mut headers = std::mem::take(response.headers_mut());
-        strip_hop_by_hop(&mut headers);
+        strip_hop_by_hop(&mut headers, false);
         headers.insert(UPGRADE_STATUS_HEADER, HeaderValue::from_static("101"));
         tokio::spawn(async move {
             match tokio::try_join!(caller, local) {
@@ -255,7 +249,7 @@ impl Deliverer {
         })
     }
 
-    fn uri(&self, authority: &str, original: &Uri) -> Result<Uri, String> {
+    fn uri(&self, authority: &str, original: &Uri) -> Result<Uri, DeliveryError> {
         let scheme = match self.settings.protocol {
             DeliveryProtocol::Tls => "https",
             DeliveryProtocol::Tcp => "http",
@@ -263,7 +257,7 @@ impl Deliverer {
         let path = original.path_and_query().map_or("/", |p| p.as_str());
         format!("{scheme}://{authority}{path}")
             .parse()
-            .map_err(|e| format!("cannot build the request URI for the local app: {e}"))
+            .map_err(DeliveryError::Uri)
     }
 
     fn client(
@@ -313,6 +307,18 @@ impl Deliverer {
     }
 }
 
+/// The head of a stolen request as the local app gets it (the URI aside): HTTP/1.1 (the pool
+/// picks h2 when the app negotiates it), no hop-by-hop headers, and for a request that came as
+/// HTTP/2 no `Host` (it travels as `:authority`; toward an HTTP/1.1 app the client sets `Host`
+/// from it).
+pub fn local_head(parts: &mut http::request::Parts, h2: bool) {
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers, false);
+    if h2 {
+        parts.headers.remove(header::HOST);
+    }
+}
+
 /// The request's authority: the URI's, else `Host`, else the original SNI, else the local address.
 fn authority(uri: &Uri, headers: &HeaderMap, meta: &RequestMeta, addr: &LocalAddr) -> String {
     uri.authority()
@@ -340,57 +346,56 @@ fn host_of(authority: &str) -> &str {
     }
 }
 
-/// Removes connection-specific headers (and the ones `Connection` names).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for n in [
-        header::CONNECTION,
-        header::UPGRADE,
-        header::TRANSFER_ENCODING,
-        header::PROXY_AUTHENTICATE,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
-        headers.remove(n);
-    }
-    let te_trailers = headers
-        .get(header::TE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
-    headers.remove(header::TE);
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
+/// Why the local app did not answer a stolen request (the caller gets a 502 saying so).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("the local app at {addr} is not reachable")]
+    Unreachable {
+        addr: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("the local app at {addr} did not answer")]
+    NoAnswer {
+        addr: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("bad upgrade protocol {0:?}")]
+    BadProtocol(String),
+    #[error("cannot build the request URI for the local app")]
+    Uri(#[source] http::uri::InvalidUri),
 }
 
-fn failure_text(addr: &LocalAddr, e: &hyper_util::client::legacy::Error) -> String {
-    let mut chain = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        chain.push(s.to_string());
-        source = s.source();
+impl DeliveryError {
+    fn from_client(addr: &LocalAddr, source: hyper_util::client::legacy::Error) -> Self {
+        let addr = addr.to_string();
+        if source.is_connect() {
+            DeliveryError::Unreachable { addr, source }
+        } else {
+            DeliveryError::NoAnswer { addr, source }
+        }
     }
-    let why = if chain.is_empty() {
-        e.to_string()
-    } else {
-        chain.join(": ")
-    };
-    if e.is_connect() {
-        format!("the local app at {addr} is not reachable: {why}")
-    } else {
-        format!("the local app at {addr} did not answer: {why}")
+
+    /// The message and its causes, as the 502 and the terminal show them (hyper-util's own
+    /// "client error" line is left out when it has a cause: it names none).
+    pub fn describe(&self) -> String {
+        use std::error::Error as _;
+        let mut s = self.to_string();
+        let mut cause = self.source();
+        if matches!(
+            self,
+            DeliveryError::Unreachable { .. } | DeliveryError::NoAnswer { .. }
+        ) && let Some(inner) = cause.and_then(|c| c.source())
+        {
+            cause = Some(inner);
+        }
+        while let Some(c) = cause {
+            s.push_str(": ");
+            s.push_str(&c.to_string());
+            cause = c.source();
+        }
+        s
     }
 }
 
@@ -432,13 +437,16 @@ impl tower_service::Service<Uri> for Connector {
                 let tcp = TcpStream::connect(&addr).await?;
                 tcp.set_nodelay(true)?;
                 Ok::<_, io::Error>(match tls {
-                    None => LocalStream::Plain(tcp),
+                    None => {
+                        Hooked::new(Box::new(tcp) as Box<dyn LocalIo>, Negotiated { h2: false })
+                    }
                     Some((config, name)) => {
                         let tls = TlsConnector::from(config)
                             .connect(name, tcp)
                             .await
                             .map_err(|e| io::Error::other(format!("TLS handshake failed: {e}")))?;
-                        LocalStream::Tls(Box::new(tls))
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        Hooked::new(Box::new(tls) as Box<dyn LocalIo>, Negotiated { h2 })
                     }
                 })
             };
@@ -450,87 +458,31 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
-/// A connection to the local app.
-pub enum LocalStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+/// The byte stream of a connection to the local app: TCP, or TLS over it.
+pub trait LocalIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> LocalIo for T {}
+
+/// Tells the pool whether the local app chose h2 (ALPN).
+pub struct Negotiated {
+    h2: bool,
 }
 
-impl Connection for LocalStream {
+impl ReadHook for Negotiated {
     fn connected(&self) -> Connected {
-        match self {
-            LocalStream::Plain(_) => Connected::new(),
-            LocalStream::Tls(s) => {
-                if s.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    Connected::new().negotiated_h2()
-                } else {
-                    Connected::new()
-                }
-            }
+        if self.h2 {
+            Connected::new().negotiated_h2()
+        } else {
+            Connected::new()
         }
     }
 }
 
-impl AsyncRead for LocalStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            LocalStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            LocalStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for LocalStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            LocalStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            LocalStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            LocalStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            LocalStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            LocalStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            LocalStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+/// A connection to the local app.
+pub type LocalStream = Hooked<Box<dyn LocalIo>, Negotiated>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-private"),
-        );
-        h.insert("x-private", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 2, "{h:?}");
-        assert_eq!(h[header::TE], "trailers");
-        assert_eq!(h["x-kept"], "1");
-    }
 
     #[test]
     fn hosts_of_authorities() {

@@ -48,6 +48,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // Read-only commands: nothing is registered.
+    if let Some(kubectl_steal::args::Command::Status(status)) = &args.command {
+        return Ok(kubectl_steal::status::run(status).await?);
+    }
+    if args.explain {
+        return Ok(kubectl_steal::explain::run(&args).await?);
+    }
     let file = match &args.config_file {
         Some(path) => {
             Some(mirrord_config::load(path).with_context(|| format!("in {}", path.display()))?)

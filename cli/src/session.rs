@@ -21,7 +21,7 @@ use tls_steal_crds::session::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::deliver::{Body, BoxError, Deliverer};
+use crate::deliver::{Body, BoxError, Deliverer, DeliveryError};
 use crate::output::{Output, Served};
 
 /// Registration gives up after this long.
@@ -318,7 +318,7 @@ async fn handle(req: Request<Incoming>, ctx: &Context, label: &str) -> Response<
         mode: meta.mode,
         status: delivered.status,
         elapsed: started.elapsed(),
-        failure: delivered.failure,
+        failure: delivered.failure.as_ref().map(DeliveryError::describe),
     });
     delivered.response
 }

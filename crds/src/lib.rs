@@ -7,6 +7,7 @@
 
 pub mod contract;
 pub mod crdgen;
+pub mod explain;
 pub mod filter;
 pub mod pattern;
 pub mod plan;

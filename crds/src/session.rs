@@ -34,7 +34,9 @@
 //!    did not happen); a `2xx` whose `tls-steal-status` is not `101` gives the client that status,
 //!    with the bytes of the stream as the body.
 //!
-//! `GET /v1/status` (plain HTTP/1.1) returns a [`StatusReport`].
+//! `GET /v1/status` (plain HTTP/1.1) returns a [`StatusReport`]. `POST /v1/explain` with an
+//! [`ExplainRequest`] (a sample request) returns an [`ExplainAnswer`]: where that request would
+//! go now, and why. It only reads: nothing is routed, no counter moves, no session is told.
 //!
 //! ## Compatibility
 //! Later additions keep `tls-steal-session/1` and stay optional, so an older client's
@@ -59,6 +61,8 @@ pub use crate::contract::SESSION_API_PORT;
 pub const REGISTER_PATH: &str = "/v1/sessions";
 /// Status path.
 pub const STATUS_PATH: &str = "/v1/status";
+/// Path of the read-only routing question ([`ExplainRequest`] → [`ExplainAnswer`]).
+pub const EXPLAIN_PATH: &str = "/v1/explain";
 /// Value of the `Upgrade` header of a registration.
 pub const UPGRADE_PROTOCOL: &str = "tls-steal-session/1";
 /// Response header of a successful registration: the session id.
@@ -207,4 +211,163 @@ pub struct SessionInfo {
     pub filter_ports: Option<Vec<u16>>,
     pub stolen: u64,
     pub mirrored: u64,
+    /// When the session registered (RFC 3339, UTC, the sidecar's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Seconds since it registered (the sidecar's clock, so the client's clock does not matter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<u64>,
+}
+
+/// `POST /v1/explain`: a sample request, as a client would send it to the app.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainRequest {
+    /// The app port (e.g. 443).
+    pub port: u16,
+    /// Default `GET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Path and query; default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Header lines, `[name, value]`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+    /// The body as JSON, for body filters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+}
+
+/// Where an [`ExplainRequest`] would go.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainAnswer {
+    pub port: u16,
+    /// The port as the proxy serves it; `None` when the sidecar does not capture the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_state: Option<PortStatus>,
+    pub destination: Destination,
+    /// Why, in words.
+    pub reason: String,
+    /// Each session of the port, earliest-registered first, and what it would do.
+    #[serde(default)]
+    pub sessions: Vec<SessionVerdict>,
+}
+
+/// The app, or a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "snake_case")]
+pub enum Destination {
+    /// Forwarded to the app (or relayed untouched, or never captured).
+    App,
+    /// Taken by a session: it answers (`steal`), or gets a copy while the app answers
+    /// (`mirror`).
+    Session { id: u64, client: String, mode: Mode },
+}
+
+/// What one session would do with the sample request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionVerdict {
+    pub id: u64,
+    pub client: String,
+    pub mode: Mode,
+    pub verdict: Verdict,
+}
+
+/// See [`SessionVerdict`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Its filter matches and it is the earliest that matches: it takes the request.
+    Takes,
+    /// Its filter matches, but an earlier-registered session takes the request (it is told).
+    Earlier,
+    /// Its filter does not match.
+    NoMatch,
+    /// It is ending and takes no more requests.
+    Closing,
+    /// It filters on the body here and the sample has none (as JSON): undecided.
+    NeedsBody,
+    /// It has too many requests waiting for its answers: the sidecar would close it and skip it.
+    Stuck,
+}
+
+impl Verdict {
+    /// In words, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Verdict::Takes => "takes it",
+            Verdict::Earlier => "matches, but an earlier session takes it",
+            Verdict::NoMatch => "its filter does not match",
+            Verdict::Closing => "is closing",
+            Verdict::NeedsBody => "filters on the JSON body; give the sample a body to decide",
+            Verdict::Stuck => "is not answering (the sidecar would close it)",
+        }
+    }
+}
+
+/// `t` as RFC 3339 in UTC, to the second (`2024-05-01T12:00:00Z`).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        let at = |s: u64| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_714_564_800), "2024-05-01T12:00:00Z");
+        assert_eq!(at(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn explain_types_round_trip_and_old_session_infos_parse() {
+        let a = ExplainAnswer {
+            port: 443,
+            port_state: None,
+            destination: Destination::Session {
+                id: 3,
+                client: "a@b".into(),
+                mode: Mode::Steal,
+            },
+            reason: "r".into(),
+            sessions: vec![SessionVerdict {
+                id: 3,
+                client: "a@b".into(),
+                mode: Mode::Steal,
+                verdict: Verdict::Takes,
+            }],
+        };
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["destination"]["to"], "session");
+        assert_eq!(json["sessions"][0]["verdict"], "takes");
+        assert_eq!(serde_json::from_value::<ExplainAnswer>(json).unwrap(), a);
+        let old = r#"{"id":1,"client":"c","ports":[443],"mode":"steal","stolen":0,"mirrored":0}"#;
+        let info: SessionInfo = serde_json::from_str(old).unwrap();
+        assert_eq!(info.since, None);
+        let req: ExplainRequest = serde_json::from_str(r#"{"port":443}"#).unwrap();
+        assert_eq!(req.method, None);
+    }
 }

@@ -1,5 +1,5 @@
 //! Session tickets: what lets the sidecar check, offline, that Kubernetes authorized a steal
-//! session (DESIGN "Who may steal").
+//! session (`docs/architecture.md`, "The session protocol").
 //!
 //! The rollout controller signs a ticket for each `StealSession` object (Ed25519, `ring`); the
 //! sidecar holds the public keys (injected with the plan, two at a time so a rotation overlaps)

@@ -294,6 +294,67 @@ check_kubectl_steal() {
 }
 check "kubectl steal --header over port-forward: matching requests to the local app" check_kubectl_steal
 
+# (e2) `kubectl steal --explain` and `kubectl steal status` on the demo app, read through the API
+# server and a real port-forward to the sidecar: the demo config matched, port 443 in the plan
+# the pod runs and served (not relayed), a sample request with `x-steal: yes` reaching the app
+# with no session and the session while `kubectl steal` runs; `status` lists that session
+# (client, mode, port, filter) and no longer after Ctrl-C.
+check_explain_status() {
+  [ "$WEBHOOK_UP" = 1 ] || { echo "needs the webhook Available"; return 1; }
+  [ -x "$BIN_DIR/kubectl-steal" ] || { echo "needs the kubectl-steal binary"; return 1; }
+  local pod out steal_pid rc=0 want
+  pod=$(pod_of $NS_IN demo-app) || { echo "no demo-app pod"; return 1; }
+  [[ $(containers_of $NS_IN "$pod") == *tls-steal-proxy* ]] || { echo "needs an injected pod"; return 1; }
+  ks() { KUBECONFIG=$KUBECONFIG_FILE timeout 60 "$BIN_DIR/kubectl-steal" -n $NS_IN "$@"; }
+  out=$(ks --explain deploy/demo-app --port 443 --header 'x-steal: yes' 2>&1) ||
+    { echo "$out"; echo "kubectl steal --explain failed"; return 1; }
+  echo "$out"
+  for want in "pod/$pod (ready, tls-steal-proxy injected)" \
+      "matched      MirrordTlsStealConfig/$NS_IN/demo-app (targetPath matched deploy/demo-app)" \
+      "the pod runs the plan the configs give now" \
+      "    443: files in container app, from MirrordTlsStealConfig/$NS_IN/demo-app" \
+      "as server: cert /tls/tls.crt, key /tls/tls.key, ALPN h2, http/1.1" \
+      "to the app: app verified against /tls/ca.crt" \
+      "live: serving (TLS terminated, requests can be stolen)" \
+      "port 443: → the app: no session is registered on port 443"; do
+    grep -qF -- "$want" <<<"$out" || { echo "--explain lacks '$want'"; return 1; }
+  done
+  out=$(ks status deploy/demo-app 2>&1) || { echo "$out"; echo "kubectl steal status failed"; return 1; }
+  grep -qF "deploy/demo-app in namespace $NS_IN: 0 active session(s)" <<<"$out" ||
+    { echo "$out"; echo "status before the steal: want 0 sessions"; return 1; }
+
+  KUBECONFIG=$KUBECONFIG_FILE "$BIN_DIR/kubectl-steal" -n $NS_IN deploy/demo-app --port 443 \
+    --header 'x-steal: yes' --to 127.0.0.1:9 --client e2e-explain > "$W/explain-steal.log" 2>&1 &
+  steal_pid=$!
+  body() {
+    registered() { grep -q 'registered' "$W/explain-steal.log"; }
+    wait_for 30 "kubectl steal session" registered || { cat "$W/explain-steal.log"; echo "no session registered within 30s"; return 1; }
+    out=$(ks --explain deploy/demo-app --port 443 --header 'x-steal: yes' 2>&1) || { echo "$out"; echo "--explain failed during the steal"; return 1; }
+    echo "$out"
+    grep -qE -- "port 443: → session [0-9]+ \(e2e-explain, steal\)" <<<"$out" ||
+      { echo "--explain during the steal: the sample is not taken by the e2e-explain session"; return 1; }
+    out=$(ks --explain deploy/demo-app --port 443 --header 'x-steal: no' -o json) || { echo "$out"; echo "--explain -o json failed"; return 1; }
+    python3 -c 'import json,sys; d=json.load(sys.stdin); a=d["pods"][0]["requests"][0]["answer"]; sys.exit(a["destination"]["to"]!="app")' <<<"$out" ||
+      { echo "$out" | tail -20; echo "--explain -o json: a request without the header should reach the app"; return 1; }
+    out=$(ks status deploy/demo-app 2>&1) || { echo "$out"; echo "status failed during the steal"; return 1; }
+    echo "$out"
+    grep -qF "deploy/demo-app in namespace $NS_IN: 1 active session(s)" <<<"$out" ||
+      { echo "status during the steal: want 1 session"; return 1; }
+    for want in "$pod " " e2e-explain " " steal " " 443 " 'header ~ "x-steal: yes"' "Z ("; do
+      grep "^$pod " <<<"$out" | grep -qF -- "$want" || { echo "status row lacks '$want'"; return 1; }
+    done
+    kill -INT $steal_pid
+    stopped() { ! kill -0 $steal_pid 2>/dev/null; }
+    wait_for 10 "kubectl-steal to exit on SIGINT" stopped || { echo "kubectl-steal ignored SIGINT"; return 1; }
+    no_session() { ks status deploy/demo-app | grep -qF ": 0 active session(s)"; }
+    wait_for 15 "the session to leave status" no_session || { ks status deploy/demo-app; echo "status still lists a session after Ctrl-C"; return 1; }
+  }
+  body || rc=1
+  kill -9 $steal_pid 2>/dev/null; wait $steal_pid 2>/dev/null
+  return $rc
+}
+check "kubectl steal --explain and status: configs, plan, live port, sample destination, sessions" check_explain_status
+
 # (f) mTLS variant of the config (verification.trustRoots = a client CA): a client certificate from
 # that CA gets through to the app; no certificate, or one from another CA, does not
 NS_MTLS=e2e-mtls

@@ -449,3 +449,53 @@ fn crds_are_shipped() {
         ])
     );
 }
+
+#[test]
+fn grafana_dashboard_is_off_by_default_and_labelled_when_on() {
+    let dashboards = |objs: &[Value]| -> Vec<Value> {
+        objs.iter()
+            .filter(|o| {
+                o["kind"] == "ConfigMap" && o["metadata"]["labels"]["grafana_dashboard"] == "1"
+            })
+            .cloned()
+            .collect()
+    };
+    assert!(
+        dashboards(&render(&[])).is_empty(),
+        "a dashboard ConfigMap by default"
+    );
+    let on = render(&[
+        "dashboard.enabled=true",
+        "dashboard.labels.team=ops",
+        "dashboard.namespace=monitoring",
+    ]);
+    let cms = dashboards(&on);
+    assert_eq!(cms.len(), 1, "{on:?}");
+    let cm = &cms[0];
+    assert_eq!(cm["metadata"]["name"], "tls-steal-dashboard");
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
+    assert_eq!(cm["metadata"]["labels"]["team"], "ops");
+    let shipped: Value = serde_json::from_str(
+        cm["data"]["tls-steal.json"]
+            .as_str()
+            .expect("the dashboard JSON in data"),
+    )
+    .expect("the ConfigMap carries valid JSON");
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(chart().join("dashboards/tls-steal.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shipped, file);
+    assert_eq!(shipped["uid"], "tls-steal");
+    let (ok, text) = run_helm(&[
+        "template",
+        "x",
+        chart().to_str().unwrap(),
+        "--set",
+        "dashboard.enabled=yes",
+    ]);
+    assert!(
+        !ok,
+        "the schema takes dashboard.enabled as a boolean only: {text}"
+    );
+}

@@ -5,5 +5,9 @@
 
 pub mod init;
 pub mod proxy;
+pub mod serve;
 pub mod session;
 pub mod wait;
+
+#[cfg(test)]
+mod metrics_series;

@@ -18,7 +18,8 @@ pub mod controller;
 mod inject;
 mod metrics;
 mod mutate;
-mod openmetrics;
+// Shared with the sidecar: the exposition, a lock-free histogram, label families.
+use tls_steal_http::openmetrics;
 mod probes;
 mod serve;
 mod server;

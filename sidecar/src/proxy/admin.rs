@@ -14,6 +14,7 @@
 use std::convert::Infallible;
 use std::fmt::Write;
 use std::sync::Arc;
+use tls_steal_http::openmetrics;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -76,12 +77,11 @@ async fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody
             text_response(status, format!("{head}\n{text}"))
         }
         "/metrics" => {
-            let mut text = shared.metrics.render();
-            shared.router.render_metrics(&mut text);
+            let text = openmetrics::encode(&shared.registry);
             let mut r = text_response(StatusCode::OK, text);
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                http::HeaderValue::from_static(openmetrics::CONTENT_TYPE),
             );
             r
         }

@@ -28,10 +28,10 @@ use super::metrics::{ConnKind, HandshakeFailure};
 use super::orig_dst::original_dst;
 use super::passthrough::relay_tcp;
 use super::ports::ActivePort;
-use super::route::{ConnInfo, Route};
-use super::sniff::{Prefixed, Sniffed, classify};
+use super::route::{ConnInfo, Delivery, Route};
 use super::tls_client::server_name;
-use crate::session::Delivery;
+use tls_steal_http::io::Prefixed;
+use tls_steal_http::sniff::{Sniffed, classify};
 
 /// Handles one accepted connection to its end.
 pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, client: SocketAddr) {
@@ -121,7 +121,7 @@ async fn serve_tls(
             None => return debug!("client closed before sending anything"),
         },
     };
-    let io = Prefixed::new(prefix, tls);
+    let io = Prefixed::prefixed(prefix, tls);
     match proto {
         Proto::Opaque => {
             m.connection(ConnKind::Opaque);

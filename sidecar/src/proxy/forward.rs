@@ -37,17 +37,19 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HOST, UPGRADE};
+use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::connect::Connected;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use lru::LruCache;
 use rustls_pki_types::ServerName;
+use tls_steal_http::io::{Hooked, ReadHook};
+use tls_steal_http::{is_upgrade, strip_hop_by_hop};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -165,10 +167,6 @@ fn client_authority<B>(req: &Request<B>) -> Option<Authority> {
     }
 }
 
-fn is_upgrade<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11 && req.headers().contains_key(UPGRADE)
-}
-
 impl Forwarder {
     pub fn new(
         port: u16,
@@ -259,9 +257,8 @@ impl Forwarder {
     {
         let mut req = req.map(|b| b.boxed_unsync());
         let start = Instant::now();
-        let upgrade = is_upgrade(&req);
         let version = req.version();
-        strip_hop_by_hop(req.headers_mut(), upgrade);
+        let upgrade = app_head(&mut req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let dedicated = affinity.filter(|_| !upgrade && conn.alpn.as_deref() != Some(b"h2"));
         let sent = match dedicated {
@@ -450,65 +447,13 @@ enum SendFailure {
     Upstream(Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Removes the hop-by-hop headers of RFC 9110 §7.6.1 (and those `Connection` names): they
-/// describe one connection, so a client's `Connection: close` must not close the pooled
-/// connection to the app, nor the app's the client's. An upgrade keeps `Connection` and
-/// `Upgrade`, which are what it is made of. Every other header passes unchanged.
-pub fn strip_hop_by_hop(headers: &mut http::HeaderMap, upgrade: bool) {
-    use http::HeaderName;
-    use http::header::{CONNECTION, TE, TRANSFER_ENCODING};
-    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-    // One pass over the names, then removals of what is there: this runs twice per request, and
-    // hashed removals of absent names (and parsing `&str` names) cost more than the pass.
-    let (mut connection, mut others) = (false, false);
-    for n in headers.keys() {
-        if n == CONNECTION {
-            connection = true;
-        } else if [
-            &UPGRADE,
-            &TE,
-            &TRANSFER_ENCODING,
-            &KEEP_ALIVE,
-            &PROXY_CONNECTION,
-        ]
-        .contains(&n)
-        {
-            others = true;
-        }
-    }
-    if connection {
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            // `close` names no header; `keep-alive` is removed below anyway.
-            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .filter(|n| !(upgrade && n == UPGRADE))
-            .collect();
-        for n in named {
-            headers.remove(n);
-        }
-        if !upgrade {
-            headers.remove(CONNECTION);
-        }
-    }
-    if !(connection || others) {
-        return;
-    }
-    if !upgrade {
-        headers.remove(UPGRADE);
-    }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
-    // hyper frames bodies itself; `TE: trailers` is end-to-end in practice (gRPC needs it).
-    headers.remove(TRANSFER_ENCODING);
-    if headers.get(TE).is_some_and(|v| v.as_bytes() != b"trailers") {
-        headers.remove(TE);
-    }
+/// The head of a request as the app gets it (the URI aside, which depends on the connection
+/// it goes over): without hop-by-hop headers, except `Connection` and `Upgrade` of an upgrade.
+/// Returns whether the request is an upgrade.
+pub fn app_head<B>(req: &mut Request<B>) -> bool {
+    let upgrade = is_upgrade(req);
+    strip_hop_by_hop(req.headers_mut(), upgrade);
+    upgrade
 }
 
 /// `e: cause: cause…`
@@ -593,11 +538,10 @@ impl UpstreamConnector {
             })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let gauge = OpenGauge::new(self.metrics.clone(), self.port);
-        Ok(UpstreamIo {
-            inner: TokioIo::new(tls),
-            h2,
-            _gauge: gauge,
-        })
+        Ok(TokioIo::new(Hooked::new(
+            tls,
+            Upstream { h2, _gauge: gauge },
+        )))
     }
 }
 
@@ -620,14 +564,14 @@ impl Drop for OpenGauge {
     }
 }
 
-/// A TLS connection to the app, telling the pool whether h2 was negotiated.
-pub struct UpstreamIo {
-    inner: TokioIo<TlsStream<TcpStream>>,
+/// What an upstream connection carries besides its bytes: whether h2 was negotiated (told to
+/// the pool) and its place in the open-connections gauge.
+pub struct Upstream {
     h2: bool,
     _gauge: OpenGauge,
 }
 
-impl Connection for UpstreamIo {
+impl ReadHook for Upstream {
     fn connected(&self) -> Connected {
         if self.h2 {
             Connected::new().negotiated_h2()
@@ -637,45 +581,8 @@ impl Connection for UpstreamIo {
     }
 }
 
-impl hyper::rt::Read for UpstreamIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for UpstreamIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
+/// A TLS connection to the app.
+pub type UpstreamIo = TokioIo<Hooked<TlsStream<TcpStream>, Upstream>>;
 
 #[cfg(test)]
 mod tests {
@@ -703,61 +610,5 @@ mod tests {
             server_name(Some("sni.test"), Some(&host("a.test")), ip),
             ServerName::try_from("sni.test").unwrap()
         );
-    }
-
-    #[test]
-    fn hop_by_hop_headers_are_stripped_others_kept() {
-        let mut h = http::HeaderMap::new();
-        for (k, v) in [
-            ("connection", "close, x-hop"),
-            ("x-hop", "1"),
-            ("keep-alive", "timeout=5"),
-            ("transfer-encoding", "chunked"),
-            ("te", "gzip"),
-            ("host", "app.test"),
-            ("x-end", "2"),
-        ] {
-            h.append(k, v.parse().unwrap());
-        }
-        strip_hop_by_hop(&mut h, false);
-        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["host", "x-end"]);
-
-        let mut h = http::HeaderMap::new();
-        h.insert("connection", "Upgrade".parse().unwrap());
-        h.insert("upgrade", "websocket".parse().unwrap());
-        h.insert("te", "trailers".parse().unwrap());
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(
-            h.len(),
-            3,
-            "an upgrade keeps Connection and Upgrade; TE: trailers stays"
-        );
-
-        // Without `Connection`, the fixed names still go; `Connection: keep-alive, X-Other`
-        // removes the header it names; a message with none is left alone.
-        for (pairs, left) in [
-            (
-                &[("keep-alive", "1"), ("proxy-connection", "x"), ("a", "1")][..],
-                &["a"][..],
-            ),
-            (
-                &[
-                    ("connection", "Keep-Alive, X-Other"),
-                    ("x-other", "1"),
-                    ("b", "2"),
-                ][..],
-                &["b"][..],
-            ),
-            (&[("c", "3"), ("te", "trailers")][..], &["c", "te"][..]),
-        ] {
-            let mut h = http::HeaderMap::new();
-            for (k, v) in pairs {
-                h.append(*k, v.parse().unwrap());
-            }
-            strip_hop_by_hop(&mut h, false);
-            let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-            assert_eq!(names, left, "{pairs:?}");
-        }
     }
 }

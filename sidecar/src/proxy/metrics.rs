@@ -1,11 +1,17 @@
-//! Counters exposed at `/metrics` in the Prometheus text format, hand-written: the label sets
-//! are small and known at start-up (ports of the plan, fixed outcome and reason sets), so every
-//! counter is a plain atomic and the data path never takes a lock.
+//! The proxy's counters, exposed at `/metrics` through prometheus-client (the registry is the
+//! proxy's own, in [`super::Shared`]). The label sets are small and known at start-up (the plan's
+//! ports, fixed outcome and reason sets), so every handle is resolved once, here, and the data
+//! path only touches atomics: no lock, no allocation.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tls_steal_http::openmetrics::DurationHistogram;
 
 /// How a request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,13 +23,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 2] = [Outcome::Forwarded, Outcome::UpstreamError];
-    fn label(self) -> &'static str {
-        match self {
-            Outcome::Forwarded => "forwarded",
-            Outcome::UpstreamError => "upstream_error",
-        }
-    }
+    const LABELS: [&'static str; 2] = ["forwarded", "upstream_error"];
 }
 
 /// Why a TLS handshake with a client failed.
@@ -88,45 +88,54 @@ impl HandshakeFailure {
 }
 
 /// Upper bounds (seconds) of the latency histogram buckets.
-const BUCKETS: [f64; 12] = [
+static BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-#[derive(Default)]
-struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+/// A label set: the port, then the family's own labels.
+pub(crate) type Labels<const N: usize> = [(&'static str, Cow<'static, str>); N];
+
+/// `port` as a label value.
+pub(crate) fn port_label(port: u16) -> (&'static str, Cow<'static, str>) {
+    ("port", Cow::Owned(port.to_string()))
 }
 
-/// The counters of one port.
-#[derive(Default)]
+/// The per-port handles of a family labelled by port and one more label, in `values` order.
+pub(crate) fn per_port<const N: usize>(
+    family: &Family<Labels<2>, Counter>,
+    port: u16,
+    label: &'static str,
+    values: [&'static str; N],
+) -> [Counter; N] {
+    values.map(|v| family.get_or_create_owned(&[port_label(port), (label, Cow::Borrowed(v))]))
+}
+
+/// The handles of one port.
 pub struct PortMetrics {
-    requests: [AtomicU64; 2],
-    handshake_failures: [AtomicU64; 7],
-    latency: Histogram,
-    connections_tls: AtomicU64,
-    connections_passthrough: AtomicU64,
-    connections_opaque: AtomicU64,
-    upstream_connects: AtomicU64,
-    upstream_connect_failures: AtomicU64,
-    upstream_open: AtomicI64,
-    upstream_pools: AtomicI64,
-    reloads_ok: AtomicU64,
-    reloads_failed: AtomicU64,
+    requests: [Counter; 2],
+    handshake_failures: [Counter; 7],
+    latency: DurationHistogram,
+    /// tls, passthrough, opaque.
+    connections: [Counter; 3],
+    /// ok, error.
+    upstream_connects: [Counter; 2],
+    upstream_open: Gauge,
+    upstream_pools: Gauge,
+    /// ok, error.
+    reloads: [Counter; 2],
     /// Client connections open now (counted against `--max-connections`).
-    client_open: AtomicUsize,
-    connections_refused: AtomicU64,
-    /// The port is relayed untouched (its TLS material is unusable).
-    passthrough: AtomicBool,
+    client_open: Gauge,
+    connections_refused: Counter,
+    /// 1 while the port is relayed untouched (its TLS material is unusable); `None` on port 0.
+    passthrough: Option<Gauge>,
 }
 
 /// A client connection counted against its port's limit, for as long as it lives.
-pub struct ClientSlot<'a>(&'a AtomicUsize);
+pub struct ClientSlot<'a>(&'a Gauge);
 
 impl Drop for ClientSlot<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
+        self.0.dec();
     }
 }
 
@@ -143,284 +152,198 @@ pub enum ConnKind {
 
 impl PortMetrics {
     pub fn request(&self, outcome: Outcome, latency: Duration) {
-        self.requests[outcome as usize].fetch_add(1, Relaxed);
-        let h = &self.latency;
-        let secs = latency.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            h.buckets[i].fetch_add(1, Relaxed);
-        }
-        h.count.fetch_add(1, Relaxed);
-        h.sum_micros.fetch_add(latency.as_micros() as u64, Relaxed);
+        self.requests[outcome as usize].inc();
+        self.latency.observe(latency);
     }
 
     pub fn handshake_failure(&self, why: HandshakeFailure) {
-        self.handshake_failures[why as usize].fetch_add(1, Relaxed);
+        self.handshake_failures[why as usize].inc();
     }
 
     pub fn connection(&self, kind: ConnKind) {
-        match kind {
-            ConnKind::Tls => &self.connections_tls,
-            ConnKind::Passthrough => &self.connections_passthrough,
-            ConnKind::Opaque => &self.connections_opaque,
-        }
-        .fetch_add(1, Relaxed);
+        self.connections[kind as usize].inc();
     }
 
     pub fn upstream_connect(&self, ok: bool) {
-        if ok {
-            &self.upstream_connects
-        } else {
-            &self.upstream_connect_failures
-        }
-        .fetch_add(1, Relaxed);
+        self.upstream_connects[usize::from(!ok)].inc();
     }
 
     /// An upstream connection opened (`+1`) or closed (`-1`).
     pub fn upstream_open(&self, delta: i64) {
-        self.upstream_open.fetch_add(delta, Relaxed);
+        self.upstream_open.inc_by(delta);
     }
 
     /// An upstream pool (one per SNI/ALPN key) created (`+1`) or dropped (`-1`).
     pub fn upstream_pools(&self, delta: i64) {
-        self.upstream_pools.fetch_add(delta, Relaxed);
+        self.upstream_pools.inc_by(delta);
     }
 
     /// Counts a new client connection; when `max` are open already it is counted as refused
     /// instead, and the refusals so far are returned.
     pub fn client_connection(&self, max: usize) -> Result<ClientSlot<'_>, u64> {
-        let open = self.client_open.fetch_add(1, Relaxed);
-        if open >= max {
-            self.client_open.fetch_sub(1, Relaxed);
-            return Err(self.connections_refused.fetch_add(1, Relaxed) + 1);
+        let open = self.client_open.inc();
+        if open >= max as i64 {
+            self.client_open.dec();
+            return Err(self.connections_refused.inc() + 1);
         }
         Ok(ClientSlot(&self.client_open))
     }
 
     /// Whether the port is relayed untouched, for `tls_steal_port_passthrough`.
     pub fn set_passthrough(&self, on: bool) {
-        self.passthrough.store(on, Relaxed);
+        if let Some(g) = &self.passthrough {
+            g.set(i64::from(on));
+        }
     }
 
     pub fn reload(&self, ok: bool) {
-        if ok {
-            &self.reloads_ok
-        } else {
-            &self.reloads_failed
-        }
-        .fetch_add(1, Relaxed);
+        self.reloads[usize::from(!ok)].inc();
     }
 }
 
-/// Every port's counters. Port `0` collects connections to ports absent from the plan.
+/// The proxy's metric families, and every port's handles into them. Port `0` collects
+/// connections to ports absent from the plan.
 pub struct Metrics {
     ports: BTreeMap<u16, PortMetrics>,
+    requests: Family<Labels<2>, Counter>,
+    handshake_failures: Family<Labels<2>, Counter>,
+    connections: Family<Labels<2>, Counter>,
+    upstream_connects: Family<Labels<2>, Counter>,
+    upstream_open: Family<Labels<1>, Gauge>,
+    upstream_pools: Family<Labels<1>, Gauge>,
+    reloads: Family<Labels<2>, Counter>,
+    passthrough: Family<Labels<1>, Gauge>,
+    client_open: Family<Labels<1>, Gauge>,
+    connections_refused: Family<Labels<1>, Counter>,
+    latency: Family<Labels<1>, DurationHistogram, fn() -> DurationHistogram>,
+}
+
+fn latency_histogram() -> DurationHistogram {
+    DurationHistogram::new(&BUCKETS)
 }
 
 impl Metrics {
     pub fn new(ports: impl IntoIterator<Item = u16>) -> Self {
-        let mut map: BTreeMap<u16, PortMetrics> = ports
-            .into_iter()
-            .map(|p| (p, PortMetrics::default()))
-            .collect();
-        map.entry(0).or_default();
-        Metrics { ports: map }
+        let mut m = Metrics {
+            ports: BTreeMap::new(),
+            requests: Family::default(),
+            handshake_failures: Family::default(),
+            connections: Family::default(),
+            upstream_connects: Family::default(),
+            upstream_open: Family::default(),
+            upstream_pools: Family::default(),
+            reloads: Family::default(),
+            passthrough: Family::default(),
+            client_open: Family::default(),
+            connections_refused: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        };
+        for port in std::iter::once(0).chain(ports) {
+            if !m.ports.contains_key(&port) {
+                let p = m.port_handles(port);
+                m.ports.insert(port, p);
+            }
+        }
+        m
     }
 
-    /// The counters of `port` (those of port `0` for an unknown port).
+    fn port_handles(&self, port: u16) -> PortMetrics {
+        let one = || [port_label(port)];
+        PortMetrics {
+            requests: per_port(&self.requests, port, "outcome", Outcome::LABELS),
+            handshake_failures: per_port(
+                &self.handshake_failures,
+                port,
+                "reason",
+                HandshakeFailure::ALL.map(HandshakeFailure::label),
+            ),
+            latency: self.latency.get_or_create_owned(&one()),
+            connections: per_port(
+                &self.connections,
+                port,
+                "kind",
+                ["tls", "passthrough", "opaque"],
+            ),
+            upstream_connects: per_port(&self.upstream_connects, port, "result", ["ok", "error"]),
+            upstream_open: self.upstream_open.get_or_create_owned(&one()),
+            upstream_pools: self.upstream_pools.get_or_create_owned(&one()),
+            reloads: per_port(&self.reloads, port, "result", ["ok", "error"]),
+            client_open: self.client_open.get_or_create_owned(&one()),
+            connections_refused: self.connections_refused.get_or_create_owned(&one()),
+            passthrough: (port != 0).then(|| self.passthrough.get_or_create_owned(&one())),
+        }
+    }
+
+    /// The handles of `port` (those of port `0` for an unknown port).
     pub fn port(&self, port: u16) -> &PortMetrics {
         self.ports.get(&port).unwrap_or_else(|| &self.ports[&0])
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut o = String::new();
-        let counter = |o: &mut String, name: &str, help: &str, kind: &str| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-        counter(
-            &mut o,
-            "tls_steal_requests_total",
-            "HTTP requests handled, by port and outcome.",
-            "counter",
+    /// Adds the families to `registry` (the proxy's, served at `/metrics`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "tls_steal_requests",
+            "HTTP requests handled, by port and outcome",
+            self.requests.clone(),
         );
-        for (port, m) in &self.ports {
-            for oc in Outcome::ALL {
-                let v = m.requests[oc as usize].load(Relaxed);
-                let _ = writeln!(
-                    o,
-                    "tls_steal_requests_total{{port=\"{port}\",outcome=\"{}\"}} {v}",
-                    oc.label()
-                );
-            }
-        }
-        counter(
-            &mut o,
-            "tls_steal_tls_handshake_failures_total",
-            "Failed client TLS handshakes, by port and reason.",
-            "counter",
+        registry.register(
+            "tls_steal_tls_handshake_failures",
+            "Failed client TLS handshakes, by port and reason",
+            self.handshake_failures.clone(),
         );
-        for (port, m) in &self.ports {
-            for r in HandshakeFailure::ALL {
-                let v = m.handshake_failures[r as usize].load(Relaxed);
-                let _ = writeln!(
-                    o,
-                    "tls_steal_tls_handshake_failures_total{{port=\"{port}\",reason=\"{}\"}} {v}",
-                    r.label()
-                );
-            }
-        }
-        counter(
-            &mut o,
-            "tls_steal_connections_total",
-            "Accepted client connections, by port and handling.",
-            "counter",
+        registry.register(
+            "tls_steal_connections",
+            "Accepted client connections, by port and handling",
+            self.connections.clone(),
         );
-        for (port, m) in &self.ports {
-            for (kind, v) in [
-                ("tls", &m.connections_tls),
-                ("passthrough", &m.connections_passthrough),
-                ("opaque", &m.connections_opaque),
-            ] {
-                let _ = writeln!(
-                    o,
-                    "tls_steal_connections_total{{port=\"{port}\",kind=\"{kind}\"}} {}",
-                    v.load(Relaxed)
-                );
-            }
-        }
-        counter(
-            &mut o,
-            "tls_steal_upstream_connects_total",
-            "TLS connections opened to the application, by result.",
-            "counter",
+        registry.register(
+            "tls_steal_upstream_connects",
+            "TLS connections opened to the application, by result",
+            self.upstream_connects.clone(),
         );
-        for (port, m) in &self.ports {
-            let _ = writeln!(
-                o,
-                "tls_steal_upstream_connects_total{{port=\"{port}\",result=\"ok\"}} {}",
-                m.upstream_connects.load(Relaxed)
-            );
-            let _ = writeln!(
-                o,
-                "tls_steal_upstream_connects_total{{port=\"{port}\",result=\"error\"}} {}",
-                m.upstream_connect_failures.load(Relaxed)
-            );
-        }
-        counter(
-            &mut o,
+        registry.register(
             "tls_steal_upstream_connections",
-            "Open pooled TLS connections to the application.",
-            "gauge",
+            "Open pooled TLS connections to the application",
+            self.upstream_open.clone(),
         );
-        for (port, m) in &self.ports {
-            let _ = writeln!(
-                o,
-                "tls_steal_upstream_connections{{port=\"{port}\"}} {}",
-                m.upstream_open.load(Relaxed)
-            );
-        }
-        counter(
-            &mut o,
+        registry.register(
             "tls_steal_upstream_pools",
-            "Upstream connection pools (one per SNI and ALPN).",
-            "gauge",
+            "Upstream connection pools (one per SNI and ALPN)",
+            self.upstream_pools.clone(),
         );
-        for (port, m) in &self.ports {
-            let _ = writeln!(
-                o,
-                "tls_steal_upstream_pools{{port=\"{port}\"}} {}",
-                m.upstream_pools.load(Relaxed)
-            );
-        }
-        counter(
-            &mut o,
-            "tls_steal_cert_reloads_total",
-            "Reloads of a port's TLS material, by result.",
-            "counter",
+        registry.register(
+            "tls_steal_cert_reloads",
+            "Reloads of a port's TLS material, by result",
+            self.reloads.clone(),
         );
-        for (port, m) in &self.ports {
-            let _ = writeln!(
-                o,
-                "tls_steal_cert_reloads_total{{port=\"{port}\",result=\"ok\"}} {}",
-                m.reloads_ok.load(Relaxed)
-            );
-            let _ = writeln!(
-                o,
-                "tls_steal_cert_reloads_total{{port=\"{port}\",result=\"error\"}} {}",
-                m.reloads_failed.load(Relaxed)
-            );
-        }
-        counter(
-            &mut o,
+        registry.register(
             "tls_steal_port_passthrough",
-            "1 while a captured port is relayed untouched (its TLS material is unusable; see /readyz).",
-            "gauge",
+            "1 while a captured port is relayed untouched (its TLS material is unusable; see /readyz)",
+            self.passthrough.clone(),
         );
-        for (port, m) in self.ports.iter().filter(|(p, _)| **p != 0) {
-            let _ = writeln!(
-                o,
-                "tls_steal_port_passthrough{{port=\"{port}\"}} {}",
-                u8::from(m.passthrough.load(Relaxed))
-            );
-        }
-        counter(
-            &mut o,
+        registry.register(
             "tls_steal_client_connections",
-            "Open client connections, by port.",
-            "gauge",
+            "Open client connections, by port",
+            self.client_open.clone(),
         );
-        for (port, m) in &self.ports {
-            let _ = writeln!(
-                o,
-                "tls_steal_client_connections{{port=\"{port}\"}} {}",
-                m.client_open.load(Relaxed)
-            );
-        }
-        counter(
-            &mut o,
-            "tls_steal_connections_refused_total",
-            "Client connections closed right after accept because the port had --max-connections open.",
-            "counter",
+        registry.register(
+            "tls_steal_connections_refused",
+            "Client connections closed right after accept because the port had --max-connections open",
+            self.connections_refused.clone(),
         );
-        for (port, m) in &self.ports {
-            let _ = writeln!(
-                o,
-                "tls_steal_connections_refused_total{{port=\"{port}\"}} {}",
-                m.connections_refused.load(Relaxed)
-            );
-        }
-        counter(
-            &mut o,
+        registry.register(
             "tls_steal_request_duration_seconds",
-            "Time from request head to response head.",
-            "histogram",
+            "Time from request head to response head",
+            self.latency.clone(),
         );
-        for (port, m) in &self.ports {
-            let h = &m.latency;
-            let mut cum = 0;
-            for (i, b) in BUCKETS.iter().enumerate() {
-                cum += h.buckets[i].load(Relaxed);
-                let _ = writeln!(
-                    o,
-                    "tls_steal_request_duration_seconds_bucket{{port=\"{port}\",le=\"{b}\"}} {cum}"
-                );
-            }
-            let count = h.count.load(Relaxed);
-            let _ = writeln!(
-                o,
-                "tls_steal_request_duration_seconds_bucket{{port=\"{port}\",le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                o,
-                "tls_steal_request_duration_seconds_sum{{port=\"{port}\"}} {}",
-                h.sum_micros.load(Relaxed) as f64 / 1e6
-            );
-            let _ = writeln!(
-                o,
-                "tls_steal_request_duration_seconds_count{{port=\"{port}\"}} {count}"
-            );
-        }
-        o
+    }
+
+    /// These metrics alone, encoded (tests).
+    #[cfg(test)]
+    pub fn render(&self) -> String {
+        let mut r = Registry::default();
+        self.register(&mut r);
+        tls_steal_http::openmetrics::encode(&r)
     }
 }
 
@@ -444,10 +367,10 @@ mod tests {
         assert!(t.contains("reason=\"no_client_cert\"} 1"));
         assert!(t.contains("tls_steal_connections_total{port=\"0\",kind=\"passthrough\"} 1"));
         assert!(
-            t.contains("tls_steal_request_duration_seconds_bucket{port=\"443\",le=\"0.005\"} 1")
+            t.contains("tls_steal_request_duration_seconds_bucket{le=\"0.005\",port=\"443\"} 1")
         );
         assert!(
-            t.contains("tls_steal_request_duration_seconds_bucket{port=\"443\",le=\"0.0025\"} 0")
+            t.contains("tls_steal_request_duration_seconds_bucket{le=\"0.0025\",port=\"443\"} 0")
         );
     }
 

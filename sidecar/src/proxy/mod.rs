@@ -5,7 +5,7 @@
 //! which process is of which container), [`pem`], [`material`],
 //! [`tls_server`], [`tls_client`], [`ports`] (per-port state), [`reload`], [`orig_dst`],
 //! [`conn`] (one connection), [`affinity`] (HTTP/1.1 app connection per client connection),
-//! [`sniff`], [`route`] (per-request decision), [`body`] (bounded body reads for body filters),
+//! [`route`] (per-request decision), [`body`] (bounded body reads for body filters),
 //! [`forward`], [`idle`] (HTTP/2 timeouts), [`passthrough`], [`admin`], [`app_probe`] (the
 //! kubelet's probes, run against the app), [`metrics`], [`shutdown`] (drain delay, then
 //! graceful close).
@@ -36,7 +36,6 @@ pub mod reload;
 pub mod route;
 pub mod shutdown;
 pub mod signatures;
-pub mod sniff;
 pub mod tls_client;
 pub mod tls_server;
 
@@ -65,6 +64,8 @@ pub enum ProxyError {
     },
     #[error("no capture listener could be bound")]
     NoListener,
+    #[error("the router could not start serving")]
+    Attach(#[source] std::io::Error),
 }
 
 /// The HTTP server builders, configured once.
@@ -105,6 +106,8 @@ pub struct Shared {
     pub cfg: ProxyConfig,
     pub ports: PortTable,
     pub metrics: Arc<Metrics>,
+    /// What `/metrics` serves: the proxy's families and the router's.
+    pub registry: prometheus_client::registry::Registry,
     pub router: Arc<dyn Router>,
     pub http: HttpBuilders,
     pub shutdown: Shutdown,
@@ -155,15 +158,12 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(s.into())
 }
 
-/// Loads the plan's material, binds the listeners (and the session API, `cfg.session_api`) and
-/// serves: each request is forwarded unless a session's filter takes it ([`crate::session`]).
-pub async fn start(cfg: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
-    let sessions =
-        crate::session::Sessions::new(crate::session::SessionConfig::new(cfg.plan.port_numbers()));
-    start_with_router(cfg, sessions).await
-}
+// The proxy with the session layer as its router: wired in `crate::serve`, named here too for
+// the callers that start "the proxy".
+pub use crate::serve::{run, start};
 
-/// As [`start`], with the routing decision made by `router`.
+/// Loads the plan's material, binds the listeners (and whatever `router` serves besides, through
+/// [`Router::attach`]) and serves: each request goes where `router` says.
 pub async fn start_with_router(
     cfg: ProxyConfig,
     router: Arc<dyn Router>,
@@ -209,26 +209,21 @@ pub async fn start_with_router(
         .collect();
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let shutdown = Shutdown::default();
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    router.register_metrics(&mut registry);
     let shared = Arc::new(Shared {
         http: HttpBuilders::new(&cfg),
         app_probes: app_probe::AppProbeRunner::new(&cfg.app_probes, cfg.pod_ip),
         cfg,
         ports,
         metrics,
+        registry,
         router,
         shutdown: shutdown.clone(),
         drain: Drain::default(),
     });
-    let session_api = shared
-        .router
-        .attach(&shared)
-        .map_err(|source| ProxyError::Bind {
-            addr: shared
-                .cfg
-                .session_api
-                .unwrap_or_else(crate::session::default_api_addr),
-            source,
-        })?;
+    let session_api = shared.router.attach(&shared).map_err(ProxyError::Attach)?;
     info!(listen = ?listen, admin = ?admin_addr, ports = ?shared.cfg.plan.port_numbers(), "tls-steal-proxy serving");
 
     let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, shared.clone())));
@@ -297,9 +292,8 @@ pub(crate) async fn accept_failed(e: &std::io::Error) {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
-/// Runs until SIGTERM/SIGINT, then drains (a second signal skips the rest of the drain delay).
-pub async fn run(cfg: ProxyConfig) -> Result<(), ProxyError> {
-    let handle = start(cfg).await?;
+/// Serves until SIGTERM/SIGINT, then drains (a second signal skips the rest of the drain delay).
+pub async fn run_until_signalled(handle: ProxyHandle) {
     shutdown::signal().await;
     handle.shutdown();
     let again = handle.shutdown.clone();
@@ -308,5 +302,4 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ProxyError> {
         again.close();
     });
     handle.wait().await;
-    Ok(())
 }

@@ -1,5 +1,6 @@
 //! The session API (HTTP/1.1 on 127.0.0.1:15400): `POST /v1/sessions` registers a session and
-//! upgrades its connection, `GET /v1/status` reports ports, certificates and sessions.
+//! upgrades its connection, `GET /v1/status` reports ports, certificates and sessions,
+//! `POST /v1/explain` says where a sample request would go ([`super::explain`]).
 //!
 //! A refused registration is a `400` with an [`ApiError`] naming the field at fault; the
 //! connection stays usable for another attempt. A registration sent again on a connection that
@@ -19,7 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value;
 use tls_steal_crds::filter::{CompiledFilter, HttpFilter};
 use tls_steal_crds::session::{
-    ApiError, Mode, PASSTHROUGH_HEADER, PORTS_HEADER, REGISTER_PATH, Registration,
+    ApiError, EXPLAIN_PATH, Mode, PASSTHROUGH_HEADER, PORTS_HEADER, REGISTER_PATH, Registration,
     SESSION_ID_HEADER, STATUS_PATH, UPGRADE_PROTOCOL,
 };
 use tokio::net::TcpListener;
@@ -93,11 +94,12 @@ async fn handle(sessions: Arc<Sessions>, req: Request<Incoming>) -> Response<Pro
                 ),
             }
         }
-        (_, REGISTER_PATH | STATUS_PATH) => api_error(
+        (&Method::POST, EXPLAIN_PATH) => super::explain::handle(&sessions, req).await,
+        (_, REGISTER_PATH | STATUS_PATH | EXPLAIN_PATH) => api_error(
             StatusCode::METHOD_NOT_ALLOWED,
             err(
                 format!(
-                    "{} {path} is not supported (POST {REGISTER_PATH}, GET {STATUS_PATH})",
+                    "{} {path} is not supported (POST {REGISTER_PATH}, GET {STATUS_PATH}, POST {EXPLAIN_PATH})",
                     req.method()
                 ),
                 None,
@@ -106,7 +108,9 @@ async fn handle(sessions: Arc<Sessions>, req: Request<Incoming>) -> Response<Pro
         _ => api_error(
             StatusCode::NOT_FOUND,
             err(
-                format!("no such endpoint {path} (POST {REGISTER_PATH}, GET {STATUS_PATH})"),
+                format!(
+                    "no such endpoint {path} (POST {REGISTER_PATH}, GET {STATUS_PATH}, POST {EXPLAIN_PATH})"
+                ),
                 None,
             ),
         ),
@@ -114,19 +118,7 @@ async fn handle(sessions: Arc<Sessions>, req: Request<Incoming>) -> Response<Pro
 }
 
 fn asks_for_session_upgrade<B>(req: &Request<B>) -> bool {
-    let upgrade = req
-        .headers()
-        .get(UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(UPGRADE_PROTOCOL));
-    let connection = req
-        .headers()
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    upgrade && connection
+    tls_steal_http::upgrade_protocol(req).is_some_and(|p| p.eq_ignore_ascii_case(UPGRADE_PROTOCOL))
 }
 
 async fn register(

@@ -7,12 +7,9 @@
 //! payload skipped) and the first `GOAWAY` frame fires a [`Notify`], on which the session
 //! leaves the registry at once while its streams in flight complete.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tls_steal_http::io::ReadHook;
 use tokio::sync::Notify;
 
 /// The HTTP/2 frame type of `GOAWAY` (RFC 9113 §6.8).
@@ -55,19 +52,17 @@ impl FrameTracker {
     }
 }
 
-/// The session's connection as the HTTP/2 client reads it (the session speaks first, as the
-/// server), with the `GOAWAY` frames it sends noticed.
-pub(crate) struct GoawayWatch<S> {
-    inner: S,
+/// Watches the session's connection as the HTTP/2 client reads it (the session speaks first,
+/// as the server): the first `GOAWAY` frame it sends fires `notify`.
+pub(crate) struct GoawayWatch {
     frames: FrameTracker,
     seen: bool,
     notify: Arc<Notify>,
 }
 
-impl<S> GoawayWatch<S> {
-    pub(crate) fn new(inner: S, notify: Arc<Notify>) -> Self {
+impl GoawayWatch {
+    pub(crate) fn new(notify: Arc<Notify>) -> Self {
         GoawayWatch {
-            inner,
             frames: FrameTracker::default(),
             seen: false,
             notify,
@@ -75,54 +70,12 @@ impl<S> GoawayWatch<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for GoawayWatch<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r
-            && !self.seen
-        {
-            let this = &mut *self;
-            if this.frames.feed(&buf.filled()[before..]) {
-                this.seen = true;
-                this.notify.notify_one();
-            }
+impl ReadHook for GoawayWatch {
+    fn saw(&mut self, bytes: &[u8]) {
+        if !self.seen && self.frames.feed(bytes) {
+            self.seen = true;
+            self.notify.notify_one();
         }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for GoawayWatch<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -1,10 +1,16 @@
-//! Counters of the session layer, rendered as Prometheus text lines appended to the proxy's
-//! `/metrics`. Per-port counters exist for the plan's ports (known at start); everything is a
-//! plain atomic.
+//! Counters of the session layer, registered in the proxy's registry (served at `/metrics`).
+//! Per-port handles exist for the plan's ports (known at start) and are resolved once, here:
+//! counting touches atomics only.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tls_steal_http::openmetrics::{self, Label};
+
+use crate::proxy::metrics::{Labels, per_port, port_label};
 
 /// What the routing step decided for a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,14 +21,7 @@ pub enum Routed {
 }
 
 impl Routed {
-    const ALL: [Routed; 3] = [Routed::Forwarded, Routed::Stolen, Routed::Mirrored];
-    fn label(self) -> &'static str {
-        match self {
-            Routed::Forwarded => "forwarded",
-            Routed::Stolen => "stolen",
-            Routed::Mirrored => "mirrored",
-        }
-    }
+    const LABELS: [&'static str; 3] = ["forwarded", "stolen", "mirrored"];
 }
 
 /// Session failures.
@@ -41,94 +40,112 @@ pub enum SessionError {
 }
 
 impl SessionError {
-    const ALL: [SessionError; 5] = [
-        SessionError::RegistrationRejected,
-        SessionError::ConnectionFailed,
-        SessionError::Stuck,
-        SessionError::RequestFailed,
-        SessionError::UpgradeFailed,
+    const LABELS: [&'static str; 5] = [
+        "registration_rejected",
+        "connection_failed",
+        "stuck",
+        "request_failed",
+        "upgrade_failed",
     ];
-    fn label(self) -> &'static str {
-        match self {
-            SessionError::RegistrationRejected => "registration_rejected",
-            SessionError::ConnectionFailed => "connection_failed",
-            SessionError::Stuck => "stuck",
-            SessionError::RequestFailed => "request_failed",
-            SessionError::UpgradeFailed => "upgrade_failed",
-        }
-    }
 }
 
 /// Why a body gave body filters nothing (each such request counts as "no match").
 const BODY_REASONS: [&str; 5] = ["not_json", "empty", "too_large", "timeout", "read_error"];
 
-#[derive(Default)]
+/// The handles of one port.
 struct PortCounters {
-    routed: [AtomicU64; 3],
-    mirror_dropped: AtomicU64,
-    lost_events: AtomicU64,
-    regex_limit: AtomicU64,
-    body_unusable: [AtomicU64; BODY_REASONS.len()],
+    routed: [Counter; 3],
+    mirror_dropped: Counter,
+    lost_events: Counter,
+    regex_limit: Counter,
+    body_unusable: [Counter; BODY_REASONS.len()],
 }
 
-/// The session layer's counters.
+/// The session layer's metric families and their handles.
 pub struct SessionMetrics {
     ports: BTreeMap<u16, PortCounters>,
-    active: AtomicI64,
-    registered: AtomicU64,
-    errors: [AtomicU64; 5],
-    events_dropped: AtomicU64,
+    active: Gauge,
+    registered: Counter,
+    errors: [Counter; 5],
+    events_dropped: Counter,
+    routed_family: Family<Labels<2>, Counter>,
+    mirror_dropped_family: Family<Labels<1>, Counter>,
+    lost_family: Family<Labels<1>, Counter>,
+    regex_limit_family: Family<Labels<1>, Counter>,
+    body_unusable_family: Family<Labels<2>, Counter>,
+    errors_family: Family<Label, Counter>,
 }
 
 impl SessionMetrics {
     pub fn new(ports: impl IntoIterator<Item = u16>) -> Self {
+        let routed_family = Family::default();
+        let mirror_dropped_family = Family::<Labels<1>, Counter>::default();
+        let lost_family = Family::<Labels<1>, Counter>::default();
+        let regex_limit_family = Family::<Labels<1>, Counter>::default();
+        let body_unusable_family = Family::default();
+        let ports = ports
+            .into_iter()
+            .map(|port| {
+                let one = [port_label(port)];
+                let counters = PortCounters {
+                    routed: per_port(&routed_family, port, "route", Routed::LABELS),
+                    mirror_dropped: mirror_dropped_family.get_or_create_owned(&one),
+                    lost_events: lost_family.get_or_create_owned(&one),
+                    regex_limit: regex_limit_family.get_or_create_owned(&one),
+                    body_unusable: per_port(&body_unusable_family, port, "reason", BODY_REASONS),
+                };
+                (port, counters)
+            })
+            .collect();
+        let (errors_family, errors) = openmetrics::counters("kind", SessionError::LABELS);
         SessionMetrics {
-            ports: ports
-                .into_iter()
-                .map(|p| (p, PortCounters::default()))
-                .collect(),
-            active: AtomicI64::new(0),
-            registered: AtomicU64::new(0),
-            errors: Default::default(),
-            events_dropped: AtomicU64::new(0),
+            ports,
+            active: Gauge::default(),
+            registered: Counter::default(),
+            errors,
+            events_dropped: Counter::default(),
+            routed_family,
+            mirror_dropped_family,
+            lost_family,
+            regex_limit_family,
+            body_unusable_family,
+            errors_family,
         }
     }
 
     pub fn routed(&self, port: u16, r: Routed) {
         if let Some(p) = self.ports.get(&port) {
-            p.routed[r as usize].fetch_add(1, Relaxed);
+            p.routed[r as usize].inc();
         }
     }
 
     pub fn routed_count(&self, port: u16, r: Routed) -> u64 {
         self.ports
             .get(&port)
-            .map_or(0, |p| p.routed[r as usize].load(Relaxed))
+            .map_or(0, |p| p.routed[r as usize].get())
     }
 
     pub fn mirror_dropped(&self, port: u16) {
         if let Some(p) = self.ports.get(&port) {
-            p.mirror_dropped.fetch_add(1, Relaxed);
+            p.mirror_dropped.inc();
         }
     }
 
     pub fn lost_event(&self, port: u16) {
         if let Some(p) = self.ports.get(&port) {
-            p.lost_events.fetch_add(1, Relaxed);
+            p.lost_events.inc();
         }
     }
 
     /// `n` regex evaluations on `port` hit the backtracking limit (each counted as no match).
     pub fn regex_limit(&self, port: u16, n: u64) {
         if let Some(p) = self.ports.get(&port) {
-            p.regex_limit.fetch_add(n, Relaxed);
+            p.regex_limit.inc_by(n);
         }
     }
 
     pub fn regex_limit_count(&self, port: u16) -> u64 {
-        self.ports
-            .get(&port)
-            .map_or(0, |p| p.regex_limit.load(Relaxed))
+        self.ports.get(&port).map_or(0, |p| p.regex_limit.get())
     }
 
     /// A body read for body filters on `port` gave them nothing (`reason`: a label of
@@ -136,154 +153,94 @@ impl SessionMetrics {
     pub fn body_unusable(&self, port: u16, reason: &str) {
         let i = BODY_REASONS.iter().position(|r| *r == reason);
         if let (Some(p), Some(i)) = (self.ports.get(&port), i) {
-            p.body_unusable[i].fetch_add(1, Relaxed);
+            p.body_unusable[i].inc();
         }
     }
 
     pub fn body_unusable_count(&self, port: u16, reason: &str) -> u64 {
         let i = BODY_REASONS.iter().position(|r| *r == reason);
         match (self.ports.get(&port), i) {
-            (Some(p), Some(i)) => p.body_unusable[i].load(Relaxed),
+            (Some(p), Some(i)) => p.body_unusable[i].get(),
             _ => 0,
         }
     }
 
     pub fn event_dropped(&self) {
-        self.events_dropped.fetch_add(1, Relaxed);
+        self.events_dropped.inc();
     }
 
     pub fn session_started(&self) {
-        self.registered.fetch_add(1, Relaxed);
-        self.active.fetch_add(1, Relaxed);
+        self.registered.inc();
+        self.active.inc();
     }
 
     pub fn session_ended(&self) {
-        self.active.fetch_sub(1, Relaxed);
+        self.active.dec();
     }
 
     pub fn error(&self, e: SessionError) {
-        self.errors[e as usize].fetch_add(1, Relaxed);
+        self.errors[e as usize].inc();
     }
 
     pub fn error_count(&self, e: SessionError) -> u64 {
-        self.errors[e as usize].load(Relaxed)
+        self.errors[e as usize].get()
     }
 
-    /// Appends the Prometheus text exposition of these counters to `o`.
-    pub fn render(&self, o: &mut String) {
-        let head = |o: &mut String, name: &str, help: &str, kind: &str| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-        head(
-            o,
+    /// Adds the families to `registry` (the proxy's, served at `/metrics`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
             "tls_steal_sessions_active",
-            "Sessions currently registered.",
-            "gauge",
+            "Sessions currently registered",
+            self.active.clone(),
         );
-        let _ = writeln!(o, "tls_steal_sessions_active {}", self.active.load(Relaxed));
-        head(
-            o,
-            "tls_steal_sessions_registered_total",
-            "Sessions registered since start.",
-            "counter",
+        registry.register(
+            "tls_steal_sessions_registered",
+            "Sessions registered since start",
+            self.registered.clone(),
         );
-        let _ = writeln!(
-            o,
-            "tls_steal_sessions_registered_total {}",
-            self.registered.load(Relaxed)
+        registry.register(
+            "tls_steal_session_routed_requests",
+            "Requests by port and routing decision (forwarded to the app, stolen, mirrored)",
+            self.routed_family.clone(),
         );
-        head(
-            o,
-            "tls_steal_session_routed_requests_total",
-            "Requests by port and routing decision (forwarded to the app, stolen, mirrored).",
-            "counter",
+        registry.register(
+            "tls_steal_session_mirror_dropped",
+            "Mirror copies dropped because the session lagged, by port",
+            self.mirror_dropped_family.clone(),
         );
-        for (port, c) in &self.ports {
-            for r in Routed::ALL {
-                let v = c.routed[r as usize].load(Relaxed);
-                let _ = writeln!(
-                    o,
-                    "tls_steal_session_routed_requests_total{{port=\"{port}\",route=\"{}\"}} {v}",
-                    r.label()
-                );
-            }
-        }
-        head(
-            o,
-            "tls_steal_session_mirror_dropped_total",
-            "Mirror copies dropped because the session lagged, by port.",
-            "counter",
+        registry.register(
+            "tls_steal_session_lost",
+            "Matches a session lost to an earlier-registered session, by port",
+            self.lost_family.clone(),
         );
-        for (port, c) in &self.ports {
-            let v = c.mirror_dropped.load(Relaxed);
-            let _ = writeln!(
-                o,
-                "tls_steal_session_mirror_dropped_total{{port=\"{port}\"}} {v}"
-            );
-        }
-        head(
-            o,
-            "tls_steal_session_lost_total",
-            "Matches a session lost to an earlier-registered session, by port.",
-            "counter",
+        registry.register(
+            "tls_steal_session_filter_regex_limit",
+            "Filter regex evaluations that hit the backtracking limit (each counted as no match), by port",
+            self.regex_limit_family.clone(),
         );
-        for (port, c) in &self.ports {
-            let v = c.lost_events.load(Relaxed);
-            let _ = writeln!(o, "tls_steal_session_lost_total{{port=\"{port}\"}} {v}");
-        }
-        head(
-            o,
-            "tls_steal_session_filter_regex_limit_total",
-            "Filter regex evaluations that hit the backtracking limit (each counted as no match), by port.",
-            "counter",
+        registry.register(
+            "tls_steal_session_body_unusable",
+            "Request bodies read for body filters that gave them nothing (counted as no match), by port and reason",
+            self.body_unusable_family.clone(),
         );
-        for (port, c) in &self.ports {
-            let v = c.regex_limit.load(Relaxed);
-            let _ = writeln!(
-                o,
-                "tls_steal_session_filter_regex_limit_total{{port=\"{port}\"}} {v}"
-            );
-        }
-        head(
-            o,
-            "tls_steal_session_body_unusable_total",
-            "Request bodies read for body filters that gave them nothing (counted as no match), by port and reason.",
-            "counter",
+        registry.register(
+            "tls_steal_session_errors",
+            "Session failures, by kind",
+            self.errors_family.clone(),
         );
-        for (port, c) in &self.ports {
-            for (i, reason) in BODY_REASONS.iter().enumerate() {
-                let v = c.body_unusable[i].load(Relaxed);
-                let _ = writeln!(
-                    o,
-                    "tls_steal_session_body_unusable_total{{port=\"{port}\",reason=\"{reason}\"}} {v}"
-                );
-            }
-        }
-        head(
-            o,
-            "tls_steal_session_errors_total",
-            "Session failures, by kind.",
-            "counter",
+        registry.register(
+            "tls_steal_session_events_dropped",
+            "Events not delivered because a session's event queue was full",
+            self.events_dropped.clone(),
         );
-        for e in SessionError::ALL {
-            let v = self.errors[e as usize].load(Relaxed);
-            let _ = writeln!(
-                o,
-                "tls_steal_session_errors_total{{kind=\"{}\"}} {v}",
-                e.label()
-            );
-        }
-        head(
-            o,
-            "tls_steal_session_events_dropped_total",
-            "Events not delivered because a session's event queue was full.",
-            "counter",
-        );
-        let _ = writeln!(
-            o,
-            "tls_steal_session_events_dropped_total {}",
-            self.events_dropped.load(Relaxed)
-        );
+    }
+
+    /// These metrics alone, appended to `o` (tests).
+    #[cfg(test)]
+    pub fn render(&self, o: &mut String) {
+        let mut r = Registry::default();
+        self.register(&mut r);
+        o.push_str(&openmetrics::encode(&r));
     }
 }
 

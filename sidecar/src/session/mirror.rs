@@ -17,7 +17,9 @@ use tls_steal_crds::session::Mode;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::conn::{BoxError, Session, SessionBody, session_head, upgrade_protocol};
+use tls_steal_http::upgrade_protocol;
+
+use super::conn::{BoxError, Session, SessionBody, session_head};
 use crate::proxy::forward::ProxyBody;
 use crate::proxy::route::ConnInfo;
 

@@ -13,10 +13,12 @@
 //!   counted) when the session lags; the real request never waits for the session.
 //! * [`api`]: `POST /v1/sessions` (registration + upgrade) and `GET /v1/status`.
 //! * [`status`]: the ports and certificates as the proxy serves them, for `/v1/status`.
+//! * [`explain`]: `POST /v1/explain`, where a sample request would go (read-only).
 //! * [`metrics`]: Prometheus lines appended to the proxy's `/metrics`.
 
 pub mod api;
 pub mod conn;
+pub mod explain;
 mod goaway;
 pub mod metrics;
 pub mod mirror;
@@ -30,14 +32,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use tls_steal_crds::session::SESSION_API_PORT;
-
 use crate::proxy::Shared;
 
-pub use conn::{Delivery, Session};
+pub use crate::proxy::route::{Delivery, Mirrored, Stolen};
+pub use conn::Session;
 pub use metrics::SessionMetrics;
 pub use registry::Registry;
-pub use route::{Mirrored, Stolen};
 
 /// Tunables of the session layer.
 #[derive(Clone, Debug)]
@@ -79,11 +79,6 @@ impl SessionConfig {
                 .or_else(|| std::env::var("HOSTNAME").ok()),
         }
     }
-}
-
-/// The default address of the session API.
-pub fn default_api_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], SESSION_API_PORT))
 }
 
 /// A listener with `SO_REUSEADDR` (a restarted sidecar rebinds at once).

@@ -1,4 +1,5 @@
-//! The per-request decision over the active sessions ([`Router`] for [`Sessions`]).
+//! The per-request decision over the active sessions ([`Router`] for [`Sessions`]); sessions
+//! are the proxy's [`Taker`]s (steal) and [`Mirror`]s.
 //!
 //! For a request on port P: when a session of P filters on bodies there, the body is read first
 //! ([`Route::ReadBody`], then [`Router::route_with_body`]). The sessions of P,
@@ -9,7 +10,9 @@
 //! session with too many requests waiting for its answers is stuck: it is closed and skipped,
 //! so the request goes to the next match or to the app.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::Request;
@@ -18,62 +21,43 @@ use tls_steal_crds::session::{Event, Mode};
 use tracing::warn;
 
 use super::Sessions;
-use super::conn::{Delivery, Session};
+use super::conn::Session;
 use super::metrics::{Routed, SessionError};
 use super::view::PartsView;
 use crate::proxy::Shared;
 use crate::proxy::body::BodyRead;
 use crate::proxy::forward::ProxyBody;
-use crate::proxy::route::{ConnInfo, Route, Router};
+use crate::proxy::route::{ConnInfo, Delivery, Mirror, Mirrored, Route, Router, Stolen, Taker};
 
-/// A request taken by a steal session: [`Stolen::serve`] delivers it and returns the answer
-/// (or, if the session was closing and never got it, the request back, for the app).
-#[derive(Clone)]
-pub struct Stolen {
-    pub session: Arc<Session>,
-    pub request_id: u64,
-}
+impl Taker for Session {
+    fn id(&self) -> u64 {
+        self.id
+    }
 
-/// A request mirrored to a session: [`Mirrored::tee`] starts the copy and returns the request
-/// to forward to the app.
-#[derive(Clone)]
-pub struct Mirrored {
-    pub session: Arc<Session>,
-    pub request_id: u64,
-}
-
-impl Stolen {
-    pub async fn serve(self, req: Request<ProxyBody>, conn: &ConnInfo) -> Delivery {
-        self.session.steal(self.request_id, req, conn).await
+    fn take<'a>(
+        &'a self,
+        request_id: u64,
+        req: Request<ProxyBody>,
+        conn: &'a ConnInfo,
+    ) -> Pin<Box<dyn Future<Output = Delivery> + Send + 'a>> {
+        Box::pin(self.steal(request_id, req, conn))
     }
 }
 
-impl Mirrored {
-    pub fn tee(self, req: Request<ProxyBody>, conn: &ConnInfo) -> Request<ProxyBody> {
-        self.session.mirror(self.request_id, req, conn)
+impl Mirror for Session {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn tee(
+        self: Arc<Self>,
+        request_id: u64,
+        req: Request<ProxyBody>,
+        conn: &ConnInfo,
+    ) -> Request<ProxyBody> {
+        self.mirror(request_id, req, conn)
     }
 }
-
-macro_rules! handle_traits {
-    ($t:ty) => {
-        impl std::fmt::Debug for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_struct(stringify!($t))
-                    .field("session", &self.session.id)
-                    .field("request_id", &self.request_id)
-                    .finish()
-            }
-        }
-        impl PartialEq for $t {
-            fn eq(&self, other: &Self) -> bool {
-                self.session.id == other.session.id && self.request_id == other.request_id
-            }
-        }
-        impl Eq for $t {}
-    };
-}
-handle_traits!(Stolen);
-handle_traits!(Mirrored);
 
 impl Sessions {
     /// The routing decision (see the module documentation). `body`: the request's body as read
@@ -159,14 +143,14 @@ impl Sessions {
                     Mode::Steal => {
                         self.metrics.routed(conn.port, Routed::Stolen);
                         Route::Steal(Stolen {
-                            session,
+                            taker: session,
                             request_id,
                         })
                     }
                     Mode::Mirror => {
                         self.metrics.routed(conn.port, Routed::Mirrored);
                         Route::Mirror(Mirrored {
-                            session,
+                            mirror: session,
                             request_id,
                         })
                     }
@@ -194,7 +178,7 @@ impl Router for Sessions {
         Sessions::attach(self, shared)
     }
 
-    fn render_metrics(&self, out: &mut String) {
-        self.metrics.render(out);
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
     }
 }

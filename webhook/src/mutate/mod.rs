@@ -3,8 +3,8 @@
 //!
 //! Decisions:
 //! * Container order. `tls-steal-init` is appended after the pod's existing init containers, so
-//!   the capture rules come after any a mesh's init container installed (DESIGN: "appended after
-//!   mesh rules") and after app init containers that may write the certificates the proxy loads.
+//!   the capture rules come after any a mesh's init container installed (docs/architecture.md,
+//!   "Injection") and after app init containers that may write the certificates the proxy loads.
 //!   In native mode `tls-steal-proxy` is the init container right after it (`restartPolicy:
 //!   Always`); its startup probe makes the kubelet start the app containers only once it runs.
 //!   In classic mode it is the first regular container.

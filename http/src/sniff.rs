@@ -1,12 +1,6 @@
 //! Telling HTTP/1, HTTP/2 (prior knowledge) and anything else apart when the client negotiated
-//! no ALPN, and replaying the sniffed bytes to whoever serves the connection.
-
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+//! no ALPN, and replaying the sniffed bytes to whoever serves the connection
+//! ([`crate::io::Prefixed`]).
 
 /// The HTTP/2 connection preface.
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -53,68 +47,13 @@ pub fn classify(buf: &[u8]) -> Sniffed {
     }
 }
 
-/// An IO that first yields `prefix`, then reads from `inner`. Writes go to `inner`.
-pub struct Prefixed<S> {
-    prefix: Bytes,
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    pub fn new(prefix: Bytes, inner: S) -> Self {
-        Prefixed { prefix, inner }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use tokio::io::AsyncReadExt;
+
+    use crate::io::Prefixed;
 
     #[test]
     fn classifies() {
@@ -134,7 +73,7 @@ mod tests {
     #[tokio::test]
     async fn prefixed_replays_then_reads() {
         let inner: &[u8] = b" world";
-        let mut io = Prefixed::new(Bytes::from_static(b"hello"), inner);
+        let mut io = Prefixed::prefixed(Bytes::from_static(b"hello"), inner);
         let mut s = String::new();
         io.read_to_string(&mut s).await.unwrap();
         assert_eq!(s, "hello world");

@@ -1,4 +1,4 @@
-//! What the admission and controller metrics share: the exposition (OpenMetrics text, as
+//! What the webhook's, the controller's and the sidecar's metrics share: the exposition (OpenMetrics text, as
 //! prometheus-client encodes it), a lock-free duration histogram, a gauge read at scrape time,
 //! and label families resolved once.
 
