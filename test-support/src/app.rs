@@ -183,10 +183,8 @@ impl AppBuilder {
 
 /// A streamed body: `data`, then `trailers`.
 pub fn with_trailers(data: impl Into<Bytes>, trailers: HeaderMap) -> Body {
-    let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
-        Ok(Frame::data(data.into())),
-        Ok(Frame::trailers(trailers)),
-    ];
+    let frames: Vec<Result<Frame<Bytes>, std::io::Error>> =
+        vec![Ok(Frame::data(data.into())), Ok(Frame::trailers(trailers))];
     StreamBody::new(futures::stream::iter(frames)).boxed()
 }
 

@@ -123,7 +123,10 @@ pub async fn http1_get(addr: SocketAddr, path: &str, host: &str) -> (u16, String
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (mut s, c) = http1::handshake(TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(c);
-    let req = Request::get(path).header("host", host).body(empty()).unwrap();
+    let req = Request::get(path)
+        .header("host", host)
+        .body(empty())
+        .unwrap();
     let resp = s.send_request(req).await.unwrap();
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();

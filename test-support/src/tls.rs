@@ -123,9 +123,8 @@ impl ServerTls {
 
 /// Every certificate in the PEM file at `path`.
 pub fn read_certs(path: &Path) -> std::io::Result<Vec<CertificateDer<'static>>> {
-    let err = |e: rustls_pki_types::pem::Error| {
-        std::io::Error::other(format!("{}: {e}", path.display()))
-    };
+    let err =
+        |e: rustls_pki_types::pem::Error| std::io::Error::other(format!("{}: {e}", path.display()));
     CertificateDer::pem_file_iter(path)
         .map_err(err)?
         .map(|c| c.map_err(err))
@@ -149,11 +148,7 @@ impl ClientOpts {
     }
 
     /// SNI `sni`, trusting `roots`.
-    pub fn trusting(
-        roots: Vec<CertificateDer<'static>>,
-        sni: &str,
-        alpn: &[&'static str],
-    ) -> Self {
+    pub fn trusting(roots: Vec<CertificateDer<'static>>, sni: &str, alpn: &[&'static str]) -> Self {
         ClientOpts {
             sni: Some(sni.into()),
             alpn: alpn.to_vec(),
@@ -172,24 +167,28 @@ impl ClientOpts {
         self
     }
 
-    pub fn config(&self) -> Arc<ClientConfig> {
+    /// The client config; an error for a root or a certificate rustls refuses.
+    pub fn try_config(&self) -> Result<Arc<ClientConfig>, rustls::Error> {
         let mut roots = RootCertStore::empty();
         for r in &self.roots {
-            roots.add(r.clone()).unwrap();
+            roots.add(r.clone())?;
         }
         let b = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
+            .with_safe_default_protocol_versions()?
             .with_root_certificates(roots);
         let mut cfg = match &self.cert {
-            Some(l) => b.with_client_auth_cert(l.chain(), l.key()).unwrap(),
+            Some(l) => b.with_client_auth_cert(l.chain(), l.key())?,
             None => b.with_no_client_auth(),
         };
         cfg.alpn_protocols = self.alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
         if self.sni.is_none() {
             cfg.enable_sni = false;
         }
-        Arc::new(cfg)
+        Ok(Arc::new(cfg))
+    }
+
+    pub fn config(&self) -> Arc<ClientConfig> {
+        self.try_config().unwrap()
     }
 
     /// The name the server's certificate is verified against.

@@ -15,7 +15,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tls_steal_crds::StealPlan;
 use tls_steal_crds::filter::HttpFilter;
 use tls_steal_crds::session::{
@@ -25,6 +25,7 @@ use tls_steal_crds::session::{
 use tls_steal_sidecar::proxy::{self, ProxyConfig, ProxyHandle};
 use tls_steal_sidecar::session::{SessionConfig, Sessions};
 use tls_steal_test_support::app::{echo_upgrade, with_trailers};
+use tls_steal_test_support::client::h1_handshake;
 use tls_steal_test_support::header_list;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -286,10 +287,7 @@ pub async fn register_raw(
     handler: Handler,
 ) -> Result<TestSession, Refused> {
     let tcp = TcpStream::connect(api).await.unwrap();
-    let (mut s, c) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(c.with_upgrades());
+    let mut s = h1_handshake(tcp).await;
     let req = Request::post(REGISTER_PATH)
         .header("host", "localhost")
         .header("connection", "upgrade")
