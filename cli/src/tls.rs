@@ -258,6 +258,7 @@ impl ServerCertVerifier for Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tls_steal_test_support::Leaf;
 
     #[test]
     fn missing_and_empty_files_are_named() {
@@ -280,8 +281,8 @@ mod tests {
     #[test]
     fn roots_load_best_effort_and_name_what_they_skip() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = rcgen::generate_simple_self_signed(vec!["ca.local".into()]).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
+        let ca = Leaf::self_signed(&["ca.local"]);
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem).unwrap();
         std::fs::write(dir.path().join("README"), "hello").unwrap();
         let broken = "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n";
         std::fs::write(dir.path().join("broken.pem"), broken).unwrap();
@@ -302,14 +303,13 @@ mod tests {
     #[test]
     fn the_server_cert_names_the_default_server_name() {
         let dir = tempfile::tempdir().unwrap();
-        let ck = rcgen::generate_simple_self_signed(vec!["local.test".into(), "127.0.0.1".into()])
-            .unwrap();
+        let ck = Leaf::self_signed(&["local.test", "127.0.0.1"]);
         let p = dir.path().join("c.pem");
-        std::fs::write(&p, ck.cert.pem()).unwrap();
+        std::fs::write(&p, ck.cert_pem).unwrap();
         let c = TlsClients::new(&[], Some(&p)).unwrap();
         assert_eq!(c.cert_name.as_deref(), Some("local.test"));
-        let ip_only = rcgen::generate_simple_self_signed(vec!["10.1.2.3".into()]).unwrap();
-        std::fs::write(&p, ip_only.cert.pem()).unwrap();
+        let ip_only = Leaf::self_signed(&["10.1.2.3"]);
+        std::fs::write(&p, ip_only.cert_pem).unwrap();
         let c = TlsClients::new(&[], Some(&p)).unwrap();
         assert_eq!(c.cert_name.as_deref(), Some("10.1.2.3"));
     }

@@ -4,29 +4,19 @@
 //! bridges to the session API of a real `tls-steal-sidecar proxy`.
 
 mod common;
+mod fake_kube;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use common::*;
-use futures::{SinkExt, StreamExt};
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, StreamBody};
+use fake_kube::{FakeApi, json_response, portforward_upgrade};
+use futures::StreamExt;
+use http::{Request, Response};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
-
-type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// What the fake API server knows.
 struct Cluster {
@@ -62,28 +52,17 @@ fn pod(name: &str, sidecar: bool) -> Value {
     })
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
-    r
-}
-
 fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
-    json_response(
-        StatusCode::from_u16(code).unwrap(),
-        &json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
-                "message": message, "reason": reason, "code": code}),
-    )
+    let (code, v) = fake_kube::status(code, reason, message);
+    json_response(code, &v)
 }
 
-async fn api(mut req: Request<Incoming>, cluster: Arc<Cluster>) -> Response<Body> {
+async fn api(req: Request<Incoming>, cluster: Arc<Cluster>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
     match path.as_str() {
         "/apis/apps/v1/namespaces/shop/deployments/web" => json_response(
-            StatusCode::OK,
+            200,
             &json!({"apiVersion": "apps/v1", "kind": "Deployment",
                     "metadata": {"name": "web", "namespace": "shop"},
                     "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {}}}),
@@ -94,13 +73,13 @@ async fn api(mut req: Request<Incoming>, cluster: Arc<Cluster>) -> Response<Body
             let events = futures::stream::unfold(rx, |mut rx| async move {
                 let event = rx.recv().await.ok()?;
                 let line = Bytes::from(format!("{event}\n"));
-                Some((Ok::<_, Infallible>(Frame::data(line)), rx))
+                Some((Ok::<_, std::io::Error>(Frame::data(line)), rx))
             })
             .chain(futures::stream::pending());
             Response::new(BodyExt::boxed(StreamBody::new(events)))
         }
         "/api/v1/namespaces/shop/pods" => json_response(
-            StatusCode::OK,
+            200,
             &json!({"apiVersion": "v1", "kind": "PodList",
                     "metadata": {"resourceVersion": "5"}, "items": cluster.pods}),
         ),
@@ -112,30 +91,7 @@ async fn api(mut req: Request<Incoming>, cluster: Arc<Cluster>) -> Response<Body
                     "pods \"web-1\" is forbidden: User \"dev\" cannot create resource \"pods/portforward\"",
                 );
             }
-            let key = req.headers()["sec-websocket-key"].as_bytes().to_vec();
-            let on_upgrade = hyper::upgrade::on(&mut req);
-            let session_api = cluster.session_api;
-            tokio::spawn(async move {
-                let upgraded = on_upgrade.await.unwrap();
-                let ws =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                        .await;
-                portforward(ws, session_api).await;
-            });
-            let mut r = Response::new(Full::new(Bytes::new()).boxed());
-            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            let h = r.headers_mut();
-            h.insert("upgrade", "websocket".parse().unwrap());
-            h.insert("connection", "Upgrade".parse().unwrap());
-            h.insert(
-                "sec-websocket-accept",
-                derive_accept_key(&key).parse().unwrap(),
-            );
-            h.insert(
-                "sec-websocket-protocol",
-                "v4.channel.k8s.io".parse().unwrap(),
-            );
-            r
+            portforward_upgrade(req, cluster.session_api)
         }
         p if p.starts_with("/apis/apps/v1/namespaces/shop/deployments/") => {
             status(404, "NotFound", "deployments.apps \"nope\" not found")
@@ -144,95 +100,11 @@ async fn api(mut req: Request<Incoming>, cluster: Arc<Cluster>) -> Response<Body
     }
 }
 
-/// The kubelet's side of a port-forward of port 15400: channel 0 is data, 1 errors; each opens
-/// with the port number (little-endian).
-async fn portforward<S>(ws: WebSocketStream<S>, session_api: SocketAddr)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let (mut sink, mut stream) = ws.split();
-    let port = 15400u16.to_le_bytes();
-    for ch in [0u8, 1] {
-        sink.send(Message::binary(vec![ch, port[0], port[1]]))
-            .await
-            .unwrap();
-    }
-    let tcp = TcpStream::connect(session_api).await.unwrap();
-    let (mut rd, mut wr) = tcp.into_split();
-    let up = async {
-        while let Some(Ok(msg)) = stream.next().await {
-            if let Message::Binary(b) = msg
-                && b.len() > 1
-                && b[0] == 0
-                && wr.write_all(&b[1..]).await.is_err()
-            {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    };
-    let down = async {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let mut frame = Vec::with_capacity(n + 1);
-                    frame.push(0);
-                    frame.extend_from_slice(&buf[..n]);
-                    if sink.send(Message::binary(frame)).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = sink.close().await;
-    };
-    tokio::join!(up, down);
-}
-
-/// The fake API server and a kubeconfig pointing at it.
-struct FakeApi {
-    _task: JoinHandle<()>,
-    _dir: tempfile::TempDir,
-    kubeconfig: String,
-}
-
 /// Starts the fake; the sender feeds its pod watches.
 async fn fake_api(cluster: Cluster) -> (FakeApi, tokio::sync::broadcast::Sender<Value>) {
     let events = cluster.events.clone();
     let cluster = Arc::new(cluster);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let cluster = cluster.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let cluster = cluster.clone();
-                    async move { Ok::<_, Infallible>(api(req, cluster).await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("config");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: shop\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
-        ),
-    )
-    .unwrap();
-    let api = FakeApi {
-        _task: task,
-        kubeconfig: kubeconfig.display().to_string(),
-        _dir: dir,
-    };
+    let api = fake_kube::serve("shop", move |req| api(req, cluster.clone())).await;
     (api, events)
 }
 

@@ -11,7 +11,6 @@ use serde_json::Value;
 use tls_steal_crds::StealPlan;
 use tls_steal_crds::plan::PortPlan;
 use tls_steal_crds::{AgentAsClient, AgentAsServer, ClientVerification, TlsAuthentication};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn dashboard_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../chart/dashboards/tls-steal.json")
@@ -107,17 +106,8 @@ async fn proxy_series() -> BTreeSet<String> {
     let proxy = tls_steal_sidecar::proxy::start(cfg)
         .await
         .expect("proxy starts");
-    let mut tcp = tokio::net::TcpStream::connect(proxy.admin.unwrap())
-        .await
-        .unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut raw = Vec::new();
-    tcp.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let body = text.split_once("\r\n\r\n").unwrap().1;
-    series_names(body)
+    let (_, body) = tls_steal_test_support::http1_get(proxy.admin.unwrap(), "/metrics", "x").await;
+    series_names(&body)
 }
 
 #[tokio::test]

@@ -4,21 +4,17 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
 use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use tls_steal_crds::probe::{
     AppProbe, AppProbes, ProbeAction, ProbeHeader, ProbeKind, ProbeScheme, app_health_path,
     probe_key,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 fn http_get(port: u16, scheme: ProbeScheme, path: &str, headers: &[(&str, &str)]) -> AppProbe {
     AppProbe {
@@ -55,36 +51,23 @@ fn closed_port() -> u16 {
 }
 
 /// A plain-HTTP app answering 204 with the `Host` it saw in `x-host`.
-async fn plain_app() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let mut r = http::Response::new(Full::new(Bytes::new()));
-                    *r.status_mut() = http::StatusCode::NO_CONTENT;
-                    if let Some(h) = req.headers().get("host") {
-                        r.headers_mut().insert("x-host", h.clone());
-                    }
-                    Ok::<_, Infallible>(r)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+async fn plain_app() -> tls_steal_test_support::App {
+    tls_steal_test_support::App::builder()
+        .serve(|_, req| async move {
+            let mut r = http::Response::new(empty());
+            *r.status_mut() = http::StatusCode::NO_CONTENT;
+            if let Some(h) = req.headers().get("host") {
+                r.headers_mut().insert("x-host", h.clone());
+            }
+            r
+        })
+        .await
 }
 
 /// A GET of the admin port as the kubelet sends it (`User-Agent`, `Accept` as given).
 async fn kubelet_get(admin: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let tcp = TcpStream::connect(admin).await.unwrap();
-    let (mut s, c) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(c);
+    let mut s = h1_handshake(tcp).await;
     let mut req = Request::get(path).header("Host", format!("10.0.0.9:{}", admin.port()));
     for (n, v) in headers {
         req = req.header(*n, *v);
@@ -144,12 +127,12 @@ async fn probes_run_against_the_app_as_the_kubelet_would() {
     );
     probes.insert(
         key("plain", Readiness),
-        http_get(plain.port(), Http, "/", &[]),
+        http_get(plain.addr.port(), Http, "/", &[]),
     );
     // An HTTPS probe of a plain-HTTP port fails in the TLS handshake.
     probes.insert(
         key("plain", Liveness),
-        http_get(plain.port(), Https, "/", &[]),
+        http_get(plain.addr.port(), Https, "/", &[]),
     );
 
     let mut cfg = test_config(port_plan(&pki, port), app.addr);

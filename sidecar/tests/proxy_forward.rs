@@ -337,14 +337,10 @@ async fn curl_http1_and_http2() {
 /// An HTTPS app that closes every connection after one answer (`Connection: close`), so a kept
 /// app connection is always gone by the client's next request.
 async fn closing_app(pki: &Pki) -> std::net::SocketAddr {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(pki.server_leaf.chain(), pki.server_leaf.key())
-        .unwrap();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let cfg = ServerTls::leaf(&pki.server_leaf)
+        .alpn(&["http/1.1"])
+        .build();
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -12,20 +12,17 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tls_steal_crds::filter::HttpFilter;
 use tls_steal_crds::session::{Destination, EXPLAIN_PATH, ExplainAnswer, Mode, Verdict};
 use tokio::net::TcpStream;
 
+use common::h1_handshake;
 use session_common::{World, default_handler, full, register};
 
 async fn post(addr: SocketAddr, body: &Value) -> (u16, Value) {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut s, c) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(c);
+    let mut s = h1_handshake(tcp).await;
     let req = Request::post(EXPLAIN_PATH)
         .header("host", "localhost")
         .header("content-type", "application/json")

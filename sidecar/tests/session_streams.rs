@@ -16,7 +16,7 @@ use tls_steal_crds::filter::HttpFilter;
 use tls_steal_crds::session::Mode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{ClientOpts, Conn};
+use common::{ClientOpts, Conn, h1_handshake};
 use session_common::{World, default_handler, register, served_by};
 
 #[tokio::test]
@@ -32,10 +32,7 @@ async fn stolen_websocket_is_echoed_by_the_session() {
     let tls = common::tls_connect(w.addr(), &ClientOpts::new(&w.pki, &["http/1.1"]))
         .await
         .unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn.with_upgrades());
+    let mut send = h1_handshake(tls).await;
     let req = Request::get("/ws/chat")
         .header("host", "app.test")
         .header("connection", "Upgrade")
@@ -211,10 +208,7 @@ async fn a_refused_stolen_upgrade_reaches_the_client_as_the_local_app_answered()
         let tls = common::tls_connect(w.addr(), &ClientOpts::new(&w.pki, &["http/1.1"]))
             .await
             .unwrap();
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(conn.with_upgrades());
+        let mut send = h1_handshake(tls).await;
         let req = Request::get(path)
             .header("host", "app.test")
             .header("connection", "Upgrade")

@@ -148,7 +148,7 @@ fn admission(configs: Vec<ConfigSource>) -> Admission {
 
 /// One keep-alive HTTPS connection sending pre-encoded requests (see the module docs).
 struct RawConn {
-    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    tls: tls_steal_test_support::ClientTls,
     buf: Vec<u8>,
 }
 

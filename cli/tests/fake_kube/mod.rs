@@ -1,29 +1,26 @@
-//! A small fake Kubernetes API server for the read-only commands: fixed JSON answers by path, and
-//! the WebSocket port-forward (`v4.channel.k8s.io` framing) of port 15400 bridged to a real
-//! sidecar's session API.
+//! A small fake Kubernetes API server, served in plain text by `tls-steal-test-support`'s app:
+//! fixed JSON answers by path for the read-only commands ([`start`]), or the test's own answers
+//! ([`serve`]); the WebSocket port-forward (`v4.channel.k8s.io` framing) of port 15400 bridged to
+//! a real sidecar's session API ([`portforward_upgrade`]).
+#![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use tls_steal_test_support::{App, Body, full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
-
-type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// What the fake answers.
 pub struct Cluster {
@@ -42,40 +39,18 @@ pub fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
     )
 }
 
-fn json_response(status: u16, v: &Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
+pub fn json_response(status: u16, v: &Value) -> Response<Body> {
+    let mut r = Response::new(full(v.to_string()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap();
     r.headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
     r
 }
 
-async fn api(mut req: Request<Incoming>, cluster: Arc<Cluster>) -> Response<Body> {
+async fn api(req: Request<Incoming>, cluster: Arc<Cluster>) -> Response<Body> {
     let path = req.uri().path().to_string();
     if path.ends_with("/portforward") {
-        let key = req.headers()["sec-websocket-key"].as_bytes().to_vec();
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        let session_api = cluster.session_api;
-        tokio::spawn(async move {
-            let upgraded = on_upgrade.await.unwrap();
-            let ws =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-            portforward(ws, session_api).await;
-        });
-        let mut r = Response::new(Full::new(Bytes::new()).boxed());
-        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let h = r.headers_mut();
-        h.insert("upgrade", "websocket".parse().unwrap());
-        h.insert("connection", "Upgrade".parse().unwrap());
-        h.insert(
-            "sec-websocket-accept",
-            derive_accept_key(&key).parse().unwrap(),
-        );
-        h.insert(
-            "sec-websocket-protocol",
-            "v4.channel.k8s.io".parse().unwrap(),
-        );
-        return r;
+        return portforward_upgrade(req, cluster.session_api);
     }
     match cluster.routes.get(&path) {
         Some((code, v)) => json_response(*code, v),
@@ -84,6 +59,32 @@ async fn api(mut req: Request<Incoming>, cluster: Arc<Cluster>) -> Response<Body
             json_response(code, &v)
         }
     }
+}
+
+/// Answers a port-forward request (a WebSocket upgrade) and, once upgraded, bridges port 15400
+/// to `session_api`.
+pub fn portforward_upgrade(mut req: Request<Incoming>, session_api: SocketAddr) -> Response<Body> {
+    let key = req.headers()["sec-websocket-key"].as_bytes().to_vec();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = on_upgrade.await.unwrap();
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        portforward(ws, session_api).await;
+    });
+    let mut r = Response::new(full(""));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert("upgrade", "websocket".parse().unwrap());
+    h.insert("connection", "Upgrade".parse().unwrap());
+    h.insert(
+        "sec-websocket-accept",
+        derive_accept_key(&key).parse().unwrap(),
+    );
+    h.insert(
+        "sec-websocket-protocol",
+        "v4.channel.k8s.io".parse().unwrap(),
+    );
+    r
 }
 
 /// The kubelet's side of a port-forward of port 15400: channel 0 is data, 1 errors; each opens
@@ -135,30 +136,26 @@ where
 
 /// The running fake and a kubeconfig pointing at it (default namespace `namespace`).
 pub struct FakeApi {
-    _task: JoinHandle<()>,
+    _app: App,
     _dir: tempfile::TempDir,
     pub kubeconfig: String,
 }
 
+/// The fake answering from `cluster.routes` (port-forwards lead to `cluster.session_api`).
 pub async fn start(cluster: Cluster, namespace: &str) -> FakeApi {
     let cluster = Arc::new(cluster);
+    serve(namespace, move |req| api(req, cluster.clone())).await
+}
+
+/// The fake answering with `handler` (in plain text, HTTP/1.1 and HTTP/2, upgrades allowed).
+pub async fn serve<H, F>(namespace: &str, handler: H) -> FakeApi
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let cluster = cluster.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let cluster = cluster.clone();
-                    async move { Ok::<_, Infallible>(api(req, cluster).await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
+    let app = App::builder().serve_on(listener, move |_, req| handler(req));
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("config");
     std::fs::write(
@@ -169,7 +166,7 @@ pub async fn start(cluster: Cluster, namespace: &str) -> FakeApi {
     )
     .unwrap();
     FakeApi {
-        _task: task,
+        _app: app,
         _dir: dir,
         kubeconfig: kubeconfig.display().to_string(),
     }

@@ -14,7 +14,8 @@
 //! body-bytes: N
 //! ```
 //!
-//! The certificate is re-read for every new connection, so a rotated Secret is picked up.
+//! The certificate is re-read for every new connection, so a rotated Secret is picked up (the
+//! rustls config is `tls-steal-test-support`'s [`ServerTls`], ring as everywhere).
 //!
 //! Health, as a real app's probes see it: `GET /healthz` answers `200 ok` until a
 //! `POST /control/fail-health` makes it answer `500` (the process state; a restarted container
@@ -34,8 +35,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tls_steal_test_support::ServerTls;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -84,19 +84,9 @@ fn parse_args() -> anyhow::Result<Args> {
 }
 
 fn server_config(args: &Args) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&args.cert)
-        .with_context(|| format!("reading {}", args.cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("parsing {}", args.cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&args.key)
-        .with_context(|| format!("reading {}", args.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    cfg.alpn_protocols = args.alpn.clone();
-    Ok(Arc::new(cfg))
+    let tls = ServerTls::from_pem_files(&args.cert, &args.key)
+        .with_context(|| format!("reading {} and {}", args.cert.display(), args.key.display()))?;
+    Ok(tls.alpn_raw(args.alpn.clone()).try_build()?)
 }
 
 fn hostname() -> String {

@@ -8,7 +8,8 @@
 //! * `h1-keepalive`: one kept HTTP/1.1 connection, reopened when the server closes it;
 //! * `h2`: one kept HTTP/2 connection, reopened after GOAWAY.
 //!
-//! The certificate is verified against `--ca` for `--name` (SNI), as an in-cluster client
+//! The certificate is verified against `--ca` for `--name` (SNI; the TLS client config is
+//! `tls-steal-test-support`'s, ring as everywhere), as an in-cluster client
 //! reaching `https://<service>.<namespace>.svc` would. Retries follow HTTP's own rule for
 //! idempotent requests (RFC 9110 §9.2.2), as Go's and browsers' clients do: a `GET` that fails on
 //! a *reused* connection before any response arrived (the server closed it meanwhile, or an h2
@@ -30,8 +31,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
+use tls_steal_test_support::ClientOpts;
+use tls_steal_test_support::tls::read_certs;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -257,21 +259,14 @@ fn count(tally: &Shared, loop_name: &'static str, result: anyhow::Result<String>
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&args.ca)
-        .with_context(|| format!("reading {}", args.ca.display()))?
-    {
-        roots.add(cert.with_context(|| format!("parsing {}", args.ca.display()))?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let roots = read_certs(&args.ca).with_context(|| format!("reading {}", args.ca.display()))?;
+    let tls = ClientOpts::trusting(roots, &args.name, &[])
+        .try_config()
+        .with_context(|| format!("trusting {}", args.ca.display()))?;
     let client = Arc::new(Client {
         addr: args.connect,
         name: ServerName::try_from(args.name.clone()).context("--name")?,
-        tls: Arc::new(tls),
+        tls,
     });
     let tally: Shared = Arc::default();
     let tasks = [

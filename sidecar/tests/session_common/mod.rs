@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tls_steal_crds::StealPlan;
 use tls_steal_crds::filter::HttpFilter;
 use tls_steal_crds::session::{
@@ -25,20 +24,19 @@ use tls_steal_crds::session::{
 };
 use tls_steal_sidecar::proxy::{self, ProxyConfig, ProxyHandle};
 use tls_steal_sidecar::session::{SessionConfig, Sessions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tls_steal_test_support::app::{echo_upgrade, with_trailers};
+use tls_steal_test_support::client::h1_handshake;
+use tls_steal_test_support::header_list;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::common::{App, Pki, port_plan};
 
-pub type TBody = BoxBody<Bytes, std::io::Error>;
-pub type Err = Box<dyn std::error::Error + Send + Sync>;
-
-pub fn full(b: impl Into<Bytes>) -> TBody {
-    Full::new(b.into())
-        .map_err(|n: Infallible| match n {})
-        .boxed()
-}
+// Each test binary uses a part of what the harness re-exports.
+#[allow(unused_imports)]
+pub use tls_steal_test_support::{Err, full, read_raw_response};
+pub type TBody = tls_steal_test_support::Body;
 
 /// A proxy in front of a real HTTPS app, with the session API on 127.0.0.1:0.
 pub struct World {
@@ -137,19 +135,7 @@ impl World {
 
 /// A plain HTTP/1.1 GET: (status, body).
 pub async fn http1_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut s, c) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(c);
-    let req = Request::get(path)
-        .header("host", "localhost")
-        .body(full(Bytes::new()))
-        .unwrap();
-    let resp = s.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    tls_steal_test_support::http1_get(addr, path, "localhost").await
 }
 
 /// What the test session saw of one stolen (or mirrored) request.
@@ -225,14 +211,7 @@ pub fn default_handler(name: &str) -> Handler {
                 r
             };
             if got.protocol.is_some() {
-                let on = hyper::upgrade::on(&mut req);
-                tokio::spawn(async move {
-                    if let Ok(up) = on.await {
-                        let (mut r, mut w) = tokio::io::split(TokioIo::new(up));
-                        let _ = tokio::io::copy(&mut r, &mut w).await;
-                        let _ = w.shutdown().await;
-                    }
-                });
+                echo_upgrade(&mut req, |b| b);
                 let mut r = Response::new(full(Bytes::new()));
                 r.headers_mut()
                     .insert(UPGRADE_STATUS_HEADER, "101".parse().unwrap());
@@ -270,13 +249,10 @@ pub fn default_handler(name: &str) -> Handler {
                 if let Some(t) = req_trailers.and_then(|t| t.get("x-req-trailer").cloned()) {
                     trailers.insert("x-req-trailer-seen", t);
                 }
-                let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
-                    Ok(Frame::data(Bytes::from(format!("received {n} bytes")))),
-                    Ok(Frame::trailers(trailers)),
-                ];
-                return served_by(Response::new(
-                    StreamBody::new(futures::stream::iter(frames)).boxed(),
-                ));
+                return served_by(Response::new(with_trailers(
+                    format!("received {n} bytes"),
+                    trailers,
+                )));
             }
             let body = serde_json::json!({
                 "served_by": name,
@@ -311,10 +287,7 @@ pub async fn register_raw(
     handler: Handler,
 ) -> Result<TestSession, Refused> {
     let tcp = TcpStream::connect(api).await.unwrap();
-    let (mut s, c) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(c.with_upgrades());
+    let mut s = h1_handshake(tcp).await;
     let req = Request::post(REGISTER_PATH)
         .header("host", "localhost")
         .header("connection", "upgrade")
@@ -366,16 +339,7 @@ pub async fn register_raw(
                 meta,
                 method: req.method().to_string(),
                 uri: req.uri().to_string(),
-                headers: req
-                    .headers()
-                    .iter()
-                    .map(|(n, v)| {
-                        (
-                            n.to_string(),
-                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                        )
-                    })
-                    .collect(),
+                headers: header_list(req.headers()),
                 protocol: req
                     .extensions()
                     .get::<hyper::ext::Protocol>()
@@ -417,47 +381,6 @@ pub fn raw_registration(body: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
-}
-
-/// Reads one HTTP/1.1 response head (and, with a content-length, its body) from a raw stream.
-pub async fn read_raw_response(s: &mut TcpStream) -> (u16, String, String) {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut tmp))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            n > 0,
-            "connection closed before a response: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&tmp[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let len = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse::<usize>().unwrap())
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        let n = s.read(&mut tmp).await.unwrap();
-        assert!(n > 0);
-        buf.extend_from_slice(&tmp[..n]);
-    }
-    (
-        status,
-        head,
-        String::from_utf8_lossy(&buf[head_end..head_end + len]).into_owned(),
-    )
 }
 
 /// The `x-served-by` of a response, or `app`.

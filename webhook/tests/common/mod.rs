@@ -1,5 +1,6 @@
 //! Shared by the HTTP tests and the benchmark: a real TLS server on 127.0.0.1 and a minimal
-//! HTTPS client (tokio-rustls + hyper http1) trusting only the generated CA.
+//! HTTPS client (`tls-steal-test-support`'s TLS client and hyper http1) trusting only the
+//! generated CA.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -11,11 +12,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::CertificateDer;
+use tls_steal_test_support::client::h1_handshake;
+use tls_steal_test_support::{ClientOpts, ClientTls, tls_connect};
 use tls_steal_webhook::{self as webhook, Admission, AppState, CertBundle};
 
 pub const SERVICE: &str = "tls-steal-webhook";
@@ -77,22 +77,6 @@ pub async fn start_with_metrics(
     }
 }
 
-pub fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(cfg)
-}
-
 pub struct Conn {
     sender: SendRequest<Full<Bytes>>,
     /// The certificate chain the server presented.
@@ -100,16 +84,8 @@ pub struct Conn {
 }
 
 /// One TLS connection (verified against `ca_pem` with SNI `sni`, ALPN http/1.1).
-pub async fn connect_tls(
-    addr: SocketAddr,
-    ca_pem: &str,
-    sni: &str,
-) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let connector = tokio_rustls::TlsConnector::from(client_config(ca_pem));
-    let name = ServerName::try_from(sni.to_string()).unwrap();
-    connector.connect(name, tcp).await
+pub async fn connect_tls(addr: SocketAddr, ca_pem: &str, sni: &str) -> std::io::Result<ClientTls> {
+    tls_connect(addr, &ClientOpts::trusting_pem(ca_pem, sni, &["http/1.1"])).await
 }
 
 /// Opens one HTTPS connection (TLS verified against `ca_pem` with SNI `sni`).
@@ -121,12 +97,7 @@ pub async fn connect(addr: SocketAddr, ca_pem: &str, sni: &str) -> std::io::Resu
         .peer_certificates()
         .unwrap_or_default()
         .to_vec();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(std::io::Error::other)?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let sender = h1_handshake(tls).await;
     Ok(Conn { sender, peer_certs })
 }
 
