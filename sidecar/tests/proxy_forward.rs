@@ -179,6 +179,41 @@ async fn http1_clients_reuse_app_connections_across_client_connections() {
     );
 }
 
+/// `tls_steal_upstream_connections`: app connections open now (held, pooled or idle).
+async fn upstream_open(proxy: &tls_steal_sidecar::proxy::ProxyHandle) -> i64 {
+    let m = admin_get(proxy.admin.unwrap(), "/metrics").await.1;
+    m.lines()
+        .filter(|l| l.starts_with("tls_steal_upstream_connections{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn an_idle_http1_client_does_not_pin_an_app_connection() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let proxy = start_proxy(test_config(port_plan(&pki, app.addr.port()), app.addr)).await;
+    let o = ClientOpts::new(&pki, &["http/1.1"]);
+    let mut c = Conn::open(proxy.listen[0], &o).await.unwrap();
+    assert_eq!(c.get("/a").await.unwrap().0, 200);
+    assert_eq!(upstream_open(&proxy).await, 1);
+    // The client stays connected but silent: its app connection goes to the idle list after
+    // two ticks of the sweeper, and no request needs it there, so the purge closes it.
+    let mut open = 1;
+    for _ in 0..75 {
+        open = upstream_open(&proxy).await;
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(open, 0, "the idle client still holds an app connection");
+    // Its connection is still open: the next request is answered over a new app connection.
+    assert_eq!(c.get("/b").await.unwrap().0, 200);
+    assert_eq!(upstream_connects(&proxy).await, 2);
+    assert_eq!(app.last().uri, "/b");
+}
+
 #[tokio::test]
 async fn http2_client_to_http1_only_app_gets_host_from_authority() {
     let pki = Pki::new();

@@ -10,7 +10,19 @@
 //!
 //! The idle list is bounded: [`MAX_IDLE_PER_KEY`] per pool key and [`MAX_IDLE_TOTAL`] per port
 //! (keys come from clients' SNI and `Host`); a connection that does not fit is closed.
+//!
+//! Idle clients must not pin app connections (an ingress keeps thousands of keep-alive
+//! connections to a pod; one app connection each cost ~20 KB in the proxy and a connection in
+//! the app). Every [`TICK`]:
+//! * a client connection without a request for [`RECLAIM_TICKS`] ticks hands its app connection
+//!   to the idle list (a later request takes one from there, or connects);
+//! * the idle list closes half of the connections that no request needed during the last tick
+//!   (its low-water mark), oldest first, as HAProxy purges its idle pools: a pool sized for a
+//!   burst shrinks to what the load uses within seconds, while a steady load keeps its own.
+//!
+//! The per-request cost is one relaxed load of the tick counter in [`Affinity::hold`].
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -24,6 +36,10 @@ use super::forward::{PoolKey, ProxyBody};
 pub const MAX_IDLE_PER_KEY: usize = 256;
 /// Most idle app connections kept per port, whatever their keys.
 pub const MAX_IDLE_TOTAL: usize = 512;
+/// Period of the reclaim, purge and expiry sweep (shorter when the upstream idle timeout is).
+pub const TICK: Duration = Duration::from_secs(1);
+/// Ticks without a request after which a client connection's app connection goes idle.
+pub const RECLAIM_TICKS: u64 = 2;
 
 type Sender = SendRequest<ProxyBody>;
 
@@ -36,6 +52,10 @@ struct Idle {
 #[derive(Default)]
 pub struct IdleConns {
     conns: Mutex<Lists>,
+    /// Ticks of the sweeper so far: the clock of [`Affinity`]'s last use.
+    ticks: AtomicU64,
+    /// Client connections that have held an app connection of this list's generation.
+    pinned: Mutex<Vec<Weak<Affinity>>>,
 }
 
 #[derive(Default)]
@@ -43,6 +63,8 @@ struct Lists {
     by_key: Vec<(PoolKey, Vec<Idle>)>,
     /// Connections in all lists.
     total: usize,
+    /// The fewest connections the lists held since the last tick: that many were not needed.
+    low_water: usize,
 }
 
 impl IdleConns {
@@ -62,16 +84,19 @@ impl IdleConns {
     /// A usable idle connection for `key`, newest first; expired and closed ones are dropped.
     pub fn take(&self, key: &PoolKey, max_idle: Duration) -> Option<Sender> {
         let mut all = self.lock();
-        let Lists { by_key, total } = &mut *all;
+        let Lists { by_key, total, .. } = &mut *all;
         let list = &mut by_key.iter_mut().find(|(k, _)| k == key)?.1;
         let now = Instant::now();
+        let mut found = None;
         while let Some(idle) = list.pop() {
             *total -= 1;
             if now.duration_since(idle.since) < max_idle && idle.sender.is_ready() {
-                return Some(idle.sender);
+                found = Some(idle.sender);
+                break;
             }
         }
-        None
+        all.low_water = all.low_water.min(all.total);
+        found
     }
 
     fn put(&self, key: PoolKey, sender: Sender) {
@@ -94,7 +119,8 @@ impl IdleConns {
         all.total += 1;
     }
 
-    /// Drops connections idle for longer than `max_idle`.
+    /// Drops connections idle for longer than `max_idle`, then half of those no request needed
+    /// since the last sweep (oldest first).
     fn sweep(&self, max_idle: Duration) -> usize {
         let now = Instant::now();
         let mut all = self.lock();
@@ -104,26 +130,68 @@ impl IdleConns {
             list.retain(|i| now.duration_since(i.since) < max_idle && !i.sender.is_closed());
             closed += before - list.len();
         }
-        all.by_key.retain(|(_, list)| !list.is_empty());
         all.total -= closed;
+        let surplus = all.low_water.min(all.total).div_ceil(2);
+        for _ in 0..surplus {
+            // Lists are pushed and popped at their ends: the oldest of each is at its front.
+            let oldest = all
+                .by_key
+                .iter_mut()
+                .filter(|(_, l)| !l.is_empty())
+                .min_by_key(|(_, l)| l[0].since);
+            let Some((_, list)) = oldest else { break };
+            list.remove(0);
+            all.total -= 1;
+            closed += 1;
+        }
+        all.by_key.retain(|(_, list)| !list.is_empty());
+        all.low_water = all.total;
         closed
     }
 
-    /// Sweeps every `max_idle / 2` until the list is dropped (a new generation of the port's
-    /// TLS material brings its own).
+    /// Moves the app connections of client connections that sent no request for
+    /// [`RECLAIM_TICKS`] ticks to the idle list; forgets client connections that ended.
+    fn reclaim(&self) -> usize {
+        let now = self.ticks.fetch_add(1, Relaxed) + 1;
+        // Collected first: `Affinity::hold` locks its slot, then this list.
+        let live: Vec<Arc<Affinity>> = {
+            let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+            pinned.retain(|w| w.strong_count() > 0);
+            pinned.iter().filter_map(Weak::upgrade).collect()
+        };
+        let mut moved = 0;
+        for a in live {
+            let mut slot = a.lock();
+            let idle_long = slot.held.as_ref().is_some_and(|h| {
+                now.saturating_sub(h.tick) >= RECLAIM_TICKS && h.sender.is_ready()
+            });
+            if idle_long && let Some(held) = slot.held.take() {
+                self.put(held.key, held.sender);
+                moved += 1;
+            }
+        }
+        moved
+    }
+
+    /// Every [`TICK`] (or `max_idle / 2` when shorter) until the list is dropped (a new
+    /// generation of the port's TLS material brings its own): reclaim, then sweep.
     pub fn start_sweeper(self: &Arc<Self>, max_idle: Duration) {
         let weak: Weak<Self> = Arc::downgrade(self);
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
         rt.spawn(async move {
-            let period = (max_idle / 2).max(Duration::from_millis(50));
+            let period = (max_idle / 2).clamp(Duration::from_millis(50), TICK);
             loop {
                 tokio::time::sleep(period).await;
                 let Some(idle) = weak.upgrade() else { return };
+                let reclaimed = idle.reclaim();
                 let closed = idle.sweep(max_idle);
-                if closed > 0 {
-                    debug!(closed, "closed idle app connections");
+                if reclaimed + closed > 0 {
+                    debug!(
+                        reclaimed,
+                        closed, "app connections of idle clients reclaimed, idle ones closed"
+                    );
                 }
             }
         });
@@ -132,30 +200,41 @@ impl IdleConns {
 
 /// The app connection of one HTTP/1.1 client connection.
 pub struct Affinity {
-    slot: Mutex<Option<Held>>,
+    slot: Mutex<Slot>,
+    me: Weak<Affinity>,
+}
+
+#[derive(Default)]
+struct Slot {
+    held: Option<Held>,
+    /// The idle list whose sweeper knows this connection (the port's TLS generation).
+    known_to: Weak<IdleConns>,
 }
 
 struct Held {
     key: PoolKey,
     sender: Sender,
     idle: Weak<IdleConns>,
+    /// The idle list's tick when it was last used.
+    tick: u64,
 }
 
 impl Affinity {
     pub fn new() -> Arc<Self> {
-        Arc::new(Affinity {
-            slot: Mutex::new(None),
+        Arc::new_cyclic(|me| Affinity {
+            slot: Mutex::new(Slot::default()),
+            me: me.clone(),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Held>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The held connection when it was made for `key` (checked by `same_key`, which avoids
     /// building the key) and is still open. A held connection for another key goes idle.
     pub fn take(&self, same_key: impl FnOnce(&PoolKey) -> bool) -> Option<(PoolKey, Sender)> {
-        let held = self.lock().take()?;
+        let held = self.lock().held.take()?;
         if held.sender.is_closed() {
             return None;
         }
@@ -168,13 +247,25 @@ impl Affinity {
         None
     }
 
-    /// Keeps `sender` for this client connection's next request.
+    /// Keeps `sender` for this client connection's next request, until the client has been
+    /// idle for [`RECLAIM_TICKS`] ticks of `idle`'s sweeper.
     pub fn hold(&self, key: PoolKey, sender: Sender, idle: &Arc<IdleConns>) {
-        *self.lock() = Some(Held {
+        let mut slot = self.lock();
+        let register = !std::ptr::eq(slot.known_to.as_ptr(), Arc::as_ptr(idle));
+        if register {
+            slot.known_to = Arc::downgrade(idle);
+        }
+        slot.held = Some(Held {
             key,
             sender,
             idle: Arc::downgrade(idle),
+            tick: idle.ticks.load(Relaxed),
         });
+        drop(slot);
+        if register {
+            let mut pinned = idle.pinned.lock().unwrap_or_else(|e| e.into_inner());
+            pinned.push(self.me.clone());
+        }
     }
 }
 
@@ -184,6 +275,7 @@ impl Drop for Affinity {
             .slot
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
+            .held
             .take();
         if let Some(held) = held
             && let Some(idle) = held.idle.upgrade()
@@ -242,5 +334,61 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         idle.sweep(max);
         assert!(idle.is_empty(), "{}", idle.len());
+    }
+
+    #[tokio::test]
+    async fn an_idle_client_hands_its_app_connection_back_and_the_surplus_closes() {
+        let idle = Arc::new(IdleConns::default());
+        let max = Duration::from_secs(60);
+        let mut pipes = Vec::new();
+        let (busy, quiet) = (Affinity::new(), Affinity::new());
+        busy.hold(key(0), sender(&mut pipes).await, &idle);
+        quiet.hold(key(0), sender(&mut pipes).await, &idle);
+        for tick in 1..=RECLAIM_TICKS {
+            if tick < RECLAIM_TICKS {
+                assert_eq!(idle.reclaim(), 0, "tick {tick}: too early");
+            }
+            // The busy client sends a request every tick.
+            let (k, s) = busy.take(|_| true).expect("still held");
+            busy.hold(k, s, &idle);
+        }
+        assert_eq!(idle.reclaim(), 1, "the quiet client's connection goes idle");
+        assert!(quiet.lock().held.is_none());
+        assert!(busy.lock().held.is_some(), "the busy client keeps its own");
+        assert_eq!(idle.len(), 1);
+        // A returning client takes it from the idle list (forward does so on a miss).
+        assert!(idle.take(&key(0), max).is_some());
+        assert!(idle.is_empty());
+
+        // Ten idle connections nobody needs: half of them close at each sweep.
+        for _ in 0..10 {
+            idle.put(key(1), sender(&mut pipes).await);
+        }
+        idle.sweep(max); // low-water mark set to 10
+        let mut left = vec![idle.len()];
+        for _ in 0..4 {
+            idle.sweep(max);
+            left.push(idle.len());
+        }
+        assert_eq!(left, [10, 5, 2, 1, 0]);
+
+        // Those a load takes again each tick are kept.
+        for _ in 0..4 {
+            idle.put(key(2), sender(&mut pipes).await);
+        }
+        idle.sweep(max);
+        for _ in 0..3 {
+            let taken: Vec<_> = (0..4).filter_map(|_| idle.take(&key(2), max)).collect();
+            assert_eq!(taken.len(), 4);
+            for s in taken {
+                idle.put(key(2), s);
+            }
+            idle.sweep(max);
+            assert_eq!(idle.len(), 4);
+        }
+        // A client connection that ended is forgotten.
+        drop(quiet);
+        idle.reclaim();
+        assert_eq!(idle.pinned.lock().unwrap().len(), 1);
     }
 }

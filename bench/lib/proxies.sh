@@ -1,0 +1,216 @@
+# Shared by bench/proxy.sh and bench/idle.sh (sourced, not run): packages, the pinned binaries,
+# certificates, and the configurations of the app and the three proxies, on loopback only.
+#
+# The caller sets D (scratch directory), THREADS (workers of each proxy), MAXCONN (connection
+# limit of every process) and the ports: APP_PORT STEAL_PORT APP_STATUS_PORT TS_PORT TS_ADMIN
+# TS_SESSION NGINX_PORT HAPROXY_PORT.
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# bench_packages: nginx, haproxy, wrk, h2load, openssl, curl from Debian (unless BENCH_SKIP_APT)
+bench_packages() {
+  [[ -n ${BENCH_SKIP_APT:-} ]] && return 0
+  local need=()
+  command -v nginx >/dev/null || need+=(nginx)
+  command -v haproxy >/dev/null || need+=(haproxy)
+  command -v wrk >/dev/null || need+=(wrk)
+  command -v h2load >/dev/null || need+=(nghttp2-client)
+  command -v openssl >/dev/null || need+=(openssl)
+  command -v curl >/dev/null || need+=(curl)
+  if ((${#need[@]})); then
+    log "installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+}
+
+# bench_pin VAR PATH: copies a binary into $D/bin (a concurrent `cargo build` must not change
+# what is measured) and points VAR at the copy
+bench_pin() {
+  [[ -x $2 ]] || die "$2 missing"
+  mkdir -p "$D/bin"; cp "$2" "$D/bin/" && printf -v "$1" '%s' "$D/bin/$(basename "$2")"
+}
+
+# bench_certs: a CA and a leaf (ECDSA P-256, localhost + 127.0.0.1) in $D
+bench_certs() {
+  log "certificates"
+  (
+    cd "$D"
+    openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+    openssl req -x509 -new -key ca.key -sha256 -days 2 -subj "/CN=tls-steal bench CA" -out ca.pem \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    openssl ecparam -name prime256v1 -genkey -noout -out leaf.key.ec
+    openssl pkcs8 -topk8 -nocrypt -in leaf.key.ec -out leaf.key
+    openssl req -new -key leaf.key -subj "/CN=localhost" -out leaf.csr
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n' >leaf.ext
+    openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -sha256 \
+      -extfile leaf.ext -out leaf.pem
+    cat leaf.pem ca.pem >chain.pem
+    cat chain.pem leaf.key >haproxy.pem
+  ) 2>"$D/openssl.log"
+}
+
+# file descriptors a proxy asks for: 2 per connection and some, within the hard limit
+fd_budget() {
+  local want=$((MAXCONN * 2 + 1024)) hard; hard=$(ulimit -Hn)
+  [[ $hard != unlimited ]] && ((want > hard)) && want=$hard
+  echo "$want"
+}
+
+# bench_app_conf: the app (nginx, 1 worker: a static 1 KiB file, h2 and http/1.1, keep-alive),
+# the steal backend (answers "stolen") and the app's stub_status (connection counts)
+bench_app_conf() {
+  mkdir -p "$D/www" "$D/tmp"
+  head -c 1024 /dev/zero | tr '\0' 'a' >"$D/www/1k"
+  cat >"$D/app.conf" <<CONF
+user root;
+worker_processes 1;
+worker_rlimit_nofile $(fd_budget);
+pid $D/app.pid;
+error_log $D/app.err warn;
+events { worker_connections $((MAXCONN + 1024)); }
+http {
+  access_log off;
+  client_body_temp_path $D/tmp/app-body; proxy_temp_path $D/tmp/app-proxy;
+  fastcgi_temp_path $D/tmp/app-fcgi; uwsgi_temp_path $D/tmp/app-uwsgi; scgi_temp_path $D/tmp/app-scgi;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  http2_max_concurrent_streams 1000;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_certificate $D/chain.pem;
+  ssl_certificate_key $D/leaf.key;
+  server {
+    listen 127.0.0.1:$APP_PORT ssl http2 backlog=4096;
+    root $D/www;
+    location / { }
+  }
+  server {
+    listen 127.0.0.1:$STEAL_PORT ssl http2;
+    access_log $D/steal-hits.log;
+    location / { return 200 "stolen\n"; }
+  }
+  server {
+    listen 127.0.0.1:$APP_STATUS_PORT;
+    location / { stub_status; }
+  }
+}
+CONF
+}
+
+# bench_proxy_confs: nginx (TLS termination, `map $http_x_steal` -> steal/app upstream,
+# proxy_pass https with an HTTP/1.1 keepalive pool of 512 and verification) and HAProxy
+# (`use_backend steal if { req.hdr(x-steal) -m found }`, verified TLS to the app, alpn
+# http/1.1, `http-reuse always`), each with $THREADS workers; the tls-steal plan (one port, the
+# app's own certificate, the app verified against the CA)
+bench_proxy_confs() {
+  cat >"$D/nginx.conf" <<CONF
+user root;
+worker_processes $THREADS;
+worker_rlimit_nofile $(fd_budget);
+pid $D/nginx.pid;
+error_log $D/nginx.err warn;
+events { worker_connections $((MAXCONN * 2 + 1024)); }
+http {
+  access_log off;
+  client_body_temp_path $D/tmp/ng-body; proxy_temp_path $D/tmp/ng-proxy;
+  fastcgi_temp_path $D/tmp/ng-fcgi; uwsgi_temp_path $D/tmp/ng-uwsgi; scgi_temp_path $D/tmp/ng-scgi;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  http2_max_concurrent_streams 1000;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_certificate $D/chain.pem;
+  ssl_certificate_key $D/leaf.key;
+  upstream app   { server 127.0.0.1:$APP_PORT;   keepalive 512; keepalive_requests 10000000; keepalive_timeout 60s; }
+  upstream steal { server 127.0.0.1:$STEAL_PORT; keepalive 16; }
+  map \$http_x_steal \$backend { default app; "~." steal; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT ssl http2 backlog=4096;
+    location / {
+      proxy_pass https://\$backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$http_host;
+      proxy_ssl_server_name on;
+      proxy_ssl_name localhost;
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate $D/ca.pem;
+      proxy_ssl_session_reuse on;
+    }
+  }
+}
+CONF
+
+  cat >"$D/haproxy.cfg" <<CONF
+global
+  nbthread $THREADS
+  maxconn $MAXCONN
+  ssl-server-verify required
+defaults
+  mode http
+  maxconn $MAXCONN
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HAPROXY_PORT ssl crt $D/haproxy.pem alpn h2,http/1.1
+  acl steal req.hdr(x-steal) -m found
+  use_backend be_steal if steal
+  default_backend be_app
+backend be_app
+  server app 127.0.0.1:$APP_PORT ssl verify required ca-file $D/ca.pem sni str(localhost) alpn http/1.1
+backend be_steal
+  server steal 127.0.0.1:$STEAL_PORT ssl verify required ca-file $D/ca.pem sni str(localhost) alpn http/1.1
+CONF
+
+  # Its hash is the first 8 bytes of SHA-256 over the compact JSON of `ports` (crds/src/plan.rs).
+  local ports hash
+  ports='[{"port":'$APP_PORT',"container":"app","config":"MirrordTlsStealConfig/bench/bench","agentAsServer":{"authentication":{"certPem":"'$D/chain.pem'","keyPem":"'$D/leaf.key'"},"alpnProtocols":["h2","http/1.1"]},"agentAsClient":{"verification":{"acceptAnyCert":false,"trustRoots":["'$D/ca.pem'"]}}}]'
+  hash=$(printf '%s' "$ports" | sha256sum | cut -c1-16)
+  printf '{"version":1,"ports":%s,"configs":["MirrordTlsStealConfig/bench/bench"],"discarded":[],"rejected":[],"hash":"%s"}\n' \
+    "$ports" "$hash" >"$D/plan.json"
+}
+
+# every pid of a process tree rooted at $1 (nginx master + workers)
+tree() { echo "$1"; local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do tree "$c"; done; }
+# summed VmRSS (KiB) of the trees rooted at "$@"
+rss_kb() {
+  local p t=0 v
+  for p in $(for r in "$@"; do tree "$r"; done); do
+    v=$(awk '/^VmRSS:/ {print $2}' /proc/"$p"/status 2>/dev/null || true)
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
+# summed utime+stime (clock ticks) of the trees rooted at "$@"
+cpu_ticks() {
+  local p t=0 v
+  for p in $(for r in "$@"; do tree "$r"; done); do
+    v=$(awk '{print $14 + $15}' /proc/"$p"/stat 2>/dev/null || true)
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; die "port $1 never opened"; }
+# connections the app holds open now, this query's own excluded (stub_status "Active connections")
+app_active() { curl -s "http://127.0.0.1:$APP_STATUS_PORT/" | awk 'NR==1 {print $3 - 1}'; }
+# connections the app has accepted so far (each call counts its own: differences subtract 1)
+app_conns() { curl -s "http://127.0.0.1:$APP_STATUS_PORT/" | awk 'NR==3 {print $1}'; }
+mib() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
+
+# start_app, start_tls_steal ARGS..., start_nginx, start_haproxy: each sets its *_PID
+start_app() { nginx -c "$D/app.conf" -p "$D" -e "$D/app.err"; wait_port "$APP_PORT"; APP_PID=$(cat "$D/app.pid"); }
+start_tls_steal() {
+  TOKIO_WORKER_THREADS=$THREADS RUST_LOG=warn "$SIDECAR" proxy --plan "$D/plan.json" \
+    --listen 127.0.0.1:$TS_PORT --admin 127.0.0.1:$TS_ADMIN --session-api 127.0.0.1:$TS_SESSION \
+    --orig-dst-override 127.0.0.1:$APP_PORT "$@" 2>>"$D/tls-steal.log" &
+  TS_PID=$!; wait_port "$TS_PORT"
+}
+start_nginx() { nginx -c "$D/nginx.conf" -p "$D" -e "$D/nginx.err"; wait_port "$NGINX_PORT"; NG_PID=$(cat "$D/nginx.pid"); }
+start_haproxy() { haproxy -f "$D/haproxy.cfg" -db 2>>"$D/haproxy.log" & HA_PID=$!; wait_port "$HAPROXY_PORT"; }
+# stop_pid PID: SIGTERM, then wait until it is gone (nginx: its master)
+stop_pid() { kill "$1" 2>/dev/null || true; for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; kill -9 "$1" 2>/dev/null || true; }
