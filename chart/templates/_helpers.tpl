@@ -64,6 +64,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - --sidecar-mode={{ .Values.sidecar.mode }}
 - --sidecar-drain-delay={{ .Values.sidecar.drainDelaySeconds }}
 - --sidecar-max-connections={{ .Values.sidecar.maxConnections }}
+- --sidecar-workers={{ .Values.sidecar.workers }}
 {{- with .Values.sidecar.resources }}
 {{- with .requests }}
 {{- if .cpu }}

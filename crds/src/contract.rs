@@ -20,6 +20,10 @@ pub const APP_PROBES_ENV: &str = "TLS_STEAL_APP_PROBES";
 /// kubelet would.
 pub const POD_IP_ENV: &str = "TLS_STEAL_POD_IP";
 
+/// Pod annotation setting the proxy's worker threads (`auto` or a positive number), over the
+/// chart's `sidecar.workers`; any other value is ignored.
+pub const PROXY_WORKERS_ANNOTATION: &str = "tls-steal.io/proxy-workers";
+
 /// Init container installing the iptables capture.
 pub const INIT_CONTAINER: &str = "tls-steal-init";
 /// The proxy sidecar.

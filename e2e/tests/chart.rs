@@ -248,6 +248,7 @@ fn deployment_is_hardened_and_replicated() {
         "image.webhook.repository=local/webhook",
         "image.webhook.tag=dev",
         "replicaCount=3",
+        "sidecar.workers=3",
     ]);
     let d = find(&custom, "Deployment");
     assert_eq!(d["spec"]["replicas"], 3);
@@ -261,6 +262,7 @@ fn deployment_is_hardened_and_replicated() {
         "--sidecar-drain-delay=5",
         "--drain-delay=5",
         "--sidecar-max-connections=4096",
+        "--sidecar-workers=3",
     ] {
         assert!(args.contains(a), "{a} missing from {args:?}");
     }
@@ -419,6 +421,8 @@ fn schema_rejects_bad_values() {
         "webhook.failurePolicy=Maybe",
         "certificate.mode=vault",
         "replicaCount=0",
+        "sidecar.workers=lots",
+        "sidecar.workers=0",
     ] {
         let (ok, text) = run_helm(&["template", "x", chart.to_str().unwrap(), "--set", bad]);
         assert!(!ok, "{bad} was accepted");

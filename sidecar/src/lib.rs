@@ -8,6 +8,7 @@ pub mod proxy;
 pub mod serve;
 pub mod session;
 pub mod wait;
+pub mod workers;
 
 #[cfg(test)]
 mod metrics_series;

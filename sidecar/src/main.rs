@@ -54,20 +54,22 @@ fn run_proxy(args: proxy::ProxyArgs) -> anyhow::Result<()> {
         // Colour only on a terminal: `kubectl logs` shows escape codes verbatim.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let (workers, source) = tls_steal_sidecar::workers::choose(
+        args.workers,
+        std::env::var("TOKIO_WORKER_THREADS").ok().as_deref(),
+        std::path::Path::new("/sys/fs/cgroup"),
+    );
     let config = args.into_config()?;
-    // One worker (`TOKIO_WORKER_THREADS=1`, or one CPU): the single-threaded scheduler, which
-    // skips the work-stealing machinery the multi-threaded one keeps even for one worker.
-    let workers = std::env::var("TOKIO_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .unwrap_or(1);
+    tracing::info!(workers, from = %source, "worker threads");
+    // One worker: the single-threaded scheduler, which skips the work-stealing machinery the
+    // multi-threaded one keeps even for one worker.
     let runtime = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
     } else {
         tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
             .enable_all()
             .build()?
     };

@@ -39,7 +39,7 @@ pub use openmetrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 pub use serve::run as run_serve;
 pub use serve::{ServeArgs, ServeError, SidecarArgs};
 pub use server::{AppState, DEFAULT_BODY_LIMIT, drain, router, serve_tls};
-pub use settings::{Settings, SidecarMode};
+pub use settings::{ProxyWorkers, Settings, SidecarMode};
 
 pub use tls_steal_crds::contract::{
     ADMIN_PORT, APP_PROBES_ENV, CAPTURE_PORT, INIT_CONTAINER, NAMESPACE_OPT_IN_LABEL, PLAN_ENV,

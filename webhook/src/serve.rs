@@ -63,6 +63,10 @@ pub struct SidecarArgs {
         default_value_t = 4096
     )]
     pub sidecar_max_connections: u32,
+    /// The proxy's worker threads: `auto` (its CPU limit, else 2) or a number; a pod's
+    /// `tls-steal.io/proxy-workers` annotation overrides it.
+    #[arg(long, env = "TLS_STEAL_SIDECAR_WORKERS", default_value = "auto")]
+    pub sidecar_workers: crate::settings::ProxyWorkers,
 }
 
 impl SidecarArgs {
@@ -85,6 +89,7 @@ impl SidecarArgs {
             self_label: Some((self.self_label.0.clone(), self.self_label.1.clone())),
             drain_delay_seconds: self.sidecar_drain_delay,
             max_connections: self.sidecar_max_connections.max(1),
+            workers: self.sidecar_workers,
         }
     }
 }

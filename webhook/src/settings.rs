@@ -62,6 +62,47 @@ pub struct Settings {
     pub drain_delay_seconds: u32,
     /// The proxy's `--max-connections` per captured port.
     pub max_connections: u32,
+    /// The proxy's `--workers` unless the pod's annotation says otherwise.
+    pub workers: ProxyWorkers,
+}
+
+/// The proxy's worker threads: `auto` (its CPU limit, else 2) or a count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProxyWorkers(pub Option<std::num::NonZeroU16>);
+
+/// A worker count that is neither `auto` nor a positive number.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is neither `auto` nor a positive number of worker threads")]
+pub struct ProxyWorkersError(String);
+
+impl std::str::FromStr for ProxyWorkers {
+    type Err = ProxyWorkersError;
+    fn from_str(s: &str) -> Result<Self, ProxyWorkersError> {
+        let t = s.trim();
+        if t.is_empty() || t.eq_ignore_ascii_case("auto") {
+            return Ok(ProxyWorkers(None));
+        }
+        t.parse()
+            .map(|n| ProxyWorkers(Some(n)))
+            .map_err(|_| ProxyWorkersError(s.to_owned()))
+    }
+}
+
+impl ProxyWorkers {
+    /// The pod's [`PROXY_WORKERS_ANNOTATION`] when it is valid, else `self`.
+    ///
+    /// [`PROXY_WORKERS_ANNOTATION`]: tls_steal_crds::contract::PROXY_WORKERS_ANNOTATION
+    pub fn for_pod(self, annotation: Option<&str>) -> ProxyWorkers {
+        annotation.and_then(|a| a.parse().ok()).unwrap_or(self)
+    }
+
+    /// `--workers N` for the proxy (nothing for `auto`, the proxy's default).
+    pub fn args(self) -> Vec<String> {
+        match self.0 {
+            Some(n) => vec!["--workers".into(), n.to_string()],
+            None => Vec::new(),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -74,6 +115,7 @@ impl Default for Settings {
             self_label: Some(("app.kubernetes.io/name".into(), "tls-steal-webhook".into())),
             drain_delay_seconds: 5,
             max_connections: 4096,
+            workers: ProxyWorkers::default(),
         }
     }
 }

@@ -7,7 +7,8 @@ use tls_steal_crds::{
     ConfigSource, MirrordClusterTlsStealConfig, MirrordTlsStealConfig, PodTarget, StealPlan,
 };
 use tls_steal_webhook::{
-    Injection, InjectionStatus, Outcome, Settings, SidecarMode, SkipReason, mutate, mutation,
+    Injection, InjectionStatus, Outcome, ProxyWorkers, Settings, SidecarMode, SkipReason, mutate,
+    mutation,
 };
 
 struct Fixture {
@@ -575,4 +576,47 @@ fn proxy_lifecycle_settings() {
             .is_none(),
         "native sidecars are ordered by the kubelet (startupProbe)"
     );
+}
+
+/// Worker threads: the chart's `sidecar.workers`, overridden by the pod's
+/// `tls-steal.io/proxy-workers` when that is `auto` or a positive number; `auto` is the proxy's
+/// default, so no flag is written for it.
+#[test]
+fn proxy_workers_from_the_chart_and_the_pod_annotation() {
+    let workers = |annotation: Option<&str>, chart: &str| {
+        let mut f = fixture("probes-pod");
+        if let Some(a) = annotation {
+            f.pod
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert("tls-steal.io/proxy-workers".into(), a.into());
+            f.raw_pod["metadata"]["annotations"]["tls-steal.io/proxy-workers"] = json!(a);
+        }
+        let s = Settings {
+            workers: chart.parse::<ProxyWorkers>().unwrap(),
+            ..settings(SidecarMode::Native)
+        };
+        let target = PodTarget::from_pod(&f.pod);
+        let i = match mutate(&f.pod, &target, &f.namespace, &f.configs, &s) {
+            Outcome::Injected(i) => *i,
+            Outcome::Skipped(r) => panic!("skipped: {r:?}"),
+        };
+        check_patch(&f, &s, &i);
+        let args = container(&i.pod, "tls-steal-proxy").args.clone().unwrap();
+        args.iter()
+            .position(|a| a == "--workers")
+            .map(|at| args[at + 1].clone())
+    };
+    assert_eq!(workers(None, "auto"), None);
+    assert_eq!(workers(None, "2"), Some("2".into()));
+    assert_eq!(workers(Some("3"), "auto"), Some("3".into()));
+    assert_eq!(workers(Some("4"), "2"), Some("4".into()));
+    assert_eq!(workers(Some("auto"), "2"), None, "the pod asks for auto");
+    // A value the proxy would refuse never reaches it: the pod starts with the chart's setting.
+    assert_eq!(workers(Some("lots"), "2"), Some("2".into()));
+    assert_eq!(workers(Some("0"), "auto"), None);
+    // The chart's value is checked when the webhook starts.
+    let e = "many".parse::<ProxyWorkers>().unwrap_err().to_string();
+    assert!(e.contains("many"), "{e}");
 }

@@ -120,6 +120,10 @@ pub struct ProxyArgs {
     /// Largest HTTP/1 request head / HTTP/2 header list accepted, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,
+    /// Worker threads: `auto` follows the container's CPU limit (rounded up), else 2; never
+    /// the node's CPU count (see `workers`).
+    #[arg(long, default_value = "auto")]
+    pub workers: crate::workers::Workers,
 }
 
 /// Everything the proxy runs with.

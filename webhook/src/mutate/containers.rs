@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tls_steal_crds::StealPlan;
 
-use crate::settings::Settings;
+use crate::settings::{ProxyWorkers, Settings};
 use crate::{
     ADMIN_PORT, APP_PROBES_ENV, CAPTURE_PORT, INIT_CONTAINER, PLAN_ENV, POD_IP_ENV,
     PROXY_CONTAINER, PROXY_UID,
@@ -82,6 +82,7 @@ pub(super) fn proxy_container(
     app_probes_json: Option<String>,
     mounts: Vec<VolumeMount>,
     proc_fallback: bool,
+    workers: ProxyWorkers,
     settings: &Settings,
 ) -> Container {
     let mut env = vec![
@@ -113,13 +114,18 @@ pub(super) fn proxy_container(
         name: PROXY_CONTAINER.into(),
         image: Some(settings.image.clone()),
         image_pull_policy: settings.image_pull_policy.clone(),
-        args: Some(vec![
-            "proxy".into(),
-            "--drain-delay".into(),
-            settings.drain_delay_seconds.to_string(),
-            "--max-connections".into(),
-            settings.max_connections.to_string(),
-        ]),
+        args: Some(
+            [
+                "proxy".into(),
+                "--drain-delay".into(),
+                settings.drain_delay_seconds.to_string(),
+                "--max-connections".into(),
+                settings.max_connections.to_string(),
+            ]
+            .into_iter()
+            .chain(workers.args())
+            .collect(),
+        ),
         env: Some(env),
         ports: Some(vec![
             ContainerPort {

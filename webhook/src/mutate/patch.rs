@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::STATUS_ANNOTATION;
 use crate::probes::{ContainerProbes, probe_field};
+use tls_steal_crds::contract::PROXY_WORKERS_ANNOTATION;
 
 use super::*;
 
@@ -19,6 +20,8 @@ pub struct PodShape {
     /// Each container's name, volume mounts, named ports and probes, in pod order.
     pub(super) containers: Vec<ContainerMounts>,
     pub(super) patch: PatchShape,
+    /// The pod's `tls-steal.io/proxy-workers` annotation, as written.
+    pub(super) workers: Option<String>,
 }
 
 /// The fields a patch adds to or replaces.
@@ -76,8 +79,14 @@ impl PodShape {
             .annotations
             .as_ref()
             .map(|a| a.get(STATUS_ANNOTATION).cloned());
+        let workers = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PROXY_WORKERS_ANNOTATION).cloned());
         Some(PodShape {
             containers,
+            workers,
             patch: PatchShape {
                 annotations,
                 init_containers: spec.init_containers.as_ref().map(Vec::len),
