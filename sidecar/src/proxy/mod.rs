@@ -115,6 +115,42 @@ pub struct Shared {
     pub app_probes: app_probe::AppProbeRunner,
 }
 
+impl Shared {
+    /// The state every connection shares: the plan's ports loaded (blocking file reads, off the
+    /// runtime) and the proxy's and `router`'s metrics registered.
+    pub(crate) async fn load(cfg: ProxyConfig, router: Arc<dyn Router>) -> Arc<Shared> {
+        let metrics = Arc::new(Metrics::new(cfg.plan.port_numbers()));
+        let ports = {
+            let (plan, files, m, t) = (
+                cfg.plan.clone(),
+                cfg.files.clone(),
+                metrics.clone(),
+                forward::UpstreamTimeouts {
+                    connect: cfg.connect_timeout,
+                    idle: cfg.upstream_idle_timeout,
+                },
+            );
+            tokio::task::spawn_blocking(move || PortTable::load(&plan, files, m, t))
+                .await
+                .expect("port loading panicked")
+        };
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        router.register_metrics(&mut registry);
+        Arc::new(Shared {
+            http: HttpBuilders::new(&cfg),
+            app_probes: app_probe::AppProbeRunner::new(&cfg.app_probes, cfg.pod_ip),
+            cfg,
+            ports,
+            metrics,
+            registry,
+            router,
+            shutdown: Shutdown::default(),
+            drain: Drain::default(),
+        })
+    }
+}
+
 /// A running proxy.
 pub struct ProxyHandle {
     /// The bound capture listeners (resolved ports when `:0` was asked).
@@ -168,21 +204,8 @@ pub async fn start_with_router(
     cfg: ProxyConfig,
     router: Arc<dyn Router>,
 ) -> Result<ProxyHandle, ProxyError> {
-    let metrics = Arc::new(Metrics::new(cfg.plan.port_numbers()));
-    let ports = {
-        let (plan, files, m, t) = (
-            cfg.plan.clone(),
-            cfg.files.clone(),
-            metrics.clone(),
-            forward::UpstreamTimeouts {
-                connect: cfg.connect_timeout,
-                idle: cfg.upstream_idle_timeout,
-            },
-        );
-        tokio::task::spawn_blocking(move || PortTable::load(&plan, files, m, t))
-            .await
-            .expect("port loading panicked")
-    };
+    let shared = Shared::load(cfg, router).await;
+    let cfg = &shared.cfg;
     let mut listeners = Vec::new();
     for addr in &cfg.listen {
         match bind(*addr) {
@@ -208,21 +231,7 @@ pub async fn start_with_router(
         .filter_map(|l| l.local_addr().ok())
         .collect();
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
-    let shutdown = Shutdown::default();
-    let mut registry = prometheus_client::registry::Registry::default();
-    metrics.register(&mut registry);
-    router.register_metrics(&mut registry);
-    let shared = Arc::new(Shared {
-        http: HttpBuilders::new(&cfg),
-        app_probes: app_probe::AppProbeRunner::new(&cfg.app_probes, cfg.pod_ip),
-        cfg,
-        ports,
-        metrics,
-        registry,
-        router,
-        shutdown: shutdown.clone(),
-        drain: Drain::default(),
-    });
+    let shutdown = shared.shutdown.clone();
     let session_api = shared.router.attach(&shared).map_err(ProxyError::Attach)?;
     info!(listen = ?listen, admin = ?admin_addr, ports = ?shared.cfg.plan.port_numbers(), "tls-steal-proxy serving");
 
