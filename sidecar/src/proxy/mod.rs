@@ -12,32 +12,32 @@
 //!
 //! Limits against hostile or runaway clients: `--max-connections` client connections per
 //! captured port (the excess is closed right after accept, counted), at most
-//! [`forward::MAX_POOLS_PER_PORT`] upstream pools per port (least recently used evicted) and a
+//! [`MAX_POOLS_PER_PORT`] upstream pools per port (least recently used evicted) and a
 //! bounded idle list per port ([`affinity`]), and the header read timeout on every listener
 //! (the admin port's too).
 
-pub mod admin;
-pub mod affinity;
-pub mod app_probe;
-pub mod body;
-pub mod config;
-pub mod conn;
-pub mod files;
-pub mod forward;
-pub mod idle;
-pub mod material;
-pub mod metrics;
-pub mod mounts;
-pub mod orig_dst;
-pub mod passthrough;
-pub mod pem;
-pub mod ports;
-pub mod reload;
-pub mod route;
-pub mod shutdown;
-pub mod signatures;
-pub mod tls_client;
-pub mod tls_server;
+mod admin;
+mod affinity;
+mod app_probe;
+mod body;
+mod config;
+mod conn;
+mod files;
+mod forward;
+mod idle;
+mod material;
+mod metrics;
+mod mounts;
+mod orig_dst;
+mod passthrough;
+mod pem;
+mod ports;
+mod reload;
+mod route;
+mod shutdown;
+mod signatures;
+mod tls_client;
+mod tls_server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,10 +48,18 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+pub use body::BodyRead;
 pub use config::{ConfigError, ProxyArgs, ProxyConfig};
-use metrics::Metrics;
+pub use forward::{MAX_POOLS_PER_PORT, ProxyBody, app_head};
+pub use route::{ConnInfo, Delivery, Mirror, Mirrored, Route, Router, Stolen, Taker};
+
+// What the session layer (a sibling) uses of the proxy besides the routing interface.
+pub(crate) use forward::{error_chain, text_response};
+pub(crate) use metrics::{Labels, Metrics, per_port, port_label};
+pub(crate) use pem::cert_chain;
+pub(crate) use ports::PortHealth;
+
 use ports::PortTable;
-use route::Router;
 use shutdown::{Drain, Shutdown};
 
 /// The proxy could not start.
@@ -69,12 +77,12 @@ pub enum ProxyError {
 }
 
 /// The HTTP server builders, configured once.
-pub struct HttpBuilders {
-    pub h1: auto::Builder<TokioExecutor>,
-    pub h2: auto::Builder<TokioExecutor>,
+pub(crate) struct HttpBuilders {
+    pub(crate) h1: auto::Builder<TokioExecutor>,
+    pub(crate) h2: auto::Builder<TokioExecutor>,
     /// HTTP/1 without keep-alive: for connections that start once the proxy stops accepting
     /// (accepted just before): their one request is served, with `Connection: close`.
-    pub h1_last: auto::Builder<TokioExecutor>,
+    pub(crate) h1_last: auto::Builder<TokioExecutor>,
 }
 
 impl HttpBuilders {
@@ -103,16 +111,16 @@ impl HttpBuilders {
 
 /// What every connection task shares.
 pub struct Shared {
-    pub cfg: ProxyConfig,
-    pub ports: PortTable,
-    pub metrics: Arc<Metrics>,
+    pub(crate) cfg: ProxyConfig,
+    pub(crate) ports: PortTable,
+    pub(crate) metrics: Arc<Metrics>,
     /// What `/metrics` serves: the proxy's families and the router's.
-    pub registry: prometheus_client::registry::Registry,
-    pub router: Arc<dyn Router>,
-    pub http: HttpBuilders,
-    pub shutdown: Shutdown,
-    pub drain: Drain,
-    pub app_probes: app_probe::AppProbeRunner,
+    pub(crate) registry: prometheus_client::registry::Registry,
+    pub(crate) router: Arc<dyn Router>,
+    pub(crate) http: HttpBuilders,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) drain: Drain,
+    pub(crate) app_probes: app_probe::AppProbeRunner,
 }
 
 impl Shared {
@@ -302,7 +310,7 @@ pub(crate) async fn accept_failed(e: &std::io::Error) {
 }
 
 /// Serves until SIGTERM/SIGINT, then drains (a second signal skips the rest of the drain delay).
-pub async fn run_until_signalled(handle: ProxyHandle) {
+pub(crate) async fn run_until_signalled(handle: ProxyHandle) {
     shutdown::signal().await;
     handle.shutdown();
     let again = handle.shutdown.clone();

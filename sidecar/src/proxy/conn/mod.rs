@@ -30,8 +30,7 @@ use super::passthrough::relay_tcp;
 use super::ports::ActivePort;
 use super::route::{ConnInfo, Delivery, Route};
 use super::tls_client::server_name;
-use tls_steal_http::io::Prefixed;
-use tls_steal_http::sniff::{Sniffed, classify};
+use tls_steal_http::{Prefixed, Sniffed, classify};
 
 /// Handles one accepted connection to its end.
 pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, client: SocketAddr) {
