@@ -4,8 +4,8 @@
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Pod, PodSpec};
 use serde::Serialize;
 
-use crate::STATUS_ANNOTATION;
 use crate::probes::{ContainerProbes, probe_field};
+use tls_steal_crds::contract::STATUS_ANNOTATION;
 
 use super::*;
 
