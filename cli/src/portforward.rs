@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::Portforwarder;
-use tls_steal_crds::session::SESSION_API_PORT;
+use tls_steal_crds::contract::SESSION_API_PORT;
 use tokio::io::DuplexStream;
 
 /// The port-forward could not be opened.

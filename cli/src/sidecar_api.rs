@@ -1,6 +1,5 @@
-//! The sidecar's read-only endpoints (`GET /v1/status`, `POST /v1/explain`) over one connection
-//! (a port-forward stream, or TCP with `--connect`), HTTP/1.1 keep-alive: one connection per
-//! pod for every question.
+//! The sidecar's read-only endpoints (`GET /v1/status`, `POST /v1/explain`) over one
+//! port-forward stream, HTTP/1.1 keep-alive: one connection per pod for every question.
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -27,11 +26,6 @@ const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 pub enum SidecarApiError {
     #[error(transparent)]
     Portforward(#[from] PortforwardError),
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
     #[error("talking to the session API failed: {0}")]
     Http(#[from] hyper::Error),
     #[error("the session API did not answer {path} within {TIMEOUT:?}")]
@@ -72,17 +66,6 @@ impl SidecarApi {
     ) -> Result<Self, SidecarApiError> {
         let (stream, forward) = portforward::open(api, namespace, pod).await?;
         Self::over(stream, Some(forward)).await
-    }
-
-    /// Directly, to `addr` (`--connect`).
-    pub async fn connect(addr: &str) -> Result<Self, SidecarApiError> {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|source| SidecarApiError::Connect {
-                addr: addr.into(),
-                source,
-            })?;
-        Self::over(tcp, None).await
     }
 
     async fn over<S>(io: S, forward: Option<Forward>) -> Result<Self, SidecarApiError>

@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 
 use http::{HeaderMap, Request, Version};
-use kubectl_steal::deliver::local_head;
+use kubectl_steal::local_head;
 use tls_steal_crds::session::{META_HEADER, Mode, RequestMeta};
-use tls_steal_sidecar::proxy::forward::app_head;
-use tls_steal_sidecar::session::conn::session_head;
+use tls_steal_sidecar::proxy::app_head;
+use tls_steal_sidecar::session::session_head;
 
 fn request(version: Version) -> Request<()> {
     let mut b = Request::builder()

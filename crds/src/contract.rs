@@ -8,6 +8,10 @@ pub const CAPTURE_PORT: u16 = 15443;
 pub const SESSION_API_PORT: u16 = 15400;
 /// Admin port of the proxy: `/healthz`, `/readyz`, `/metrics` and the rewritten app probes.
 pub const ADMIN_PORT: u16 = 15401;
+/// Name of the capture port in the proxy container's `ports`.
+pub const CAPTURE_PORT_NAME: &str = "tls-steal";
+/// Name of the admin port in the proxy container's `ports`.
+pub const ADMIN_PORT_NAME: &str = "tls-steal-admin";
 /// The proxy's own ports. A config may not capture them: redirecting them would loop or hide
 /// the proxy's health and session endpoints.
 pub const RESERVED_PORTS: [u16; 3] = [SESSION_API_PORT, ADMIN_PORT, CAPTURE_PORT];
@@ -40,6 +44,15 @@ pub const POD_OPT_OUT_KEY: &str = "tls-steal.io/inject";
 pub const STATUS_ANNOTATION: &str = "tls-steal.io/status";
 /// Pod-template annotation the rollout controller writes: the plan hash its pods get.
 pub const CONFIG_HASH_ANNOTATION: &str = "tls-steal.io/config-hash";
+/// Workload (not template) annotation recording the plan hash of a workload adopted without a
+/// rollout: its pods already carried that plan. Read only while the template has no
+/// [`CONFIG_HASH_ANNOTATION`]; removed by the next template patch.
+pub const ADOPTED_HASH_ANNOTATION: &str = "tls-steal.io/adopted-hash";
+/// Workload annotation that, set to `"false"`, keeps the rollout controller from rolling it out.
+pub const ROLLOUT_ANNOTATION: &str = "tls-steal.io/rollout";
+/// The rollout controller: field manager of its patches, reporter of its events, default name
+/// of its Lease.
+pub const CONTROLLER_NAME: &str = "tls-steal-controller";
 
 /// Path prefix of the rewritten app probes on the admin port: `/app-health/<container>/<kind>`.
 pub const APP_HEALTH_PREFIX: &str = "/app-health/";

@@ -4,22 +4,28 @@
 //! every config that applies to a pod into one [`plan::StealPlan`].
 //!
 //! Pure logic, no I/O: the webhook feeds it cluster state, the sidecar reads the plan it produces.
+//!
+//! The public modules are namespaces the other crates import from: [`contract`] (the public
+//! names), [`types`], [`plan`], [`target`], [`status`], [`explain`], [`filter`], [`probe`],
+//! [`session`] (the session protocol), [`crdgen`]. [`steal_session`] and [`ticket`] define the
+//! `StealSession` resource and its signed tickets: the CRD ships, nothing checks tickets yet.
+//! Matching and validation internals are private.
 
 pub mod contract;
 pub mod crdgen;
 pub mod explain;
 pub mod filter;
-pub mod pattern;
+mod pattern;
 pub mod plan;
 pub mod probe;
-pub mod selector;
+mod selector;
 pub mod session;
 pub mod status;
 pub mod steal_session;
 pub mod target;
 pub mod ticket;
 pub mod types;
-pub mod validate;
+mod validate;
 
 pub use plan::{ConfigSource, StealPlan, build_plan};
 pub use status::TlsStealConfigStatus;
@@ -29,8 +35,3 @@ pub use types::{
     MirrordTlsStealConfig, PortConfig, ServerVerification, TlsAuthentication, TlsStealSpec,
 };
 pub use validate::{FieldError, ValidationErrors};
-
-/// API group of both kinds.
-pub const GROUP: &str = "mirrord.metalbear.co";
-/// API version of both kinds.
-pub const VERSION: &str = "v1alpha";

@@ -56,7 +56,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::filter::HttpFilter;
 
-pub use crate::contract::SESSION_API_PORT;
 /// Registration path.
 pub const REGISTER_PATH: &str = "/v1/sessions";
 /// Status path.

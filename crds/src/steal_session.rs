@@ -14,11 +14,6 @@ use serde::{Deserialize, Serialize};
 use crate::filter::HttpFilter;
 use crate::session::Mode;
 
-/// API group of `StealSession`.
-pub const SESSION_GROUP: &str = "tls-steal.io";
-/// API version of `StealSession`.
-pub const SESSION_VERSION: &str = "v1alpha1";
-
 /// What a developer asks to steal.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(

@@ -1,6 +1,6 @@
 //! Telling HTTP/1, HTTP/2 (prior knowledge) and anything else apart when the client negotiated
 //! no ALPN, and replaying the sniffed bytes to whoever serves the connection
-//! ([`crate::io::Prefixed`]).
+//! ([`crate::Prefixed`]).
 
 /// The HTTP/2 connection preface.
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -91,7 +91,7 @@ async fn run(
 /// The routing decision alone (no I/O): ns per request for 0, 1 and 10 non-matching sessions
 /// (mixed filter kinds), and for one plain header regex and one with look-ahead.
 fn decision_cost() -> Vec<(String, f64)> {
-    use tls_steal_sidecar::proxy::route::{ConnInfo, Router};
+    use tls_steal_sidecar::proxy::{ConnInfo, Router};
     use tls_steal_sidecar::session::{SessionConfig, Sessions};
     let parts = http::Request::get("https://app.test/api/v2/users/42?page=3")
         .header(

@@ -127,7 +127,7 @@ fn expected() -> BTreeSet<String> {
 
 /// The proxy's and the session layer's exposition for a plan with port 443.
 fn exposition() -> String {
-    let proxy = crate::proxy::metrics::Metrics::new([443]);
+    let proxy = crate::proxy::Metrics::new([443]);
     let sessions = crate::session::SessionMetrics::new([443]);
     let mut registry = prometheus_client::registry::Registry::default();
     proxy.register(&mut registry);

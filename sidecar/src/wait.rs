@@ -37,10 +37,10 @@ pub struct WaitArgs {
 /// The proxy did not become ready in time.
 #[derive(Debug, thiserror::Error)]
 #[error("the proxy at {admin} was not ready within {secs}s (last attempt: {last})")]
-pub struct NotReady {
-    pub admin: SocketAddr,
-    pub secs: u64,
-    pub last: String,
+struct NotReady {
+    admin: SocketAddr,
+    secs: u64,
+    last: String,
 }
 
 /// Entry point for `main`: always exits 0.
@@ -72,7 +72,7 @@ pub fn main(args: WaitArgs) -> ExitCode {
 
 /// Polls `http://<admin>/readyz` until it answers 200 (returns how long that took) or
 /// `timeout` passes.
-pub async fn wait_ready(
+async fn wait_ready(
     admin: SocketAddr,
     timeout: Duration,
     interval: Duration,

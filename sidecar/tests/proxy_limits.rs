@@ -10,7 +10,7 @@ use bytes::Bytes;
 use common::*;
 use http::Request;
 use http_body_util::BodyExt;
-use tls_steal_sidecar::proxy::forward::MAX_POOLS_PER_PORT;
+use tls_steal_sidecar::proxy::MAX_POOLS_PER_PORT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 

@@ -14,7 +14,7 @@ use http::StatusCode;
 use http_body_util::BodyExt;
 use tls_steal_crds::filter::HttpFilter;
 use tls_steal_crds::session::{Event, Mode, Registration};
-use tls_steal_sidecar::proxy::route::{ConnInfo, Route, Router};
+use tls_steal_sidecar::proxy::{ConnInfo, Route, Router};
 use tls_steal_sidecar::session::{SessionConfig, Sessions};
 
 use common::{ClientOpts, Conn};

@@ -38,10 +38,5 @@ pub use mutate::{Injection, InjectionStatus, Outcome, SkipReason, mutate, mutati
 pub use openmetrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 pub use serve::run as run_serve;
 pub use serve::{ServeArgs, ServeError, SidecarArgs};
-pub use server::{AppState, DEFAULT_BODY_LIMIT, drain, router, serve_tls};
+pub use server::{AppState, drain, router, serve_tls};
 pub use settings::{ProxyWorkers, Settings, SidecarMode};
-
-pub use tls_steal_crds::contract::{
-    ADMIN_PORT, APP_PROBES_ENV, CAPTURE_PORT, INIT_CONTAINER, NAMESPACE_OPT_IN_LABEL, PLAN_ENV,
-    POD_IP_ENV, POD_OPT_OUT_KEY, PROXY_CONTAINER, PROXY_UID, STATUS_ANNOTATION,
-};

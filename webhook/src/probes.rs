@@ -5,7 +5,7 @@
 //! the app against the pod IP, as the kubelet sends no SNI), a `tcpSocket` would be accepted by
 //! the proxy even with the app down. Such a probe becomes `GET http://<pod>:15401/app-health/
 //! <container>/<kind>`, and its original action travels to the proxy (env
-//! [`crate::APP_PROBES_ENV`], [`AppProbes`]), which runs it against the app as the kubelet would.
+//! [`tls_steal_crds::contract::APP_PROBES_ENV`], [`AppProbes`]), which runs it against the app as the kubelet would.
 //!
 //! Decisions:
 //! * Only the action is replaced (`httpGet` / `tcpSocket` → `httpGet` on the admin port); timing
@@ -25,7 +25,7 @@ use tls_steal_crds::probe::{
     probe_key,
 };
 
-use crate::ADMIN_PORT;
+use tls_steal_crds::contract::ADMIN_PORT;
 
 /// A probe's port as written: a number or a container port name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -7,8 +7,8 @@
 //!
 //! [`report`] computes from the pod and the configs (pure), [`render`] prints for people.
 
-pub mod render;
-pub mod report;
+mod render;
+mod report;
 #[cfg(test)]
 mod tests;
 

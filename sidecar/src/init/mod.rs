@@ -62,10 +62,10 @@ mod rules;
 use std::process::ExitCode;
 
 use thiserror::Error;
+use tls_steal_crds::contract::CAPTURE_PORT;
 
 use backend::Backend;
 pub use backend::BackendChoice;
-pub use ports::PortsError;
 use rules::{Family, NatState};
 
 /// Arguments of `tls-steal-sidecar init`.
@@ -75,7 +75,7 @@ pub struct InitArgs {
     #[arg(long, value_name = "PORT,...", required_unless_present = "cleanup")]
     pub ports: Option<String>,
     /// The port the proxy listens on; captured connections are redirected there.
-    #[arg(long, value_name = "PORT", default_value_t = 15443)]
+    #[arg(long, value_name = "PORT", default_value_t = CAPTURE_PORT)]
     pub proxy_port: u16,
     /// Which iptables implementation to use.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
@@ -101,7 +101,7 @@ pub enum Ipv6Choice {
 
 /// Everything that can make `init` fail.
 #[derive(Debug, Error)]
-pub enum InitError {
+enum InitError {
     #[error("iptables is not installed: {names} not found in PATH ({path})")]
     MissingBinary { names: String, path: String },
     #[error(
@@ -153,7 +153,7 @@ fn log(line: impl AsRef<str>) {
 }
 
 /// Runs `init` with parsed arguments.
-pub fn run(args: &InitArgs) -> Result<(), InitError> {
+fn run(args: &InitArgs) -> Result<(), InitError> {
     if args.cleanup {
         return cleanup(args);
     }

@@ -73,10 +73,12 @@ impl IdleConns {
     }
 
     /// Idle connections kept.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().total
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -1,11 +1,13 @@
 //! The proxy's settings: command-line arguments and the steal plan they point to.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tls_steal_crds::StealPlan;
-use tls_steal_crds::contract::APP_PROBES_ENV;
+use tls_steal_crds::contract::{
+    ADMIN_PORT, APP_PROBES_ENV, CAPTURE_PORT, PLAN_ENV, POD_IP_ENV, SESSION_API_PORT,
+};
 use tls_steal_crds::probe::{AppProbes, parse_app_probes};
 
 use super::body::BodyLimits;
@@ -14,7 +16,7 @@ use super::files::{DirectLookup, FileResolver};
 /// The plan could not be obtained.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("no steal plan: pass --plan FILE or set TLS_STEAL_PLAN")]
+    #[error("no steal plan: pass --plan FILE or set {PLAN_ENV}")]
     NoPlan,
     #[error("cannot read the steal plan file {path}: {source}")]
     Read {
@@ -37,17 +39,17 @@ pub struct ProxyArgs {
     #[arg(long)]
     pub plan: Option<PathBuf>,
     /// The resolved steal plan as JSON (set by the webhook).
-    #[arg(long = "plan-json", env = "TLS_STEAL_PLAN", hide_env_values = true)]
+    #[arg(long = "plan-json", env = PLAN_ENV, hide_env_values = true)]
     pub plan_json: Option<String>,
     /// Where redirected connections arrive (repeatable). IPv6 listeners are v6-only; one that
     /// cannot be bound (no IPv6 in the pod) is skipped with a warning.
-    #[arg(long, default_values = ["0.0.0.0:15443", "[::]:15443"])]
+    #[arg(long, default_values_t = default_listen())]
     pub listen: Vec<SocketAddr>,
     /// `/healthz`, `/readyz`, `/metrics`.
-    #[arg(long, default_value = "0.0.0.0:15401")]
+    #[arg(long, default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, ADMIN_PORT)))]
     pub admin: SocketAddr,
     /// The session API (`kubectl-steal` reaches it through port-forward; keep it on loopback).
-    #[arg(long, default_value = "127.0.0.1:15400")]
+    #[arg(long, default_value_t = SocketAddr::from((Ipv4Addr::LOCALHOST, SESSION_API_PORT)))]
     pub session_api: SocketAddr,
     /// Use this original destination instead of `SO_ORIGINAL_DST` (tests, setups without
     /// iptables). Every connection is then treated as sent to this address.
@@ -115,7 +117,7 @@ pub struct ProxyArgs {
     #[arg(long = "app-probes-json", env = APP_PROBES_ENV, hide_env_values = true)]
     pub app_probes_json: Option<String>,
     /// The pod's IP: where app probes are sent, as the kubelet would (default 127.0.0.1).
-    #[arg(long, env = tls_steal_crds::contract::POD_IP_ENV)]
+    #[arg(long, env = POD_IP_ENV)]
     pub pod_ip: Option<IpAddr>,
     /// Largest HTTP/1 request head / HTTP/2 header list accepted, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
@@ -162,11 +164,8 @@ impl ProxyConfig {
     pub fn new(plan: StealPlan) -> Self {
         ProxyConfig {
             plan,
-            listen: vec![
-                "0.0.0.0:15443".parse().unwrap(),
-                "[::]:15443".parse().unwrap(),
-            ],
-            admin: Some("0.0.0.0:15401".parse().unwrap()),
+            listen: default_listen(),
+            admin: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, ADMIN_PORT))),
             session_api: None,
             orig_dst_override: None,
             orig_dst_for: Vec::new(),
@@ -187,6 +186,14 @@ impl ProxyConfig {
             pod_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
     }
+}
+
+/// The capture port on every IPv4 and IPv6 address.
+fn default_listen() -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, CAPTURE_PORT)),
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, CAPTURE_PORT)),
+    ]
 }
 
 /// `LISTEN=DST`.

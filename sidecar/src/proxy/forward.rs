@@ -48,8 +48,7 @@ use hyper_util::client::legacy::connect::Connected;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use lru::LruCache;
 use rustls_pki_types::ServerName;
-use tls_steal_http::io::{Hooked, ReadHook};
-use tls_steal_http::{is_upgrade, strip_hop_by_hop};
+use tls_steal_http::{Hooked, ReadHook, is_upgrade, strip_hop_by_hop};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -92,6 +91,7 @@ pub const MAX_POOLS_PER_PORT: usize = 64;
 pub const MAX_IDLE_PER_POOL: usize = 256;
 
 impl PoolKey {
+    #[cfg(test)]
     pub fn new(dst: SocketAddr, name: ServerName<'static>, alpn: Vec<Vec<u8>>) -> Self {
         PoolKey { dst, name, alpn }
     }

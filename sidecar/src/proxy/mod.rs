@@ -12,32 +12,32 @@
 //!
 //! Limits against hostile or runaway clients: `--max-connections` client connections per
 //! captured port (the excess is closed right after accept, counted), at most
-//! [`forward::MAX_POOLS_PER_PORT`] upstream pools per port (least recently used evicted) and a
+//! [`MAX_POOLS_PER_PORT`] upstream pools per port (least recently used evicted) and a
 //! bounded idle list per port ([`affinity`]), and the header read timeout on every listener
 //! (the admin port's too).
 
-pub mod admin;
-pub mod affinity;
-pub mod app_probe;
-pub mod body;
-pub mod config;
-pub mod conn;
-pub mod files;
-pub mod forward;
-pub mod idle;
-pub mod material;
-pub mod metrics;
-pub mod mounts;
-pub mod orig_dst;
-pub mod passthrough;
-pub mod pem;
-pub mod ports;
-pub mod reload;
-pub mod route;
-pub mod shutdown;
-pub mod signatures;
-pub mod tls_client;
-pub mod tls_server;
+mod admin;
+mod affinity;
+mod app_probe;
+mod body;
+mod config;
+mod conn;
+mod files;
+mod forward;
+mod idle;
+mod material;
+mod metrics;
+mod mounts;
+mod orig_dst;
+mod passthrough;
+mod pem;
+mod ports;
+mod reload;
+mod route;
+mod shutdown;
+mod signatures;
+mod tls_client;
+mod tls_server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,10 +48,18 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+pub use body::BodyRead;
 pub use config::{ConfigError, ProxyArgs, ProxyConfig};
-use metrics::Metrics;
+pub use forward::{MAX_POOLS_PER_PORT, ProxyBody, app_head};
+pub use route::{ConnInfo, Delivery, Mirror, Mirrored, Route, Router, Stolen, Taker};
+
+// What the session layer (a sibling) uses of the proxy besides the routing interface.
+pub(crate) use forward::{error_chain, text_response};
+pub(crate) use metrics::{Labels, Metrics, per_port, port_label};
+pub(crate) use pem::cert_chain;
+pub(crate) use ports::PortHealth;
+
 use ports::PortTable;
-use route::Router;
 use shutdown::{Drain, Shutdown};
 
 /// The proxy could not start.
@@ -69,12 +77,12 @@ pub enum ProxyError {
 }
 
 /// The HTTP server builders, configured once.
-pub struct HttpBuilders {
-    pub h1: auto::Builder<TokioExecutor>,
-    pub h2: auto::Builder<TokioExecutor>,
+pub(crate) struct HttpBuilders {
+    pub(crate) h1: auto::Builder<TokioExecutor>,
+    pub(crate) h2: auto::Builder<TokioExecutor>,
     /// HTTP/1 without keep-alive: for connections that start once the proxy stops accepting
     /// (accepted just before): their one request is served, with `Connection: close`.
-    pub h1_last: auto::Builder<TokioExecutor>,
+    pub(crate) h1_last: auto::Builder<TokioExecutor>,
 }
 
 impl HttpBuilders {
@@ -103,16 +111,52 @@ impl HttpBuilders {
 
 /// What every connection task shares.
 pub struct Shared {
-    pub cfg: ProxyConfig,
-    pub ports: PortTable,
-    pub metrics: Arc<Metrics>,
+    pub(crate) cfg: ProxyConfig,
+    pub(crate) ports: PortTable,
+    pub(crate) metrics: Arc<Metrics>,
     /// What `/metrics` serves: the proxy's families and the router's.
-    pub registry: prometheus_client::registry::Registry,
-    pub router: Arc<dyn Router>,
-    pub http: HttpBuilders,
-    pub shutdown: Shutdown,
-    pub drain: Drain,
-    pub app_probes: app_probe::AppProbeRunner,
+    pub(crate) registry: prometheus_client::registry::Registry,
+    pub(crate) router: Arc<dyn Router>,
+    pub(crate) http: HttpBuilders,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) drain: Drain,
+    pub(crate) app_probes: app_probe::AppProbeRunner,
+}
+
+impl Shared {
+    /// The state every connection shares: the plan's ports loaded (blocking file reads, off the
+    /// runtime) and the proxy's and `router`'s metrics registered.
+    pub(crate) async fn load(cfg: ProxyConfig, router: Arc<dyn Router>) -> Arc<Shared> {
+        let metrics = Arc::new(Metrics::new(cfg.plan.port_numbers()));
+        let ports = {
+            let (plan, files, m, t) = (
+                cfg.plan.clone(),
+                cfg.files.clone(),
+                metrics.clone(),
+                forward::UpstreamTimeouts {
+                    connect: cfg.connect_timeout,
+                    idle: cfg.upstream_idle_timeout,
+                },
+            );
+            tokio::task::spawn_blocking(move || PortTable::load(&plan, files, m, t))
+                .await
+                .expect("port loading panicked")
+        };
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        router.register_metrics(&mut registry);
+        Arc::new(Shared {
+            http: HttpBuilders::new(&cfg),
+            app_probes: app_probe::AppProbeRunner::new(&cfg.app_probes, cfg.pod_ip),
+            cfg,
+            ports,
+            metrics,
+            registry,
+            router,
+            shutdown: Shutdown::default(),
+            drain: Drain::default(),
+        })
+    }
 }
 
 /// A running proxy.
@@ -168,21 +212,8 @@ pub async fn start_with_router(
     cfg: ProxyConfig,
     router: Arc<dyn Router>,
 ) -> Result<ProxyHandle, ProxyError> {
-    let metrics = Arc::new(Metrics::new(cfg.plan.port_numbers()));
-    let ports = {
-        let (plan, files, m, t) = (
-            cfg.plan.clone(),
-            cfg.files.clone(),
-            metrics.clone(),
-            forward::UpstreamTimeouts {
-                connect: cfg.connect_timeout,
-                idle: cfg.upstream_idle_timeout,
-            },
-        );
-        tokio::task::spawn_blocking(move || PortTable::load(&plan, files, m, t))
-            .await
-            .expect("port loading panicked")
-    };
+    let shared = Shared::load(cfg, router).await;
+    let cfg = &shared.cfg;
     let mut listeners = Vec::new();
     for addr in &cfg.listen {
         match bind(*addr) {
@@ -208,21 +239,7 @@ pub async fn start_with_router(
         .filter_map(|l| l.local_addr().ok())
         .collect();
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
-    let shutdown = Shutdown::default();
-    let mut registry = prometheus_client::registry::Registry::default();
-    metrics.register(&mut registry);
-    router.register_metrics(&mut registry);
-    let shared = Arc::new(Shared {
-        http: HttpBuilders::new(&cfg),
-        app_probes: app_probe::AppProbeRunner::new(&cfg.app_probes, cfg.pod_ip),
-        cfg,
-        ports,
-        metrics,
-        registry,
-        router,
-        shutdown: shutdown.clone(),
-        drain: Drain::default(),
-    });
+    let shutdown = shared.shutdown.clone();
     let session_api = shared.router.attach(&shared).map_err(ProxyError::Attach)?;
     info!(listen = ?listen, admin = ?admin_addr, ports = ?shared.cfg.plan.port_numbers(), "tls-steal-proxy serving");
 
@@ -293,7 +310,7 @@ pub(crate) async fn accept_failed(e: &std::io::Error) {
 }
 
 /// Serves until SIGTERM/SIGINT, then drains (a second signal skips the rest of the drain delay).
-pub async fn run_until_signalled(handle: ProxyHandle) {
+pub(crate) async fn run_until_signalled(handle: ProxyHandle) {
     shutdown::signal().await;
     handle.shutdown();
     let again = handle.shutdown.clone();

@@ -5,11 +5,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 /// Copies bytes both ways between `client` and a new TCP connection to `dst` until both close.
-pub async fn relay_tcp(mut client: TcpStream, dst: SocketAddr, connect_timeout: Duration) {
+pub async fn relay_tcp<S>(mut client: S, dst: SocketAddr, connect_timeout: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let upstream = match tokio::time::timeout(connect_timeout, TcpStream::connect(dst)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {

@@ -2,7 +2,7 @@
 //! forwarded to the application, taken by someone else ([`Taker`]: it answers instead of the
 //! app), or forwarded and copied ([`Mirror`]). The proxy owns these traits and knows nothing of
 //! who implements them: the session layer ([`crate::session`]) is the [`Router`], and its
-//! sessions are the takers and mirrors. [`ForwardAll`] forwards everything.
+//! sessions are the takers and mirrors.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -154,14 +154,4 @@ pub trait Router: Send + Sync + 'static {
 
     /// Adds the router's own metrics to the proxy's registry (served at `/metrics`).
     fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
-}
-
-/// The router of this stage: everything goes to the application.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ForwardAll;
-
-impl Router for ForwardAll {
-    fn route(&self, _request: &http::request::Parts, _conn: &ConnInfo) -> Route {
-        Route::Forward
-    }
 }

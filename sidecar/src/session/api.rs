@@ -29,7 +29,7 @@ use tracing::{debug, error, info};
 use super::Sessions;
 use super::conn::json_response;
 use super::metrics::SessionError;
-use crate::proxy::forward::ProxyBody;
+use crate::proxy::ProxyBody;
 
 /// Serves the session API on `listener` forever.
 pub async fn serve(listener: TcpListener, sessions: Arc<Sessions>) {

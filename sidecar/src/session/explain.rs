@@ -16,8 +16,8 @@ use tls_steal_crds::session::{
 use super::Sessions;
 use super::conn::json_response;
 use super::view::PartsView;
-use crate::proxy::forward::ProxyBody;
-use crate::proxy::ports::PortHealth;
+use crate::proxy::PortHealth;
+use crate::proxy::ProxyBody;
 
 fn bad(error: String, field: &str) -> ApiError {
     ApiError {

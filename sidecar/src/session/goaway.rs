@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use tls_steal_http::io::ReadHook;
+use tls_steal_http::ReadHook;
 use tokio::sync::Notify;
 
 /// The HTTP/2 frame type of `GOAWAY` (RFC 9113 §6.8).

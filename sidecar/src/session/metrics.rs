@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tls_steal_http::openmetrics::{self, Label};
 
-use crate::proxy::metrics::{Labels, per_port, port_label};
+use crate::proxy::{Labels, per_port, port_label};
 
 /// What the routing step decided for a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,12 +119,6 @@ impl SessionMetrics {
         }
     }
 
-    pub fn routed_count(&self, port: u16, r: Routed) -> u64 {
-        self.ports
-            .get(&port)
-            .map_or(0, |p| p.routed[r as usize].get())
-    }
-
     pub fn mirror_dropped(&self, port: u16) {
         if let Some(p) = self.ports.get(&port) {
             p.mirror_dropped.inc();
@@ -144,24 +138,12 @@ impl SessionMetrics {
         }
     }
 
-    pub fn regex_limit_count(&self, port: u16) -> u64 {
-        self.ports.get(&port).map_or(0, |p| p.regex_limit.get())
-    }
-
     /// A body read for body filters on `port` gave them nothing (`reason`: a label of
     /// [`BODY_REASONS`]).
     pub fn body_unusable(&self, port: u16, reason: &str) {
         let i = BODY_REASONS.iter().position(|r| *r == reason);
         if let (Some(p), Some(i)) = (self.ports.get(&port), i) {
             p.body_unusable[i].inc();
-        }
-    }
-
-    pub fn body_unusable_count(&self, port: u16, reason: &str) -> u64 {
-        let i = BODY_REASONS.iter().position(|r| *r == reason);
-        match (self.ports.get(&port), i) {
-            (Some(p), Some(i)) => p.body_unusable[i].get(),
-            _ => 0,
         }
     }
 
@@ -180,10 +162,6 @@ impl SessionMetrics {
 
     pub fn error(&self, e: SessionError) {
         self.errors[e as usize].inc();
-    }
-
-    pub fn error_count(&self, e: SessionError) -> u64 {
-        self.errors[e as usize].get()
     }
 
     /// Adds the families to `registry` (the proxy's, served at `/metrics`).

@@ -20,8 +20,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tls_steal_http::upgrade_protocol;
 
 use super::conn::{BoxError, Session, SessionBody, session_head};
-use crate::proxy::forward::ProxyBody;
-use crate::proxy::route::ConnInfo;
+use crate::proxy::ConnInfo;
+use crate::proxy::ProxyBody;
 
 /// A body fed by a channel. When the feeding side gave up (`aborted`), the body ends with an
 /// error (so a truncated copy is never taken for a complete one); otherwise it simply ends.

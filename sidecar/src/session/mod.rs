@@ -4,7 +4,7 @@
 //!
 //! * [`registry`]: the active sessions in registration order, indexed by port; the hot path
 //!   takes a read lock only to clone an `Arc` of an immutable snapshot.
-//! * [`route`]: the proxy's per-request decision ([`crate::proxy::route::Router`]): the
+//! * [`route`]: the proxy's per-request decision ([`crate::proxy::Router`]): the
 //!   earliest-registered session whose ports include the request's port and whose filter matches
 //!   takes it (steal, or mirror), later matching sessions are told, nothing matching → forward.
 //! * [`conn`]: one session's connection: reverse HTTP/2 (the sidecar is the client) over the
@@ -16,16 +16,16 @@
 //! * [`explain`]: `POST /v1/explain`, where a sample request would go (read-only).
 //! * [`metrics`]: Prometheus lines appended to the proxy's `/metrics`.
 
-pub mod api;
-pub mod conn;
-pub mod explain;
+mod api;
+mod conn;
+mod explain;
 mod goaway;
-pub mod metrics;
-pub mod mirror;
-pub mod registry;
-pub mod route;
-pub mod status;
-pub mod view;
+mod metrics;
+mod mirror;
+mod registry;
+mod route;
+mod status;
+mod view;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,10 +34,10 @@ use std::time::Duration;
 
 use crate::proxy::Shared;
 
-pub use crate::proxy::route::{Delivery, Mirrored, Stolen};
-pub use conn::Session;
-pub use metrics::SessionMetrics;
-pub use registry::Registry;
+pub(crate) use conn::Session;
+pub use conn::session_head;
+pub(crate) use metrics::SessionMetrics;
+pub(crate) use registry::Registry;
 
 /// Tunables of the session layer.
 #[derive(Clone, Debug)]
@@ -93,11 +93,11 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 /// The session layer: configuration, registry, counters. Shared as `Arc<Sessions>`; it is also
-/// the proxy's [`Router`](crate::proxy::route::Router).
+/// the proxy's [`Router`](crate::proxy::Router).
 pub struct Sessions {
-    pub cfg: Arc<SessionConfig>,
-    pub registry: Registry,
-    pub metrics: Arc<SessionMetrics>,
+    pub(crate) cfg: Arc<SessionConfig>,
+    pub(crate) registry: Registry,
+    pub(crate) metrics: Arc<SessionMetrics>,
     me: Weak<Sessions>,
     next_session: AtomicU64,
     next_request: AtomicU64,
@@ -129,7 +129,7 @@ impl Sessions {
 
     /// Validates a registration (JSON) and adds the session to the registry. Until
     /// [`Session::run`] connects it, requests routed to it wait.
-    pub fn register_json(
+    pub(crate) fn register_json(
         &self,
         body: &[u8],
     ) -> Result<Arc<Session>, tls_steal_crds::session::ApiError> {
@@ -162,7 +162,7 @@ impl Sessions {
     /// Binds the session API on `shared.cfg.session_api` (if set) and serves it until the proxy
     /// shuts down. Returns the bound address (`None` when unset or when it cannot be bound: the
     /// proxy then serves without sessions, and the error is logged).
-    pub fn attach(&self, shared: &Arc<Shared>) -> std::io::Result<Option<SocketAddr>> {
+    pub(crate) fn attach(&self, shared: &Arc<Shared>) -> std::io::Result<Option<SocketAddr>> {
         let _ = self.proxy.set(Arc::downgrade(shared));
         let Some(addr) = shared.cfg.session_api else {
             return Ok(None);

@@ -86,12 +86,9 @@ impl Registry {
         true
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.snapshot().all.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

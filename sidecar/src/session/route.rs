@@ -24,10 +24,10 @@ use super::Sessions;
 use super::conn::Session;
 use super::metrics::{Routed, SessionError};
 use super::view::PartsView;
+use crate::proxy::BodyRead;
+use crate::proxy::ProxyBody;
 use crate::proxy::Shared;
-use crate::proxy::body::BodyRead;
-use crate::proxy::forward::ProxyBody;
-use crate::proxy::route::{ConnInfo, Delivery, Mirror, Mirrored, Route, Router, Stolen, Taker};
+use crate::proxy::{ConnInfo, Delivery, Mirror, Mirrored, Route, Router, Stolen, Taker};
 
 impl Taker for Session {
     fn id(&self) -> u64 {

@@ -3,9 +3,8 @@
 use tls_steal_crds::session::{CertificateInfo, PortStatus, StatusReport};
 
 use super::Sessions;
+use crate::proxy::PortHealth;
 use crate::proxy::Shared;
-use crate::proxy::pem;
-use crate::proxy::ports::PortHealth;
 
 /// Every captured port: `tls` (with its certificate) or `passthrough` (with the reason).
 pub fn ports(shared: &Shared) -> Vec<PortStatus> {
@@ -70,7 +69,7 @@ pub fn passthrough(shared: &Shared, ports: &[u16]) -> Vec<PortStatus> {
 /// expiry.
 fn certificate(shared: &Shared, container: &str, file: &str) -> Option<CertificateInfo> {
     let bytes = shared.cfg.files.for_container(container).read(file).ok()?;
-    let chain = pem::cert_chain(&bytes, file).ok()?;
+    let chain = crate::proxy::cert_chain(&bytes, file).ok()?;
     let (_, cert) = x509_parser::parse_x509_certificate(chain.first()?.as_ref()).ok()?;
     let t = cert.validity().not_after.to_datetime();
     Some(CertificateInfo {

@@ -14,6 +14,7 @@ pub struct PartsView<'a> {
 }
 
 impl<'a> PartsView<'a> {
+    #[cfg(test)]
     pub fn new(parts: &'a Parts) -> Self {
         Self::with_body(parts, None)
     }

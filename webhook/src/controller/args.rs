@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::settings::Settings;
 
 /// Default name of the leader-election Lease.
-pub const DEFAULT_LEASE_NAME: &str = "tls-steal-controller";
+pub const DEFAULT_LEASE_NAME: &str = tls_steal_crds::contract::CONTROLLER_NAME;
 
 /// Flags of the controller (shared by `serve --controller` and the `controller` subcommand).
 #[derive(clap::Args, Clone, Debug)]

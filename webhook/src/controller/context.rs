@@ -20,7 +20,7 @@ use super::metrics::ControllerMetrics;
 
 /// Whether a namespace carries `tls-steal-injection=enabled`.
 pub fn namespace_opted_in(ns: &Namespace) -> bool {
-    let (k, v) = crate::NAMESPACE_OPT_IN_LABEL;
+    let (k, v) = tls_steal_crds::contract::NAMESPACE_OPT_IN_LABEL;
     ns.labels().get(k).is_some_and(|x| x == v)
 }
 

@@ -11,9 +11,9 @@ use serde::de::DeserializeOwned;
 use tls_steal_crds::{ConfigSource, Owner, OwnerKind, PodTarget, StealPlan, build_plan};
 
 use super::{ADOPTED_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION, ROLLOUT_ANNOTATION};
-use crate::STATUS_ANNOTATION;
 use crate::mutate::{self, SkipReason};
 use crate::settings::Settings;
+use tls_steal_crds::contract::STATUS_ANNOTATION;
 
 /// The workload kinds the controller rolls out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

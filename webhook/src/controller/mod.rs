@@ -63,12 +63,8 @@ pub use run::{run, spawn};
 pub use status::{ConfigInput, SyncCounts, compute_statuses};
 pub use sweep::sync_statuses;
 
-pub use tls_steal_crds::contract::CONFIG_HASH_ANNOTATION;
-/// Workload (not template) annotation recording the plan hash of a workload adopted without a
-/// rollout: its pods already carried that plan. Read only while the template has no
-/// [`CONFIG_HASH_ANNOTATION`]; removed by the next template patch.
-pub const ADOPTED_HASH_ANNOTATION: &str = "tls-steal.io/adopted-hash";
-/// Workload annotation that, set to `"false"`, keeps the controller from rolling it out.
-pub const ROLLOUT_ANNOTATION: &str = "tls-steal.io/rollout";
-/// Field manager of the controller's patches, and its event reporter name.
-pub const FIELD_MANAGER: &str = "tls-steal-controller";
+// The names the controller reads and writes are public: they live in `tls_steal_crds::contract`.
+use tls_steal_crds::contract::{
+    ADOPTED_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION, CONTROLLER_NAME as FIELD_MANAGER,
+    ROLLOUT_ANNOTATION,
+};

@@ -9,9 +9,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tls_steal_crds::StealPlan;
 
 use crate::settings::{ProxyWorkers, Settings};
-use crate::{
-    ADMIN_PORT, APP_PROBES_ENV, CAPTURE_PORT, INIT_CONTAINER, PLAN_ENV, POD_IP_ENV,
-    PROXY_CONTAINER, PROXY_UID,
+use tls_steal_crds::contract::{
+    ADMIN_PORT, ADMIN_PORT_NAME, APP_PROBES_ENV, CAPTURE_PORT, CAPTURE_PORT_NAME, INIT_CONTAINER,
+    PLAN_ENV, POD_IP_ENV, PROXY_CONTAINER, PROXY_UID,
 };
 
 use super::*;
@@ -129,13 +129,13 @@ pub(super) fn proxy_container(
         env: Some(env),
         ports: Some(vec![
             ContainerPort {
-                name: Some("tls-steal".into()),
+                name: Some(CAPTURE_PORT_NAME.into()),
                 container_port: CAPTURE_PORT.into(),
                 protocol: Some("TCP".into()),
                 ..Default::default()
             },
             ContainerPort {
-                name: Some("tls-steal-admin".into()),
+                name: Some(ADMIN_PORT_NAME.into()),
                 container_port: ADMIN_PORT.into(),
                 protocol: Some("TCP".into()),
                 ..Default::default()

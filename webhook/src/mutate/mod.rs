@@ -33,7 +33,9 @@ use tls_steal_crds::{ConfigSource, PodTarget, StealPlan, build_plan};
 
 use crate::probes::{self, Rewrite};
 use crate::settings::{Settings, SidecarMode};
-use crate::{INIT_CONTAINER, POD_OPT_OUT_KEY, PROXY_CONTAINER, STATUS_ANNOTATION};
+use tls_steal_crds::contract::{
+    INIT_CONTAINER, POD_OPT_OUT_KEY, PROXY_CONTAINER, STATUS_ANNOTATION,
+};
 
 mod containers;
 mod patch;

@@ -4,9 +4,8 @@
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Pod, PodSpec};
 use serde::Serialize;
 
-use crate::STATUS_ANNOTATION;
 use crate::probes::{ContainerProbes, probe_field};
-use tls_steal_crds::contract::PROXY_WORKERS_ANNOTATION;
+use tls_steal_crds::contract::{PROXY_WORKERS_ANNOTATION, STATUS_ANNOTATION};
 
 use super::*;
 

@@ -49,14 +49,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::proxy::forward::{ProxyBody, error_chain, text_response};
-use crate::proxy::route::{ConnInfo, Delivery};
+use crate::proxy::{ConnInfo, Delivery};
+use crate::proxy::{ProxyBody, error_chain, text_response};
 use crate::session::goaway::GoawayWatch;
 use crate::session::metrics::{SessionError, SessionMetrics};
 use crate::session::{SessionConfig, Sessions};
-use tls_steal_http::io::{Hooked, Prefixed};
-use tls_steal_http::sniff::{Sniffed, classify};
-use tls_steal_http::{strip_hop_by_hop, upgrade_protocol};
+use tls_steal_http::{Hooked, Prefixed, Sniffed, classify, strip_hop_by_hop, upgrade_protocol};
 
 pub(crate) use head::json_response;
 pub use head::session_head;

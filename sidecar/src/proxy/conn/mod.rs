@@ -30,12 +30,10 @@ use super::passthrough::relay_tcp;
 use super::ports::ActivePort;
 use super::route::{ConnInfo, Delivery, Route};
 use super::tls_client::server_name;
-use tls_steal_http::io::Prefixed;
-use tls_steal_http::sniff::{Sniffed, classify};
+use tls_steal_http::{Prefixed, Sniffed, classify};
 
 /// Handles one accepted connection to its end.
 pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, client: SocketAddr) {
-    let _guard = shared.drain.guard();
     let _ = tcp.set_nodelay(true);
     let dst = match original_dst(&tcp, shared.cfg.dst_override(tcp.local_addr().ok())) {
         Ok(d) => d,
@@ -43,6 +41,17 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, client: SocketAddr) {
             return warn!(%client, error = %e, "cannot tell the original destination; closing the connection");
         }
     };
+    serve(shared, tcp, client, dst).await
+}
+
+/// Serves one client connection whose original destination is known. Generic over the stream so
+/// tests can drive it in memory; the accept loop's `TcpStream` instance is the only one built
+/// into the binary, so the hot path is what it was.
+pub(crate) async fn serve<S>(shared: Arc<Shared>, io: S, client: SocketAddr, dst: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _guard = shared.drain.guard();
     let port = dst.port();
     let metrics = shared.metrics.clone();
     let max = shared.cfg.max_connections;
@@ -62,9 +71,9 @@ pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, client: SocketAddr) {
         match active {
             None => {
                 shared.metrics.port(port).connection(ConnKind::Passthrough);
-                relay_tcp(tcp, dst, shared.cfg.connect_timeout).await
+                relay_tcp(io, dst, shared.cfg.connect_timeout).await
             }
-            Some(active) => serve_tls(shared, active, tcp, client, dst).await,
+            Some(active) => serve_tls(shared, active, io, client, dst).await,
         }
     }
     .instrument(span)
@@ -77,18 +86,20 @@ enum Proto {
     Opaque,
 }
 
-async fn serve_tls(
+async fn serve_tls<S>(
     shared: Arc<Shared>,
     active: Arc<ActivePort>,
-    tcp: TcpStream,
+    io: S,
     client: SocketAddr,
     dst: SocketAddr,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let port = dst.port();
     let m = shared.metrics.port(port);
     let acceptor = TlsAcceptor::from(active.server.clone());
     let mut tls =
-        match tokio::time::timeout(shared.cfg.handshake_timeout, acceptor.accept(tcp)).await {
+        match tokio::time::timeout(shared.cfg.handshake_timeout, acceptor.accept(io)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 let why = HandshakeFailure::classify(&e);
@@ -311,3 +322,6 @@ where
         Err(e) => debug!(error = %e, "relay ended with an error"),
     }
 }
+
+#[cfg(test)]
+mod tests;
