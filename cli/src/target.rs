@@ -80,10 +80,27 @@ pub enum TargetError {
         namespace: String,
         message: String,
     },
-    #[error("{target} has no usable spec.selector: {reason}")]
-    Selector { target: Target, reason: String },
+    #[error("{target} has no usable spec.selector: {source}")]
+    Selector {
+        target: Target,
+        #[source]
+        source: SelectorError,
+    },
     #[error("cannot read {target}: {source}")]
     Kube { target: Target, source: kube::Error },
+}
+
+/// Why a workload's `spec.selector` cannot select its pods.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectorError {
+    #[error("it is missing")]
+    Missing,
+    #[error("it cannot be read")]
+    Unreadable(#[source] serde_json::Error),
+    #[error("it is not a valid label selector")]
+    Invalid(#[source] kube::core::ParseExpressionError),
+    #[error("it is empty (it would select every pod of the namespace)")]
+    Empty,
 }
 
 impl FromStr for Target {
@@ -176,7 +193,7 @@ pub async fn resolve(
                 Some(v) => Some(serde_json::from_value::<LabelSelector>(v.clone()).map_err(
                     |e| TargetError::Selector {
                         target: target.clone(),
-                        reason: e.to_string(),
+                        source: SelectorError::Unreadable(e),
                     },
                 )?),
                 None => None,
@@ -185,23 +202,23 @@ pub async fn resolve(
     };
     let selector = selector.ok_or_else(|| TargetError::Selector {
         target: target.clone(),
-        reason: "it is missing".into(),
+        source: SelectorError::Missing,
     })?;
     label_selector(&selector)
         .map(PodSelector::Labels)
-        .map_err(|reason| TargetError::Selector {
+        .map_err(|source| TargetError::Selector {
             target: target.clone(),
-            reason,
+            source,
         })
 }
 
 /// `spec.selector` as a label selector string; an empty selector would select every pod and is
 /// refused.
-pub fn label_selector(selector: &LabelSelector) -> Result<String, String> {
-    let s = Selector::try_from(selector.clone()).map_err(|e| e.to_string())?;
+pub fn label_selector(selector: &LabelSelector) -> Result<String, SelectorError> {
+    let s = Selector::try_from(selector.clone()).map_err(SelectorError::Invalid)?;
     let text = s.to_string();
     if text.is_empty() {
-        return Err("it is empty (it would select every pod of the namespace)".into());
+        return Err(SelectorError::Empty);
     }
     Ok(text)
 }
@@ -281,6 +298,21 @@ mod tests {
         let s = label_selector(&sel).unwrap();
         assert!(s.contains("app=web"), "{s}");
         assert!(s.contains("tier in (a,b)"), "{s}");
-        assert!(label_selector(&LabelSelector::default()).is_err());
+        assert!(matches!(
+            label_selector(&LabelSelector::default()),
+            Err(SelectorError::Empty)
+        ));
+        let bad = LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "Sometimes".into(),
+                values: None,
+            }]),
+            ..Default::default()
+        };
+        assert!(matches!(
+            label_selector(&bad),
+            Err(SelectorError::Invalid(_))
+        ));
     }
 }

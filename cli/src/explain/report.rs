@@ -115,8 +115,17 @@ fn proxy_container(pod: &Pod) -> Option<&Container> {
         .find(|c| c.name == PROXY_CONTAINER)
 }
 
+/// Why the plan a pod's sidecar runs cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PodPlanError {
+    #[error("{PROXY_CONTAINER} has no {PLAN_ENV}")]
+    NoPlan,
+    #[error("{PROXY_CONTAINER}'s {PLAN_ENV} is not a plan")]
+    Unreadable(#[source] tls_steal_crds::plan::PlanError),
+}
+
 /// The plan the pod's sidecar runs: `None` without a sidecar; `Some(Err)` when unreadable.
-pub fn pod_plan(pod: &Pod) -> Option<Result<StealPlan, String>> {
+pub fn pod_plan(pod: &Pod) -> Option<Result<StealPlan, PodPlanError>> {
     let c = proxy_container(pod)?;
     let value = c
         .env
@@ -125,8 +134,8 @@ pub fn pod_plan(pod: &Pod) -> Option<Result<StealPlan, String>> {
         .find(|e| e.name == PLAN_ENV)
         .and_then(|e| e.value.as_deref());
     Some(match value {
-        None => Err(format!("{PROXY_CONTAINER} has no {PLAN_ENV}")),
-        Some(json) => StealPlan::from_json(json).map_err(|e| e.to_string()),
+        None => Err(PodPlanError::NoPlan),
+        Some(json) => StealPlan::from_json(json).map_err(PodPlanError::Unreadable),
     })
 }
 
@@ -175,7 +184,10 @@ pub fn pod_report(
             RunningPlan {
                 state: "unreadable",
                 hash: None,
-                detail: format!("the pod's plan cannot be read: {e}"),
+                detail: match std::error::Error::source(&e) {
+                    Some(cause) => format!("the pod's plan cannot be read: {e}: {cause}"),
+                    None => format!("the pod's plan cannot be read: {e}"),
+                },
             },
             plan.ports.clone(),
         ),

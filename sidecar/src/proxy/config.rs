@@ -196,15 +196,31 @@ fn default_listen() -> Vec<SocketAddr> {
     ]
 }
 
+/// An `--orig-dst-for` value that is not `LISTEN=DST`.
+#[derive(Debug, thiserror::Error)]
+pub enum DstPairError {
+    #[error("{0:?}: expected LISTEN=DST")]
+    NoEquals(String),
+    #[error("{text:?} is not an address:port")]
+    Addr {
+        text: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+}
+
 /// `LISTEN=DST`.
-fn parse_dst_pair(s: &str) -> Result<(SocketAddr, SocketAddr), String> {
+fn parse_dst_pair(s: &str) -> Result<(SocketAddr, SocketAddr), DstPairError> {
     let (l, d) = s
         .split_once('=')
-        .ok_or_else(|| format!("{s:?}: expected LISTEN=DST"))?;
+        .ok_or_else(|| DstPairError::NoEquals(s.to_owned()))?;
     let addr = |a: &str| {
         a.trim()
             .parse::<SocketAddr>()
-            .map_err(|e| format!("{a:?}: {e}"))
+            .map_err(|source| DstPairError::Addr {
+                text: a.to_owned(),
+                source,
+            })
     };
     Ok((addr(l)?, addr(d)?))
 }
