@@ -15,6 +15,8 @@
 //! config → a rollout whose pods have no sidecar; restart the controller → no new ReplicaSet.
 //! The time from each config change to the patched template is printed (and appended to
 //! `$TLS_STEAL_E2E_TIMINGS` when set).
+//!
+//! Over 400 lines: one control plane started once for every rollout scenario, which share its helpers.
 
 use std::collections::BTreeMap;
 use std::future::Future;

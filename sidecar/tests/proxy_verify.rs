@@ -1,5 +1,7 @@
 //! Client verification by the proxy (`agentAsServer.verification`) and verification of / by the
 //! application (`agentAsClient`), each case with real handshakes.
+//!
+//! Over 400 lines: one test per verification setting, each with its own certificates.
 
 mod common;
 

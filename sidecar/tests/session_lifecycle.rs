@@ -2,6 +2,8 @@
 //! Sessions coming and going through the real proxy: the end of a session mid-request, a stuck
 //! session closed after its bound, mirror mode with a deliberately slow session, the status
 //! report, and bad input on the session API.
+//!
+//! Over 400 lines: each test one way a session ends, over the same proxy and session harness.
 
 mod common;
 mod session_common;

@@ -2,6 +2,8 @@
 //! Per-request routing through the real proxy (real sockets, real TLS): filters of every kind,
 //! stolen and forwarded requests alternating on one keep-alive connection (HTTP/1.1 and HTTP/2),
 //! port isolation, overlapping sessions, and the meta passed to the session.
+//!
+//! Over 400 lines: one test per filter kind or routing rule, over the same harness.
 
 mod common;
 mod session_common;

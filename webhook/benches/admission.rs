@@ -13,6 +13,8 @@
 //!
 //! `ADMISSION_BENCH_ONLY=<text>` runs only the scenarios whose name contains `<text>` (for
 //! profiling one of them).
+//!
+//! Over 400 lines: one benchmark whose setup (1,000 configs, the real server, the load loop) is the bulk.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -1,4 +1,6 @@
 //! Pure parts of the rollout controller: desired hash, decision, patch shape, config status.
+//!
+//! Over 400 lines: independent table-like tests of the controller's pure functions.
 
 mod controller_common;
 

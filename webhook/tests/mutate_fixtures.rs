@@ -1,5 +1,7 @@
 //! The pure mutation on JSON fixtures (`tests/fixtures/*.json`: a namespace, a pod as the API
 //! server sends it at admission, and the configs in the cluster).
+//!
+//! Over 400 lines: one test per fixture or setting, all sharing the fixture loader and the patch check.
 
 use k8s_openapi::api::core::v1::{Container, Pod, VolumeMount};
 use serde_json::{Value, json};
