@@ -4,13 +4,10 @@
 //! The request keeps its original version where it can: an HTTP/2 request is offered `h2` by ALPN
 //! (or sent as h2c with prior knowledge over `tcp`), an HTTP/1 request goes as HTTP/1.1. When the
 //! local app cannot be reached the caller gets a 502 saying so; the session is not affected.
+//! `connector` opens the connections; `error` says why there was no answer.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,27 +16,25 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::Connected;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tls_steal_crds::session::{META_HEADER, RequestMeta, UPGRADE_STATUS_HEADER};
-use tls_steal_http::{Hooked, ReadHook, extended_connect_protocol, strip_hop_by_hop};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use tls_steal_http::{extended_connect_protocol, strip_hop_by_hop};
 
 use crate::args::DeliveryProtocol;
 use crate::settings::{DeliverySettings, LocalAddr};
 use crate::tls::{TlsClients, TlsError};
 
+mod connector;
+mod error;
+
+use connector::Connector;
+pub use error::{DeliveryError, bad_gateway};
+
 /// Errors of any body in flight.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type on both sides.
 pub type Body = BoxBody<Bytes, BoxError>;
-
-/// Connecting to the local app gives up after this long.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What became of one request.
 #[derive(Debug)]
@@ -344,140 +339,6 @@ fn host_of(authority: &str) -> &str {
         Err(_) => authority,
     }
 }
-
-/// Why the local app did not answer a stolen request (the caller gets a 502 saying so).
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    #[error("the local app at {addr} is not reachable")]
-    Unreachable {
-        addr: String,
-        #[source]
-        source: hyper_util::client::legacy::Error,
-    },
-    #[error("the local app at {addr} did not answer")]
-    NoAnswer {
-        addr: String,
-        #[source]
-        source: hyper_util::client::legacy::Error,
-    },
-    #[error("bad upgrade protocol {0:?}")]
-    BadProtocol(String),
-    #[error("cannot build the request URI for the local app")]
-    Uri(#[source] http::uri::InvalidUri),
-}
-
-impl DeliveryError {
-    fn from_client(addr: &LocalAddr, source: hyper_util::client::legacy::Error) -> Self {
-        let addr = addr.to_string();
-        if source.is_connect() {
-            DeliveryError::Unreachable { addr, source }
-        } else {
-            DeliveryError::NoAnswer { addr, source }
-        }
-    }
-
-    /// The message and its causes, as the 502 and the terminal show them (hyper-util's own
-    /// "client error" line is left out when it has a cause: it names none).
-    pub fn describe(&self) -> String {
-        use std::error::Error as _;
-        let mut s = self.to_string();
-        let mut cause = self.source();
-        if matches!(
-            self,
-            DeliveryError::Unreachable { .. } | DeliveryError::NoAnswer { .. }
-        ) && let Some(inner) = cause.and_then(|c| c.source())
-        {
-            cause = Some(inner);
-        }
-        while let Some(c) = cause {
-            s.push_str(": ");
-            s.push_str(&c.to_string());
-            cause = c.source();
-        }
-        s
-    }
-}
-
-/// The 502 the caller gets when the local app did not answer.
-pub fn bad_gateway(why: &str) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(format!("kubectl-steal: {why}\n")))
-            .map_err(BoxError::from)
-            .boxed(),
-    );
-    *r.status_mut() = StatusCode::BAD_GATEWAY;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-/// Opens connections to the local app (the URI's authority is only the pool key).
-#[derive(Clone)]
-pub struct Connector {
-    addr: String,
-    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<LocalStream>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let (addr, tls) = (self.addr.clone(), self.tls.clone());
-        Box::pin(async move {
-            let connect = async {
-                let tcp = TcpStream::connect(&addr).await?;
-                tcp.set_nodelay(true)?;
-                Ok::<_, io::Error>(match tls {
-                    None => {
-                        Hooked::new(Box::new(tcp) as Box<dyn LocalIo>, Negotiated { h2: false })
-                    }
-                    Some((config, name)) => {
-                        let tls = TlsConnector::from(config)
-                            .connect(name, tcp)
-                            .await
-                            .map_err(|e| io::Error::other(format!("TLS handshake failed: {e}")))?;
-                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                        Hooked::new(Box::new(tls) as Box<dyn LocalIo>, Negotiated { h2 })
-                    }
-                })
-            };
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-            Ok(TokioIo::new(stream))
-        })
-    }
-}
-
-/// The byte stream of a connection to the local app: TCP, or TLS over it.
-pub trait LocalIo: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> LocalIo for T {}
-
-/// Tells the pool whether the local app chose h2 (ALPN).
-pub struct Negotiated {
-    h2: bool,
-}
-
-impl ReadHook for Negotiated {
-    fn connected(&self) -> Connected {
-        if self.h2 {
-            Connected::new().negotiated_h2()
-        } else {
-            Connected::new()
-        }
-    }
-}
-
-/// A connection to the local app.
-pub type LocalStream = Hooked<Box<dyn LocalIo>, Negotiated>;
 
 #[cfg(test)]
 mod tests {

@@ -24,16 +24,15 @@
 //!   only when the request has none (h2 → h1).
 //! * HTTP/1.1 upgrades (WebSocket): the upgrade is taken on both sides and the two upgraded
 //!   streams are joined with `copy_bidirectional`.
+//!
+//! `upstream`: the pools' connector; `dedicated`: the HTTP/1.1 client connection's own app
+//! connection.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -44,20 +43,22 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::Connected;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use lru::LruCache;
 use rustls_pki_types::ServerName;
-use tls_steal_http::{Hooked, ReadHook, is_upgrade, strip_hop_by_hop};
-use tokio::net::TcpStream;
+use tls_steal_http::{is_upgrade, strip_hop_by_hop};
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 use tracing::{debug, warn};
 
 use super::affinity::{Affinity, IdleConns};
 use super::metrics::{Metrics, Outcome};
 use super::route::ConnInfo;
 use super::tls_client::{UpstreamTls, server_name};
+
+mod dedicated;
+mod upstream;
+
+use upstream::UpstreamConnector;
 
 /// The body type the proxy answers with.
 pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -352,92 +353,7 @@ impl Forwarder {
             }
         }
     }
-
-    /// Over the client connection's own HTTP/1.1 connection to the app (origin-form URI, `Host`
-    /// added from the authority when the client sent none).
-    async fn send_dedicated(
-        &self,
-        slot: &Affinity,
-        conn: &ConnInfo,
-        mut req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, SendFailure> {
-        // With SNI the key is fixed for the connection (so the authority is not even parsed);
-        // without, it follows the authority.
-        let key_of =
-            |req: &Request<ProxyBody>| self.key(conn, client_authority(req).as_ref(), false);
-        let held = slot.take(|k| conn.sni.is_some() || *k == key_of(&req));
-        let (key, mut sender) = match held {
-            Some((key, sender)) => (key, Some(sender)),
-            None => {
-                let key = key_of(&req);
-                let sender = self.idle.take(&key, self.timeouts.idle);
-                (key, sender)
-            }
-        };
-        if !req.headers().contains_key(HOST) {
-            let host = match &client_authority(&req) {
-                Some(a) => http::HeaderValue::from_str(a.as_str()),
-                None => http::HeaderValue::from_str(&conn.original_dst.to_string()),
-            };
-            if let Ok(host) = host {
-                req.headers_mut().insert(HOST, host);
-            }
-        }
-        if req.uri().authority().is_some() || req.uri().path_and_query().is_none() {
-            let pq = req
-                .uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/"));
-            *req.uri_mut() = Uri::from(pq);
-        }
-        // A kept connection may have been closed by the app meanwhile: a request it never
-        // received is sent again once, on a new connection.
-        let mut retried = false;
-        loop {
-            let mut s = match sender.take() {
-                Some(s) => s,
-                None => self.connect_h1(&key).await?,
-            };
-            if s.ready().await.is_err() {
-                continue;
-            }
-            match s.try_send_request(req).await {
-                Ok(resp) => {
-                    slot.hold(key, s, &self.idle);
-                    return Ok(resp);
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if !retried => {
-                        retried = true;
-                        req = unsent;
-                    }
-                    _ => return Err(SendFailure::Upstream(Box::new(e.into_error()))),
-                },
-            }
-        }
-    }
-
-    async fn connect_h1(&self, key: &PoolKey) -> Result<Sender, SendFailure> {
-        let io = self
-            .connector(key, &key.alpn)
-            .connect()
-            .await
-            .map_err(|e| SendFailure::Upstream(Box::new(e)))?;
-        let (sender, connection) = hyper::client::conn::http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| SendFailure::Upstream(Box::new(e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %error_chain(&e), "connection to the application ended with an error");
-            }
-        });
-        Ok(sender)
-    }
 }
-
-type Sender = hyper::client::conn::http1::SendRequest<ProxyBody>;
 
 /// Why a request did not reach the app.
 enum SendFailure {
@@ -481,134 +397,5 @@ async fn tunnel(from_client: hyper::upgrade::OnUpgrade, from_app: hyper::upgrade
     }
 }
 
-/// Opens TCP (no Nagle) + TLS to the fixed destination of its pool.
-#[derive(Clone)]
-pub struct UpstreamConnector {
-    dst: SocketAddr,
-    name: ServerName<'static>,
-    tls: TlsConnector,
-    connect_timeout: Duration,
-    metrics: Arc<Metrics>,
-    port: u16,
-}
-
-impl tower_service::Service<Uri> for UpstreamConnector {
-    type Response = UpstreamIo;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<UpstreamIo>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { this.connect().await })
-    }
-}
-
-impl UpstreamConnector {
-    /// TCP + TLS, counted in `upstream_connects_total` by result.
-    async fn connect(&self) -> io::Result<UpstreamIo> {
-        let r = self.try_connect().await;
-        self.metrics.port(self.port).upstream_connect(r.is_ok());
-        r
-    }
-
-    async fn try_connect(&self) -> io::Result<UpstreamIo> {
-        let dst = self.dst;
-        let connect = async {
-            let tcp = TcpStream::connect(dst).await?;
-            tcp.set_nodelay(true)?;
-            self.tls.connect(self.name.clone(), tcp).await
-        };
-        let tls = tokio::time::timeout(self.connect_timeout, connect)
-            .await
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("connecting to {dst} timed out"),
-                )
-            })?
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("TLS to {dst} as {:?}: {}", self.name, error_chain(&e)),
-                )
-            })?;
-        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let gauge = OpenGauge::new(self.metrics.clone(), self.port);
-        Ok(TokioIo::new(Hooked::new(
-            tls,
-            Upstream { h2, _gauge: gauge },
-        )))
-    }
-}
-
-/// Counts an open upstream connection for `/metrics` while alive.
-struct OpenGauge {
-    metrics: Arc<Metrics>,
-    port: u16,
-}
-
-impl OpenGauge {
-    fn new(metrics: Arc<Metrics>, port: u16) -> Self {
-        metrics.port(port).upstream_open(1);
-        OpenGauge { metrics, port }
-    }
-}
-
-impl Drop for OpenGauge {
-    fn drop(&mut self) {
-        self.metrics.port(self.port).upstream_open(-1);
-    }
-}
-
-/// What an upstream connection carries besides its bytes: whether h2 was negotiated (told to
-/// the pool) and its place in the open-connections gauge.
-pub struct Upstream {
-    h2: bool,
-    _gauge: OpenGauge,
-}
-
-impl ReadHook for Upstream {
-    fn connected(&self) -> Connected {
-        if self.h2 {
-            Connected::new().negotiated_h2()
-        } else {
-            Connected::new()
-        }
-    }
-}
-
-/// A TLS connection to the app.
-pub type UpstreamIo = TokioIo<Hooked<TlsStream<TcpStream>, Upstream>>;
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn alpn_offer_and_host() {
-        assert_eq!(
-            offered_alpn(Some(b"h2"), false),
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-        );
-        assert_eq!(offered_alpn(Some(b"h2"), true), vec![b"http/1.1".to_vec()]);
-        assert_eq!(offered_alpn(None, false), Vec::<Vec<u8>>::new());
-        let host = |a: &str| Authority::try_from(a).unwrap().host().to_owned();
-        let ip = "10.0.0.1".parse().unwrap();
-        assert_eq!(
-            server_name(None, Some(&host("a.test:8443")), ip),
-            ServerName::try_from("a.test").unwrap()
-        );
-        assert_eq!(
-            server_name(None, Some(&host("[::1]:443")), ip),
-            ServerName::try_from("::1").unwrap()
-        );
-        assert_eq!(
-            server_name(Some("sni.test"), Some(&host("a.test")), ip),
-            ServerName::try_from("sni.test").unwrap()
-        );
-    }
-}
+mod tests;

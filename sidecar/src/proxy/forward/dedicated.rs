@@ -1,0 +1,100 @@
+//! The HTTP/1.1 path: a request over the client connection's own app connection (see
+//! [`super::super::affinity`]), kept between requests, sent again once when the app had closed it
+//! unread.
+
+use http::header::HOST;
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use tracing::debug;
+
+use super::super::affinity::Affinity;
+use super::{Forwarder, PoolKey, ProxyBody, SendFailure, client_authority, error_chain};
+use crate::proxy::ConnInfo;
+
+type Sender = hyper::client::conn::http1::SendRequest<ProxyBody>;
+
+impl Forwarder {
+    /// Over the client connection's own HTTP/1.1 connection to the app (origin-form URI, `Host`
+    /// added from the authority when the client sent none).
+    pub(super) async fn send_dedicated(
+        &self,
+        slot: &Affinity,
+        conn: &ConnInfo,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, SendFailure> {
+        // With SNI the key is fixed for the connection (so the authority is not even parsed);
+        // without, it follows the authority.
+        let key_of =
+            |req: &Request<ProxyBody>| self.key(conn, client_authority(req).as_ref(), false);
+        let held = slot.take(|k| conn.sni.is_some() || *k == key_of(&req));
+        let (key, mut sender) = match held {
+            Some((key, sender)) => (key, Some(sender)),
+            None => {
+                let key = key_of(&req);
+                let sender = self.idle.take(&key, self.timeouts.idle);
+                (key, sender)
+            }
+        };
+        if !req.headers().contains_key(HOST) {
+            let host = match &client_authority(&req) {
+                Some(a) => http::HeaderValue::from_str(a.as_str()),
+                None => http::HeaderValue::from_str(&conn.original_dst.to_string()),
+            };
+            if let Ok(host) = host {
+                req.headers_mut().insert(HOST, host);
+            }
+        }
+        if req.uri().authority().is_some() || req.uri().path_and_query().is_none() {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(pq);
+        }
+        // A kept connection may have been closed by the app meanwhile: a request it never
+        // received is sent again once, on a new connection.
+        let mut retried = false;
+        loop {
+            let mut s = match sender.take() {
+                Some(s) => s,
+                None => self.connect_h1(&key).await?,
+            };
+            if s.ready().await.is_err() {
+                continue;
+            }
+            match s.try_send_request(req).await {
+                Ok(resp) => {
+                    slot.hold(key, s, &self.idle);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !retried => {
+                        retried = true;
+                        req = unsent;
+                    }
+                    _ => return Err(SendFailure::Upstream(Box::new(e.into_error()))),
+                },
+            }
+        }
+    }
+
+    async fn connect_h1(&self, key: &PoolKey) -> Result<Sender, SendFailure> {
+        let io = self
+            .connector(key, &key.alpn)
+            .connect()
+            .await
+            .map_err(|e| SendFailure::Upstream(Box::new(e)))?;
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| SendFailure::Upstream(Box::new(e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %error_chain(&e), "connection to the application ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
