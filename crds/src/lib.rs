@@ -26,6 +26,7 @@ pub mod target;
 pub mod ticket;
 pub mod types;
 mod validate;
+pub mod workers;
 
 pub use plan::{ConfigSource, StealPlan, build_plan};
 pub use status::TlsStealConfigStatus;

@@ -10,36 +10,11 @@
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::path::Path;
-use std::str::FromStr;
 
 /// Workers when the container has no CPU limit.
 pub const DEFAULT_WORKERS: usize = 2;
 
-/// `--workers`: `auto` or a count.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Workers {
-    #[default]
-    Auto,
-    Fixed(NonZeroUsize),
-}
-
-/// `--workers` that is neither `auto` nor a positive integer.
-#[derive(Debug, thiserror::Error)]
-#[error("--workers: {0:?} is neither `auto` nor a positive number of threads")]
-pub struct WorkersError(String);
-
-impl FromStr for Workers {
-    type Err = WorkersError;
-    fn from_str(s: &str) -> Result<Self, WorkersError> {
-        if s.eq_ignore_ascii_case("auto") || s.is_empty() {
-            return Ok(Workers::Auto);
-        }
-        s.trim()
-            .parse::<NonZeroUsize>()
-            .map(Workers::Fixed)
-            .map_err(|_| WorkersError(s.to_owned()))
-    }
-}
+pub use tls_steal_crds::workers::{Workers, WorkersError};
 
 /// Where the count came from (logged at start).
 #[derive(Clone, Debug, PartialEq)]

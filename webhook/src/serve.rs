@@ -66,7 +66,7 @@ pub struct SidecarArgs {
     /// The proxy's worker threads: `auto` (its CPU limit, else 2) or a number; a pod's
     /// `tls-steal.io/proxy-workers` annotation overrides it.
     #[arg(long, env = "TLS_STEAL_SIDECAR_WORKERS", default_value = "auto")]
-    pub sidecar_workers: crate::settings::ProxyWorkers,
+    pub sidecar_workers: tls_steal_crds::workers::Workers,
 }
 
 impl SidecarArgs {

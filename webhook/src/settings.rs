@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use tls_steal_crds::workers::Workers;
 
 /// How `tls-steal-proxy` is added to the pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,46 +64,13 @@ pub struct Settings {
     /// The proxy's `--max-connections` per captured port.
     pub max_connections: u32,
     /// The proxy's `--workers` unless the pod's annotation says otherwise.
-    pub workers: ProxyWorkers,
+    pub workers: Workers,
 }
 
-/// The proxy's worker threads: `auto` (its CPU limit, else 2) or a count.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ProxyWorkers(pub Option<std::num::NonZeroU16>);
-
-/// A worker count that is neither `auto` nor a positive number.
-#[derive(Debug, thiserror::Error)]
-#[error("{0:?} is neither `auto` nor a positive number of worker threads")]
-pub struct ProxyWorkersError(String);
-
-impl std::str::FromStr for ProxyWorkers {
-    type Err = ProxyWorkersError;
-    fn from_str(s: &str) -> Result<Self, ProxyWorkersError> {
-        let t = s.trim();
-        if t.is_empty() || t.eq_ignore_ascii_case("auto") {
-            return Ok(ProxyWorkers(None));
-        }
-        t.parse()
-            .map(|n| ProxyWorkers(Some(n)))
-            .map_err(|_| ProxyWorkersError(s.to_owned()))
-    }
-}
-
-impl ProxyWorkers {
-    /// The pod's [`PROXY_WORKERS_ANNOTATION`] when it is valid, else `self`.
-    ///
-    /// [`PROXY_WORKERS_ANNOTATION`]: tls_steal_crds::contract::PROXY_WORKERS_ANNOTATION
-    pub fn for_pod(self, annotation: Option<&str>) -> ProxyWorkers {
-        annotation.and_then(|a| a.parse().ok()).unwrap_or(self)
-    }
-
-    /// `--workers N` for the proxy (nothing for `auto`, the proxy's default).
-    pub fn args(self) -> Vec<String> {
-        match self.0 {
-            Some(n) => vec!["--workers".into(), n.to_string()],
-            None => Vec::new(),
-        }
-    }
+/// The proxy's worker threads for a pod: its `tls-steal.io/proxy-workers` annotation when that
+/// is valid (a typo must not keep the proxy from starting), else the chart's setting.
+pub fn proxy_workers(chart: Workers, annotation: Option<&str>) -> Workers {
+    annotation.and_then(|a| a.parse().ok()).unwrap_or(chart)
 }
 
 impl Default for Settings {
@@ -115,7 +83,7 @@ impl Default for Settings {
             self_label: Some(("app.kubernetes.io/name".into(), "tls-steal-webhook".into())),
             drain_delay_seconds: 5,
             max_connections: 4096,
-            workers: ProxyWorkers::default(),
+            workers: Workers::default(),
         }
     }
 }

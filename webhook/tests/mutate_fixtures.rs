@@ -5,12 +5,12 @@
 
 use k8s_openapi::api::core::v1::{Container, Pod, VolumeMount};
 use serde_json::{Value, json};
+use tls_steal_crds::workers::Workers;
 use tls_steal_crds::{
     ConfigSource, MirrordClusterTlsStealConfig, MirrordTlsStealConfig, PodTarget, StealPlan,
 };
 use tls_steal_webhook::{
-    Injection, InjectionStatus, Outcome, ProxyWorkers, Settings, SidecarMode, SkipReason, mutate,
-    mutation,
+    Injection, InjectionStatus, Outcome, Settings, SidecarMode, SkipReason, mutate, mutation,
 };
 
 struct Fixture {
@@ -596,7 +596,7 @@ fn proxy_workers_from_the_chart_and_the_pod_annotation() {
             f.raw_pod["metadata"]["annotations"]["tls-steal.io/proxy-workers"] = json!(a);
         }
         let s = Settings {
-            workers: chart.parse::<ProxyWorkers>().unwrap(),
+            workers: chart.parse::<Workers>().unwrap(),
             ..settings(SidecarMode::Native)
         };
         let target = PodTarget::from_pod(&f.pod);
@@ -619,6 +619,6 @@ fn proxy_workers_from_the_chart_and_the_pod_annotation() {
     assert_eq!(workers(Some("lots"), "2"), Some("2".into()));
     assert_eq!(workers(Some("0"), "auto"), None);
     // The chart's value is checked when the webhook starts.
-    let e = "many".parse::<ProxyWorkers>().unwrap_err().to_string();
+    let e = "many".parse::<Workers>().unwrap_err().to_string();
     assert!(e.contains("many"), "{e}");
 }

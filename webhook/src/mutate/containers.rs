@@ -8,11 +8,12 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tls_steal_crds::StealPlan;
 
-use crate::settings::{ProxyWorkers, Settings};
+use crate::settings::Settings;
 use tls_steal_crds::contract::{
     ADMIN_PORT, ADMIN_PORT_NAME, APP_PROBES_ENV, CAPTURE_PORT, CAPTURE_PORT_NAME, INIT_CONTAINER,
     PLAN_ENV, POD_IP_ENV, PROXY_CONTAINER, PROXY_UID,
 };
+use tls_steal_crds::workers::Workers;
 
 use super::*;
 
@@ -82,7 +83,7 @@ pub(super) fn proxy_container(
     app_probes_json: Option<String>,
     mounts: Vec<VolumeMount>,
     proc_fallback: bool,
-    workers: ProxyWorkers,
+    workers: Workers,
     settings: &Settings,
 ) -> Container {
     let mut env = vec![
@@ -123,7 +124,15 @@ pub(super) fn proxy_container(
                 settings.max_connections.to_string(),
             ]
             .into_iter()
-            .chain(workers.args())
+            // `auto` is the proxy's default: no flag
+            .chain(
+                match workers {
+                    Workers::Auto => None,
+                    Workers::Fixed(n) => Some(["--workers".to_owned(), n.to_string()]),
+                }
+                .into_iter()
+                .flatten(),
+            )
             .collect(),
         ),
         env: Some(env),

@@ -283,7 +283,7 @@ pub fn plan_mutation(
         probes::app_probes_json(&probe_rewrites),
         mounts,
         !proc_files.is_empty(),
-        settings.workers.for_pod(shape.workers.as_deref()),
+        crate::settings::proxy_workers(settings.workers, shape.workers.as_deref()),
         settings,
     );
     let (init_containers, first_container) = match settings.sidecar_mode {
