@@ -32,6 +32,15 @@ pub trait ReadHook: Unpin {
 
 impl ReadHook for () {}
 
+/// What to tell the pool of a connection whose ALPN chose `h2` or not.
+pub fn negotiated(h2: bool) -> Connected {
+    if h2 {
+        Connected::new().negotiated_h2()
+    } else {
+        Connected::new()
+    }
+}
+
 /// Bytes read ahead of time (to tell the protocol) and handed out before the stream's own.
 pub struct Prefix(Bytes);
 

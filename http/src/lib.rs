@@ -20,7 +20,7 @@ mod sniff;
 mod upgrade;
 
 pub use hop::strip_hop_by_hop;
-pub use io::{Hooked, Prefix, Prefixed, ReadHook};
+pub use io::{Hooked, Prefix, Prefixed, ReadHook, negotiated};
 pub use sniff::{Sniffed, classify};
 pub use upgrade::{extended_connect_protocol, is_upgrade, upgrade_protocol};
 

@@ -75,11 +75,7 @@ pub struct Negotiated {
 
 impl ReadHook for Negotiated {
     fn connected(&self) -> Connected {
-        if self.h2 {
-            Connected::new().negotiated_h2()
-        } else {
-            Connected::new()
-        }
+        tls_steal_http::negotiated(self.h2)
     }
 }
 

@@ -113,11 +113,7 @@ pub struct Upstream {
 
 impl ReadHook for Upstream {
     fn connected(&self) -> Connected {
-        if self.h2 {
-            Connected::new().negotiated_h2()
-        } else {
-            Connected::new()
-        }
+        tls_steal_http::negotiated(self.h2)
     }
 }
 
