@@ -94,24 +94,6 @@ async fn fake(w: &World) -> FakeApi {
     .await
 }
 
-/// Runs kubectl-steal to its end: (success, stdout, stderr).
-async fn run(args: &[&str], kubeconfig: &str) -> (bool, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-steal"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(std::process::Stdio::null())
-        .output();
-    let out = tokio::time::timeout(WAIT, out)
-        .await
-        .expect("kubectl-steal exits in time")
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_and_status_read_the_cluster_and_the_sidecar() {
     let w = world().await;
@@ -119,7 +101,7 @@ async fn explain_and_status_read_the_cluster_and_the_sidecar() {
     let port = w._real.addr.port().to_string();
 
     // Before any session: the configs, the plan, the live port; a sample reaches the app.
-    let (ok, out, err) = run(
+    let (ok, out, err) = run_to_exit(
         &[
             "--explain",
             "deploy/web",
@@ -147,7 +129,7 @@ async fn explain_and_status_read_the_cluster_and_the_sidecar() {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
 
-    let (ok, out, _) = run(&["status", "deploy/web"], &api.kubeconfig).await;
+    let (ok, out, _) = run_to_exit(&["status", "deploy/web"], &api.kubeconfig).await;
     assert!(ok);
     assert!(
         out.starts_with("deploy/web in namespace test: 0 active session(s) on 1 pod(s)"),
@@ -170,7 +152,7 @@ async fn explain_and_status_read_the_cluster_and_the_sidecar() {
         &[],
     );
     steal.wait_for("registered").await;
-    let (ok, out, err) = run(
+    let (ok, out, err) = run_to_exit(
         &[
             "--explain",
             "deploy/web",
@@ -195,7 +177,7 @@ async fn explain_and_status_read_the_cluster_and_the_sidecar() {
     assert_eq!(dest["client"], "test", "{p}");
     assert_eq!(dest["mode"], "steal", "{p}");
 
-    let (_, out, _) = run(
+    let (_, out, _) = run_to_exit(
         &[
             "--explain",
             "deploy/web",
@@ -215,7 +197,7 @@ async fn explain_and_status_read_the_cluster_and_the_sidecar() {
     );
     assert!(out.contains("its filter does not match"), "{out}");
 
-    let (ok, out, _) = run(&["status", "deploy/web", "-n", NS], &api.kubeconfig).await;
+    let (ok, out, _) = run_to_exit(&["status", "deploy/web", "-n", NS], &api.kubeconfig).await;
     assert!(ok);
     assert!(out.contains(": 1 active session(s) on 1 pod(s)"), "{out}");
     let row = out
@@ -231,7 +213,7 @@ async fn explain_and_status_read_the_cluster_and_the_sidecar() {
     ] {
         assert!(row.contains(want), "missing {want:?} in {row:?}");
     }
-    let (_, out, _) = run(&["status", "deploy/web", "-o", "json"], &api.kubeconfig).await;
+    let (_, out, _) = run_to_exit(&["status", "deploy/web", "-o", "json"], &api.kubeconfig).await;
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["pods"][0]["sessions"][0]["mode"], "steal");
 
@@ -239,7 +221,7 @@ async fn explain_and_status_read_the_cluster_and_the_sidecar() {
     let _ = steal.child.wait().await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let (_, out, _) = run(&["status", "deploy/web"], &api.kubeconfig).await;
+        let (_, out, _) = run_to_exit(&["status", "deploy/web"], &api.kubeconfig).await;
         if out.contains(": 0 active session(s)") {
             break;
         }
@@ -255,23 +237,23 @@ async fn explain_and_status_read_the_cluster_and_the_sidecar() {
 async fn explain_errors_name_what_is_missing() {
     let w = world().await;
     let api = fake(&w).await;
-    let (ok, _, err) = run(&["--explain"], &api.kubeconfig).await;
+    let (ok, _, err) = run_to_exit(&["--explain"], &api.kubeconfig).await;
     assert!(!ok);
     assert!(err.contains("--explain needs TARGET"), "{err}");
-    let (ok, _, err) = run(&["--explain", "deploy/nope"], &api.kubeconfig).await;
+    let (ok, _, err) = run_to_exit(&["--explain", "deploy/nope"], &api.kubeconfig).await;
     assert!(!ok);
     assert!(
         err.contains("deploy/nope not found in namespace test"),
         "{err}"
     );
-    let (ok, _, err) = run(
+    let (ok, _, err) = run_to_exit(
         &["--explain", "deploy/web", "--header", "x"],
         &api.kubeconfig,
     )
     .await;
     assert!(!ok);
     assert!(err.contains("a sample header is `name: value`"), "{err}");
-    let (ok, _, err) = run(&["status"], &api.kubeconfig).await;
+    let (ok, _, err) = run_to_exit(&["status"], &api.kubeconfig).await;
     assert!(!ok);
     assert!(err.contains("TARGET"), "{err}");
 }

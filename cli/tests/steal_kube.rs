@@ -114,22 +114,6 @@ fn kube_args(w: &World, local: SocketAddr, target: &str) -> Vec<String> {
     a
 }
 
-async fn run_to_exit(args: &[String], kubeconfig: &str) -> (bool, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-steal"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(std::process::Stdio::null())
-        .output();
-    let out = tokio::time::timeout(WAIT, out)
-        .await
-        .expect("kubectl-steal exits in time")
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_is_stolen_through_port_forward() {
     let w = world().await;
@@ -146,23 +130,7 @@ async fn a_deployment_is_stolen_through_port_forward() {
     let first = steal.wait_for("registered").await;
     assert!(first.contains("pod/web-"), "{first}");
     // Both pods with the sidecar get a session (here both lead to the same sidecar).
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while steal
-        .lines
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.contains("registered"))
-        .count()
-        < 2
-    {
-        let line = tokio::time::timeout_at(deadline, steal.stdout.next_line())
-            .await
-            .expect("a second registration")
-            .unwrap()
-            .expect("kubectl-steal keeps running");
-        steal.lines.lock().unwrap().push(line);
-    }
+    steal.wait_for_nth("registered", 2).await;
     let lines = steal.lines.lock().unwrap().clone();
     assert!(
         lines
@@ -189,14 +157,15 @@ async fn helpful_errors_from_kubernetes() {
     ))
     .await
     .0;
-    let (ok, err) = run_to_exit(&kube_args(&w, local.addr, "deploy/nope"), &api.kubeconfig).await;
+    let (ok, _, err) =
+        run_to_exit(&kube_args(&w, local.addr, "deploy/nope"), &api.kubeconfig).await;
     assert!(!ok);
     assert!(
         err.contains("deploy/nope not found in namespace shop"),
         "{err}"
     );
 
-    let (ok, err) = run_to_exit(&kube_args(&w, local.addr, "deploy/web"), &api.kubeconfig).await;
+    let (ok, _, err) = run_to_exit(&kube_args(&w, local.addr, "deploy/web"), &api.kubeconfig).await;
     assert!(!ok);
     assert!(
         err.contains("no pod of deploy/web carries the tls-steal sidecar"),
@@ -207,7 +176,7 @@ async fn helpful_errors_from_kubernetes() {
     let mut cluster = Cluster::new(vec![pod("web-1", true)], w.sidecar.session_api);
     cluster.forbid_portforward = true;
     let api = fake_api(cluster).await.0;
-    let (ok, err) = run_to_exit(&kube_args(&w, local.addr, "deploy/web"), &api.kubeconfig).await;
+    let (ok, _, err) = run_to_exit(&kube_args(&w, local.addr, "deploy/web"), &api.kubeconfig).await;
     assert!(!ok);
     assert!(
         err.contains("the verb `create` on `pods/portforward`"),

@@ -91,30 +91,7 @@ async fn the_session_registers_again_when_the_sidecar_comes_back() {
 
     w.sidecar.restart().await;
     steal.wait_for("connection lost").await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while steal
-        .lines
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.contains("registered"))
-        .count()
-        < 2
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no second registration"
-        );
-        let line = tokio::time::timeout_at(deadline, steal.stdout.next_line())
-            .await
-            .unwrap()
-            .unwrap();
-        steal
-            .lines
-            .lock()
-            .unwrap()
-            .push(line.expect("kubectl-steal keeps running"));
-    }
+    steal.wait_for_nth("registered", 2).await;
     assert_eq!(
         h1(w.sidecar.listen, "/2", &[STEAL]).await.body,
         "local GET /2"

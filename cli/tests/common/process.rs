@@ -203,6 +203,27 @@ pub async fn status_ports(api: SocketAddr) -> Option<Vec<u16>> {
     )
 }
 
+/// Runs `kubectl-steal ARGS` with `KUBECONFIG` to its end: (success, stdout, stderr).
+pub async fn run_to_exit(
+    args: &[impl AsRef<std::ffi::OsStr>],
+    kubeconfig: &str,
+) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-steal"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::null())
+        .output();
+    let out = tokio::time::timeout(WAIT, out)
+        .await
+        .expect("kubectl-steal exits in time")
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A running `kubectl-steal`, with what it printed so far.
 pub struct Steal {
     pub child: Child,
@@ -242,6 +263,11 @@ impl Steal {
 
     /// Reads lines until one contains `needle`.
     pub async fn wait_for(&mut self, needle: &str) -> String {
+        self.wait_for_nth(needle, 1).await
+    }
+
+    /// Reads lines until `n` of them contain `needle`; returns the `n`th.
+    pub async fn wait_for_nth(&mut self, needle: &str, n: usize) -> String {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             if let Some(l) = self
@@ -249,7 +275,8 @@ impl Steal {
                 .lock()
                 .unwrap()
                 .iter()
-                .find(|l| l.contains(needle))
+                .filter(|l| l.contains(needle))
+                .nth(n - 1)
             {
                 return l.clone();
             }
