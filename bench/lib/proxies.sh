@@ -58,28 +58,36 @@ fd_budget() {
   echo "$want"
 }
 
-# bench_app_conf: the app (nginx, 1 worker: a static 1 KiB file, h2 and http/1.1, keep-alive),
-# the steal backend (answers "stolen") and the app's stub_status (connection counts)
-bench_app_conf() {
-  mkdir -p "$D/www" "$D/tmp"
-  head -c 1024 /dev/zero | tr '\0' 'a' >"$D/www/1k"
-  cat >"$D/app.conf" <<CONF
+# nginx_head NAME WORKERS CONNECTIONS: the top of an nginx.conf up to the http block's TLS
+# settings (keep-alive of 300 s, the bench certificate), shared by the app and the nginx proxy
+nginx_head() {
+  cat <<CONF
 user root;
-worker_processes 1;
+worker_processes $2;
 worker_rlimit_nofile $(fd_budget);
-pid $D/app.pid;
-error_log $D/app.err warn;
-events { worker_connections $((MAXCONN + 1024)); }
+pid $D/$1.pid;
+error_log $D/$1.err warn;
+events { worker_connections $3; }
 http {
   access_log off;
-  client_body_temp_path $D/tmp/app-body; proxy_temp_path $D/tmp/app-proxy;
-  fastcgi_temp_path $D/tmp/app-fcgi; uwsgi_temp_path $D/tmp/app-uwsgi; scgi_temp_path $D/tmp/app-scgi;
+  client_body_temp_path $D/tmp/$1-body; proxy_temp_path $D/tmp/$1-proxy;
+  fastcgi_temp_path $D/tmp/$1-fcgi; uwsgi_temp_path $D/tmp/$1-uwsgi; scgi_temp_path $D/tmp/$1-scgi;
   keepalive_requests 10000000;
   keepalive_timeout 300s;
   http2_max_concurrent_streams 1000;
   ssl_protocols TLSv1.2 TLSv1.3;
   ssl_certificate $D/chain.pem;
   ssl_certificate_key $D/leaf.key;
+CONF
+}
+
+# bench_app_conf: the app (nginx, 1 worker: a static 1 KiB file, h2 and http/1.1, keep-alive),
+# the steal backend (answers "stolen") and the app's stub_status (connection counts)
+bench_app_conf() {
+  mkdir -p "$D/www" "$D/tmp"
+  head -c 1024 /dev/zero | tr '\0' 'a' >"$D/www/1k"
+  cat >"$D/app.conf" <<CONF
+$(nginx_head app 1 $((MAXCONN + 1024)))
   server {
     listen 127.0.0.1:$APP_PORT ssl http2 backlog=4096;
     root $D/www;
@@ -105,22 +113,7 @@ CONF
 # app's own certificate, the app verified against the CA)
 bench_proxy_confs() {
   cat >"$D/nginx.conf" <<CONF
-user root;
-worker_processes $THREADS;
-worker_rlimit_nofile $(fd_budget);
-pid $D/nginx.pid;
-error_log $D/nginx.err warn;
-events { worker_connections $((MAXCONN * 2 + 1024)); }
-http {
-  access_log off;
-  client_body_temp_path $D/tmp/ng-body; proxy_temp_path $D/tmp/ng-proxy;
-  fastcgi_temp_path $D/tmp/ng-fcgi; uwsgi_temp_path $D/tmp/ng-uwsgi; scgi_temp_path $D/tmp/ng-scgi;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
-  http2_max_concurrent_streams 1000;
-  ssl_protocols TLSv1.2 TLSv1.3;
-  ssl_certificate $D/chain.pem;
-  ssl_certificate_key $D/leaf.key;
+$(nginx_head nginx "$THREADS" $((MAXCONN * 2 + 1024)))
   upstream app   { server 127.0.0.1:$APP_PORT;   keepalive 512; keepalive_requests 10000000; keepalive_timeout 60s; }
   upstream steal { server 127.0.0.1:$STEAL_PORT; keepalive 16; }
   map \$http_x_steal \$backend { default app; "~." steal; }
