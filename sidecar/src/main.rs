@@ -59,20 +59,14 @@ fn run_proxy(args: proxy::ProxyArgs) -> anyhow::Result<()> {
         std::env::var("TOKIO_WORKER_THREADS").ok().as_deref(),
         std::path::Path::new("/sys/fs/cgroup"),
     );
-    let config = args.into_config()?;
-    tracing::info!(workers, from = %source, "worker threads");
-    // One worker: the single-threaded scheduler, which skips the work-stealing machinery the
-    // multi-threaded one keeps even for one worker.
-    let runtime = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()?
-    };
+    let mut config = args.into_config()?;
+    config.workers = workers;
+    tracing::info!(workers, from = %source, "worker lanes");
+    // This thread is lane 0; the proxy starts the others, each with a runtime like this one
+    // (single-threaded: see `proxy::lanes`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(proxy::run(config))?;
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! How many worker threads the proxy runs: the container's CPU limit when it has one, else 2,
+//! How many workers (lanes: one thread and single-threaded runtime each, see `proxy::lanes`) the
+//! proxy runs: the container's CPU limit when it has one, else 2,
 //! never the node's CPU count (a pod without a limit on a 64-CPU node would otherwise run 64
 //! workers, each with its own scheduler state, for a sidecar that rarely needs two).
 //!

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
+use tls_steal_test_support::client::read_raw_response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -173,6 +174,34 @@ async fn slow_client_is_timed_out() {
             .any(|l| l.contains("reason=\"timeout\"") && !l.ends_with(" 0")),
         "{m}"
     );
+}
+
+#[tokio::test]
+async fn http1_keep_alive_outlives_the_header_timeout_and_closes_when_idle() {
+    let w = world().await;
+    let addr = w.proxy.listen[0];
+    beside(&w, async {
+        let mut tls = tls_connect(addr, &ClientOpts::new(&w.pki, &["http/1.1"]))
+            .await
+            .unwrap();
+        let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n\r\n");
+        tls.write_all(get("/first").as_bytes()).await.unwrap();
+        assert_eq!(read_raw_response(&mut tls).await.0, 200);
+        // Longer than the header read timeout (1 s) between requests: still open, as the app
+        // would keep it (an ingress reusing it now must not find it closing).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tls.write_all(get("/second").as_bytes()).await.unwrap();
+        assert_eq!(read_raw_response(&mut tls).await.0, 200);
+        // Then idle past the idle timeout (2 s): closed.
+        let idle_from = Instant::now();
+        assert!(
+            closed_within(&mut tls, Duration::from_secs(6)).await,
+            "idle keep-alive connection never closed"
+        );
+        let idle = idle_from.elapsed();
+        assert!(idle >= Duration::from_millis(1900), "closed after {idle:?}");
+    })
+    .await;
 }
 
 #[tokio::test]

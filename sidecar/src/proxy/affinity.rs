@@ -8,8 +8,9 @@
 //! request does not cost a handshake with the app each time); idle ones are closed after the
 //! upstream idle timeout. HTTP/2 clients and upgrades use the shared pool (`forward`).
 //!
-//! The idle list is bounded: [`MAX_IDLE_PER_KEY`] per pool key and [`MAX_IDLE_TOTAL`] per port
-//! (keys come from clients' SNI and `Host`); a connection that does not fit is closed.
+//! Each worker lane has its own idle list, bounded: [`MAX_IDLE_PER_KEY`] per pool key and
+//! [`MAX_IDLE_TOTAL`] per port (keys come from clients' SNI and `Host`); a connection that does
+//! not fit is closed.
 //!
 //! Idle clients must not pin app connections (an ingress keeps thousands of keep-alive
 //! connections to a pod; one app connection each cost ~20 KB in the proxy and a connection in
@@ -34,7 +35,7 @@ use super::forward::{PoolKey, ProxyBody};
 
 /// Most idle app connections kept per pool key.
 pub const MAX_IDLE_PER_KEY: usize = 256;
-/// Most idle app connections kept per port, whatever their keys.
+/// Most idle app connections kept per port and worker lane, whatever their keys.
 pub const MAX_IDLE_TOTAL: usize = 512;
 /// Period of the reclaim, purge and expiry sweep (shorter when the upstream idle timeout is).
 pub const TICK: Duration = Duration::from_secs(1);

@@ -79,12 +79,13 @@ pub struct ProxyArgs {
     /// does not match body filters (and is passed on unchanged).
     #[arg(long, default_value_t = 1000)]
     pub body_filter_timeout_ms: u64,
-    /// Seconds a client may take to send a complete request head: for HTTP/1 every head (so an
-    /// idle keep-alive connection is closed after it too), for HTTP/2 the first request.
+    /// Seconds a client may take to send its first complete request head (slowloris).
     #[arg(long, default_value_t = 10)]
     pub header_read_timeout: u64,
-    /// Seconds an HTTP/2 connection may stay without an open stream before it is closed (GOAWAY).
-    #[arg(long, default_value_t = 60)]
+    /// Seconds a client connection (HTTP/1.1 keep-alive or HTTP/2) may stay without a request in
+    /// flight before it is closed. Long, as Envoy's and Istio's: closing before the app would
+    /// breaks clients that pool connections (load balancers keep theirs 60-620 s).
+    #[arg(long, default_value_t = 3600)]
     pub idle_timeout: u64,
     /// Seconds allowed for the client TLS handshake.
     #[arg(long, default_value_t = 10)]
@@ -154,6 +155,9 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
+    /// Worker lanes (see `lanes`); `1` serves everything on the caller's runtime. The binary
+    /// sets it from `--workers` (`crate::workers::choose`).
+    pub workers: usize,
     /// Probes served on the admin port (see [`super::app_probe`]).
     pub app_probes: AppProbes,
     pub pod_ip: IpAddr,
@@ -172,7 +176,7 @@ impl ProxyConfig {
             files: FileResolver::default(),
             body_limits: BodyLimits::default(),
             header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(3600),
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             upstream_idle_timeout: Duration::from_secs(60),
@@ -182,6 +186,7 @@ impl ProxyConfig {
             drain_timeout: Duration::from_secs(25),
             max_header_bytes: 64 * 1024,
             max_connections: 4096,
+            workers: 1,
             app_probes: AppProbes::new(),
             pod_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
@@ -291,6 +296,7 @@ impl ProxyArgs {
             drain_timeout: Duration::from_secs(self.drain_timeout),
             max_header_bytes: self.max_header_bytes,
             max_connections: self.max_connections.max(1),
+            workers: 1,
             app_probes,
             pod_ip: self.pod_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         })

@@ -3,9 +3,9 @@
 //! * One hyper-util legacy `Client` (and so one pool) per (destination, SNI, offered ALPN): the
 //!   connector is fixed per pool, so requests never share a connection made for another name.
 //!   Keys come from clients (SNI, `:authority`), so at most [`MAX_POOLS_PER_PORT`] pools are
-//!   kept per port, least recently used evicted; an evicted pool's requests in flight finish on
-//!   their connections, its idle connections close. Each pool keeps at most
-//!   [`MAX_IDLE_PER_POOL`] idle connections.
+//!   kept per port and worker lane (each lane has its own, see `lanes`), least recently used
+//!   evicted; an evicted pool's requests in flight finish on their connections, its idle
+//!   connections close. Each pool keeps at most [`MAX_IDLE_PER_POOL`] idle connections.
 //! * The app picks the protocol: offering `h2` (when the client spoke h2) and getting it yields
 //!   one multiplexed connection; otherwise HTTP/1.1 connections, as many as concurrent requests
 //!   need (the pool is unbounded, idle ones are closed after `--upstream-idle-timeout`, 60 s).
@@ -85,8 +85,8 @@ pub struct PoolKey {
     alpn: Vec<Vec<u8>>,
 }
 
-/// Most upstream pools (pool keys) kept per port. Legitimate traffic has a handful of names
-/// per port; the bound only matters against clients inventing names.
+/// Most upstream pools (pool keys) kept per port and worker lane. Legitimate traffic has a
+/// handful of names per port; the bound only matters against clients inventing names.
 pub const MAX_POOLS_PER_PORT: usize = 64;
 /// Most idle connections one pool keeps.
 pub const MAX_IDLE_PER_POOL: usize = 256;
@@ -113,6 +113,13 @@ pub struct Forwarder {
     upstream: Arc<UpstreamTls>,
     metrics: Arc<Metrics>,
     timeouts: UpstreamTimeouts,
+    /// One per worker lane (see `lanes`): a lane's connections to the app are used only by
+    /// the requests of that lane, so no request waits on another thread.
+    lanes: Box<[Lane]>,
+}
+
+/// The upstream state of one worker lane.
+struct Lane {
     clients: Mutex<LruCache<PoolKey, Arc<Pool>>>,
     /// App connections of HTTP/1.1 clients that went away (see `affinity`).
     idle: Arc<IdleConns>,
@@ -141,7 +148,9 @@ impl Pool {
 
 impl Drop for Forwarder {
     fn drop(&mut self) {
-        let n = self.clients.get_mut().map(|c| c.len()).unwrap_or(0);
+        let n: usize = (self.lanes.iter_mut())
+            .map(|l| l.clients.get_mut().map(|c| c.len()).unwrap_or(0))
+            .sum();
         self.metrics.port(self.port).upstream_pools(-(n as i64));
     }
 }
@@ -174,12 +183,9 @@ impl Forwarder {
         upstream: Arc<UpstreamTls>,
         metrics: Arc<Metrics>,
         timeouts: UpstreamTimeouts,
+        lanes: usize,
     ) -> Self {
-        Forwarder {
-            port,
-            upstream,
-            metrics,
-            timeouts,
+        let lane = || Lane {
             clients: Mutex::new(LruCache::new(
                 NonZeroUsize::new(MAX_POOLS_PER_PORT).expect("a non-zero constant"),
             )),
@@ -188,7 +194,19 @@ impl Forwarder {
                 idle.start_sweeper(timeouts.idle);
                 idle
             },
+        };
+        Forwarder {
+            port,
+            upstream,
+            metrics,
+            timeouts,
+            lanes: (0..lanes.max(1)).map(|_| lane()).collect(),
         }
+    }
+
+    /// The calling worker lane's pools.
+    fn lane(&self) -> &Lane {
+        &self.lanes[super::lanes::current() % self.lanes.len()]
     }
 
     /// The app-side TLS configuration offering `alpn` (for byte relays).
@@ -221,7 +239,7 @@ impl Forwarder {
     }
 
     fn pool(&self, key: PoolKey) -> Arc<Pool> {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut clients = (self.lane().clients.lock()).unwrap_or_else(|e| e.into_inner());
         // Found: marked most recently used, no allocation.
         if let Some(p) = clients.get(&key) {
             return p.clone();

@@ -1,12 +1,14 @@
-//! Timeouts of HTTP/2 client connections, which hyper's server does not have: hyper's HTTP/1
-//! header timeout also covers idle keep-alive connections, but an HTTP/2 connection could stay
-//! open forever without sending a request (or after its last one), holding a connection slot.
+//! Timeouts of client connections, both protocols. hyper's HTTP/2 server has none, and its
+//! HTTP/1 header timer also runs while a keep-alive connection waits for its next request (an
+//! idle client would be closed after 10 s, where apps keep them 60 s and more, and an ingress
+//! reusing the connection just then gets an error), so the proxy keeps its own:
 //!
-//! * no request head within `header_read_timeout` of the handshake → closed;
-//! * no stream open for `idle_timeout` → closed (GOAWAY; a client simply reconnects).
+//! * no request head within `header_read_timeout` of the handshake → closed (slowloris);
+//! * no request in flight for `idle_timeout` → closed (HTTP/2: GOAWAY; HTTP/1.1: closed between
+//!   requests; a client simply reconnects). A later head that trickles in is bounded by it too.
 //!
-//! A stream counts as open from its request head until its response body has ended (or the
-//! client reset it), so a long gRPC stream or download is never "idle".
+//! A stream (an HTTP/1.1 exchange) counts as open from its request head until its response body
+//! has ended (or the client reset it), so a long gRPC stream or download is never "idle".
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

@@ -8,7 +8,7 @@
 //! [`route`] (per-request decision), [`body`] (bounded body reads for body filters),
 //! [`forward`], [`idle`] (HTTP/2 timeouts), [`passthrough`], [`admin`], [`app_probe`] (the
 //! kubelet's probes, run against the app), [`metrics`], [`shutdown`] (drain delay, then
-//! graceful close).
+//! graceful close), [`lanes`] (one single-threaded runtime per worker).
 //!
 //! Limits against hostile or runaway clients: `--max-connections` client connections per
 //! captured port (the excess is closed right after accept, counted), at most
@@ -25,6 +25,7 @@ mod conn;
 mod files;
 mod forward;
 mod idle;
+mod lanes;
 mod material;
 mod metrics;
 mod mounts;
@@ -74,6 +75,8 @@ pub enum ProxyError {
     NoListener,
     #[error("the router could not start serving")]
     Attach(#[source] std::io::Error),
+    #[error("cannot start a worker lane")]
+    Lane(#[source] std::io::Error),
 }
 
 /// The HTTP server builders, configured once.
@@ -88,9 +91,12 @@ pub(crate) struct HttpBuilders {
 impl HttpBuilders {
     fn new(cfg: &ProxyConfig) -> Self {
         let mut b = auto::Builder::new(TokioExecutor::new());
+        // No hyper header timer for HTTP/1: it also runs while a keep-alive connection waits
+        // for its next request, which would close idle clients after 10 s where the app keeps
+        // them; `idle` bounds heads and idle time for both protocols.
         b.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(cfg.header_read_timeout)
+            .header_read_timeout(None)
             .max_buf_size(cfg.max_header_bytes.max(8192));
         b.http2()
             .timer(TokioTimer::new())
@@ -138,7 +144,8 @@ impl Shared {
                     idle: cfg.upstream_idle_timeout,
                 },
             );
-            tokio::task::spawn_blocking(move || PortTable::load(&plan, files, m, t))
+            let lanes = cfg.workers.max(1);
+            tokio::task::spawn_blocking(move || PortTable::load(&plan, files, m, t, lanes))
                 .await
                 .expect("port loading panicked")
         };
@@ -190,16 +197,58 @@ impl ProxyHandle {
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::from_std(bind_std(addr, false)?)
+}
+
+/// `reuse_port`: one of the worker lanes' sockets sharing `addr` (see [`lanes`]).
+fn bind_std(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
     s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     s.listen(4096)?;
-    TcpListener::from_std(s.into())
+    Ok(s.into())
+}
+
+/// The capture listeners of every lane: `lanes[i]` holds lane `i`'s socket for each address
+/// that could be bound (the first lane's decides the port when `:0` was asked).
+fn bind_lanes(
+    addrs: &[SocketAddr],
+    lanes: usize,
+) -> Result<Vec<Vec<std::net::TcpListener>>, ProxyError> {
+    let mut out: Vec<Vec<std::net::TcpListener>> = (0..lanes).map(|_| Vec::new()).collect();
+    for addr in addrs {
+        let first = match bind_std(*addr, lanes > 1) {
+            Ok(l) => l,
+            Err(e) if addr.is_ipv6() => {
+                warn!(%addr, error = %e, "IPv6 capture listener not bound");
+                continue;
+            }
+            Err(source) => {
+                return Err(ProxyError::Bind {
+                    addr: *addr,
+                    source,
+                });
+            }
+        };
+        let bound = first.local_addr().unwrap_or(*addr);
+        out[0].push(first);
+        for lane in out.iter_mut().skip(1) {
+            let l = bind_std(bound, true).map_err(|source| ProxyError::Bind {
+                addr: bound,
+                source,
+            })?;
+            lane.push(l);
+        }
+    }
+    Ok(out)
 }
 
 // The proxy with the session layer as its router: wired in `crate::serve`, named here too for
@@ -214,19 +263,11 @@ pub async fn start_with_router(
 ) -> Result<ProxyHandle, ProxyError> {
     let shared = Shared::load(cfg, router).await;
     let cfg = &shared.cfg;
-    let mut listeners = Vec::new();
-    for addr in &cfg.listen {
-        match bind(*addr) {
-            Ok(l) => listeners.push(l),
-            Err(e) if addr.is_ipv6() => warn!(%addr, error = %e, "IPv6 capture listener not bound"),
-            Err(source) => {
-                return Err(ProxyError::Bind {
-                    addr: *addr,
-                    source,
-                });
-            }
-        }
-    }
+    let mut lane_listeners = bind_lanes(&cfg.listen, cfg.workers.max(1))?.into_iter();
+    let listeners = (lane_listeners.next().unwrap_or_default().into_iter())
+        .map(TcpListener::from_std)
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(ProxyError::Lane)?;
     if listeners.is_empty() {
         return Err(ProxyError::NoListener);
     }
@@ -245,6 +286,12 @@ pub async fn start_with_router(
 
     let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, shared.clone())));
     let reload_task = tokio::spawn(reload::run(shared.clone()));
+    for (i, l) in lane_listeners.enumerate() {
+        if let Err(e) = lanes::spawn(i + 1, l, shared.clone()) {
+            shared.shutdown.stop(); // ends the lanes started so far
+            return Err(ProxyError::Lane(e));
+        }
+    }
     let accept_tasks: Vec<_> = listeners
         .into_iter()
         .map(|l| tokio::spawn(accept_loop(l, shared.clone())))
@@ -278,6 +325,7 @@ pub async fn start_with_router(
         if let Some(t) = admin_task {
             t.abort();
         }
+        shared.shutdown.stop();
     });
     Ok(ProxyHandle {
         listen,

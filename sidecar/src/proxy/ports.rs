@@ -86,6 +86,8 @@ pub struct PortTable {
     files: FileResolver,
     metrics: Arc<Metrics>,
     timeouts: UpstreamTimeouts,
+    /// Worker lanes: each port's forwarder keeps pools per lane.
+    lanes: usize,
 }
 
 fn error_fingerprint(e: &MaterialError) -> u64 {
@@ -95,18 +97,21 @@ fn error_fingerprint(e: &MaterialError) -> u64 {
 }
 
 impl PortTable {
-    /// Loads every port's material (blocking file reads).
+    /// Loads every port's material (blocking file reads), with upstream pools for `lanes`
+    /// worker lanes.
     pub fn load(
         plan: &StealPlan,
         files: FileResolver,
         metrics: Arc<Metrics>,
         timeouts: UpstreamTimeouts,
+        lanes: usize,
     ) -> Self {
         let mut table = PortTable {
             ports: BTreeMap::new(),
             files,
             metrics,
             timeouts,
+            lanes,
         };
         for p in &plan.ports {
             let (state, _) = table.build(p);
@@ -149,6 +154,7 @@ impl PortTable {
                         tls.upstream,
                         self.metrics.clone(),
                         self.timeouts,
+                        self.lanes,
                     ),
                 }),
                 fingerprint,
@@ -309,7 +315,7 @@ mod tests {
             .finish();
         let gauge = |on: u8| format!("tls_steal_port_passthrough{{port=\"443\"}} {on}");
         tracing::subscriber::with_default(subscriber, || {
-            let table = PortTable::load(&plan, files, metrics.clone(), timeouts);
+            let table = PortTable::load(&plan, files, metrics.clone(), timeouts, 1);
             let lines = log.take();
             assert_eq!(lines.len(), 1, "{lines:?}");
             assert!(

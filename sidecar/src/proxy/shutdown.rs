@@ -29,6 +29,8 @@ pub enum Phase {
     Draining,
     /// No longer accepting; in-flight requests finish.
     Closing,
+    /// Drained (or past the deadline): the worker lanes stop their runtimes.
+    Stopped,
 }
 
 /// The shutdown signal, cloneable and awaitable anywhere.
@@ -54,6 +56,11 @@ impl Shutdown {
     /// Stops accepting; connections finish what they carry.
     pub fn close(&self) {
         self.advance(Phase::Closing);
+    }
+
+    /// The drain is over: worker lanes end, cutting whatever is left.
+    pub fn stop(&self) {
+        self.advance(Phase::Stopped);
     }
 
     fn advance(&self, to: Phase) {
@@ -87,6 +94,11 @@ impl Shutdown {
     /// Resolves once the proxy stops accepting (after the drain delay).
     pub async fn closing(&self) {
         self.reached(Phase::Closing).await
+    }
+
+    /// Resolves once the drain is over.
+    pub async fn stopped(&self) {
+        self.reached(Phase::Stopped).await
     }
 
     async fn reached(&self, phase: Phase) {

@@ -189,8 +189,8 @@ async fn serve_http<S>(shared: Arc<Shared>, info: Arc<ConnInfo>, io: S, h2: bool
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // HTTP/2 only: hyper's HTTP/1 header timeout already bounds idle HTTP/1 connections.
-    let activity = h2.then(Activity::default);
+    // The first head within the header timeout, then no idle time beyond the idle timeout.
+    let activity = Activity::default();
     // HTTP/1.1 only: one request at a time, so one app connection of its own.
     let affinity = (!h2).then(Affinity::new);
     let svc_shared = shared.clone();
@@ -202,14 +202,11 @@ where
         svc_first.seen();
         let shared = svc_shared.clone();
         let info = svc_info.clone();
-        let stream = svc_activity.as_ref().map(Activity::open);
+        let stream = svc_activity.open();
         let affinity = affinity.clone();
         async move {
             let resp = handle_request(&shared, &info, req, affinity.as_deref()).await;
-            Ok::<_, Infallible>(match stream {
-                Some(guard) => resp.map(|b| Guarded::new(b, guard).boxed_unsync()),
-                None => resp,
-            })
+            Ok::<_, Infallible>(resp.map(|b| Guarded::new(b, stream).boxed_unsync()))
         }
     });
     // Accepted while draining: HTTP/1 gets its one request answered (with `Connection: close`);
@@ -223,15 +220,7 @@ where
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    let expired = async {
-        match &activity {
-            Some(a) => {
-                a.expired(shared.cfg.header_read_timeout, shared.cfg.idle_timeout)
-                    .await
-            }
-            None => std::future::pending().await,
-        }
-    };
+    let expired = activity.expired(shared.cfg.header_read_timeout, shared.cfg.idle_timeout);
     // Told to finish when draining starts, but not before its first request: a graceful
     // shutdown then could drop a request already on the wire (HTTP/1: closed unread; HTTP/2: the
     // final GOAWAY can reach a client that has not sent its first stream yet).
@@ -249,9 +238,15 @@ where
             conn.await
         }
         why = expired => {
-            debug!(?why, "closing an HTTP/2 connection without open streams");
+            debug!(?why, h2, "closing a client connection without a request in flight");
+            // Graceful first (a request that arrives meanwhile is still answered); a head still
+            // trickling in (slowloris) keeps hyper reading, so the close is forced after one
+            // more header timeout.
             conn.as_mut().graceful_shutdown();
-            conn.await
+            match tokio::time::timeout(shared.cfg.header_read_timeout, conn).await {
+                Ok(r) => r,
+                Err(_) => Ok(()),
+            }
         }
     };
     if let Err(e) = result {

@@ -32,7 +32,7 @@ impl Forwarder {
             Some((key, sender)) => (key, Some(sender)),
             None => {
                 let key = key_of(&req);
-                let sender = self.idle.take(&key, self.timeouts.idle);
+                let sender = self.lane().idle.take(&key, self.timeouts.idle);
                 (key, sender)
             }
         };
@@ -66,7 +66,7 @@ impl Forwarder {
             }
             match s.try_send_request(req).await {
                 Ok(resp) => {
-                    slot.hold(key, s, &self.idle);
+                    slot.hold(key, s, &self.lane().idle);
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
