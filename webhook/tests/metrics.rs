@@ -12,7 +12,8 @@ use tls_steal_webhook::controller::ControllerMetrics;
 use tls_steal_webhook::{Admission, ConfigCache, METRICS_CONTENT_TYPE, Metrics, Settings};
 
 /// Every series (name and labels, without the value) the old renderers wrote, in their order:
-/// `Metrics::render` (admission) followed by `ControllerMetrics::render` (controller).
+/// `Metrics::render` (admission) followed by `ControllerMetrics::render` (controller). Series
+/// added since then follow `tls_steal_controller_leader` (the watch caches', issue 19).
 const OLD_SERIES: &str = r#"
 tls_steal_webhook_reviews_total{result="injected"}
 tls_steal_webhook_reviews_total{result="skipped"}
@@ -59,6 +60,15 @@ tls_steal_controller_workloads_in_sync
 tls_steal_controller_workloads_out_of_sync
 tls_steal_controller_workloads_rollout_disabled
 tls_steal_controller_leader
+tls_steal_controller_cached_objects{kind="Deployment"}
+tls_steal_controller_watch_last_event_timestamp_seconds{kind="Deployment"}
+tls_steal_controller_watch_errors_total{kind="Deployment"}
+tls_steal_controller_cached_objects{kind="StatefulSet"}
+tls_steal_controller_watch_last_event_timestamp_seconds{kind="StatefulSet"}
+tls_steal_controller_watch_errors_total{kind="StatefulSet"}
+tls_steal_controller_cached_objects{kind="DaemonSet"}
+tls_steal_controller_watch_last_event_timestamp_seconds{kind="DaemonSet"}
+tls_steal_controller_watch_errors_total{kind="DaemonSet"}
 "#;
 
 /// A series as `name{label="value",...}` with its labels sorted. `le` is compared as the number

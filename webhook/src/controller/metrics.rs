@@ -3,8 +3,11 @@
 //! `tls_steal_controller_rollouts_disabled_total{kind}`,
 //! `tls_steal_controller_reconcile_errors_total{error}`,
 //! `tls_steal_controller_status_updates_total`, the gauges
-//! `tls_steal_controller_workloads_{in_sync,out_of_sync,rollout_disabled}` and
-//! `tls_steal_controller_leader`.
+//! `tls_steal_controller_workloads_{in_sync,out_of_sync,rollout_disabled}`,
+//! `tls_steal_controller_leader`, and per workload kind the watch caches':
+//! `tls_steal_controller_cached_objects{kind}`,
+//! `tls_steal_controller_watch_last_event_timestamp_seconds{kind}` and
+//! `tls_steal_controller_watch_errors_total{kind}`.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -32,6 +35,21 @@ pub struct ControllerMetrics {
     out_of_sync: Gauge,
     disabled: Gauge,
     leader: Gauge,
+    cached: Family<Label, Gauge>,
+    cached_by_kind: [Gauge; WorkloadKind::ALL.len()],
+    last_event: Family<Label, Gauge>,
+    last_event_by_kind: [Gauge; WorkloadKind::ALL.len()],
+    watch_errors: Family<Label, Counter>,
+    watch_errors_by_kind: [Counter; WorkloadKind::ALL.len()],
+}
+
+/// A gauge family with one handle per `kind`.
+fn gauges(
+    kinds: [&'static str; WorkloadKind::ALL.len()],
+) -> (Family<Label, Gauge>, [Gauge; WorkloadKind::ALL.len()]) {
+    let family = Family::<Label, Gauge>::default();
+    let handles = kinds.map(|k| family.get_or_create_owned(&[("kind", k)]));
+    (family, handles)
 }
 
 impl Default for ControllerMetrics {
@@ -41,6 +59,9 @@ impl Default for ControllerMetrics {
         let (rollouts_disabled, disabled_by_kind) = openmetrics::counters("kind", kinds);
         let (errors, errors_by_kind) =
             openmetrics::counters("error", ErrorKind::ALL.map(ErrorKind::as_str));
+        let (cached, cached_by_kind) = gauges(kinds);
+        let (last_event, last_event_by_kind) = gauges(kinds);
+        let (watch_errors, watch_errors_by_kind) = openmetrics::counters("kind", kinds);
         ControllerMetrics {
             reconciles: Counter::default(),
             rollouts,
@@ -54,6 +75,12 @@ impl Default for ControllerMetrics {
             out_of_sync: Gauge::default(),
             disabled: Gauge::default(),
             leader: Gauge::default(),
+            cached,
+            cached_by_kind,
+            last_event,
+            last_event_by_kind,
+            watch_errors,
+            watch_errors_by_kind,
         }
     }
 }
@@ -111,6 +138,35 @@ impl ControllerMetrics {
         ] {
             registry.register(name, help, gauge.clone());
         }
+        registry.register(
+            "tls_steal_controller_cached_objects",
+            "Workloads in the controller's watch cache, by kind (stripped on arrival: lean.rs).",
+            self.cached.clone(),
+        );
+        registry.register(
+            "tls_steal_controller_watch_last_event_timestamp_seconds",
+            "Unix time of the last event the workload watch delivered, by kind.",
+            self.last_event.clone(),
+        );
+        registry.register(
+            "tls_steal_controller_watch_errors",
+            "Failed workload watches (retried with backoff), by kind.",
+            self.watch_errors.clone(),
+        );
+    }
+
+    /// A workload watch of `kind` delivered an event; its cache holds `objects`.
+    pub fn watch_event(&self, kind: WorkloadKind, objects: usize) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.cached_by_kind[kind as usize].set(i64::try_from(objects).unwrap_or(i64::MAX));
+        self.last_event_by_kind[kind as usize].set(now);
+    }
+
+    /// A workload watch of `kind` failed (it is retried).
+    pub fn watch_error(&self, kind: WorkloadKind) {
+        self.watch_errors_by_kind[kind as usize].inc();
     }
 
     pub fn reconcile(&self) {
@@ -170,6 +226,8 @@ mod tests {
             disabled: 1,
         });
         m.set_leader(true);
+        m.watch_event(WorkloadKind::Deployment, 5000);
+        m.watch_error(WorkloadKind::DaemonSet);
         let mut registry = Registry::default();
         m.register(&mut registry);
         let text = openmetrics::encode(&registry);
@@ -181,6 +239,9 @@ mod tests {
             "tls_steal_controller_workloads_out_of_sync 2",
             "tls_steal_controller_workloads_rollout_disabled 1",
             "tls_steal_controller_leader 1",
+            "tls_steal_controller_cached_objects{kind=\"Deployment\"} 5000",
+            "tls_steal_controller_cached_objects{kind=\"StatefulSet\"} 0",
+            "tls_steal_controller_watch_errors_total{kind=\"DaemonSet\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -189,6 +250,15 @@ mod tests {
         }
         assert_eq!(m.rollouts_of(WorkloadKind::StatefulSet), 1);
         assert_eq!(m.errors_of(ErrorKind::Conflict), 1);
+        let stamp = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "tls_steal_controller_watch_last_event_timestamp_seconds{kind=\"Deployment\"} ",
+                )
+            })
+            .expect("last event of the Deployment watch");
+        assert!(stamp.parse::<i64>().unwrap() > 1_700_000_000, "{stamp}");
     }
 
     /// `as usize` indexes the handle arrays.

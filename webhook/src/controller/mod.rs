@@ -38,6 +38,7 @@ mod context;
 mod desired;
 mod error;
 mod leader;
+mod lean;
 mod metrics;
 mod patches;
 mod reconcile;

@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 
 use super::args::{ControllerArgs, ControllerSettings};
 use super::context::{CacheWriters, Caches, Context};
-use super::desired::{self, Workload};
+use super::desired;
+use super::lean::{self, Lean};
 use super::metrics::ControllerMetrics;
 use super::triggers::{ConfigTracker, NamespaceTracker, Trigger};
 use super::{FIELD_MANAGER, leader, reconcile, sweep};
@@ -201,17 +202,25 @@ async fn drive_triggers(
 }
 
 /// The controller of one workload kind.
-async fn workload_controller<W: Workload>(
+async fn workload_controller<W: Lean>(
     ctx: Arc<Context>,
     writer: Writer<W>,
     reader: Store<W>,
     triggers: mpsc::UnboundedReceiver<Trigger>,
 ) {
     let dirty = ctx.clone();
+    let cache = reader.clone();
     let workloads = watcher(ctx.api::<W>(), watcher::Config::default())
         .default_backoff()
+        .modify(lean::strip::<W>)
         .reflect(writer)
-        .inspect(move |_| dirty.status_dirty.notify_one())
+        .inspect(move |ev| {
+            dirty.status_dirty.notify_one();
+            match ev {
+                Ok(_) => dirty.metrics.watch_event(W::KIND, cache.len()),
+                Err(_) => dirty.metrics.watch_error(W::KIND),
+            }
+        })
         .applied_objects()
         // Status updates (replica counts) do not matter; spec and annotations do.
         .predicate_filter(
