@@ -26,15 +26,23 @@ pub fn encode(registry: &Registry) -> String {
     text
 }
 
-/// A counter family with one label and a handle per value, resolved here once so that counting
+/// A metric family with one label and a handle per value, resolved here once so that updating
 /// takes no lock (a `Family` lookup does).
+pub fn labelled<M: Default + Clone, const N: usize>(
+    label: &'static str,
+    values: [&'static str; N],
+) -> (Family<Label, M>, [M; N]) {
+    let family = Family::<Label, M>::default();
+    let handles = values.map(|v| family.get_or_create_owned(&[(label, v)]));
+    (family, handles)
+}
+
+/// [`labelled`] counters.
 pub fn counters<const N: usize>(
     label: &'static str,
     values: [&'static str; N],
 ) -> (Family<Label, Counter>, [Counter; N]) {
-    let family = Family::<Label, Counter>::default();
-    let handles = values.map(|v| family.get_or_create_owned(&[(label, v)]));
-    (family, handles)
+    labelled(label, values)
 }
 
 /// A histogram of durations in seconds, counted with atomics (prometheus-client's takes a lock

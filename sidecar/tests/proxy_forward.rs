@@ -92,15 +92,6 @@ async fn http2_forward_keeps_sni_alpn_and_authority() {
     }
 }
 
-/// `tls_steal_upstream_connects_total{result="ok"}` of the proxy.
-async fn upstream_connects(proxy: &tls_steal_sidecar::proxy::ProxyHandle) -> u64 {
-    let m = admin_get(proxy.admin.unwrap(), "/metrics").await.1;
-    m.lines()
-        .filter(|l| l.starts_with("tls_steal_upstream_connects_total{") && l.contains("\"ok\""))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
-}
-
 #[tokio::test]
 async fn http2_app_is_reconnected_once_not_once_per_waiting_request() {
     let pki = Pki::new();
@@ -148,20 +139,7 @@ async fn http1_clients_reuse_app_connections_across_client_connections() {
     let o = ClientOpts::new(&pki, &["http/1.1"]);
     // A client that reconnects for every request (`Connection: close`), one after the other:
     // each client connection hands its app connection on to the next.
-    for i in 0..20 {
-        let mut c = Conn::open(proxy.listen[0], &o).await.unwrap();
-        let req = c
-            .request("GET", &format!("/r{i}"))
-            .header("connection", "close")
-            .body(empty())
-            .unwrap();
-        let resp = c.send(req).await.unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.into_body().collect().await.unwrap();
-        drop(c);
-        // The proxy sees the client leave before the next one arrives.
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    reconnecting_clients(proxy.listen[0], &o, 20).await;
     assert_eq!(
         upstream_connects(&proxy).await,
         1,

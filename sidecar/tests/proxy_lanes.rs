@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use http_body_util::BodyExt;
 
 /// Threads of this process named `name`.
 fn threads_named(name: &str) -> usize {
@@ -13,14 +12,6 @@ fn threads_named(name: &str) -> usize {
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
         .filter(|c| c.trim() == name)
         .count()
-}
-
-async fn upstream_connects(proxy: &tls_steal_sidecar::proxy::ProxyHandle) -> u64 {
-    let m = admin_get(proxy.admin.unwrap(), "/metrics").await.1;
-    m.lines()
-        .filter(|l| l.starts_with("tls_steal_upstream_connects_total{") && l.contains("\"ok\""))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
 }
 
 #[tokio::test]
@@ -41,19 +32,7 @@ async fn two_lanes_share_the_port_and_keep_their_own_app_connections() {
     // connections over both lanes' sockets, and each lane hands its one app connection on to
     // its next client. One lane would make one app connection; two make exactly two.
     let o = ClientOpts::new(&pki, &["http/1.1"]);
-    for i in 0..40 {
-        let mut c = Conn::open(proxy.listen[0], &o).await.unwrap();
-        let req = c
-            .request("GET", &format!("/r{i}"))
-            .header("connection", "close")
-            .body(empty())
-            .unwrap();
-        let resp = c.send(req).await.unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.into_body().collect().await.unwrap();
-        drop(c);
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    reconnecting_clients(proxy.listen[0], &o, 40).await;
     assert_eq!(
         upstream_connects(&proxy).await,
         2,

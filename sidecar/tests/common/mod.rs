@@ -227,3 +227,30 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
 pub fn path_exists(p: &str) -> bool {
     Path::new(p).exists()
 }
+
+/// `tls_steal_upstream_connects_total{result="ok"}` summed over ports: connections made to the app.
+pub async fn upstream_connects(proxy: &ProxyHandle) -> u64 {
+    let m = admin_get(proxy.admin.unwrap(), "/metrics").await.1;
+    m.lines()
+        .filter(|l| l.starts_with("tls_steal_upstream_connects_total{") && l.contains("\"ok\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// `n` clients one after the other, each sending one request with `Connection: close` on a
+/// fresh connection and leaving (the proxy sees it leave before the next one arrives).
+pub async fn reconnecting_clients(addr: SocketAddr, o: &ClientOpts, n: usize) {
+    for i in 0..n {
+        let mut c = Conn::open(addr, o).await.unwrap();
+        let req = c
+            .request("GET", &format!("/r{i}"))
+            .header("connection", "close")
+            .body(empty())
+            .unwrap();
+        let resp = c.send(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

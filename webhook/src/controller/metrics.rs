@@ -43,15 +43,6 @@ pub struct ControllerMetrics {
     watch_errors_by_kind: [Counter; WorkloadKind::ALL.len()],
 }
 
-/// A gauge family with one handle per `kind`.
-fn gauges(
-    kinds: [&'static str; WorkloadKind::ALL.len()],
-) -> (Family<Label, Gauge>, [Gauge; WorkloadKind::ALL.len()]) {
-    let family = Family::<Label, Gauge>::default();
-    let handles = kinds.map(|k| family.get_or_create_owned(&[("kind", k)]));
-    (family, handles)
-}
-
 impl Default for ControllerMetrics {
     fn default() -> Self {
         let kinds = WorkloadKind::ALL.map(WorkloadKind::as_str);
@@ -59,8 +50,8 @@ impl Default for ControllerMetrics {
         let (rollouts_disabled, disabled_by_kind) = openmetrics::counters("kind", kinds);
         let (errors, errors_by_kind) =
             openmetrics::counters("error", ErrorKind::ALL.map(ErrorKind::as_str));
-        let (cached, cached_by_kind) = gauges(kinds);
-        let (last_event, last_event_by_kind) = gauges(kinds);
+        let (cached, cached_by_kind) = openmetrics::labelled("kind", kinds);
+        let (last_event, last_event_by_kind) = openmetrics::labelled("kind", kinds);
         let (watch_errors, watch_errors_by_kind) = openmetrics::counters("kind", kinds);
         ControllerMetrics {
             reconciles: Counter::default(),

@@ -27,12 +27,13 @@ impl Forwarder {
         // without, it follows the authority.
         let key_of =
             |req: &Request<ProxyBody>| self.key(conn, client_authority(req).as_ref(), false);
+        let lane = self.lane();
         let held = slot.take(|k| conn.sni.is_some() || *k == key_of(&req));
         let (key, mut sender) = match held {
             Some((key, sender)) => (key, Some(sender)),
             None => {
                 let key = key_of(&req);
-                let sender = self.lane().idle.take(&key, self.timeouts.idle);
+                let sender = lane.idle.take(&key, self.timeouts.idle);
                 (key, sender)
             }
         };
@@ -66,7 +67,7 @@ impl Forwarder {
             }
             match s.try_send_request(req).await {
                 Ok(resp) => {
-                    slot.hold(key, s, &self.lane().idle);
+                    slot.hold(key, s, &lane.idle);
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
