@@ -6,7 +6,7 @@
 //! [`tls_server`], [`tls_client`], [`ports`] (per-port state), [`reload`], [`orig_dst`],
 //! [`conn`] (one connection), [`affinity`] (HTTP/1.1 app connection per client connection),
 //! [`route`] (per-request decision), [`body`] (bounded body reads for body filters),
-//! [`forward`], [`idle`] (HTTP/2 timeouts), [`passthrough`], [`admin`], [`app_probe`] (the
+//! [`forward`], [`idle`] (client connection timeouts), [`passthrough`], [`admin`], [`app_probe`] (the
 //! kubelet's probes, run against the app), [`metrics`], [`shutdown`] (drain delay, then
 //! graceful close), [`lanes`] (one single-threaded runtime per worker).
 //!
