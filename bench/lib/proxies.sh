@@ -198,7 +198,7 @@ mib() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
 # start_app, start_tls_steal ARGS..., start_nginx, start_haproxy: each sets its *_PID
 start_app() { nginx -c "$D/app.conf" -p "$D" -e "$D/app.err"; wait_port "$APP_PORT"; APP_PID=$(cat "$D/app.pid"); }
 start_tls_steal() {
-  TOKIO_WORKER_THREADS=$THREADS RUST_LOG=warn "$SIDECAR" proxy --plan "$D/plan.json" \
+  TLS_STEAL_SESSION_AUTHORIZATION=disabled TOKIO_WORKER_THREADS=$THREADS RUST_LOG=warn "$SIDECAR" proxy --plan "$D/plan.json" \
     --listen 127.0.0.1:$TS_PORT --admin 127.0.0.1:$TS_ADMIN --session-api 127.0.0.1:$TS_SESSION \
     --orig-dst-override 127.0.0.1:$APP_PORT "$@" 2>>"$D/tls-steal.log" &
   TS_PID=$!; wait_port "$TS_PORT"

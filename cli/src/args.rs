@@ -94,6 +94,17 @@ pub struct Args {
     #[arg(long, value_name = "HOST:PORT")]
     pub connect: Option<String>,
 
+    /// With --connect: the session ticket to register with (a sidecar that requires
+    /// authorization refuses a registration without one). In a cluster, kubectl-steal gets the
+    /// ticket from the StealSession object it creates.
+    #[arg(
+        long,
+        env = "TLS_STEAL_TICKET",
+        hide_env_values = true,
+        value_name = "TICKET"
+    )]
+    pub ticket: Option<String>,
+
     /// Who you are, shown in the sidecar's status (default: $USER@$HOSTNAME).
     #[arg(long, value_name = "TEXT")]
     pub client: Option<String>,

@@ -173,7 +173,8 @@ async fn establish(
     ctx: &Context,
 ) -> Result<(session::Registered, Option<Forward>), OpenError> {
     let (io, forward) = endpoint.open().await?;
-    let registered = session::register(io, &ctx.registration).await?;
+    let ticket = ctx.ticket.borrow().clone();
+    let registered = session::register(io, &ctx.registration, ticket.as_deref()).await?;
     Ok((registered, forward))
 }
 

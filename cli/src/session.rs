@@ -17,7 +17,8 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tls_steal_crds::session::{
     ApiError, EVENT_PATH, Event, META_HEADER, PASSTHROUGH_HEADER, PORTS_HEADER, PortStatus,
-    REGISTER_PATH, Registration, RequestMeta, SESSION_ID_HEADER, UPGRADE_PROTOCOL,
+    REGISTER_PATH, Registration, RequestMeta, SESSION_ID_HEADER, TICKET_HEADER, TICKET_PATH,
+    UPGRADE_PROTOCOL,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -108,11 +109,16 @@ fn parse_ports(v: &str) -> Option<Vec<u16>> {
 }
 
 /// Registers `registration` on `io` (a TCP connection or a port-forward stream).
-pub async fn register<IO>(io: IO, registration: &Registration) -> Result<Registered, RegisterError>
+/// With `ticket`, the session's signed ticket (`tls-steal-ticket` header).
+pub async fn register<IO>(
+    io: IO,
+    registration: &Registration,
+    ticket: Option<&str>,
+) -> Result<Registered, RegisterError>
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    tokio::time::timeout(REGISTER_TIMEOUT, register_inner(io, registration))
+    tokio::time::timeout(REGISTER_TIMEOUT, register_inner(io, registration, ticket))
         .await
         .map_err(|_| RegisterError::Timeout)?
 }
@@ -120,6 +126,7 @@ where
 async fn register_inner<IO>(
     io: IO,
     registration: &Registration,
+    ticket: Option<&str>,
 ) -> Result<Registered, RegisterError>
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -131,7 +138,11 @@ where
         }
     });
     let body = serde_json::to_vec(registration).expect("a registration serialises");
-    let req = Request::builder()
+    let mut req = Request::builder();
+    if let Some(t) = ticket {
+        req = req.header(TICKET_HEADER, t);
+    }
+    let req = req
         .method(Method::POST)
         .uri(REGISTER_PATH)
         .header(header::HOST, "127.0.0.1")
@@ -196,6 +207,9 @@ where
 /// What serving needs.
 pub struct Context {
     pub registration: Registration,
+    /// The session's current ticket (from `--ticket`, or the `StealSession`'s status, renewed),
+    /// sent with each registration and answered to the sidecar's `GET /.tls-steal/ticket`.
+    pub ticket: tokio::sync::watch::Sender<Option<String>>,
     pub deliverer: Arc<Deliverer>,
     pub output: Arc<Output>,
     /// Ctrl-C: every session leaves cleanly.
@@ -287,6 +301,16 @@ pub async fn serve(io: Upgraded, ctx: Arc<Context>, label: String) -> Result<(),
 async fn handle(req: Request<Incoming>, ctx: &Context, label: &str) -> Response<Body> {
     if req.method() == Method::POST && req.uri().path() == EVENT_PATH {
         return event(req, ctx, label).await;
+    }
+    if req.method() == Method::GET && req.uri().path() == TICKET_PATH {
+        // The sidecar renews the session's ticket before it expires.
+        let current = ctx.ticket.borrow().clone();
+        let body = Bytes::from(current.clone().unwrap_or_default());
+        let mut r = Response::new(Full::new(body).map_err(BoxError::from).boxed());
+        if current.is_none() {
+            *r.status_mut() = StatusCode::NOT_FOUND;
+        }
+        return r;
     }
     let meta = req
         .headers()

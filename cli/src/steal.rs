@@ -63,6 +63,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let ctx = Arc::new(Context {
         registration: reg.clone(),
+        ticket: tokio::sync::watch::channel(args.ticket.clone()).0,
         deliverer: Arc::new(deliverer),
         output: output.clone(),
         shutdown: Default::default(),

@@ -23,6 +23,12 @@ pub const APP_PROBES_ENV: &str = "TLS_STEAL_APP_PROBES";
 /// Env var with the pod's IP (downward API), the address app probes are sent to, as the
 /// kubelet would.
 pub const POD_IP_ENV: &str = "TLS_STEAL_POD_IP";
+/// Env var of the proxy: the pod's namespace (downward API); a session ticket must name it.
+pub const POD_NAMESPACE_ENV: &str = "TLS_STEAL_POD_NAMESPACE";
+/// Env var of the proxy: `required` (a registration needs a ticket) or `disabled`.
+pub const SESSION_AUTHORIZATION_ENV: &str = "TLS_STEAL_SESSION_AUTHORIZATION";
+/// Env var of the proxy: the public keys (base64url, comma-separated) whose tickets it accepts.
+pub const SESSION_KEYS_ENV: &str = "TLS_STEAL_SESSION_KEYS";
 
 /// Pod annotation setting the proxy's worker threads (`auto` or a positive number), over the
 /// chart's `sidecar.workers`; any other value is ignored.

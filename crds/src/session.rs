@@ -23,6 +23,15 @@
 //!    The session answers `200` with the local app's real status in `tls-steal-status` (101 on
 //!    success) and its headers; after that the stream carries the raw upgraded bytes both ways.
 //! 5. Notifications travel as `POST /.tls-steal/event` streams with a JSON [`Event`] body.
+//!
+//! **Authorization** (`TLS_STEAL_SESSION_AUTHORIZATION=required`, what the webhook injects by
+//! default): the registration carries the session's signed ticket in the [`TICKET_HEADER`]
+//! header (`crate::ticket`: namespace, ports as sent, mode and filter hash must match). A missing,
+//! forged, expired or mismatched ticket is a `403` with an [`ApiError`] whose `field` is
+//! `ticket`. Before the ticket expires, the sidecar asks the session for its current one with
+//! `GET /.tls-steal/ticket` streams ([`TICKET_PATH`]); a fresh ticket for the same session (same
+//! uid and scope) extends it, and a session whose ticket expires is ended like one whose client
+//! left.
 //! 6. The session ends when its connection closes: its filters vanish at once, its in-flight
 //!    requests get a 502 whose body says the session ended, and new requests reach the app.
 //!    The sidecar also ends a session that leaves too many stolen requests unanswered (1024 by
@@ -77,6 +86,11 @@ pub const META_HEADER: &str = "tls-steal-meta";
 pub const UPGRADE_STATUS_HEADER: &str = "tls-steal-status";
 /// Path of event streams sent to the session.
 pub const EVENT_PATH: &str = "/.tls-steal/event";
+/// Request header of a registration: the session's signed ticket ([`crate::ticket`]).
+pub const TICKET_HEADER: &str = "tls-steal-ticket";
+/// Path of the streams by which the sidecar asks a session for its current ticket (a `GET`,
+/// answered `200` with the ticket as a `text/plain` body) before the one it holds expires.
+pub const TICKET_PATH: &str = "/.tls-steal/ticket";
 
 /// Steal (the session answers) or mirror (the app answers, the session gets a copy).
 #[derive(

@@ -122,6 +122,22 @@ fn expected() -> BTreeSet<String> {
             "tls_steal_session_body_unusable_total{{port=\"{port}\",reason=\"{reason}\"}}"
         ));
     }
+    // Added with session authorization (issue 18).
+    for reason in [
+        "missing",
+        "malformed",
+        "unknown_key",
+        "bad_signature",
+        "expired",
+        "wrong_namespace",
+        "wrong_ports",
+        "wrong_mode",
+        "wrong_filter",
+    ] {
+        add(format!(
+            "tls_steal_session_tickets_refused_total{{reason=\"{reason}\"}}"
+        ));
+    }
     out
 }
 

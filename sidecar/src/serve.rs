@@ -8,7 +8,9 @@ use crate::session::{SessionConfig, Sessions};
 /// Loads the plan's material, binds the listeners (and the session API, `cfg.session_api`) and
 /// serves: each request is forwarded unless a session's filter takes it.
 pub async fn start(cfg: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
-    let sessions = Sessions::new(SessionConfig::new(cfg.plan.port_numbers()));
+    let mut sessions = SessionConfig::new(cfg.plan.port_numbers());
+    sessions.authorization = cfg.session_authorization.clone();
+    let sessions = Sessions::new(sessions);
     proxy::start_with_router(cfg, sessions).await
 }
 

@@ -251,7 +251,15 @@ fn bad_probe_json_is_a_start_up_error_naming_the_env_var() {
     let pki = Pki::new();
     let plan = tls_steal_crds::StealPlan::from_ports(vec![port_plan(&pki, 443)]).to_json();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tls-steal-sidecar"))
-        .args(["proxy", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args([
+            "proxy",
+            "--session-authorization",
+            "disabled",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
         .args(["--session-api", "127.0.0.1:0"])
         .env("TLS_STEAL_PLAN", plan)
         .env(

@@ -340,7 +340,7 @@ fn ipv4_and_ipv6_clients_reach_the_app_through_the_proxy() {
         child: p
             .pod
             .command(BIN)
-            .arg("proxy")
+            .args(["proxy", "--session-authorization", "disabled"])
             .arg("--plan")
             .arg(&plan_file)
             .args(["--admin", ADMIN])

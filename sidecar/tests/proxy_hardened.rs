@@ -147,18 +147,24 @@ async fn a_key_the_proxy_user_cannot_read_is_named_as_permission_denied() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let plan = tls_steal_crds::StealPlan::from_ports(vec![port_plan(&pki, app.addr.port())]);
     let (listen, admin, api) = (free_addr(), free_addr(), free_addr());
-    cmd.args(["proxy", "--listen", &listen.to_string()])
-        .args([
-            "--admin",
-            &admin.to_string(),
-            "--session-api",
-            &api.to_string(),
-        ])
-        .args(["--orig-dst-override", &app.addr.to_string()])
-        .env("TLS_STEAL_PLAN", plan.to_json())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "proxy",
+        "--session-authorization",
+        "disabled",
+        "--listen",
+        &listen.to_string(),
+    ])
+    .args([
+        "--admin",
+        &admin.to_string(),
+        "--session-api",
+        &api.to_string(),
+    ])
+    .args(["--orig-dst-override", &app.addr.to_string()])
+    .env("TLS_STEAL_PLAN", plan.to_json())
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     let mut proxy = Proc::spawn(cmd);
     let deadline = Instant::now() + Duration::from_secs(30);
     let (status, body) = loop {

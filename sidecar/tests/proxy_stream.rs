@@ -47,7 +47,7 @@ async fn hundred_mib_up_and_down_with_bounded_memory() {
     let plan_file = pki.write("plan.json", &plan.to_json());
     let (port, admin) = (free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_tls-steal-sidecar"))
-        .arg("proxy")
+        .args(["proxy", "--session-authorization", "disabled"])
         .arg("--plan")
         .arg(&plan_file)
         .args(["--listen", &format!("127.0.0.1:{port}")])

@@ -128,6 +128,10 @@ pub async fn spawn_sidecar_routes(
     let (listen, real_app) = routes[0];
     let mut cmd = Command::new(sidecar_bin());
     cmd.arg("proxy").arg("--plan").arg(plan);
+    // Tests of the data path; `steal_ticket.rs` runs the sidecar with authorization required.
+    if !extra.contains(&"--session-authorization") {
+        cmd.args(["--session-authorization", "disabled"]);
+    }
     for (l, app) in routes {
         cmd.args(["--listen", &l.to_string()])
             .args(["--orig-dst-for", &format!("{l}={app}")]);

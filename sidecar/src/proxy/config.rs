@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use tls_steal_crds::StealPlan;
 use tls_steal_crds::contract::{
-    ADMIN_PORT, APP_PROBES_ENV, CAPTURE_PORT, PLAN_ENV, POD_IP_ENV, SESSION_API_PORT,
+    ADMIN_PORT, APP_PROBES_ENV, CAPTURE_PORT, PLAN_ENV, POD_IP_ENV, POD_NAMESPACE_ENV,
+    SESSION_API_PORT, SESSION_AUTHORIZATION_ENV, SESSION_KEYS_ENV,
 };
 use tls_steal_crds::probe::{AppProbes, parse_app_probes};
+use tls_steal_crds::ticket::{KeyError, VerifyingKey};
 
 use super::body::BodyLimits;
 use super::files::{DirectLookup, FileResolver};
@@ -25,6 +27,15 @@ pub enum ConfigError {
     },
     #[error("invalid steal plan: {0}")]
     Plan(#[from] tls_steal_crds::plan::PlanError),
+    #[error("invalid session key in {SESSION_KEYS_ENV} (--session-keys): {source}")]
+    SessionKeys {
+        #[source]
+        source: KeyError,
+    },
+    #[error(
+        "--session-authorization required needs {SESSION_KEYS_ENV} (--session-keys) and {POD_NAMESPACE_ENV} (--pod-namespace); the webhook injects both (use `disabled` outside a cluster)"
+    )]
+    SessionAuthorizationIncomplete,
     #[error("invalid app probes in {APP_PROBES_ENV} (--app-probes-json): {source}")]
     AppProbes {
         #[source]
@@ -127,6 +138,39 @@ pub struct ProxyArgs {
     /// the node's CPU count (see `workers`).
     #[arg(long, default_value = "auto")]
     pub workers: crate::workers::Workers,
+    /// `required`: a session registration needs a ticket of its `StealSession` object, signed
+    /// by one of `--session-keys`, for `--pod-namespace`; `disabled`: whoever reaches the
+    /// session API may steal (clusters without the `StealSession` CRD, local tests).
+    #[arg(long, env = SESSION_AUTHORIZATION_ENV, value_enum, default_value_t = AuthorizationMode::Required)]
+    pub session_authorization: AuthorizationMode,
+    /// Public keys (base64url, comma-separated) whose session tickets are accepted.
+    #[arg(long, env = SESSION_KEYS_ENV, default_value = "")]
+    pub session_keys: String,
+    /// The pod's namespace (downward API): tickets must be for it.
+    #[arg(long, env = POD_NAMESPACE_ENV)]
+    pub pod_namespace: Option<String>,
+}
+
+/// `--session-authorization`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthorizationMode {
+    Required,
+    Disabled,
+}
+
+/// Whether session registrations need a ticket (checked by the session layer).
+#[derive(Clone, Debug, Default)]
+pub enum Authorization {
+    /// Anyone who reaches the session API may register (clusters without the `StealSession`
+    /// CRD; tests and benchmarks of the data path). [`ProxyConfig::new`]'s default; the
+    /// binary's default is `Required`.
+    #[default]
+    Disabled,
+    /// A registration needs a ticket signed by one of `keys`, for `namespace`.
+    Required {
+        keys: Vec<VerifyingKey>,
+        namespace: String,
+    },
 }
 
 /// Everything the proxy runs with.
@@ -161,6 +205,8 @@ pub struct ProxyConfig {
     /// Probes served on the admin port (see [`super::app_probe`]).
     pub app_probes: AppProbes,
     pub pod_ip: IpAddr,
+    /// Who may register a session.
+    pub session_authorization: Authorization,
 }
 
 impl ProxyConfig {
@@ -189,6 +235,7 @@ impl ProxyConfig {
             workers: 1,
             app_probes: AppProbes::new(),
             pod_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            session_authorization: Authorization::Disabled,
         }
     }
 }
@@ -264,6 +311,19 @@ impl ProxyArgs {
                 parse_app_probes(json).map_err(|source| ConfigError::AppProbes { source })?
             }
         };
+        let session_authorization = match self.session_authorization {
+            AuthorizationMode::Disabled => Authorization::Disabled,
+            AuthorizationMode::Required => {
+                let keys = VerifyingKey::parse_list(&self.session_keys)
+                    .map_err(|source| ConfigError::SessionKeys { source })?;
+                match self.pod_namespace.filter(|n| !n.is_empty()) {
+                    Some(namespace) if !keys.is_empty() => {
+                        Authorization::Required { keys, namespace }
+                    }
+                    _ => return Err(ConfigError::SessionAuthorizationIncomplete),
+                }
+            }
+        };
         Ok(ProxyConfig {
             plan,
             listen: self.listen,
@@ -299,6 +359,7 @@ impl ProxyArgs {
             workers: 1,
             app_probes,
             pod_ip: self.pod_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            session_authorization,
         })
     }
 }
@@ -317,8 +378,39 @@ mod tests {
     fn config(extra: &[&str]) -> Result<ProxyConfig, ConfigError> {
         let plan = StealPlan::from_ports(vec![]).to_json();
         let mut argv = vec!["proxy", "--plan-json", &plan];
+        if !extra.contains(&"--session-authorization") {
+            argv.extend_from_slice(&["--session-authorization", "disabled"]);
+        }
         argv.extend_from_slice(extra);
         Cli::parse_from(argv).args.into_config()
+    }
+
+    #[test]
+    fn session_authorization_needs_keys_and_namespace() {
+        let key = tls_steal_crds::ticket::SigningKey::from_pkcs8(
+            &tls_steal_crds::ticket::SigningKey::generate_pkcs8().unwrap(),
+        )
+        .unwrap()
+        .public_key();
+        let required = ["--session-authorization", "required"];
+        let e = config(&required).unwrap_err();
+        assert!(e.to_string().contains(SESSION_KEYS_ENV), "{e}");
+        let mut args = required.to_vec();
+        args.extend(["--session-keys", "nope"]);
+        let e = config(&args).unwrap_err();
+        assert!(e.to_string().contains("\"nope\""), "{e}");
+        let mut args = required.to_vec();
+        args.extend(["--session-keys", &key, "--pod-namespace", "shop"]);
+        match config(&args).unwrap().session_authorization {
+            Authorization::Required { keys, namespace } => {
+                assert_eq!((keys.len(), namespace.as_str()), (1, "shop"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            config(&[]).unwrap().session_authorization,
+            Authorization::Disabled
+        ));
     }
 
     #[test]
@@ -352,6 +444,8 @@ mod tests {
             "proxy",
             "--plan-json",
             r#"{"version":1,"ports":[],"configs":[],"hash":""}"#,
+            "--session-authorization",
+            "disabled",
         ];
         v.extend_from_slice(args);
         let cli = Cli::try_parse_from(v).map_err(|e| e.to_string())?;

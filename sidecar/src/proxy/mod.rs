@@ -50,7 +50,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 pub use body::BodyRead;
-pub use config::{ConfigError, ProxyArgs, ProxyConfig};
+pub use config::{Authorization, AuthorizationMode, ConfigError, ProxyArgs, ProxyConfig};
 pub use forward::{MAX_POOLS_PER_PORT, ProxyBody, app_head};
 pub use route::{ConnInfo, Delivery, Mirror, Mirrored, Route, Router, Stolen, Taker};
 

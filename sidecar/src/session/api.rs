@@ -2,8 +2,9 @@
 //! upgrades its connection, `GET /v1/status` reports ports, certificates and sessions,
 //! `POST /v1/explain` says where a sample request would go ([`super::explain`]).
 //!
-//! A refused registration is a `400` with an [`ApiError`] naming the field at fault; the
-//! connection stays usable for another attempt. A registration sent again on a connection that
+//! A refused registration is a `400` with an [`ApiError`] naming the field at fault (`403`, field
+//! `ticket`, when its ticket does not authorize it: [`super::authorize`]); the connection stays
+//! usable for another attempt. A registration sent again on a connection that
 //! already carries a session gets a `409` (see [`super::conn`]) and ends that session.
 
 use std::convert::Infallible;
@@ -21,7 +22,7 @@ use serde_json::Value;
 use tls_steal_crds::filter::{CompiledFilter, HttpFilter};
 use tls_steal_crds::session::{
     ApiError, EXPLAIN_PATH, Mode, PASSTHROUGH_HEADER, PORTS_HEADER, REGISTER_PATH, Registration,
-    SESSION_ID_HEADER, STATUS_PATH, UPGRADE_PROTOCOL,
+    SESSION_ID_HEADER, STATUS_PATH, TICKET_HEADER, UPGRADE_PROTOCOL,
 };
 use tokio::net::TcpListener;
 use tracing::{debug, error, info};
@@ -78,10 +79,10 @@ async fn handle(sessions: Arc<Sessions>, req: Request<Incoming>) -> Response<Pro
     match (req.method(), path.as_str()) {
         (&Method::POST, REGISTER_PATH) => match register(&sessions, req).await {
             Ok(r) => r,
-            Err(e) => {
+            Err((status, e)) => {
                 sessions.metrics.error(SessionError::RegistrationRejected);
-                info!(error = %e.error, field = ?e.field, "session registration refused");
-                api_error(StatusCode::BAD_REQUEST, e)
+                info!(%status, error = %e.error, field = ?e.field, "session registration refused");
+                api_error(status, e)
             }
         },
         (&Method::GET, STATUS_PATH) => {
@@ -124,34 +125,45 @@ fn asks_for_session_upgrade<B>(req: &Request<B>) -> bool {
 async fn register(
     sessions: &Arc<Sessions>,
     mut req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, ApiError> {
+) -> Result<Response<ProxyBody>, (StatusCode, ApiError)> {
+    let bad = |e| (StatusCode::BAD_REQUEST, e);
     if !asks_for_session_upgrade(&req) {
-        return Err(err(
+        return Err(bad(err(
             format!(
                 "a registration upgrades its connection: send `Connection: upgrade` and `Upgrade: {UPGRADE_PROTOCOL}`"
             ),
             None,
-        ));
+        )));
     }
+    let ticket = req
+        .headers()
+        .get(TICKET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max = sessions.cfg.max_registration_bytes;
     let body = Limited::new(req.into_body(), max)
         .collect()
         .await
         .map_err(|e| {
-            err(
+            bad(err(
                 format!("cannot read the registration (at most {max} bytes): {e}"),
                 None,
-            )
+            ))
         })?
         .to_bytes();
     // Registered before the 101: a request arriving as soon as the client sees the 101 is
     // routed to the session (and waits for its HTTP/2 connection).
-    let session = sessions.register_json(&body)?;
+    let session = sessions.register_json(&body, ticket.as_deref())?;
     let id = session.id;
     let ports: Vec<String> = session.ports.iter().map(u16::to_string).collect();
+    let (steal_session, user) = session
+        .grant()
+        .map(|g| (g.session, g.user))
+        .unwrap_or_default();
     info!(session = id, client = %session.client, ports = ?session.ports, mode = ?session.mode,
-        filter = ?session.filter_spec, filter_ports = ?session.filter_ports, "session registered");
+        filter = ?session.filter_spec, filter_ports = ?session.filter_ports, %steal_session, %user,
+        "session registered");
     // The developer learns at once why nothing of a port will be stolen.
     let passthrough = sessions
         .proxy()

@@ -49,6 +49,19 @@ impl SessionError {
     ];
 }
 
+/// Why a registration's ticket was refused (`TicketError::label`).
+const TICKET_REASONS: [&str; 9] = [
+    "missing",
+    "malformed",
+    "unknown_key",
+    "bad_signature",
+    "expired",
+    "wrong_namespace",
+    "wrong_ports",
+    "wrong_mode",
+    "wrong_filter",
+];
+
 /// Why a body gave body filters nothing (each such request counts as "no match").
 const BODY_REASONS: [&str; 5] = ["not_json", "empty", "too_large", "timeout", "read_error"];
 
@@ -74,6 +87,8 @@ pub struct SessionMetrics {
     regex_limit_family: Family<Labels<1>, Counter>,
     body_unusable_family: Family<Labels<2>, Counter>,
     errors_family: Family<Label, Counter>,
+    tickets_refused: [Counter; TICKET_REASONS.len()],
+    tickets_refused_family: Family<Label, Counter>,
 }
 
 impl SessionMetrics {
@@ -98,6 +113,8 @@ impl SessionMetrics {
             })
             .collect();
         let (errors_family, errors) = openmetrics::counters("kind", SessionError::LABELS);
+        let (tickets_refused_family, tickets_refused) =
+            openmetrics::counters("reason", TICKET_REASONS);
         SessionMetrics {
             ports,
             active: Gauge::default(),
@@ -110,6 +127,15 @@ impl SessionMetrics {
             regex_limit_family,
             body_unusable_family,
             errors_family,
+            tickets_refused,
+            tickets_refused_family,
+        }
+    }
+
+    /// A registration's ticket was refused (`reason`: a label of [`TICKET_REASONS`]).
+    pub fn ticket_refused(&self, reason: &str) {
+        if let Some(i) = TICKET_REASONS.iter().position(|r| *r == reason) {
+            self.tickets_refused[i].inc();
         }
     }
 
@@ -207,6 +233,11 @@ impl SessionMetrics {
             self.errors_family.clone(),
         );
         registry.register(
+            "tls_steal_session_tickets_refused",
+            "Registrations refused because their ticket did not authorize them, by reason",
+            self.tickets_refused_family.clone(),
+        );
+        registry.register(
             "tls_steal_session_events_dropped",
             "Events not delivered because a session's event queue was full",
             self.events_dropped.clone(),
@@ -247,6 +278,7 @@ mod tests {
         m.regex_limit(443, 2);
         m.body_unusable(8443, "too_large");
         m.body_unusable(8443, "no such reason");
+        m.ticket_refused("expired");
         let mut t = String::new();
         m.render(&mut t);
         assert!(
@@ -259,5 +291,6 @@ mod tests {
         assert!(
             t.contains("tls_steal_session_body_unusable_total{port=\"443\",reason=\"not_json\"} 0")
         );
+        assert!(t.contains("tls_steal_session_tickets_refused_total{reason=\"expired\"} 1"));
     }
 }

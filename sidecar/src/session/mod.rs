@@ -12,11 +12,13 @@
 //! * [`mirror`]: copies of mirrored requests, teed through a bounded buffer, dropped (and
 //!   counted) when the session lags; the real request never waits for the session.
 //! * [`api`]: `POST /v1/sessions` (registration + upgrade) and `GET /v1/status`.
+//! * [`authorize`]: the registration's signed ticket (who may steal) and its renewal.
 //! * [`status`]: the ports and certificates as the proxy serves them, for `/v1/status`.
 //! * [`explain`]: `POST /v1/explain`, where a sample request would go (read-only).
 //! * [`metrics`]: Prometheus lines appended to the proxy's `/metrics`.
 
 mod api;
+mod authorize;
 mod conn;
 mod explain;
 mod goaway;
@@ -34,6 +36,7 @@ use std::time::Duration;
 
 use crate::proxy::Shared;
 
+pub use authorize::Authorization;
 pub(crate) use conn::Session;
 pub use conn::session_head;
 pub(crate) use metrics::SessionMetrics;
@@ -59,6 +62,8 @@ pub struct SessionConfig {
     pub keepalive_timeout: Duration,
     /// Largest registration body accepted.
     pub max_registration_bytes: usize,
+    /// Whether a registration needs a signed ticket (the binary's default: required).
+    pub authorization: Authorization,
     /// The pod's name, passed to sessions in each request's meta.
     pub pod: Option<String>,
 }
@@ -74,6 +79,7 @@ impl SessionConfig {
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),
             max_registration_bytes: 1024 * 1024,
+            authorization: Authorization::Disabled,
             pod: std::env::var("POD_NAME")
                 .ok()
                 .or_else(|| std::env::var("HOSTNAME").ok()),
@@ -127,17 +133,40 @@ impl Sessions {
         self.next_request.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Validates a registration (JSON) and adds the session to the registry. Until
-    /// [`Session::run`] connects it, requests routed to it wait.
+    /// Validates a registration (JSON) and its ticket (when authorization is required), and
+    /// adds the session to the registry. Until [`Session::run`] connects it, requests routed to
+    /// it wait. A refusal says its status: `400` (the registration) or `403` (the ticket).
     pub(crate) fn register_json(
         &self,
         body: &[u8],
-    ) -> Result<Arc<Session>, tls_steal_crds::session::ApiError> {
-        let (reg, filter) = api::validate(body, &self.cfg.captured_ports)?;
+        ticket: Option<&str>,
+    ) -> Result<Arc<Session>, (http::StatusCode, tls_steal_crds::session::ApiError)> {
+        let (reg, filter) = api::validate(body, &self.cfg.captured_ports)
+            .map_err(|e| (http::StatusCode::BAD_REQUEST, e))?;
+        // The ticket covers the registration as sent (`ports: []` is its own scope).
+        let as_sent: tls_steal_crds::session::Registration =
+            serde_json::from_slice(body).unwrap_or_else(|_| reg.clone());
+        let scope = authorize::Scope::of(&as_sent);
+        let grant = self
+            .cfg
+            .authorization
+            .check(ticket, &scope, authorize::now())
+            .map_err(|e| {
+                self.metrics.ticket_refused(e.label());
+                (
+                    http::StatusCode::FORBIDDEN,
+                    tls_steal_crds::session::ApiError {
+                        error: e.to_string(),
+                        field: Some("ticket".into()),
+                        captured_ports: Vec::new(),
+                    },
+                )
+            })?;
         let session = Session::new(
             self.next_session_id(),
             reg,
             filter,
+            grant,
             self.cfg.clone(),
             self.metrics.clone(),
         );
@@ -146,12 +175,13 @@ impl Sessions {
         Ok(session)
     }
 
-    /// As [`Sessions::register_json`].
+    /// As [`Sessions::register_json`], without a ticket.
     pub fn register(
         &self,
         reg: &tls_steal_crds::session::Registration,
     ) -> Result<Arc<Session>, tls_steal_crds::session::ApiError> {
-        self.register_json(&serde_json::to_vec(reg).unwrap_or_default())
+        self.register_json(&serde_json::to_vec(reg).unwrap_or_default(), None)
+            .map_err(|(_, e)| e)
     }
 
     /// The proxy's shared state, if it is running.

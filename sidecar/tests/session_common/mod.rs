@@ -20,9 +20,10 @@ use tls_steal_crds::StealPlan;
 use tls_steal_crds::filter::HttpFilter;
 use tls_steal_crds::session::{
     ApiError, EVENT_PATH, Event, META_HEADER, Mode, REGISTER_PATH, Registration, RequestMeta,
-    SESSION_ID_HEADER, STATUS_PATH, StatusReport, UPGRADE_PROTOCOL, UPGRADE_STATUS_HEADER,
+    SESSION_ID_HEADER, STATUS_PATH, StatusReport, TICKET_HEADER, TICKET_PATH, UPGRADE_PROTOCOL,
+    UPGRADE_STATUS_HEADER,
 };
-use tls_steal_sidecar::proxy::{self, ProxyConfig, ProxyHandle};
+use tls_steal_sidecar::proxy::{self, Authorization, ProxyConfig, ProxyHandle};
 use tls_steal_sidecar::session::{SessionConfig, Sessions};
 use tls_steal_test_support::app::{echo_upgrade, with_trailers};
 use tls_steal_test_support::client::h1_handshake;
@@ -57,6 +58,19 @@ impl World {
     /// `extra_ports`: more captured ports in the plan (their connections never arrive: the
     /// original destination is fixed to the app). `sessions`: tuned session settings.
     pub async fn start_with(extra_ports: &[u16], tune: Option<fn(&mut SessionConfig)>) -> World {
+        World::start_full(extra_ports, tune, Authorization::Disabled).await
+    }
+
+    /// A proxy whose session API requires tickets (`authorization`).
+    pub async fn start_authorized(authorization: Authorization) -> World {
+        World::start_full(&[], None, authorization).await
+    }
+
+    async fn start_full(
+        extra_ports: &[u16],
+        tune: Option<fn(&mut SessionConfig)>,
+        authorization: Authorization,
+    ) -> World {
         let pki = Pki::new();
         let app = App::start(&pki).await;
         let port = app.addr.port();
@@ -70,6 +84,7 @@ impl World {
         cfg.files.search_processes = false;
         cfg.drain_timeout = Duration::from_secs(2);
         cfg.drain_delay = Duration::ZERO;
+        cfg.session_authorization = authorization;
         let (proxy, sessions) = match tune {
             None => (proxy::start(cfg).await.expect("proxy starts"), None),
             Some(f) => {
@@ -286,9 +301,27 @@ pub async fn register_raw(
     body: Vec<u8>,
     handler: Handler,
 ) -> Result<TestSession, Refused> {
+    register_ticketed(api, body, Arc::default(), handler).await
+}
+
+/// The session's ticket: sent with the registration, and answered to the sidecar's
+/// `GET /.tls-steal/ticket` (404 while `None`); the test replaces it to renew.
+pub type TicketCell = Arc<Mutex<Option<String>>>;
+
+/// Registers with the ticket in `ticket` (if any) and serves the session.
+pub async fn register_ticketed(
+    api: SocketAddr,
+    body: Vec<u8>,
+    ticket: TicketCell,
+    handler: Handler,
+) -> Result<TestSession, Refused> {
     let tcp = TcpStream::connect(api).await.unwrap();
     let mut s = h1_handshake(tcp).await;
-    let req = Request::post(REGISTER_PATH)
+    let mut req = Request::post(REGISTER_PATH);
+    if let Some(t) = ticket.lock().unwrap().clone() {
+        req = req.header(TICKET_HEADER, t);
+    }
+    let req = req
         .header("host", "localhost")
         .header("connection", "upgrade")
         .header("upgrade", UPGRADE_PROTOCOL)
@@ -318,13 +351,22 @@ pub async fn register_raw(
     let arrived = Arc::new(Notify::new());
     let (got2, events2, arrived2) = (got.clone(), events.clone(), arrived.clone());
     let svc = service_fn(move |req: Request<Incoming>| {
-        let (got, events, arrived, handler) = (
+        let (got, events, arrived, handler, ticket) = (
             got2.clone(),
             events2.clone(),
             arrived2.clone(),
             handler.clone(),
+            ticket.clone(),
         );
         async move {
+            if req.uri().path() == TICKET_PATH {
+                let current = ticket.lock().unwrap().clone();
+                let mut r = Response::new(full(current.clone().unwrap_or_default()));
+                if current.is_none() {
+                    *r.status_mut() = StatusCode::NOT_FOUND;
+                }
+                return Ok::<_, Infallible>(r);
+            }
             if req.uri().path() == EVENT_PATH {
                 let body = req.into_body().collect().await.unwrap().to_bytes();
                 events

@@ -8,6 +8,9 @@ use super::steal::NotSent;
 
 /// How long a session that ended cleanly waits for the answers to its requests in flight.
 const DRAIN_BOUND: Duration = Duration::from_secs(30);
+/// How often a session is asked for a renewed ticket once its ticket is past half its life,
+/// and how long each ask may take.
+const TICKET_RETRY: Duration = Duration::from_secs(5);
 
 /// Why a session's connection failed (a connection that simply ends is no error).
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +185,9 @@ impl Session {
         if let Some(rx) = events {
             tokio::spawn(self.clone().deliver_events(rx));
         }
+        if self.grant().is_some() {
+            tokio::spawn(self.clone().keep_ticket());
+        }
         tokio::pin!(conn);
         let mut leaving = false;
         loop {
@@ -207,6 +213,76 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Keeps the session's ticket current: from half its lifetime on, asks the session for its
+    /// current ticket (`GET /.tls-steal/ticket`) every few seconds until one extends it; at the
+    /// expiry, ends the session like one whose client left.
+    async fn keep_ticket(self: Arc<Self>) {
+        let mut link = self.link.subscribe();
+        loop {
+            let Some(grant) = self.grant() else { return };
+            let now = authorize::now();
+            if now >= grant.exp {
+                warn!(session = self.id, steal_session = %grant.session, "session ticket expired");
+                self.close(&format!(
+                    "the session ticket of {} expired and was not renewed (StealSession deleted, or kubectl-steal gone?)",
+                    grant.session
+                ));
+                return;
+            }
+            let ask_at = grant.exp.saturating_sub(grant.lifetime / 2);
+            let wait = if now < ask_at {
+                ask_at - now
+            } else {
+                match self.ask_ticket().await {
+                    Some(ticket) => match self.cfg.authorization.renew(&ticket, &grant, now) {
+                        Ok(renewed) if renewed.exp > grant.exp => {
+                            debug!(
+                                session = self.id,
+                                exp = renewed.exp,
+                                "session ticket renewed"
+                            );
+                            self.set_grant(renewed);
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            warn!(session = self.id, error = %e, "renewed session ticket refused")
+                        }
+                    },
+                    None => debug!(session = self.id, "no renewed session ticket yet"),
+                }
+                TICKET_RETRY.as_secs().min(grant.exp - now)
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(wait.max(1))) => {}
+                _ = link.wait_for(|l| matches!(l, Link::Closed(_))) => return,
+            }
+        }
+    }
+
+    /// The session's current ticket, if it answers one.
+    async fn ask_ticket(&self) -> Option<String> {
+        let req = Request::get(format!("https://tls-steal{TICKET_PATH}"))
+            .body(Empty::<Bytes>::new().map_err(|n| match n {}).boxed_unsync())
+            .ok()?;
+        let resp = tokio::time::timeout(TICKET_RETRY, self.send(req))
+            .await
+            .ok()?
+            .ok()?;
+        if resp.status() != StatusCode::OK {
+            return None;
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), 16 * 1024);
+        let bytes = tokio::time::timeout(TICKET_RETRY, body.collect())
+            .await
+            .ok()?
+            .ok()?
+            .to_bytes();
+        String::from_utf8(bytes.to_vec())
+            .ok()
+            .map(|t| t.trim().to_owned())
     }
 
     /// Sends queued events (and, every 250 ms, the count of dropped mirror copies) as

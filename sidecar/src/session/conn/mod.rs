@@ -43,7 +43,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tls_steal_crds::filter::{CompiledFilter, HttpFilter, MatchNotes, RequestView};
 use tls_steal_crds::session::{
     ApiError, EVENT_PATH, Event, META_HEADER, Mode, Registration, RequestMeta, SessionInfo,
-    UPGRADE_STATUS_HEADER,
+    TICKET_PATH, UPGRADE_STATUS_HEADER,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, watch};
@@ -51,6 +51,7 @@ use tracing::{debug, info, warn};
 
 use crate::proxy::{ConnInfo, Delivery};
 use crate::proxy::{ProxyBody, error_chain, text_response};
+use crate::session::authorize::{self, Grant};
 use crate::session::goaway::GoawayWatch;
 use crate::session::metrics::{SessionError, SessionMetrics};
 use crate::session::{SessionConfig, Sessions};
@@ -104,6 +105,8 @@ pub struct Session {
     events_rx: Mutex<Option<mpsc::Receiver<Event>>>,
     /// When it registered (wall clock, for status) and how long ago (monotonic).
     registered: (std::time::SystemTime, std::time::Instant),
+    /// What its ticket grants (authorization required), renewed while it lives.
+    grant: Mutex<Option<Grant>>,
 }
 
 /// Counts a request in flight while alive.
@@ -127,6 +130,7 @@ impl Session {
         id: u64,
         reg: Registration,
         filter: Option<CompiledFilter>,
+        grant: Option<Grant>,
         cfg: Arc<SessionConfig>,
         metrics: Arc<SessionMetrics>,
     ) -> Arc<Self> {
@@ -158,7 +162,17 @@ impl Session {
             events,
             events_rx: Mutex::new(Some(events_rx)),
             registered: (std::time::SystemTime::now(), std::time::Instant::now()),
+            grant: Mutex::new(grant),
         })
+    }
+
+    /// What the session's ticket grants (`None`: authorization is disabled).
+    pub fn grant(&self) -> Option<Grant> {
+        self.grant.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_grant(&self, grant: Grant) {
+        *self.grant.lock().unwrap_or_else(|e| e.into_inner()) = Some(grant);
     }
 
     /// The filter that applies on `port` (`None`: the port is taken whole).
