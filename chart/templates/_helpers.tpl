@@ -65,6 +65,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - --sidecar-drain-delay={{ .Values.sidecar.drainDelaySeconds }}
 - --sidecar-max-connections={{ .Values.sidecar.maxConnections }}
 - --sidecar-workers={{ .Values.sidecar.workers }}
+- --session-authorization={{ .Values.sessions.authorization }}
+{{- with .Values.sessions.publicKeys }}
+- --session-keys={{ . }}
+{{- end }}
 {{- with .Values.sidecar.resources }}
 {{- with .requests }}
 {{- if .cpu }}

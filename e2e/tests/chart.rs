@@ -227,6 +227,10 @@ fn deployment_is_hardened_and_replicated() {
     assert!(args.contains("serve"), "{args:?}");
     assert!(args.contains("--sidecar-mode=auto"), "{args:?}");
     assert!(
+        args.contains("--session-authorization=disabled"),
+        "{args:?}"
+    );
+    assert!(
         args.contains("--webhook-config-name=tls-steal-webhook"),
         "{args:?}"
     );
@@ -251,6 +255,8 @@ fn deployment_is_hardened_and_replicated() {
         "image.webhook.tag=dev",
         "replicaCount=3",
         "sidecar.workers=3",
+        "sessions.authorization=required",
+        "sessions.publicKeys=AAAA_k-1",
     ]);
     let d = find(&custom, "Deployment");
     assert_eq!(d["spec"]["replicas"], 3);
@@ -265,6 +271,8 @@ fn deployment_is_hardened_and_replicated() {
         "--drain-delay=5",
         "--sidecar-max-connections=4096",
         "--sidecar-workers=3",
+        "--session-authorization=required",
+        "--session-keys=AAAA_k-1",
     ] {
         assert!(args.contains(a), "{a} missing from {args:?}");
     }
@@ -425,6 +433,8 @@ fn schema_rejects_bad_values() {
         "replicaCount=0",
         "sidecar.workers=lots",
         "sidecar.workers=0",
+        "sessions.authorization=maybe",
+        "sessions.publicKeys=not a key",
     ] {
         let (ok, text) = run_helm(&["template", "x", chart.to_str().unwrap(), "--set", bad]);
         assert!(!ok, "{bad} was accepted");

@@ -39,4 +39,4 @@ pub use openmetrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 pub use serve::run as run_serve;
 pub use serve::{ServeArgs, ServeError, SidecarArgs};
 pub use server::{AppState, drain, router, serve_tls};
-pub use settings::{Settings, SidecarMode, proxy_workers};
+pub use settings::{SessionAuthorization, Settings, SidecarMode, proxy_workers};

@@ -17,7 +17,9 @@ use crate::configs::ConfigCache;
 use crate::controller::ControllerMetrics;
 use crate::metrics::Metrics;
 use crate::server::{self, AppState, DEFAULT_BODY_LIMIT};
-use crate::settings::{LabelArg, Settings, SidecarMode, SidecarModeArg, resources};
+use crate::settings::{
+    LabelArg, SessionAuthorization, Settings, SidecarMode, SidecarModeArg, resources,
+};
 
 /// Flags shared by `serve` and `inject`: what gets injected.
 #[derive(clap::Args, Clone, Debug)]
@@ -67,6 +69,21 @@ pub struct SidecarArgs {
     /// `tls-steal.io/proxy-workers` annotation overrides it.
     #[arg(long, env = "TLS_STEAL_SIDECAR_WORKERS", default_value = "auto")]
     pub sidecar_workers: tls_steal_crds::workers::Workers,
+    /// Whether the injected proxy requires a signed ticket to register a session (`required`)
+    /// or lets whoever reaches its session API steal (`disabled`, the behaviour before tickets).
+    #[arg(long, env = "TLS_STEAL_SESSION_AUTHORIZATION", value_enum, default_value_t = SessionAuthorizationArg::Disabled)]
+    pub session_authorization: SessionAuthorizationArg,
+    /// Public keys (base64url Ed25519, comma-separated, at most two so a rotation overlaps)
+    /// whose tickets the injected proxies accept.
+    #[arg(long, env = "TLS_STEAL_SESSION_KEYS", default_value = "")]
+    pub session_keys: String,
+}
+
+/// `--session-authorization`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SessionAuthorizationArg {
+    Required,
+    Disabled,
 }
 
 impl SidecarArgs {
@@ -90,7 +107,26 @@ impl SidecarArgs {
             drain_delay_seconds: self.sidecar_drain_delay,
             max_connections: self.sidecar_max_connections.max(1),
             workers: self.sidecar_workers,
+            session_authorization: match self.session_authorization {
+                SessionAuthorizationArg::Disabled => SessionAuthorization::Disabled,
+                SessionAuthorizationArg::Required => SessionAuthorization::Required {
+                    keys: self.session_keys.clone(),
+                },
+            },
         }
+    }
+
+    /// Checks the flags a pod would otherwise carry to its proxy: a bad key stops the webhook
+    /// at start, never an injected pod.
+    pub fn check(&self) -> Result<(), tls_steal_crds::ticket::KeyError> {
+        let keys = tls_steal_crds::ticket::VerifyingKey::parse_list(&self.session_keys)?;
+        if keys.len() > 2 {
+            tracing::warn!(
+                keys = keys.len(),
+                "more than two session keys: a rotation needs only the current and the previous"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -148,6 +184,8 @@ pub enum ServeError {
     Kube(#[from] kube::Error),
     #[error("the serving certificate")]
     Cert(#[from] certs::CertError),
+    #[error("--session-keys (TLS_STEAL_SESSION_KEYS)")]
+    SessionKeys(#[from] tls_steal_crds::ticket::KeyError),
     #[error("serving on {addr}")]
     Io {
         addr: SocketAddr,
@@ -168,6 +206,7 @@ pub async fn run_until(
     args: ServeArgs,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    args.sidecar.check()?;
     let client = Client::try_default().await?;
     let detected = match client.apiserver_version().await {
         Ok(v) => {

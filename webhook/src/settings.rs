@@ -65,6 +65,18 @@ pub struct Settings {
     pub max_connections: u32,
     /// The proxy's `--workers` unless the pod's annotation says otherwise.
     pub workers: Workers,
+    /// Whether the proxy requires session tickets, and the keys it trusts.
+    pub session_authorization: SessionAuthorization,
+}
+
+/// What the proxy is told about session authorization (its `TLS_STEAL_SESSION_*` env).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SessionAuthorization {
+    /// Whoever reaches the session API may steal.
+    #[default]
+    Disabled,
+    /// A registration needs a ticket signed by one of `keys` (comma-separated, base64url).
+    Required { keys: String },
 }
 
 /// The proxy's worker threads for a pod: its `tls-steal.io/proxy-workers` annotation when that
@@ -84,6 +96,7 @@ impl Default for Settings {
             drain_delay_seconds: 5,
             max_connections: 4096,
             workers: Workers::default(),
+            session_authorization: SessionAuthorization::Disabled,
         }
     }
 }

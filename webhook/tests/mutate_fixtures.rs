@@ -10,7 +10,8 @@ use tls_steal_crds::{
     ConfigSource, MirrordClusterTlsStealConfig, MirrordTlsStealConfig, PodTarget, StealPlan,
 };
 use tls_steal_webhook::{
-    Injection, InjectionStatus, Outcome, Settings, SidecarMode, SkipReason, mutate, mutation,
+    Injection, InjectionStatus, Outcome, SessionAuthorization, Settings, SidecarMode, SkipReason,
+    mutate, mutation,
 };
 
 struct Fixture {
@@ -165,7 +166,9 @@ fn deployment_pod_exact_containers() {
                 "args": ["proxy", "--drain-delay", "5", "--max-connections", "4096"],
                 "env": [
                     {"name": "TLS_STEAL_PLAN", "value": plan},
-                    {"name": "TLS_STEAL_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+                    {"name": "TLS_STEAL_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "TLS_STEAL_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                    {"name": "TLS_STEAL_SESSION_AUTHORIZATION", "value": "disabled"}
                 ],
                 "ports": [
                     {"name": "tls-steal", "containerPort": 15443, "protocol": "TCP"},
@@ -621,4 +624,32 @@ fn proxy_workers_from_the_chart_and_the_pod_annotation() {
     // The chart's value is checked when the webhook starts.
     let e = "many".parse::<Workers>().unwrap_err().to_string();
     assert!(e.contains("many"), "{e}");
+}
+
+#[test]
+fn session_authorization_reaches_the_proxy() {
+    let f = fixture("deployment-pod");
+    let s = Settings {
+        session_authorization: SessionAuthorization::Required {
+            keys: "k1,k2".into(),
+        },
+        ..settings(SidecarMode::Native)
+    };
+    let target = PodTarget::from_pod(&f.pod);
+    let i = match mutate(&f.pod, &target, &f.namespace, &f.configs, &s) {
+        Outcome::Injected(i) => *i,
+        Outcome::Skipped(r) => panic!("skipped: {r:?}"),
+    };
+    check_patch(&f, &s, &i);
+    let env = container(&i.pod, "tls-steal-proxy").env.clone().unwrap();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        value("TLS_STEAL_SESSION_AUTHORIZATION").as_deref(),
+        Some("required")
+    );
+    assert_eq!(value("TLS_STEAL_SESSION_KEYS").as_deref(), Some("k1,k2"));
 }

@@ -33,7 +33,7 @@ pub enum ConfigError {
         source: KeyError,
     },
     #[error(
-        "--session-authorization required needs {SESSION_KEYS_ENV} (--session-keys) and {POD_NAMESPACE_ENV} (--pod-namespace); the webhook injects both (use `disabled` outside a cluster)"
+        "--session-authorization required needs {POD_NAMESPACE_ENV} (--pod-namespace), which the webhook injects (use `disabled` outside a cluster)"
     )]
     SessionAuthorizationIncomplete,
     #[error("invalid app probes in {APP_PROBES_ENV} (--app-probes-json): {source}")]
@@ -317,10 +317,10 @@ impl ProxyArgs {
                 let keys = VerifyingKey::parse_list(&self.session_keys)
                     .map_err(|source| ConfigError::SessionKeys { source })?;
                 match self.pod_namespace.filter(|n| !n.is_empty()) {
-                    Some(namespace) if !keys.is_empty() => {
-                        Authorization::Required { keys, namespace }
-                    }
-                    _ => return Err(ConfigError::SessionAuthorizationIncomplete),
+                    // No keys (yet): every registration is refused, naming the key its ticket
+                    // was signed with; the app's traffic is unaffected.
+                    Some(namespace) => Authorization::Required { keys, namespace },
+                    None => return Err(ConfigError::SessionAuthorizationIncomplete),
                 }
             }
         };
@@ -394,7 +394,7 @@ mod tests {
         .public_key();
         let required = ["--session-authorization", "required"];
         let e = config(&required).unwrap_err();
-        assert!(e.to_string().contains(SESSION_KEYS_ENV), "{e}");
+        assert!(e.to_string().contains(POD_NAMESPACE_ENV), "{e}");
         let mut args = required.to_vec();
         args.extend(["--session-keys", "nope"]);
         let e = config(&args).unwrap_err();

@@ -8,10 +8,11 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tls_steal_crds::StealPlan;
 
-use crate::settings::Settings;
+use crate::settings::{SessionAuthorization, Settings};
 use tls_steal_crds::contract::{
     ADMIN_PORT, ADMIN_PORT_NAME, APP_PROBES_ENV, CAPTURE_PORT, CAPTURE_PORT_NAME, INIT_CONTAINER,
-    PLAN_ENV, POD_IP_ENV, PROXY_CONTAINER, PROXY_UID,
+    PLAN_ENV, POD_IP_ENV, POD_NAMESPACE_ENV, PROXY_CONTAINER, PROXY_UID, SESSION_AUTHORIZATION_ENV,
+    SESSION_KEYS_ENV,
 };
 use tls_steal_crds::workers::Workers;
 
@@ -104,6 +105,34 @@ pub(super) fn proxy_container(
             }),
         },
     ];
+    // Session authorization: the proxy checks tickets for its own namespace.
+    env.push(EnvVar {
+        name: POD_NAMESPACE_ENV.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: None,
+                field_path: "metadata.namespace".into(),
+            }),
+            ..Default::default()
+        }),
+    });
+    let (authorization, keys) = match &settings.session_authorization {
+        SessionAuthorization::Disabled => ("disabled", None),
+        SessionAuthorization::Required { keys } => ("required", Some(keys.clone())),
+    };
+    env.push(EnvVar {
+        name: SESSION_AUTHORIZATION_ENV.into(),
+        value: Some(authorization.into()),
+        value_from: None,
+    });
+    if let Some(keys) = keys {
+        env.push(EnvVar {
+            name: SESSION_KEYS_ENV.into(),
+            value: Some(keys),
+            value_from: None,
+        });
+    }
     if let Some(json) = app_probes_json {
         env.push(EnvVar {
             name: APP_PROBES_ENV.into(),
