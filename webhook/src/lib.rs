@@ -26,6 +26,7 @@ mod server;
 mod settings;
 mod signals;
 mod sparse_pod;
+pub mod tickets;
 
 pub use admission::{Admission, Answer, Cluster};
 pub use certs::generate as generate_cert_bundle;

@@ -168,6 +168,8 @@ pub struct ServeArgs {
     /// `--controller`: also run the rollout controller (leader-elected) in this process.
     #[command(flatten)]
     pub controller: crate::controller::ServeControllerArgs,
+    #[command(flatten)]
+    pub sessions: crate::tickets::SessionArgs,
     /// Seconds to keep answering reviews after SIGTERM while `/readyz` fails, so the Service
     /// stops sending reviews here before the server stops accepting.
     #[arg(long, env = "TLS_STEAL_WEBHOOK_DRAIN_DELAY", default_value_t = 5)]
@@ -186,6 +188,8 @@ pub enum ServeError {
     Cert(#[from] certs::CertError),
     #[error("--session-keys (TLS_STEAL_SESSION_KEYS)")]
     SessionKeys(#[from] tls_steal_crds::ticket::KeyError),
+    #[error("the session ticket signing key")]
+    SigningKey(#[from] crate::tickets::KeysError),
     #[error("serving on {addr}")]
     Io {
         addr: SocketAddr,
@@ -219,13 +223,53 @@ pub async fn run_until(
             SidecarMode::Classic
         }
     };
-    let settings = args.sidecar.settings(detected);
+    let mut settings = args.sidecar.settings(detected);
     tracing::info!(mode = settings.sidecar_mode.as_str(), image = %settings.image, "injection settings");
 
     let cache = ConfigCache::start(client.clone());
     // One registry for this process's `/metrics`: admission's, and the controller's when it
     // runs here.
     let mut registry = Registry::default();
+    // Session authorization: the signing key (made on first start), its public half (and any
+    // extra `--session-keys`) injected into every proxy, and the ticket signer.
+    let (stop_signer, signer_stopped) = tokio::sync::oneshot::channel::<()>();
+    let signer = match &settings.session_authorization {
+        SessionAuthorization::Disabled => None,
+        SessionAuthorization::Required { keys } => {
+            let loaded = crate::tickets::load_or_create(
+                client.clone(),
+                &args.namespace,
+                &args.sessions.session_key_secret,
+            )
+            .await?;
+            let mut public = loaded.public.clone();
+            public.extend(
+                keys.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned),
+            );
+            tracing::info!(
+                kid = loaded.signer.kid(),
+                trusted = public.len(),
+                "session tickets required"
+            );
+            settings.session_authorization = SessionAuthorization::Required {
+                keys: public.join(","),
+            };
+            let metrics = Arc::new(crate::tickets::TicketMetrics::default());
+            metrics.register(&mut registry);
+            let ctx = Arc::new(crate::tickets::Signer {
+                client: client.clone(),
+                keys: Arc::new(loaded),
+                settings: args.sessions.signer(),
+                metrics,
+            });
+            Some(tokio::spawn(crate::tickets::signer::run(ctx, async {
+                let _ = signer_stopped.await;
+            })))
+        }
+    };
     let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = args.controller.enabled.then(|| {
         let metrics = Arc::new(ControllerMetrics::default());
@@ -288,6 +332,7 @@ pub async fn run_until(
             tls_ready,
             draining: draining.clone(),
             metrics: Arc::new(registry),
+            session_policy: Arc::new(args.sessions.policy()),
         },
         args.body_limit,
     );
@@ -303,6 +348,10 @@ pub async fn run_until(
         )
         .await;
         let _ = stop_controller.send(());
+        let _ = stop_signer.send(());
+        if let Some(task) = signer {
+            let _ = task.await;
+        }
         if let Some(task) = controller {
             let _ = task.await;
             tracing::info!("rollout controller stopped (Lease released if it led)");

@@ -1,4 +1,5 @@
-//! The thin HTTPS wrapper: `POST /mutate`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//! The thin HTTPS wrapper: `POST /mutate` (pods), `POST /sessions` (`StealSession` objects),
+//! `GET /healthz`, `GET /readyz`, `GET /metrics`.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use kube::core::admission::AdmissionResponse;
 use prometheus_client::registry::Registry;
 
 use crate::admission::Admission;
+use crate::admission::sessions::SessionPolicy;
 use crate::openmetrics;
 
 /// Largest accepted AdmissionReview body. Bigger ones get 413.
@@ -33,12 +35,15 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// What `/metrics` shows.
     pub metrics: Arc<Registry>,
+    /// The policy `/sessions` (admission of `StealSession` objects) applies.
+    pub session_policy: Arc<SessionPolicy>,
 }
 
 /// The router, with `body_limit` bytes as the largest accepted review.
 pub fn router(state: AppState, body_limit: usize) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
+        .route("/sessions", post(sessions))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -63,6 +68,24 @@ async fn mutate(State(state): State<AppState>, body: Result<Bytes, BytesRejectio
         }
     };
     let answer = state.admission.review(&body).await;
+    json(
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK),
+        answer.body,
+    )
+}
+
+async fn sessions(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let review = AdmissionResponse::invalid(rejection.body_text()).into_review();
+            return json(
+                rejection.status(),
+                serde_json::to_vec(&review).unwrap_or_default(),
+            );
+        }
+    };
+    let answer = crate::admission::sessions::review(&body, &state.session_policy);
     json(
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK),
         answer.body,

@@ -32,6 +32,7 @@ mod memo;
 mod owners;
 mod read;
 mod replay;
+pub mod sessions;
 #[cfg(test)]
 mod tests;
 

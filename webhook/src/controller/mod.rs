@@ -55,6 +55,7 @@ pub use desired::{
     hash_annotation_present, hash_recorded, live_pod_hashes, pod_plan_hash, pod_selector,
     workload_current_hash,
 };
+pub(crate) use error::chain as error_chain;
 pub use error::{Error, ErrorKind};
 pub use leader::{LeaseSettings, release, try_acquire_or_renew};
 pub use metrics::ControllerMetrics;

@@ -64,6 +64,7 @@ pub async fn start_with_metrics(
         tls_ready: Arc::new(AtomicBool::new(true)),
         draining: Arc::new(AtomicBool::new(false)),
         metrics: Arc::new(registry),
+        session_policy: Arc::default(),
     };
     let router = webhook::router(state.clone(), body_limit);
     let handle = axum_server::Handle::new();

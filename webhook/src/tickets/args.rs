@@ -1,0 +1,49 @@
+//! `serve` flags of session authorization (chart `sessions.*`): the admission policy and the
+//! signer's timings. Whether proxies require tickets is `--session-authorization` (with the
+//! other injection settings).
+
+use std::time::Duration;
+
+use crate::admission::sessions::SessionPolicy;
+
+use super::SignerSettings;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct SessionArgs {
+    /// Refuse sessions without a filter on every one of their ports.
+    #[arg(long, env = "TLS_STEAL_SESSIONS_REQUIRE_FILTER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub session_require_filter: bool,
+    /// Allow mirror sessions.
+    #[arg(long, env = "TLS_STEAL_SESSIONS_ALLOW_MIRROR", default_value_t = true, action = clap::ArgAction::Set)]
+    pub session_allow_mirror: bool,
+    /// The longest a session may last, seconds (and the duration of one that names none).
+    #[arg(long, env = "TLS_STEAL_SESSIONS_MAX_DURATION", default_value_t = 8 * 3600)]
+    pub session_max_duration: u32,
+    /// How long a session ticket lasts, seconds (renewed from half its life on).
+    #[arg(long, default_value_t = 120)]
+    pub session_ticket_ttl: u64,
+    /// A session whose client sent no heartbeat for this long is deleted, seconds.
+    #[arg(long, default_value_t = 90)]
+    pub session_heartbeat_grace: u64,
+    /// The Secret (in `--namespace`) holding the ticket signing key; created when missing.
+    #[arg(long, default_value = "tls-steal-session-keys")]
+    pub session_key_secret: String,
+}
+
+impl SessionArgs {
+    pub fn policy(&self) -> SessionPolicy {
+        SessionPolicy {
+            require_filter: self.session_require_filter,
+            allow_mirror: self.session_allow_mirror,
+            max_duration_seconds: self.session_max_duration.max(1),
+        }
+    }
+
+    pub fn signer(&self) -> SignerSettings {
+        SignerSettings {
+            ticket_ttl: Duration::from_secs(self.session_ticket_ttl.max(2)),
+            heartbeat_grace: Duration::from_secs(self.session_heartbeat_grace.max(1)),
+            max_duration: Duration::from_secs(u64::from(self.session_max_duration.max(1))),
+        }
+    }
+}

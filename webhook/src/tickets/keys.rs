@@ -1,0 +1,122 @@
+//! The session-ticket signing key: an Ed25519 key pair (PKCS#8) in a Secret of the chart's
+//! namespace, created on first start by whichever webhook replica gets there first, like its
+//! serving certificate. `current` signs; `previous` (when present) is still trusted, so a rotation
+//! overlaps: move `current` to `previous`, delete `current`, restart the webhook pods (a new
+//! `current` is made; pods injected before keep accepting tickets until they are rolled).
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use tls_steal_crds::ticket::{KeyError, SigningKey};
+
+/// The key that signs, and every public key the proxies are told to trust.
+#[derive(Debug)]
+pub struct SessionKeys {
+    pub signer: SigningKey,
+    /// base64url public keys: the current one first, then the previous one if any.
+    pub public: Vec<String>,
+}
+
+/// The key Secret could not be read or made.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error("reading or writing the session key Secret {namespace}/{name}")]
+    Kube {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the session key Secret {namespace}/{name}, key {field}")]
+    Key {
+        namespace: String,
+        name: String,
+        field: &'static str,
+        #[source]
+        source: KeyError,
+    },
+}
+
+const CURRENT: &str = "current";
+const PREVIOUS: &str = "previous";
+
+/// Reads the key Secret `namespace/name`, creating it (or its `current` key) when missing.
+pub async fn load_or_create(
+    client: Client,
+    namespace: &str,
+    name: &str,
+) -> Result<SessionKeys, KeysError> {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    let kube_err = |source| KeysError::Kube {
+        namespace: namespace.into(),
+        name: name.into(),
+        source,
+    };
+    let key_err = |field, source| KeysError::Key {
+        namespace: namespace.into(),
+        name: name.into(),
+        field,
+        source,
+    };
+    // Two replicas may start together: the loser of the create reads the winner's key.
+    for _ in 0..5 {
+        let existing = api.get_opt(name).await.map_err(kube_err)?;
+        let data = existing
+            .as_ref()
+            .and_then(|s| s.data.clone())
+            .unwrap_or_default();
+        if let Some(current) = data.get(CURRENT) {
+            let signer = SigningKey::from_pkcs8(&current.0).map_err(|e| key_err(CURRENT, e))?;
+            let mut public = vec![signer.public_key()];
+            if let Some(prev) = data.get(PREVIOUS) {
+                let prev = SigningKey::from_pkcs8(&prev.0).map_err(|e| key_err(PREVIOUS, e))?;
+                public.push(prev.public_key());
+            }
+            return Ok(SessionKeys { signer, public });
+        }
+        let der = SigningKey::generate_pkcs8().map_err(|e| key_err(CURRENT, e))?;
+        let mut data = data;
+        data.insert(CURRENT.into(), ByteString(der));
+        let result = match existing {
+            Some(mut s) => {
+                s.data = Some(data);
+                api.replace(name, &PostParams::default(), &s)
+                    .await
+                    .map(|_| ())
+            }
+            None => {
+                let s = Secret {
+                    metadata: ObjectMeta {
+                        name: Some(name.into()),
+                        namespace: Some(namespace.into()),
+                        labels: Some(
+                            [(
+                                "app.kubernetes.io/part-of".to_owned(),
+                                "tls-steal".to_owned(),
+                            )]
+                            .into(),
+                        ),
+                        ..Default::default()
+                    },
+                    data: Some(data),
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &s).await.map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(secret = %format!("{namespace}/{name}"), "session signing key created")
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(kube_err(e)),
+        }
+    }
+    let e = kube::Error::Api(
+        kube::core::Status::failure("the key Secret kept changing", "Conflict")
+            .with_code(409)
+            .boxed(),
+    );
+    Err(kube_err(e))
+}

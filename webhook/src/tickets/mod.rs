@@ -1,0 +1,15 @@
+//! Session tickets on the control plane: the signing key ([`keys`]) and the signer that writes a
+//! short-lived ticket into each admitted `StealSession`'s status and renews it while its client's
+//! heartbeat is fresh ([`signer`]). The sidecar checks the tickets offline
+//! (`tls_steal_crds::ticket`); the webhook injects the public keys.
+
+mod args;
+pub mod keys;
+mod metrics;
+pub mod signer;
+mod summary;
+
+pub use args::SessionArgs;
+pub use keys::{KeysError, SessionKeys, load_or_create};
+pub use metrics::TicketMetrics;
+pub use signer::{Signer, SignerSettings, Step, step};
