@@ -69,6 +69,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- with .Values.sessions.publicKeys }}
 - --session-keys={{ . }}
 {{- end }}
+- --session-require-filter={{ .Values.sessions.requireFilter }}
+- --session-allow-mirror={{ .Values.sessions.allowMirror }}
+- --session-max-duration={{ .Values.sessions.maxDuration }}
 {{- with .Values.sidecar.resources }}
 {{- with .requests }}
 {{- if .cpu }}

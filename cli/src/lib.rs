@@ -7,7 +7,7 @@
 //! `portforward`, `session` (register, then serve the reverse HTTP/2), `deliver` (to the
 //! local app), [`tls`] (the delivery TLS client), `output` (what the developer sees),
 //! `runner` (keeping one session per endpoint alive), `steal` (the command from start to
-//! summary). Read-only: `explain` (`--explain`), `status` (`status TARGET`), both through
+//! summary), `steal_object` (the run's `StealSession`: the permission, the ticket, the heartbeat). Read-only: `explain` (`--explain`), `status` (`status TARGET`), both through
 //! `inspect` and `sidecar_api`.
 //!
 //! The binary needs only [`Args`] and [`run`]; [`tls`] and [`local_head`] are public for the
@@ -27,6 +27,7 @@ mod settings;
 mod sidecar_api;
 mod status;
 mod steal;
+mod steal_object;
 mod target;
 pub mod tls;
 

@@ -128,7 +128,13 @@ pub async fn keep_session(endpoint: Endpoint, ctx: Arc<Context>, fatal: mpsc::Se
                             .unwrap_or("its TLS material could not be loaded"),
                     ));
                 }
+                ctx.pods.send_modify(|p| {
+                    p.insert(label.clone());
+                });
                 let ended = session::serve(registered.io, ctx.clone(), label.clone()).await;
+                ctx.pods.send_modify(|p| {
+                    p.remove(&label);
+                });
                 drop(forward);
                 if ctx.shutdown.is_started() {
                     return;

@@ -210,6 +210,8 @@ pub struct Context {
     /// The session's current ticket (from `--ticket`, or the `StealSession`'s status, renewed),
     /// sent with each registration and answered to the sidecar's `GET /.tls-steal/ticket`.
     pub ticket: tokio::sync::watch::Sender<Option<String>>,
+    /// The endpoints (`pod/x`) a session is registered on now (the StealSession's status).
+    pub pods: tokio::sync::watch::Sender<std::collections::BTreeSet<String>>,
     pub deliverer: Arc<Deliverer>,
     pub output: Arc<Output>,
     /// Ctrl-C: every session leaves cleanly.

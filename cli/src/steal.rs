@@ -16,6 +16,7 @@ use crate::deliver::Deliverer;
 use crate::output::{Output, describe_start};
 use crate::runner::{Endpoint, keep_session};
 use crate::session::Context;
+use crate::steal_object::{self, Ended, SessionObject};
 use crate::target::Target;
 use crate::{mirrord_config, pods, settings, target};
 
@@ -64,12 +65,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let ctx = Arc::new(Context {
         registration: reg.clone(),
         ticket: tokio::sync::watch::channel(args.ticket.clone()).0,
+        pods: Default::default(),
         deliverer: Arc::new(deliverer),
         output: output.clone(),
         shutdown: Default::default(),
     });
     let sessions = ctx.clone();
     let (fatal_tx, mut fatal_rx) = mpsc::channel(4);
+    // The run's StealSession (in a cluster): its deletion ends the run.
+    let (ended_tx, mut ended_rx) = mpsc::channel::<Ended>(1);
+    let mut object: Option<Arc<SessionObject>> = None;
+    let mut heartbeat = None;
 
     let (what, work) = match (&args.connect, &target_arg) {
         (Some(addr), target) => {
@@ -106,6 +112,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .unwrap_or_else(|| config.default_namespace.clone());
             let client = Client::try_from(config).context("cannot create the Kubernetes client")?;
             let selector = target::resolve(&client, &namespace, &target).await?;
+            if let Some(o) = steal_object::create(client.clone(), &namespace, t, &reg, how).await? {
+                let o = Arc::new(o);
+                output.info(&format!(
+                    "StealSession {} created{}",
+                    o.id(),
+                    if o.tickets_required {
+                        "; waiting for its ticket"
+                    } else {
+                        ""
+                    }
+                ));
+                object = Some(o.clone());
+                if let Err(e) = o.follow(ctx.clone(), ended_tx.clone()).await {
+                    o.delete().await;
+                    return Err(e.into());
+                }
+                heartbeat = Some(tokio::spawn(o.clone().heartbeat(ctx.clone())));
+            } else {
+                output.info(
+                    "this cluster has no StealSession resource (tls-steal predates it): the session is not recorded",
+                );
+            }
             let api: Api<Pod> = Api::namespaced(client, &namespace);
             let what = format!("{target} in namespace {namespace}");
             (
@@ -132,6 +160,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         biased;
         _ = shutdown_signal() => (Ok(()), false),
         Some(fatal) = fatal_rx.recv() => (Err(fatal.into()), false),
+        Some(Ended::Deleted) = ended_rx.recv() => (Err(anyhow::anyhow!(
+            "StealSession {} was deleted: the session ended",
+            object.as_ref().map(|o| o.id()).unwrap_or_default()
+        )), false),
         ended = &mut work => (match ended {
             _ if let Ok(fatal) = fatal_rx.try_recv() => Err(fatal.into()),
             Ok(Ok(())) => Err(anyhow::anyhow!("following the pods ended")),
@@ -152,6 +184,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         work.abort();
         let _ = work.await;
+    }
+    if let Some(h) = heartbeat {
+        h.abort();
+    }
+    if let Some(o) = &object {
+        o.delete().await;
+        output.info(&format!("StealSession {} deleted", o.id()));
     }
     if result.is_ok() || output.served() > 0 {
         output.info("sessions closed (deregistered)");

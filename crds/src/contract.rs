@@ -27,6 +27,9 @@ pub const POD_IP_ENV: &str = "TLS_STEAL_POD_IP";
 pub const POD_NAMESPACE_ENV: &str = "TLS_STEAL_POD_NAMESPACE";
 /// Env var of the proxy: `required` (a registration needs a ticket) or `disabled`.
 pub const SESSION_AUTHORIZATION_ENV: &str = "TLS_STEAL_SESSION_AUTHORIZATION";
+/// Annotation admission puts on each `StealSession`: `required` when the cluster's proxies
+/// require tickets (so `kubectl steal` waits for one), else `disabled`.
+pub const SESSION_AUTHORIZATION_ANNOTATION: &str = "tls-steal.io/authorization";
 /// Env var of the proxy: the public keys (base64url, comma-separated) whose tickets it accepts.
 pub const SESSION_KEYS_ENV: &str = "TLS_STEAL_SESSION_KEYS";
 

@@ -97,6 +97,13 @@ fn find<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
     found[0]
 }
 
+/// The one object of `kind` named `name`.
+fn find_named<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objs.iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
 fn strs(v: &Value) -> BTreeSet<String> {
     v.as_array()
         .into_iter()
@@ -139,7 +146,18 @@ fn mutating_webhook_configuration() {
     let objs = render(&[]);
     let mwc = find(&objs, "MutatingWebhookConfiguration");
     let hooks = mwc["webhooks"].as_array().unwrap();
-    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks.len(), 2);
+    // StealSession admission: fails closed, creates and updates, its own path.
+    let s = &hooks[1];
+    assert_eq!(s["name"], "sessions.tls-steal.io");
+    assert_eq!(s["failurePolicy"], "Fail");
+    assert_eq!(s["clientConfig"]["service"]["path"], "/sessions");
+    assert_eq!(
+        strs(&s["rules"][0]["operations"]),
+        set(&["CREATE", "UPDATE"])
+    );
+    assert_eq!(strs(&s["rules"][0]["resources"]), set(&["stealsessions"]));
+    assert_eq!(strs(&s["rules"][0]["apiGroups"]), set(&["tls-steal.io"]));
     let w = &hooks[0];
     assert_eq!(w["failurePolicy"], "Ignore", "fails open by default");
     assert_eq!(w["reinvocationPolicy"], "IfNeeded");
@@ -281,7 +299,7 @@ fn deployment_is_hardened_and_replicated() {
 #[test]
 fn rbac_is_least_privilege() {
     let objs = render(&[]);
-    let cr = find(&objs, "ClusterRole");
+    let cr = find_named(&objs, "ClusterRole", "tls-steal-webhook");
     let role = find(&objs, "Role");
     for r in [cr, role] {
         for rule in r["rules"].as_array().unwrap() {
@@ -358,6 +376,41 @@ fn rbac_is_least_privilege() {
         .collect();
     assert_eq!(all, set(&["get", "update", "create"]));
 
+    // The signer: StealSessions read and deleted, their status patched.
+    assert_eq!(
+        verbs(cr, "tls-steal.io", "stealsessions").0,
+        set(&["get", "list", "watch", "delete"])
+    );
+    assert_eq!(
+        verbs(cr, "tls-steal.io", "stealsessions/status").0,
+        set(&["get", "patch"])
+    );
+    // Roles to bind for developers and viewers.
+    let user = find_named(&objs, "ClusterRole", "tls-steal-user");
+    assert_eq!(
+        verbs(user, "tls-steal.io", "stealsessions").0,
+        set(&["create", "delete", "get", "list", "watch"])
+    );
+    assert!(verbs(user, "", "pods/portforward").0.contains("create"));
+    assert!(verbs(user, "", "secrets").0.is_empty());
+    let viewer = find_named(&objs, "ClusterRole", "tls-steal-viewer");
+    assert_eq!(verbs(viewer, "tls-steal.io", "stealsessions").0, read);
+    assert_eq!(viewer["rules"].as_array().unwrap().len(), 1);
+    // With tickets required, the signing key's Secret joins the webhook's own, by name.
+    let required = render(&["sessions.authorization=required"]);
+    let role = find(&required, "Role");
+    let named: BTreeSet<String> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| strs(&r["resources"]).contains("secrets") && r.get("resourceNames").is_some())
+        .flat_map(|r| strs(&r["resourceNames"]))
+        .collect();
+    assert_eq!(
+        named,
+        set(&["tls-steal-webhook-tls", "tls-steal-session-keys"])
+    );
+
     // Bindings point at the ServiceAccount.
     let sa = find(&objs, "ServiceAccount")["metadata"]["name"].clone();
     for kind in ["ClusterRoleBinding", "RoleBinding"] {
@@ -385,7 +438,7 @@ fn certificate_modes() {
     assert!(verbs(find(&cm, "Role"), "", "secrets").0.is_empty());
     assert!(
         verbs(
-            find(&cm, "ClusterRole"),
+            find_named(&cm, "ClusterRole", "tls-steal-webhook"),
             "admissionregistration.k8s.io",
             "mutatingwebhookconfigurations"
         )

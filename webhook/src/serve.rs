@@ -287,6 +287,10 @@ pub async fn run_until(
         controller: "tls-steal-webhook".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let session_policy = Arc::new(args.sessions.policy(matches!(
+        settings.session_authorization,
+        SessionAuthorization::Required { .. }
+    )));
     let admission = Arc::new(Admission::new(
         cache,
         settings,
@@ -332,7 +336,7 @@ pub async fn run_until(
             tls_ready,
             draining: draining.clone(),
             metrics: Arc::new(registry),
-            session_policy: Arc::new(args.sessions.policy()),
+            session_policy,
         },
         args.body_limit,
     );

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::json;
+use tls_steal_crds::contract::SESSION_AUTHORIZATION_ANNOTATION;
 use tls_steal_crds::session::Mode;
 use tls_steal_crds::steal_session::{RequestedBy, StealSessionSpec};
 
@@ -22,6 +23,9 @@ pub struct SessionPolicy {
     pub allow_mirror: bool,
     /// The longest a session may last, seconds (also the duration of one that names none).
     pub max_duration_seconds: u32,
+    /// The proxies require tickets (`sessions.authorization: required`): admission says so in
+    /// the annotation `tls-steal.io/authorization`, so `kubectl steal` knows to wait for one.
+    pub tickets_required: bool,
 }
 
 impl Default for SessionPolicy {
@@ -30,6 +34,7 @@ impl Default for SessionPolicy {
             require_filter: false,
             allow_mirror: true,
             max_duration_seconds: 8 * 3600,
+            tickets_required: false,
         }
     }
 }
@@ -144,9 +149,24 @@ fn create(
     if user.username.is_empty() {
         return Verdict::Deny("the request has no user: sessions record who created them".into());
     }
+    let authorization = if policy.tickets_required {
+        "required"
+    } else {
+        "disabled"
+    };
+    let has_annotations = req
+        .object
+        .as_ref()
+        .is_some_and(|o| o.metadata.annotations.is_some());
+    let annotation = if has_annotations {
+        json!({"op": "add", "path": "/metadata/annotations/tls-steal.io~1authorization", "value": authorization})
+    } else {
+        json!({"op": "add", "path": "/metadata/annotations", "value": {SESSION_AUTHORIZATION_ANNOTATION: authorization}})
+    };
     let patch = json!([
         {"op": "add", "path": "/spec/requestedBy", "value": user},
         {"op": "add", "path": "/spec/durationSeconds", "value": duration},
+        annotation,
     ]);
     Verdict::Allow(serde_json::from_value(patch).expect("a valid JSON patch"))
 }

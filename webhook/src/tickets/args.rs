@@ -31,11 +31,13 @@ pub struct SessionArgs {
 }
 
 impl SessionArgs {
-    pub fn policy(&self) -> SessionPolicy {
+    /// The admission policy; `tickets_required`: whether proxies are told to require tickets.
+    pub fn policy(&self, tickets_required: bool) -> SessionPolicy {
         SessionPolicy {
             require_filter: self.session_require_filter,
             allow_mirror: self.session_allow_mirror,
             max_duration_seconds: self.session_max_duration.max(1),
+            tickets_required,
         }
     }
 

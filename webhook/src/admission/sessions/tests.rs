@@ -56,6 +56,7 @@ fn strict() -> SessionPolicy {
         require_filter: true,
         allow_mirror: false,
         max_duration_seconds: 3600,
+        tickets_required: false,
     }
 }
 
@@ -72,8 +73,37 @@ fn create_records_the_requesting_user_over_whatever_the_client_wrote() {
         json!([
             {"op": "add", "path": "/spec/requestedBy",
              "value": {"username": "alice", "groups": ["dev", "system:authenticated"]}},
-            {"op": "add", "path": "/spec/durationSeconds", "value": 28800}
+            {"op": "add", "path": "/spec/durationSeconds", "value": 28800},
+            {"op": "add", "path": "/metadata/annotations",
+             "value": {"tls-steal.io/authorization": "disabled"}}
         ])
+    );
+}
+
+#[test]
+fn the_annotation_says_whether_tickets_are_required() {
+    let p = SessionPolicy {
+        tickets_required: true,
+        ..SessionPolicy::default()
+    };
+    let r = ask("CREATE", json!({"target": "deploy/web"}), None, &p);
+    assert_eq!(
+        patch_of(&r)[2]["value"]["tls-steal.io/authorization"],
+        "required"
+    );
+    // Existing annotations are kept: only the key is added.
+    let mut body: Value = serde_json::from_slice(&review_json(
+        "CREATE",
+        json!({"target": "deploy/web"}),
+        None,
+        Some("alice"),
+    ))
+    .unwrap();
+    body["request"]["object"]["metadata"]["annotations"] = json!({"team": "shop"});
+    let r = response(&review(&serde_json::to_vec(&body).unwrap(), &p));
+    assert_eq!(
+        patch_of(&r)[2],
+        json!({"op": "add", "path": "/metadata/annotations/tls-steal.io~1authorization", "value": "required"})
     );
 }
 
