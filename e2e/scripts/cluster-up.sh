@@ -35,9 +35,14 @@ openssl genrsa -out "$P/sa.key" 2048 2>/dev/null
 openssl rsa -in "$P/sa.key" -pubout -out "$P/sa.pub" 2>/dev/null
 ADMIN_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 KUBELET_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# Two developers for the "who may steal" check: alice gets tls-steal-user bound there, bob nothing.
+ALICE_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+BOB_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 cat > tokens.csv <<EOT
 $ADMIN_TOKEN,admin,admin-uid,"system:masters"
 $KUBELET_TOKEN,system:node:$NODE_NAME,kubelet-uid,"system:nodes"
+$ALICE_TOKEN,alice,alice-uid,"developers"
+$BOB_TOKEN,bob,bob-uid,"developers"
 EOT
 chmod 600 tokens.csv
 kubeconfig() { # file token
@@ -58,6 +63,8 @@ EOT
   chmod 600 "$1"
 }
 kubeconfig "$KUBECONFIG_FILE" "$ADMIN_TOKEN"
+kubeconfig "$E2E_RUN/alice.kubeconfig" "$ALICE_TOKEN"
+kubeconfig "$E2E_RUN/bob.kubeconfig" "$BOB_TOKEN"
 kubeconfig "$E2E_RUN/kubelet.kubeconfig" "$KUBELET_TOKEN"
 
 # ---- configuration files ------------------------------------------------------------------------

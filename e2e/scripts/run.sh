@@ -294,6 +294,71 @@ check_kubectl_steal() {
 }
 check "kubectl steal --header over port-forward: matching requests to the local app" check_kubectl_steal
 
+# (e1) Who may steal: alice, bound to tls-steal-user in the namespace, steals (her StealSession
+# records her, `kubectl get stealsessions` shows her session with its pod); bob, bound to nothing,
+# gets RBAC's refusal naming the role; a session without a filter is refused under
+# sessions.requireFilter; deleting alice's StealSession ends her steal, and the next request
+# reaches the pod.
+check_who_may_steal() {
+  [ "$WEBHOOK_UP" = 1 ] || { echo "needs the webhook Available"; return 1; }
+  [ -x "$BIN_DIR/kubectl-steal" ] || { echo "needs the kubectl-steal binary"; return 1; }
+  local pod ip lp local_host app_pid steal_pid rc=0 out name
+  pod=$(pod_of $NS_IN demo-app) && ip=$(svc_ip $NS_IN demo-app) && [ -n "$ip" ] ||
+    { echo "no demo-app pod or Service"; return 1; }
+  kc -n $NS_IN create rolebinding steal-alice --clusterrole=tls-steal-user --user=alice >/dev/null ||
+    { echo "cannot bind tls-steal-user"; return 1; }
+  lp=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  local_host=$(cat /proc/sys/kernel/hostname)
+  "$BIN_DIR/e2e-https-app" --listen "127.0.0.1:$lp" --cert "$W/$NS_IN.crt" --key "$W/$NS_IN.key" > "$W/who-local-app.log" 2>&1 &
+  app_pid=$!
+  steal_as() { # user args...
+    local who=$1; shift
+    KUBECONFIG=$E2E_RUN/$who.kubeconfig "$BIN_DIR/kubectl-steal" -n $NS_IN deploy/demo-app --port 443 --to "127.0.0.1:$lp" "$@"
+  }
+  served_by() { curl_app $NS_IN demo-app "$ip" "$@" | head -1; }
+  body() {
+    if out=$(steal_as bob --header 'x-steal: yes' 2>&1 </dev/null); then echo "bob stole without tls-steal-user: $out"; return 1; fi
+    echo "$out" | grep -q 'you may not steal in namespace' && echo "$out" | grep -q 'tls-steal-user' ||
+      { echo "bob's refusal does not say what is missing: $out"; return 1; }
+    echo "bob: $(echo "$out" | grep -m1 'may not steal')"
+    if out=$("$K8S_BIN/kubectl" --kubeconfig="$E2E_RUN/alice.kubeconfig" -n $NS_IN create -f - 2>&1 <<EOT
+apiVersion: tls-steal.io/v1alpha1
+kind: StealSession
+metadata: {generateName: unfiltered-}
+spec: {target: deploy/demo-app, ports: [443]}
+EOT
+    ); then echo "an unfiltered session was accepted: $out"; return 1; fi
+    echo "$out" | grep -q 'sessions.requireFilter' || { echo "unfiltered session refused, but not by the policy: $out"; return 1; }
+    steal_as alice --header 'x-steal: yes' > "$W/alice-steal.log" 2>&1 &
+    steal_pid=$!
+    registered() { grep -q 'registered' "$W/alice-steal.log"; }
+    wait_for 45 "alice's session" registered || { cat "$W/alice-steal.log"; echo "alice's session did not register"; return 1; }
+    local got
+    got=$(served_by -H 'x-steal: yes' "https://demo-app.$NS_IN.svc/alice")
+    [ "$got" = "served-by: pod $local_host" ] || { echo "alice's request answered by '$got', want her local app"; return 1; }
+    name=$(kc -n $NS_IN get stealsessions -o jsonpath='{.items[0].metadata.name}')
+    [ "$(kc -n $NS_IN get stealsession "$name" -o jsonpath='{.spec.requestedBy.username}')" = alice ] ||
+      { echo "StealSession $name does not record alice"; return 1; }
+    pods_registered() { [ "$(kc -n $NS_IN get stealsession "$name" -o jsonpath='{.status.podsRegistered}')" = 1 ]; }
+    wait_for 30 "the session's status to show its pod" pods_registered || { kc -n $NS_IN get stealsession "$name" -o yaml; echo "podsRegistered never 1"; return 1; }
+    out=$(kc get stealsessions -A)
+    echo "$out"
+    echo "$out" | grep "$name" | grep -q 'alice' || { echo "kubectl get stealsessions -A does not show alice's session"; return 1; }
+    kc -n $NS_IN delete stealsession "$name" >/dev/null
+    stopped() { ! kill -0 $steal_pid 2>/dev/null; }
+    wait_for 10 "kubectl-steal to end when its StealSession is deleted" stopped || { cat "$W/alice-steal.log"; echo "alice's steal kept running"; return 1; }
+    grep -q 'was deleted' "$W/alice-steal.log" || { cat "$W/alice-steal.log"; echo "kubectl-steal did not say why it ended"; return 1; }
+    got=$(served_by -H 'x-steal: yes' "https://demo-app.$NS_IN.svc/after")
+    [ "$got" = "served-by: pod $pod" ] || { echo "after the deletion answered by '$got', want the pod"; return 1; }
+    sed 's/^/alice: /' "$W/alice-steal.log" | tail -4
+  }
+  body || rc=1
+  kill -9 $steal_pid $app_pid 2>/dev/null; wait $steal_pid $app_pid 2>/dev/null
+  kc -n $NS_IN delete rolebinding steal-alice >/dev/null 2>&1
+  return $rc
+}
+check "who may steal: RBAC-bound alice steals, bob is refused, requireFilter, deletion ends it" check_who_may_steal
+
 # (e2) `kubectl steal --explain` and `kubectl steal status` on the demo app, read through the API
 # server and a real port-forward to the sidecar: the demo config matched, port 443 in the plan
 # the pod runs and served (not relayed), a sample request with `x-steal: yes` reaching the app
