@@ -111,7 +111,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| config.default_namespace.clone());
             let client = Client::try_from(config).context("cannot create the Kubernetes client")?;
-            let selector = target::resolve(&client, &namespace, &target).await?;
+            // The StealSession first: creating it is the permission to steal, so someone without
+            // it learns that (and which role to ask for) before anything else.
             if let Some(o) = steal_object::create(client.clone(), &namespace, t, &reg, how).await? {
                 let o = Arc::new(o);
                 output.info(&format!(
@@ -134,6 +135,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     "this cluster has no StealSession resource (tls-steal predates it): the session is not recorded",
                 );
             }
+            let selector = match target::resolve(&client, &namespace, &target).await {
+                Ok(s) => s,
+                Err(e) => {
+                    if let Some(o) = &object {
+                        o.delete().await;
+                    }
+                    return Err(e.into());
+                }
+            };
             let api: Api<Pod> = Api::namespaced(client, &namespace);
             let what = format!("{target} in namespace {namespace}");
             (

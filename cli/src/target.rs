@@ -74,7 +74,9 @@ pub enum TargetError {
         namespace: String,
         hint: &'static str,
     },
-    #[error("RBAC forbids reading {target} in namespace {namespace}: {message}")]
+    #[error(
+        "RBAC forbids reading {target} in namespace {namespace}: {message} (the ClusterRole tls-steal-user, bound in that namespace, grants what kubectl steal needs)"
+    )]
     Forbidden {
         target: Target,
         namespace: String,

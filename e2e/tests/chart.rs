@@ -245,7 +245,7 @@ fn deployment_is_hardened_and_replicated() {
     assert!(args.contains("serve"), "{args:?}");
     assert!(args.contains("--sidecar-mode=auto"), "{args:?}");
     assert!(
-        args.contains("--session-authorization=disabled"),
+        args.contains("--session-authorization=required"),
         "{args:?}"
     );
     assert!(
@@ -273,7 +273,7 @@ fn deployment_is_hardened_and_replicated() {
         "image.webhook.tag=dev",
         "replicaCount=3",
         "sidecar.workers=3",
-        "sessions.authorization=required",
+        "sessions.authorization=disabled",
         "sessions.publicKeys=AAAA_k-1",
     ]);
     let d = find(&custom, "Deployment");
@@ -289,7 +289,7 @@ fn deployment_is_hardened_and_replicated() {
         "--drain-delay=5",
         "--sidecar-max-connections=4096",
         "--sidecar-workers=3",
-        "--session-authorization=required",
+        "--session-authorization=disabled",
         "--session-keys=AAAA_k-1",
     ] {
         assert!(args.contains(a), "{a} missing from {args:?}");
@@ -365,7 +365,7 @@ fn rbac_is_least_privilege() {
         if v.contains("get") || v.contains("update") {
             assert_eq!(
                 strs(&r["resourceNames"]),
-                set(&["tls-steal-webhook-tls"]),
+                set(&["tls-steal-webhook-tls", "tls-steal-session-keys"]),
                 "{r}"
             );
         }
@@ -396,9 +396,17 @@ fn rbac_is_least_privilege() {
     let viewer = find_named(&objs, "ClusterRole", "tls-steal-viewer");
     assert_eq!(verbs(viewer, "tls-steal.io", "stealsessions").0, read);
     assert_eq!(viewer["rules"].as_array().unwrap().len(), 1);
-    // With tickets required, the signing key's Secret joins the webhook's own, by name.
-    let required = render(&["sessions.authorization=required"]);
-    let role = find(&required, "Role");
+    // With tickets required (the default), the signing key's Secret joins the webhook's own,
+    // by name; without, only the webhook's own.
+    let disabled = render(&["sessions.authorization=disabled"]);
+    let only_cert: BTreeSet<String> = find(&disabled, "Role")["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| strs(&r["resources"]).contains("secrets") && r.get("resourceNames").is_some())
+        .flat_map(|r| strs(&r["resourceNames"]))
+        .collect();
+    assert_eq!(only_cert, set(&["tls-steal-webhook-tls"]));
     let named: BTreeSet<String> = role["rules"]
         .as_array()
         .unwrap()
@@ -434,8 +442,25 @@ fn certificate_modes() {
         args.iter().any(|a| a.starts_with("--tls-cert-file=")),
         "{args:?}"
     );
-    // No Secret or MWC write access when the webhook does not manage its certificate.
-    assert!(verbs(find(&cm, "Role"), "", "secrets").0.is_empty());
+    // No MWC write access and no certificate Secret when the webhook does not manage its
+    // certificate: only the session signing key's Secret, by name (none without tickets).
+    let named: BTreeSet<String> = find(&cm, "Role")["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| strs(&r["resources"]).contains("secrets") && r.get("resourceNames").is_some())
+        .flat_map(|r| strs(&r["resourceNames"]))
+        .collect();
+    assert_eq!(named, set(&["tls-steal-session-keys"]));
+    let cm_disabled = render(&[
+        "certificate.mode=certManager",
+        "sessions.authorization=disabled",
+    ]);
+    assert!(
+        verbs(find(&cm_disabled, "Role"), "", "secrets")
+            .0
+            .is_empty()
+    );
     assert!(
         verbs(
             find_named(&cm, "ClusterRole", "tls-steal-webhook"),
