@@ -113,6 +113,7 @@ impl SidecarArgs {
                     keys: self.session_keys.clone(),
                 },
             },
+            own_namespace: None,
         }
     }
 
@@ -224,6 +225,7 @@ pub async fn run_until(
         }
     };
     let mut settings = args.sidecar.settings(detected);
+    settings.own_namespace = Some(args.namespace.clone());
     tracing::info!(mode = settings.sidecar_mode.as_str(), image = %settings.image, "injection settings");
 
     let cache = ConfigCache::start(client.clone());

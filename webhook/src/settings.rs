@@ -67,6 +67,8 @@ pub struct Settings {
     pub workers: Workers,
     /// Whether the proxy requires session tickets, and the keys it trusts.
     pub session_authorization: SessionAuthorization,
+    /// The chart's namespace: its pods are never injected (nor `kube-system`'s).
+    pub own_namespace: Option<String>,
 }
 
 /// What the proxy is told about session authorization (its `TLS_STEAL_SESSION_*` env).
@@ -97,6 +99,7 @@ impl Default for Settings {
             max_connections: 4096,
             workers: Workers::default(),
             session_authorization: SessionAuthorization::Disabled,
+            own_namespace: None,
         }
     }
 }

@@ -27,6 +27,8 @@ tls_steal_webhook_skips_total{reason="host_network"}
 tls_steal_webhook_skips_total{reason="opt_out"}
 tls_steal_webhook_skips_total{reason="own_pod"}
 tls_steal_webhook_skips_total{reason="no_spec"}
+tls_steal_webhook_skips_total{reason="protected_namespace"}
+tls_steal_webhook_skips_total{reason="control_plane"}
 tls_steal_webhook_undeclared_ports_total
 tls_steal_webhook_owner_lookup_errors_total
 tls_steal_webhook_oversized_requests_total

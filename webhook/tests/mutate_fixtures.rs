@@ -419,6 +419,26 @@ fn skips() {
     let mut p = f.pod.clone();
     p.metadata.annotations = Some([("tls-steal.io/status".to_string(), "{}".to_string())].into());
     assert_eq!(skip(&p, &f.configs), Some(SkipReason::AlreadyInjected));
+    // Never kube-system, the chart's namespace or control-plane pods, whatever configs match.
+    for (label, value) in [("tier", "control-plane"), ("component", "kube-apiserver")] {
+        let mut p = f.pod.clone();
+        p.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(label.into(), value.into());
+        assert_eq!(skip(&p, &f.configs), Some(SkipReason::ControlPlane));
+    }
+    let own = Settings {
+        own_namespace: Some(f.namespace.clone()),
+        ..settings(SidecarMode::Native)
+    };
+    for (namespace, s) in [("kube-system", &s), (f.namespace.as_str(), &own)] {
+        assert!(matches!(
+            mutate(&f.pod, &target, namespace, &f.configs, s),
+            Outcome::Skipped(SkipReason::ProtectedNamespace)
+        ));
+    }
     // A matching but invalid config.
     let mut bad = f.configs[0].clone();
     bad.spec.ports[0].agent_as_server.authentication.cert_pem = "relative.pem".into();

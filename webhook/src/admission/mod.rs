@@ -279,7 +279,7 @@ impl Admission {
             .take()
             .or_else(|| pod.metadata.namespace.clone())
             .unwrap_or_else(|| "default".into());
-        if let Some(reason) = precheck(&pod, &self.settings) {
+        if let Some(reason) = precheck(&pod, &namespace, &self.settings) {
             self.skipped(reason);
             return Step::Done(Reviewed {
                 result: ReviewResult::Skipped,

@@ -131,7 +131,11 @@ impl From<&ControllerArgs> for ControllerSettings {
             resync: Duration::from_secs(a.resync_seconds.max(10)),
             concurrency: a.concurrency,
             conflict_retries: 5,
-            webhook: Settings::default(),
+            // The Lease lives in the chart's namespace, whose pods are never injected.
+            webhook: Settings {
+                own_namespace: Some(a.lease_namespace.clone()),
+                ..Settings::default()
+            },
             namespace: a.watch_namespace.clone().filter(|n| !n.is_empty()),
         }
     }

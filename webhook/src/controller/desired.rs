@@ -198,7 +198,7 @@ impl WorkloadState {
                 spec: template.and_then(|t| t.spec.clone()),
                 status: None,
             };
-            mutate::precheck(&pod, settings).map(NoPlan::Pod)
+            mutate::precheck(&pod, namespace, settings).map(NoPlan::Pod)
         };
         WorkloadState {
             kind,

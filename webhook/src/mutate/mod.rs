@@ -62,6 +62,10 @@ pub enum SkipReason {
     OwnPod,
     /// The pod has no spec.
     NoSpec,
+    /// `kube-system` or the chart's own namespace: never injected, whatever their labels say.
+    ProtectedNamespace,
+    /// A control-plane pod (`tier: control-plane`, or `component` naming a control-plane part).
+    ControlPlane,
 }
 
 impl SkipReason {
@@ -75,10 +79,12 @@ impl SkipReason {
             SkipReason::OptOut => "opt_out",
             SkipReason::OwnPod => "own_pod",
             SkipReason::NoSpec => "no_spec",
+            SkipReason::ProtectedNamespace => "protected_namespace",
+            SkipReason::ControlPlane => "control_plane",
         }
     }
 
-    pub const ALL: [SkipReason; 7] = [
+    pub const ALL: [SkipReason; 9] = [
         SkipReason::NoMatchingConfig,
         SkipReason::InvalidConfigs,
         SkipReason::AlreadyInjected,
@@ -86,8 +92,19 @@ impl SkipReason {
         SkipReason::OptOut,
         SkipReason::OwnPod,
         SkipReason::NoSpec,
+        SkipReason::ProtectedNamespace,
+        SkipReason::ControlPlane,
     ];
 }
+
+/// Control-plane components, as kubeadm and most distributions label their static pods.
+const CONTROL_PLANE_COMPONENTS: [&str; 5] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "etcd",
+    "cloud-controller-manager",
+];
 
 /// The `tls-steal.io/status` annotation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,8 +165,17 @@ pub enum Outcome {
 }
 
 /// The skips that do not depend on configs. Checked before any owner lookup.
-pub fn precheck(pod: &Pod, settings: &Settings) -> Option<SkipReason> {
+pub fn precheck(pod: &Pod, namespace: &str, settings: &Settings) -> Option<SkipReason> {
     let meta = &pod.metadata;
+    if namespace == "kube-system" || settings.own_namespace.as_deref() == Some(namespace) {
+        return Some(SkipReason::ProtectedNamespace);
+    }
+    let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k));
+    if label("tier").is_some_and(|t| t == "control-plane")
+        || label("component").is_some_and(|c| CONTROL_PLANE_COMPONENTS.contains(&c.as_str()))
+    {
+        return Some(SkipReason::ControlPlane);
+    }
     let Some(spec) = &pod.spec else {
         return Some(SkipReason::NoSpec);
     };
@@ -210,7 +236,7 @@ pub fn mutation(
     configs: &[ConfigSource],
     settings: &Settings,
 ) -> Result<Mutation, SkipReason> {
-    if let Some(reason) = precheck(pod, settings) {
+    if let Some(reason) = precheck(pod, namespace, settings) {
         return Err(reason);
     }
     // precheck: the pod has a spec.
