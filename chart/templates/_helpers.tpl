@@ -92,9 +92,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 - --self-label=app.kubernetes.io/name=tls-steal-webhook
 - --drain-delay={{ .Values.webhook.drainDelaySeconds }}
-{{- if .Values.controller.enabled }}
-- --controller
-{{- end }}
 {{- if eq .Values.certificate.mode "selfManaged" }}
 - --secret-name={{ include "tls-steal.certSecretName" . }}
 - --webhook-config-name={{ include "tls-steal.webhookName" . }}

@@ -584,6 +584,124 @@ else
   skip "config on port 15443: Valid=False naming the field, its pod starts" "E2E_ROLLOUT=0"
 fi
 
+# ---- control plane under faults (issue 19) ------------------------------------------------------
+# With the chart's rollout controller on (its own Deployment, 2 replicas; the suite runs with it
+# off so no other check's Deployment is rolled), for the checks below only.
+lease_holder() { kc -n tls-steal get lease tls-steal-controller -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
+controller_switch() { # true|false
+  "$HELM" --kubeconfig "$KUBECONFIG_FILE" upgrade tls-steal "$REPO/chart" -n tls-steal --reuse-values \
+    --set controller.enabled=$1 >/dev/null || { echo "helm upgrade --set controller.enabled=$1 failed"; return 1; }
+  [ "$1" = true ] || return 0
+  kc -n tls-steal rollout status deploy/tls-steal-controller --timeout=120s >/dev/null ||
+    { echo "the controller Deployment did not become Available"; return 1; }
+  led() { [[ "$(lease_holder)" == tls-steal-controller-* ]]; }
+  wait_for 60 "a controller replica to lead" led || { echo "no controller replica took the Lease"; return 1; }
+}
+badkey_hash() { kc -n e2e-badkey get deploy demo-app -o jsonpath='{.spec.template.metadata.annotations.tls-steal\.io/config-hash}'; }
+# edit_rolls_out ALPN-JSON SECONDS: the edit changes the plan of e2e-badkey's config, so the
+# template's hash must change within SECONDS; prints how long it took
+edit_rolls_out() {
+  local before t0
+  before=$(badkey_hash); t0=$(date +%s%N)
+  kc -n e2e-badkey patch mirrordtlsstealconfig demo-app --type=json \
+    -p "[{\"op\":\"add\",\"path\":\"/spec/ports/0/agentAsServer/alpnProtocols\",\"value\":$1}]" >/dev/null || return 1
+  changed() { [ "$(badkey_hash)" != "$before" ]; }
+  wait_for "$2" "the edited config's workload to be rolled out" changed || { echo "config edit not rolled out within $2 s"; return 1; }
+  echo "config edit rolled out in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+}
+timing() { [ -n "${TLS_STEAL_E2E_TIMINGS:-}" ] && echo "$*" >> "$TLS_STEAL_E2E_TIMINGS"; return 0; }
+
+check_controller_takeover() {
+  [ $HELM_OK = 1 ] || { echo "needs the chart installed"; return 1; }
+  controller_switch true || return 1
+  edit_rolls_out '["http/1.1"]' 15 || return 1
+  local leader t0 took
+  leader=$(lease_holder); t0=$(date +%s%N)
+  kc -n tls-steal delete pod "$leader" --wait=false >/dev/null
+  taken() { local h; h=$(lease_holder); [ -n "$h" ] && [ "$h" != "$leader" ]; }
+  wait_for 60 "another replica to take the Lease" taken || { echo "no takeover within 60 s"; return 1; }
+  took=$(( ($(date +%s%N) - t0) / 1000000 ))
+  echo "leader $leader deleted: $(lease_holder) took the Lease in $took ms"
+  timing "controller leader takeover: $took ms"
+  edit_rolls_out '["h2","http/1.1"]' 15
+}
+
+# kube-apiserver stopped for 20 s and started again (same flags): no workload is rolled out
+# meanwhile or after, and then a config edit rolls its workload out within 5 s, exactly once.
+check_apiserver_restart() {
+  [ "$(lease_holder)" ] || { echo "needs the chart's controller running (previous check)"; return 1; }
+  gens() { kc get deploy -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}={.metadata.generation}{"\n"}{end}' | grep -v '^tls-steal/' | sort; }
+  local before after pid args t0 down
+  before=$(gens)
+  read -r pid _ < "$E2E_RUN/pids/kube-apiserver.pid"
+  mapfile -d '' args < "/proc/$pid/cmdline"
+  [ ${#args[@]} -gt 1 ] || { echo "cannot read kube-apiserver's command line"; return 1; }
+  kill "$pid"; t0=$(date +%s%N)
+  gone() { ! kill -0 "$pid" 2>/dev/null; }
+  wait_for 30 "kube-apiserver to stop" gone || { echo "kube-apiserver did not stop"; return 1; }
+  sleep 20
+  start_daemon kube-apiserver "${args[@]}"
+  up() { kc get --raw /readyz >/dev/null 2>&1; }
+  wait_for 90 "kube-apiserver to be ready again" up || { echo "kube-apiserver did not come back"; return 1; }
+  down=$(( ($(date +%s%N) - t0) / 1000000 ))
+  echo "kube-apiserver was down for $down ms"
+  # the controller's watches resume on their own (backoff); give them a moment as a user would
+  sleep 5
+  after=$(gens)
+  [ "$before" = "$after" ] || { echo "workloads changed across the restart:"; diff <(echo "$before") <(echo "$after"); return 1; }
+  local t1
+  t1=$(date +%s%N)
+  edit_rolls_out '["http/1.1"]' 5 || return 1
+  timing "config edit after a 20 s kube-apiserver outage: $(( ($(date +%s%N) - t1) / 1000000 )) ms"
+  sleep 3   # a second rollout would show as a second generation bump
+  after=$(gens)
+  local changed
+  changed=$(diff <(echo "$before") <(echo "$after") | grep '^>' || true)
+  [ "$(echo "$changed" | grep -c .)" = 1 ] && [[ "$changed" == "> e2e-badkey/demo-app="* ]] ||
+    { echo "want exactly e2e-badkey/demo-app changed, got: $changed"; return 1; }
+  local g0 g1
+  g0=$(echo "$before" | sed -n 's|^e2e-badkey/demo-app=||p'); g1=$(echo "$after" | sed -n 's|^e2e-badkey/demo-app=||p')
+  [ $((g1 - g0)) = 1 ] || { echo "e2e-badkey/demo-app generation $g0 -> $g1: rolled out more than once"; return 1; }
+}
+
+# `helm upgrade` rolling the webhook's 2 replicas while a loop creates injectable pods (bound to a
+# node that does not exist, so admission runs and nothing starts): every pod created is injected.
+check_webhook_upgrade_misses_no_pod() {
+  [ "$WEBHOOK_UP" = 1 ] || { echo "needs the webhook Available"; return 1; }
+  local ns=e2e-upgrade loop_pid n=0 missed=0 pod c
+  kc create namespace $ns >/dev/null && kc label namespace $ns tls-steal-injection=enabled >/dev/null || return 1
+  sed -e 's/namespace: example-deploy-namespace/namespace: e2e-upgrade/' -e 's/name: tls-steal-config-for-example-deploy/name: loop/' \
+    -e 's|targetPath: .*|targetPath: "pod/loop-*"|' "$FIX/seed-tls-steal-config.yaml" | kc apply -f - >/dev/null ||
+    { echo "loop config not created"; return 1; }
+  sleep 2   # the webhook's config cache
+  ( i=0; while :; do i=$((i+1))
+      kc -n $ns run "loop-$i" --image=tls-steal.local/pause:3.4.1 --restart=Never --port=443 --labels=app=example-deploy \
+        --overrides='{"apiVersion":"v1","spec":{"nodeName":"nowhere"}}' >/dev/null 2>&1 && echo "loop-$i" >> "$W/loop-pods"
+      sleep 0.2; done ) &
+  loop_pid=$!
+  sleep 2
+  "$HELM" --kubeconfig "$KUBECONFIG_FILE" upgrade tls-steal "$REPO/chart" -n tls-steal --reuse-values \
+    --set-string "webhook.podAnnotations.e2e-upgrade=$(date +%s)" >/dev/null || { kill $loop_pid; echo "helm upgrade failed"; return 1; }
+  kc -n tls-steal rollout status deploy/tls-steal-webhook --timeout=180s >/dev/null || { kill $loop_pid; echo "the webhook rollout did not finish"; return 1; }
+  sleep 3
+  kill $loop_pid; wait $loop_pid 2>/dev/null
+  for pod in $(cat "$W/loop-pods"); do
+    n=$((n+1))
+    c=$(kc -n $ns get pod "$pod" -o jsonpath='{range .spec.initContainers[*]}{.name},{end}{range .spec.containers[*]}{.name},{end}' 2>/dev/null)
+    [[ $c == *tls-steal-proxy* ]] || { missed=$((missed+1)); echo "not injected: $pod ($c)"; }
+  done
+  echo "$n pods created during the webhook's rolling upgrade, $missed not injected"
+  timing "pods created during a webhook rolling upgrade: $n, not injected: $missed"
+  kc delete namespace $ns --wait=false >/dev/null 2>&1
+  kc -n $ns delete pods --all --grace-period=0 --force >/dev/null 2>&1
+  [ "$n" -ge 20 ] || { echo "only $n pods created during the upgrade (want at least 20)"; return 1; }
+  [ $missed = 0 ]
+}
+check "controller Deployment: a config edit rolls out; leader deleted, the other replica takes over" check_controller_takeover
+check "kube-apiserver down 20 s: nothing rolled out meanwhile; then an edit rolls out within 5 s, once" check_apiserver_restart
+[ $HELM_OK = 1 ] && controller_switch false
+check "helm upgrade rolling the webhook while pods are created: every pod injected" check_webhook_upgrade_misses_no_pod
+
 # a burst of pods of one ReplicaSet (a new Deployment of 9 replicas): every pod injected, and the
 # webhook replays its answer for reviews that differ only in their uid (webhook/src/replay.rs),
 # read from each webhook pod's /metrics through the API server's pod proxy

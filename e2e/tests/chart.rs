@@ -86,8 +86,17 @@ fn render(sets: &[&str]) -> Vec<Value> {
     docs.into_iter().filter(|d| d.is_object()).collect()
 }
 
+/// Objects of the chart that are not the webhook's: the controller's and the roles to bind.
+const NOT_THE_WEBHOOK: [&str; 3] = ["tls-steal-controller", "tls-steal-user", "tls-steal-viewer"];
+
+/// The webhook's one object of `kind`.
 fn find<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
-    let found: Vec<&Value> = objs.iter().filter(|o| o["kind"] == kind).collect();
+    let found: Vec<&Value> = objs
+        .iter()
+        .filter(|o| {
+            o["kind"] == kind && !NOT_THE_WEBHOOK.iter().any(|n| o["metadata"]["name"] == *n)
+        })
+        .collect();
     assert_eq!(
         found.len(),
         1,
@@ -121,7 +130,7 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 fn verbs(role: &Value, group: &str, resource: &str) -> (BTreeSet<String>, bool) {
     let mut verbs = BTreeSet::new();
     let mut named = false;
-    for rule in role["rules"].as_array().unwrap() {
+    for rule in role["rules"].as_array().into_iter().flatten() {
         if strs(&rule["apiGroups"]).contains(group) && strs(&rule["resources"]).contains(resource) {
             verbs.extend(strs(&rule["verbs"]));
             named |= rule.get("resourceNames").is_some();
@@ -309,25 +318,39 @@ fn rbac_is_least_privilege() {
         }
     }
     let read = set(&["get", "list", "watch"]);
+    // The webhook reads configs and owners; it writes no workload, config status or Lease.
     for kind in ["mirrordtlsstealconfigs", "mirrordclustertlsstealconfigs"] {
         assert_eq!(verbs(cr, "mirrord.metalbear.co", kind).0, read, "{kind}");
         let status = verbs(cr, "mirrord.metalbear.co", &format!("{kind}/status")).0;
-        assert!(
-            status.contains("update") && status.contains("patch"),
-            "{kind}/status: {status:?}"
-        );
+        assert!(status.is_empty(), "{kind}/status: {status:?}");
     }
-    assert_eq!(verbs(cr, "", "pods").0, read);
-    assert_eq!(verbs(cr, "", "namespaces").0, read);
-    assert_eq!(verbs(cr, "apps", "replicasets").0, read);
+    assert!(verbs(cr, "", "pods").0.is_empty());
+    assert_eq!(verbs(cr, "apps", "replicasets").0, set(&["get"]));
+    for kind in ["deployments", "statefulsets", "daemonsets"] {
+        assert!(verbs(cr, "apps", kind).0.is_empty(), "{kind}");
+    }
+    assert_eq!(verbs(cr, "batch", "jobs").0, set(&["get"]));
+    // The controller's own account: the only one that patches workloads and writes status.
+    let ccr = find_named(&objs, "ClusterRole", "tls-steal-controller");
     for kind in ["deployments", "statefulsets", "daemonsets"] {
         assert_eq!(
-            verbs(cr, "apps", kind).0,
+            verbs(ccr, "apps", kind).0,
             set(&["get", "list", "watch", "patch"]),
             "{kind}"
         );
     }
-    assert_eq!(verbs(cr, "batch", "jobs").0, set(&["get"]));
+    assert_eq!(verbs(ccr, "", "pods").0, read);
+    assert_eq!(verbs(ccr, "", "namespaces").0, read);
+    assert!(verbs(ccr, "", "secrets").0.is_empty());
+    assert!(verbs(ccr, "tls-steal.io", "stealsessions").0.is_empty());
+    let crole = find_named(&objs, "Role", "tls-steal-controller");
+    assert!(
+        verbs(crole, "coordination.k8s.io", "leases")
+            .0
+            .contains("update")
+    );
+    let cb = find_named(&objs, "ClusterRoleBinding", "tls-steal-controller");
+    assert_eq!(cb["subjects"][0]["name"], "tls-steal-controller");
     assert!(verbs(cr, "", "events").0.contains("create"));
     assert!(
         verbs(cr, "", "secrets").0.is_empty(),
@@ -345,11 +368,7 @@ fn rbac_is_least_privilege() {
     );
 
     assert_eq!(role["metadata"]["namespace"], "tls-steal");
-    assert!(
-        verbs(role, "coordination.k8s.io", "leases")
-            .0
-            .contains("update")
-    );
+    assert!(verbs(role, "coordination.k8s.io", "leases").0.is_empty());
     let secret_rules: Vec<&Value> = role["rules"]
         .as_array()
         .unwrap()
@@ -591,5 +610,27 @@ fn grafana_dashboard_is_off_by_default_and_labelled_when_on() {
     assert!(
         !ok,
         "the schema takes dashboard.enabled as a boolean only: {text}"
+    );
+}
+
+#[test]
+fn the_controller_runs_apart_under_its_own_account() {
+    let objs = render(&[]);
+    let d = find_named(&objs, "Deployment", "tls-steal-controller");
+    assert_eq!(d["spec"]["replicas"], 2);
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "tls-steal-controller");
+    let c = &pod["containers"][0];
+    assert_eq!(c["args"][0], "controller");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let webhook_args =
+        strs(&find(&objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(!webhook_args.contains("--controller"), "{webhook_args:?}");
+    let off = render(&["controller.enabled=false"]);
+    assert!(
+        !off.iter()
+            .any(|o| o["metadata"]["name"] == "tls-steal-controller"),
+        "controller.enabled=false renders no controller object"
     );
 }
