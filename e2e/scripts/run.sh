@@ -636,9 +636,10 @@ check_apiserver_restart() {
   read -r pid _ < "$E2E_RUN/pids/kube-apiserver.pid"
   mapfile -d '' args < "/proc/$pid/cmdline"
   [ ${#args[@]} -gt 1 ] || { echo "cannot read kube-apiserver's command line"; return 1; }
+  # SIGTERM, then SIGKILL if it lingers (its graceful shutdown waits on long watches)
   kill "$pid"; t0=$(date +%s%N)
   gone() { ! kill -0 "$pid" 2>/dev/null; }
-  wait_for 30 "kube-apiserver to stop" gone || { echo "kube-apiserver did not stop"; return 1; }
+  wait_for 10 "kube-apiserver to stop" gone || { kill -9 "$pid" 2>/dev/null; sleep 1; }
   sleep 20
   start_daemon kube-apiserver "${args[@]}"
   up() { kc get --raw /readyz >/dev/null 2>&1; }
@@ -699,7 +700,7 @@ check_webhook_upgrade_misses_no_pod() {
 }
 check "controller Deployment: a config edit rolls out; leader deleted, the other replica takes over" check_controller_takeover
 check "kube-apiserver down 20 s: nothing rolled out meanwhile; then an edit rolls out within 5 s, once" check_apiserver_restart
-[ $HELM_OK = 1 ] && controller_switch false
+if [ $HELM_OK = 1 ]; then controller_switch false || true; fi
 check "helm upgrade rolling the webhook while pods are created: every pod injected" check_webhook_upgrade_misses_no_pod
 
 # a burst of pods of one ReplicaSet (a new Deployment of 9 replicas): every pod injected, and the

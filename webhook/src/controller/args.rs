@@ -131,11 +131,9 @@ impl From<&ControllerArgs> for ControllerSettings {
             resync: Duration::from_secs(a.resync_seconds.max(10)),
             concurrency: a.concurrency,
             conflict_retries: 5,
-            // The Lease lives in the chart's namespace, whose pods are never injected.
-            webhook: Settings {
-                own_namespace: Some(a.lease_namespace.clone()),
-                ..Settings::default()
-            },
+            // kube-system and control-plane pods are never planned; the chart's own namespace is
+            // refused at admission (the controller may run with its Lease anywhere).
+            webhook: Settings::default(),
             namespace: a.watch_namespace.clone().filter(|n| !n.is_empty()),
         }
     }
