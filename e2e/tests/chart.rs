@@ -113,6 +113,17 @@ fn find_named<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
+/// The Secrets a (Cluster)Role grants by name.
+fn named_secrets(role: &Value) -> BTreeSet<String> {
+    role["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| strs(&r["resources"]).contains("secrets") && r.get("resourceNames").is_some())
+        .flat_map(|r| strs(&r["resourceNames"]))
+        .collect()
+}
+
 fn strs(v: &Value) -> BTreeSet<String> {
     v.as_array()
         .into_iter()
@@ -418,21 +429,9 @@ fn rbac_is_least_privilege() {
     // With tickets required (the default), the signing key's Secret joins the webhook's own,
     // by name; without, only the webhook's own.
     let disabled = render(&["sessions.authorization=disabled"]);
-    let only_cert: BTreeSet<String> = find(&disabled, "Role")["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| strs(&r["resources"]).contains("secrets") && r.get("resourceNames").is_some())
-        .flat_map(|r| strs(&r["resourceNames"]))
-        .collect();
+    let only_cert: BTreeSet<String> = named_secrets(find(&disabled, "Role"));
     assert_eq!(only_cert, set(&["tls-steal-webhook-tls"]));
-    let named: BTreeSet<String> = role["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| strs(&r["resources"]).contains("secrets") && r.get("resourceNames").is_some())
-        .flat_map(|r| strs(&r["resourceNames"]))
-        .collect();
+    let named: BTreeSet<String> = named_secrets(&role);
     assert_eq!(
         named,
         set(&["tls-steal-webhook-tls", "tls-steal-session-keys"])
@@ -463,13 +462,7 @@ fn certificate_modes() {
     );
     // No MWC write access and no certificate Secret when the webhook does not manage its
     // certificate: only the session signing key's Secret, by name (none without tickets).
-    let named: BTreeSet<String> = find(&cm, "Role")["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| strs(&r["resources"]).contains("secrets") && r.get("resourceNames").is_some())
-        .flat_map(|r| strs(&r["resourceNames"]))
-        .collect();
+    let named: BTreeSet<String> = named_secrets(find(&cm, "Role"));
     assert_eq!(named, set(&["tls-steal-session-keys"]));
     let cm_disabled = render(&[
         "certificate.mode=certManager",

@@ -79,6 +79,17 @@ fn run(f: &Fixture, mode: SidecarMode) -> Injection {
     injection
 }
 
+/// `f`'s pod injected with `s` (it must be), its patch checked.
+fn inject(f: &Fixture, s: &Settings) -> Injection {
+    let target = PodTarget::from_pod(&f.pod);
+    let i = match mutate(&f.pod, &target, &f.namespace, &f.configs, s) {
+        Outcome::Injected(i) => *i,
+        Outcome::Skipped(r) => panic!("skipped: {r:?}"),
+    };
+    check_patch(f, s, &i);
+    i
+}
+
 /// The patch turns the pod as sent into the injected pod, like a full diff of the two would; in
 /// native mode it is exactly that diff.
 fn check_patch(f: &Fixture, s: &Settings, injection: &Injection) {
@@ -622,12 +633,7 @@ fn proxy_workers_from_the_chart_and_the_pod_annotation() {
             workers: chart.parse::<Workers>().unwrap(),
             ..settings(SidecarMode::Native)
         };
-        let target = PodTarget::from_pod(&f.pod);
-        let i = match mutate(&f.pod, &target, &f.namespace, &f.configs, &s) {
-            Outcome::Injected(i) => *i,
-            Outcome::Skipped(r) => panic!("skipped: {r:?}"),
-        };
-        check_patch(&f, &s, &i);
+        let i = inject(&f, &s);
         let args = container(&i.pod, "tls-steal-proxy").args.clone().unwrap();
         args.iter()
             .position(|a| a == "--workers")
@@ -655,12 +661,7 @@ fn session_authorization_reaches_the_proxy() {
         },
         ..settings(SidecarMode::Native)
     };
-    let target = PodTarget::from_pod(&f.pod);
-    let i = match mutate(&f.pod, &target, &f.namespace, &f.configs, &s) {
-        Outcome::Injected(i) => *i,
-        Outcome::Skipped(r) => panic!("skipped: {r:?}"),
-    };
-    check_patch(&f, &s, &i);
+    let i = inject(&f, &s);
     let env = container(&i.pod, "tls-steal-proxy").env.clone().unwrap();
     let value = |name: &str| {
         env.iter()
