@@ -431,7 +431,7 @@ fn rbac_is_least_privilege() {
     let disabled = render(&["sessions.authorization=disabled"]);
     let only_cert: BTreeSet<String> = named_secrets(find(&disabled, "Role"));
     assert_eq!(only_cert, set(&["tls-steal-webhook-tls"]));
-    let named: BTreeSet<String> = named_secrets(&role);
+    let named: BTreeSet<String> = named_secrets(role);
     assert_eq!(
         named,
         set(&["tls-steal-webhook-tls", "tls-steal-session-keys"])
