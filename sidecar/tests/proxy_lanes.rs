@@ -22,8 +22,9 @@ async fn two_lanes_share_the_port_and_keep_their_own_app_connections() {
     cfg.workers = 2;
     let proxy = start_proxy(cfg).await;
     assert_eq!(proxy.listen.len(), 1, "one address, whatever the lanes");
+    // Linux names a thread from inside it once it runs, so the name may show a moment later.
     assert_eq!(
-        threads_named("tls-steal-w1"),
+        threads_named_eventually("tls-steal-w1", 1).await,
         1,
         "lane 1 runs on its own thread"
     );
@@ -58,11 +59,20 @@ async fn two_lanes_share_the_port_and_keep_their_own_app_connections() {
     // The drain ends lane 1's runtime and thread.
     proxy.shutdown();
     proxy.wait().await;
+    assert_eq!(
+        threads_named_eventually("tls-steal-w1", 0).await,
+        0,
+        "lane 1's thread is still running after the drain"
+    );
+}
+
+/// Threads named `name`, once their count is `want` or after two seconds of polling.
+async fn threads_named_eventually(name: &str, want: usize) -> usize {
     for _ in 0..100 {
-        if threads_named("tls-steal-w1") == 0 {
-            return;
+        if threads_named(name) == want {
+            break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    panic!("lane 1's thread is still running after the drain");
+    threads_named(name)
 }
