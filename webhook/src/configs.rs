@@ -14,10 +14,16 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::openmetrics::{self, Label};
+use crate::watch_backoff::{self, WatchBackoff};
 use futures::StreamExt;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tls_steal_crds::{
     ConfigSource, MirrordClusterTlsStealConfig, MirrordTlsStealConfig, PodTarget,
 };
@@ -192,6 +198,32 @@ pub struct ConfigCache {
     generation: Arc<AtomicU64>,
     ready: Arc<AtomicBool>,
     index: RwLock<Arc<Index>>,
+    watch: WatchMetrics,
+}
+
+/// The two config kinds, as their watches' metric label.
+const KINDS: [&str; 2] = ["MirrordTlsStealConfig", "MirrordClusterTlsStealConfig"];
+
+/// How the config watches fare: what an operator alerts on when admission may be deciding from
+/// a cache that no longer follows the API server.
+struct WatchMetrics {
+    errors_family: Family<Label, Counter>,
+    errors: [Counter; 2],
+    listed_family: Family<Label, Gauge>,
+    listed_at: [Gauge; 2],
+}
+
+impl WatchMetrics {
+    fn new() -> Self {
+        let (errors_family, errors) = openmetrics::counters("kind", KINDS);
+        let (listed_family, listed_at) = openmetrics::labelled("kind", KINDS);
+        WatchMetrics {
+            errors_family,
+            errors,
+            listed_family,
+            listed_at,
+        }
+    }
 }
 
 impl ConfigCache {
@@ -202,7 +234,22 @@ impl ConfigCache {
             generation: Arc::new(AtomicU64::new(1)),
             ready: Arc::new(AtomicBool::new(true)),
             index: RwLock::new(Arc::new(Index::default())),
+            watch: WatchMetrics::new(),
         }
+    }
+
+    /// Adds the config watches' metrics to `registry`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "tls_steal_webhook_config_watch_errors",
+            "Errors of the config watches (each is retried within a second)",
+            self.watch.errors_family.clone(),
+        );
+        registry.register(
+            "tls_steal_webhook_config_listed_timestamp_seconds",
+            "When the config watch last completed a full list (Unix time)",
+            self.watch.listed_family.clone(),
+        );
     }
 
     /// Replaces the configs of a static cache.
@@ -223,40 +270,13 @@ impl ConfigCache {
             generation: Arc::new(AtomicU64::new(1)),
             ready: Arc::new(AtomicBool::new(false)),
             index: RwLock::new(Arc::new(Index::default())),
+            watch: WatchMetrics::new(),
         });
 
-        let generation = cache.generation.clone();
         let ns_api: Api<MirrordTlsStealConfig> = Api::all(client.clone());
-        tokio::spawn(async move {
-            let stream =
-                reflector::reflector(ns_writer, watcher(ns_api, watcher::Config::default()))
-                    .default_backoff();
-            stream
-                .for_each(|ev| {
-                    if let Err(e) = ev {
-                        tracing::warn!(error = %e, "watching MirrordTlsStealConfig");
-                    }
-                    generation.fetch_add(1, Ordering::SeqCst);
-                    futures::future::ready(())
-                })
-                .await;
-        });
-        let generation = cache.generation.clone();
+        tokio::spawn(cache.clone().follow(ns_api, ns_writer, 0));
         let cl_api: Api<MirrordClusterTlsStealConfig> = Api::all(client);
-        tokio::spawn(async move {
-            let stream =
-                reflector::reflector(cl_writer, watcher(cl_api, watcher::Config::default()))
-                    .default_backoff();
-            stream
-                .for_each(|ev| {
-                    if let Err(e) = ev {
-                        tracing::warn!(error = %e, "watching MirrordClusterTlsStealConfig");
-                    }
-                    generation.fetch_add(1, Ordering::SeqCst);
-                    futures::future::ready(())
-                })
-                .await;
-        });
+        tokio::spawn(cache.clone().follow(cl_api, cl_writer, 1));
         let ready = cache.ready.clone();
         tokio::spawn(async move {
             if namespaced.wait_until_ready().await.is_ok()
@@ -267,6 +287,42 @@ impl ConfigCache {
             }
         });
         cache
+    }
+
+    /// Keeps the store of `writer` (the config kind at `KINDS[kind]`) in step with the API
+    /// server: every event bumps the generation, errors are counted and retried soon (see
+    /// `watch_backoff`), and a completed list is timestamped.
+    async fn follow<K>(self: Arc<Self>, api: Api<K>, writer: Writer<K>, kind: usize)
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .backoff(WatchBackoff::new(watch_backoff::SMALL));
+        stream
+            .for_each(|ev| {
+                match ev {
+                    Err(e) => {
+                        tracing::warn!(error = %e, kind = KINDS[kind], "watching configs; retrying");
+                        self.watch.errors[kind].inc();
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs() as i64);
+                        self.watch.listed_at[kind].set(now);
+                    }
+                    Ok(_) => {}
+                }
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                futures::future::ready(())
+            })
+            .await;
     }
 
     /// Grows with every change of any config; a snapshot built now has at least this one.

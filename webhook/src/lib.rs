@@ -9,7 +9,8 @@
 //! `server` is the thin HTTPS wrapper; `configs` holds the config caches; `certs` the serving
 //! certificate; `metrics` admission's metrics (`openmetrics`: what they share with the
 //! controller's); [`controller`] the rollout controller; `inject` the offline command; `serve`
-//! wires admission (and the controller) together against a cluster.
+//! wires admission (and the controller) together against a cluster; `watch_backoff` is how soon
+//! every watch is retried.
 
 mod admission;
 mod certs;
@@ -27,6 +28,7 @@ mod settings;
 mod signals;
 mod sparse_pod;
 pub mod tickets;
+mod watch_backoff;
 
 pub use admission::{Admission, Answer, Cluster};
 pub use certs::generate as generate_cert_bundle;

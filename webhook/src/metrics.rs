@@ -93,33 +93,33 @@ impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "tls_steal_webhook_reviews",
-            "Admission reviews answered, by result.",
+            "Admission reviews answered, by result",
             self.reviews.clone(),
         );
         registry.register(
             "tls_steal_webhook_skips",
-            "Pods admitted without injection, by reason.",
+            "Pods admitted without injection, by reason",
             self.skips.clone(),
         );
         for (name, help, counter) in [
             (
                 "tls_steal_webhook_undeclared_ports",
-                "Captured ports that no container declares.",
+                "Captured ports that no container declares",
                 &self.undeclared_ports,
             ),
             (
                 "tls_steal_webhook_owner_lookup_errors",
-                "Failed ReplicaSet/Job owner lookups.",
+                "Failed ReplicaSet/Job owner lookups",
                 &self.owner_lookup_errors,
             ),
             (
                 "tls_steal_webhook_oversized_requests",
-                "Requests refused with 413.",
+                "Requests refused with 413",
                 &self.oversized,
             ),
             (
                 "tls_steal_webhook_replayed",
-                "Reviews answered with a kept answer and their own uid (they differed in nothing else).",
+                "Reviews answered with a kept answer and their own uid (they differed in nothing else)",
                 &self.replayed,
             ),
         ] {
@@ -127,7 +127,7 @@ impl Metrics {
         }
         registry.register(
             "tls_steal_webhook_review_duration_seconds",
-            "Time to answer a review.",
+            "Time to answer a review",
             self.duration.clone(),
         );
     }

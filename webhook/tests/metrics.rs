@@ -34,6 +34,10 @@ tls_steal_webhook_owner_lookup_errors_total
 tls_steal_webhook_oversized_requests_total
 tls_steal_webhook_replayed_total
 tls_steal_webhook_configs
+tls_steal_webhook_config_watch_errors_total{kind="MirrordTlsStealConfig"}
+tls_steal_webhook_config_watch_errors_total{kind="MirrordClusterTlsStealConfig"}
+tls_steal_webhook_config_listed_timestamp_seconds{kind="MirrordTlsStealConfig"}
+tls_steal_webhook_config_listed_timestamp_seconds{kind="MirrordClusterTlsStealConfig"}
 tls_steal_webhook_review_duration_seconds_bucket{le="0.0005"}
 tls_steal_webhook_review_duration_seconds_bucket{le="0.001"}
 tls_steal_webhook_review_duration_seconds_bucket{le="0.0025"}
@@ -121,6 +125,12 @@ async fn metrics_keep_every_series_the_old_renderers_wrote() {
     assert!(content_type.starts_with("application/openmetrics-text; version=1.0.0"));
     let text = String::from_utf8(body).unwrap();
     assert!(text.ends_with("# EOF\n"), "{text}");
+    // prometheus-client ends every HELP text with a period of its own.
+    let doubled: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("# HELP") && l.ends_with(".."))
+        .collect();
+    assert!(doubled.is_empty(), "HELP texts ending in '..': {doubled:?}");
 
     let scraped: Vec<String> = text
         .lines()

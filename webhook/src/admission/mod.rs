@@ -147,10 +147,11 @@ impl Admission {
     /// Adds admission's metrics to `registry`, with the number of cached configs.
     pub fn register_metrics(&self, registry: &mut Registry) {
         self.metrics.register(registry);
+        self.cache.register_metrics(registry);
         let cache = self.cache.clone();
         registry.register(
             "tls_steal_webhook_configs",
-            "Configs of both kinds in the cache.",
+            "Configs of both kinds in the cache",
             Sampled::new(move || cache.snapshot().len() as i64),
         );
     }

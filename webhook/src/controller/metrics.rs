@@ -82,48 +82,48 @@ impl ControllerMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "tls_steal_controller_reconciles",
-            "Workload reconciliations.",
+            "Workload reconciliations",
             self.reconciles.clone(),
         );
         registry.register(
             "tls_steal_controller_rollouts",
-            "Rollouts triggered by patching tls-steal.io/config-hash, by workload kind.",
+            "Rollouts triggered by patching tls-steal.io/config-hash, by workload kind",
             self.rollouts.clone(),
         );
         registry.register(
             "tls_steal_controller_rollouts_disabled",
-            "Rollouts not done because the workload is annotated tls-steal.io/rollout=false.",
+            "Rollouts not done because the workload is annotated tls-steal.io/rollout=false",
             self.rollouts_disabled.clone(),
         );
         registry.register(
             "tls_steal_controller_reconcile_errors",
-            "Failed reconciliations and status updates, by error kind.",
+            "Failed reconciliations and status updates, by error kind",
             self.errors.clone(),
         );
         registry.register(
             "tls_steal_controller_status_updates",
-            "Config status subresource patches.",
+            "Config status subresource patches",
             self.status_updates.clone(),
         );
         for (name, help, gauge) in [
             (
                 "tls_steal_controller_workloads_in_sync",
-                "Workloads whose pod template carries the plan hash the current configs give.",
+                "Workloads whose pod template carries the plan hash the current configs give",
                 &self.in_sync,
             ),
             (
                 "tls_steal_controller_workloads_out_of_sync",
-                "Workloads waiting for a rollout or refusing one (see _disabled).",
+                "Workloads waiting for a rollout or refusing one (see _disabled)",
                 &self.out_of_sync,
             ),
             (
                 "tls_steal_controller_workloads_rollout_disabled",
-                "Out-of-sync workloads annotated tls-steal.io/rollout=false.",
+                "Out-of-sync workloads annotated tls-steal.io/rollout=false",
                 &self.disabled,
             ),
             (
                 "tls_steal_controller_leader",
-                "1 while this replica holds the controller lease.",
+                "1 while this replica holds the controller lease",
                 &self.leader,
             ),
         ] {
@@ -131,17 +131,17 @@ impl ControllerMetrics {
         }
         registry.register(
             "tls_steal_controller_cached_objects",
-            "Workloads in the controller's watch cache, by kind (stripped on arrival: lean.rs).",
+            "Workloads in the controller's watch cache, by kind (stripped on arrival: lean.rs)",
             self.cached.clone(),
         );
         registry.register(
             "tls_steal_controller_watch_last_event_timestamp_seconds",
-            "Unix time of the last event the workload watch delivered, by kind.",
+            "Unix time of the last event the workload watch delivered, by kind",
             self.last_event.clone(),
         );
         registry.register(
             "tls_steal_controller_watch_errors",
-            "Failed workload watches (retried with backoff), by kind.",
+            "Failed workload watches (retried with backoff), by kind",
             self.watch_errors.clone(),
         );
     }

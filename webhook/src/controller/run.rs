@@ -22,6 +22,7 @@ use super::lean::{self, Lean};
 use super::metrics::ControllerMetrics;
 use super::triggers::{ConfigTracker, NamespaceTracker, Trigger};
 use super::{FIELD_MANAGER, leader, reconcile, sweep};
+use crate::watch_backoff::{self, WatchBackoff};
 
 /// Runs the controller until `shutdown` resolves: leader election, then (while leading) the
 /// watches, the three workload controllers and the status writer.
@@ -160,15 +161,15 @@ async fn drive_triggers(
         None => wc.clone(),
     };
     let namespaces = watcher(Api::<Namespace>::all(client.clone()), ns_wc)
-        .default_backoff()
+        .backoff(WatchBackoff::new(watch_backoff::SMALL))
         .reflect(ns_writer)
         .map(Change::Namespace);
     let namespaced = watcher(ctx.api::<MirrordTlsStealConfig>(), wc.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::new(watch_backoff::SMALL))
         .reflect(nc_writer)
         .map(Change::Namespaced);
     let cluster = watcher(Api::<MirrordClusterTlsStealConfig>::all(client.clone()), wc)
-        .default_backoff()
+        .backoff(WatchBackoff::new(watch_backoff::SMALL))
         .reflect(cc_writer)
         .map(Change::Cluster);
     let mut all = std::pin::pin!(futures::stream::select(
@@ -211,7 +212,7 @@ async fn workload_controller<W: Lean>(
     let dirty = ctx.clone();
     let cache = reader.clone();
     let workloads = watcher(ctx.api::<W>(), watcher::Config::default())
-        .default_backoff()
+        .backoff(WatchBackoff::new(watch_backoff::LARGE))
         .modify(lean::strip::<W>)
         .reflect(writer)
         .inspect(move |ev| {

@@ -25,6 +25,7 @@ use super::keys::SessionKeys;
 use super::metrics::TicketMetrics;
 use super::summary::{filter_summary, ports_summary};
 use crate::controller::error_chain as chain;
+use crate::watch_backoff::{self, WatchBackoff};
 
 /// Field manager of the signer's status writes.
 const MANAGER: &str = "tls-steal-session-signer";
@@ -220,7 +221,9 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<StealSession> = Api::all(ctx.client.clone());
+    // Renewals must not wait out a long backoff after an API server outage: tickets live 120 s.
     Controller::new(api, watcher::Config::default())
+        .trigger_backoff(WatchBackoff::new(watch_backoff::SMALL))
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
