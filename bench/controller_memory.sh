@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# RSS of the webhook replicas (admission + the rollout controller's watch caches) as workloads
-# are added, on the local e2e cluster (issue 19: ≤ 4 KiB per workload).
+# RSS of the webhook replicas (admission) and the controller replicas (the rollout controller's
+# watch caches: only the leader's grow) as workloads are added, on the local e2e cluster (issue 19: ≤ 4 KiB per workload).
 #
-# Needs a running cluster with tls-steal installed: `KEEP_CLUSTER=1 E2E_ROLLOUT=0 bash
-# e2e/scripts/run.sh` leaves one up (stop it with `e2e/scripts/cluster-down.sh`).
+# Needs a running cluster with tls-steal installed and the chart's controller on: `KEEP_CLUSTER=1
+# E2E_ROLLOUT=0 bash e2e/scripts/run.sh` leaves one up (stop it with `e2e/scripts/cluster-down.sh`),
+# then `helm upgrade tls-steal chart -n tls-steal --reuse-values --set controller.enabled=true`.
 # Creates N Deployments (replicas 0, so no pods) in the namespace `tls-steal-mem`, each like a
 # real one: three containers with env, probes, resources and ports, applied with `kubectl apply`
 # (so with managedFields and the last-applied annotation), and prints the RSS of every webhook
@@ -18,8 +19,14 @@ CHUNK=${CHUNK:-500}
 NS=tls-steal-mem
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
-# summed RSS (KiB) of each `tls-steal-webhook serve` process, one line per process
-rss() { for p in $(pgrep -f 'tls-steal-webhook serve'); do echo "$p $(awk '/^VmRSS:/ {print $2}' /proc/$p/status)"; done; }
+# RSS (KiB) of each webhook (`serve`) and controller (`controller`) process, one line per process:
+# "<role>/<pid> <kib>"
+rss() {
+  local role p
+  for role in serve controller; do
+    for p in $(pgrep -f "tls-steal-webhook $role"); do echo "$role/$p $(awk '/^VmRSS:/ {print $2}' /proc/$p/status)"; done
+  done
+}
 
 deployment() { # index
   cat <<YAML

@@ -668,8 +668,12 @@ check_apiserver_restart() {
   local ns=e2e-after-outage errors
   kc create namespace $ns >/dev/null && kc label namespace $ns tls-steal-injection=enabled >/dev/null &&
     seed_config_for $ns after "pod/after-*" || { echo "namespace or config not created"; return 1; }
+  # kube-controller-manager's watches come back too: its ServiceAccount controller gives the new
+  # namespace the `default` account pods need
+  wait_for 60 "the default ServiceAccount of $ns" kc -n $ns get serviceaccount default ||
+    { echo "namespace $ns got no default ServiceAccount"; return 1; }
   sleep 2   # as the upgrade check: the config cache's watch delivers within this
-  bare_pod $ns after-1 || { echo "pod after-1 not created"; return 1; }
+  bare_pod $ns after-1 || { echo "pod after-1 not created: $(kc -n $ns run after-1 --image=x --dry-run=server -o name 2>&1 | tail -1)"; return 1; }
   is_injected $ns after-1 || { echo "a pod created 2 s after a new config, after the outage, was not injected"; return 1; }
   errors=$(webhook_metric 'tls_steal_webhook_config_watch_errors_total{')
   echo "config watch errors counted by the webhook replicas: $errors"
@@ -710,6 +714,8 @@ check_webhook_upgrade_misses_no_pod() {
   local ns=e2e-upgrade loop_pid n=0 missed=0 pod
   kc create namespace $ns >/dev/null && kc label namespace $ns tls-steal-injection=enabled >/dev/null || return 1
   seed_config_for $ns loop "pod/loop-*" || { echo "loop config not created"; return 1; }
+  wait_for 60 "the default ServiceAccount of $ns" kc -n $ns get serviceaccount default ||
+    { echo "namespace $ns got no default ServiceAccount"; return 1; }
   sleep 2   # the webhook's config cache
   ( i=0; while :; do i=$((i+1))
       bare_pod $ns "loop-$i" && echo "loop-$i" >> "$W/loop-pods"

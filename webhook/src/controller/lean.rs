@@ -1,11 +1,19 @@
-//! What the controller's watch caches keep of a workload: everything its decisions read (metadata
-//! it matches and annotates, the pod template, the selector, a DaemonSet's status), without what
-//! they never read and that is often most of the object: `managedFields`, the
-//! `kubectl.kubernetes.io/last-applied-configuration` annotation (a second copy of the whole
-//! object) and, for Deployments and StatefulSets, the status. Applied to every object as it
-//! arrives, before the cache stores it.
+//! What the controller's watch caches keep of a workload: only what its decisions read.
+//!
+//! The decisions read the workload's metadata (name, namespace, resource version, labels and
+//! annotations it matches and patches), its selector, a DaemonSet's status, and of the pod
+//! template only what the plan and the skip reasons see: the template's labels and annotations,
+//! each container's name and declared ports (`PodTarget::from_template`), init container names
+//! and `hostNetwork` (`mutate::precheck`). Everything else is dropped as each object arrives,
+//! before the cache stores it: `managedFields`, the `kubectl.kubernetes.io/last-applied-configuration`
+//! annotation (a second copy of the whole object), Deployment/StatefulSet status, and the rest of
+//! the template (env, probes, resources, images, volumes...), which is most of a real workload
+//! (issue 19: memory per cached workload, BENCHMARKS.md). A test checks that the controller's
+//! view of a stripped workload equals its view of the whole one.
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Container, ContainerPort, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use super::desired::Workload;
@@ -13,14 +21,19 @@ use super::desired::Workload;
 /// The annotation `kubectl apply` writes: the last applied object, in full.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// A workload whose status the decisions do not read.
+/// A workload the controller caches.
 pub trait Lean: Workload {
+    /// Drops the status when the decisions do not read it.
     fn drop_unread_status(&mut self);
+    fn template_mut(&mut self) -> Option<&mut PodTemplateSpec>;
 }
 
 impl Lean for Deployment {
     fn drop_unread_status(&mut self) {
         self.status = None;
+    }
+    fn template_mut(&mut self) -> Option<&mut PodTemplateSpec> {
+        self.spec.as_mut().map(|s| &mut s.template)
     }
 }
 
@@ -28,11 +41,17 @@ impl Lean for StatefulSet {
     fn drop_unread_status(&mut self) {
         self.status = None;
     }
+    fn template_mut(&mut self) -> Option<&mut PodTemplateSpec> {
+        self.spec.as_mut().map(|s| &mut s.template)
+    }
 }
 
 impl Lean for DaemonSet {
     /// Kept: `expects_no_pods` reads `desiredNumberScheduled` and `observedGeneration`.
     fn drop_unread_status(&mut self) {}
+    fn template_mut(&mut self) -> Option<&mut PodTemplateSpec> {
+        self.spec.as_mut().map(|s| &mut s.template)
+    }
 }
 
 /// Strips `w` down to what the controller reads.
@@ -40,6 +59,52 @@ pub fn strip<W: Lean>(w: &mut W) {
     w.managed_fields_mut().clear();
     w.annotations_mut().remove(LAST_APPLIED);
     w.drop_unread_status();
+    if let Some(t) = w.template_mut() {
+        strip_template(t);
+    }
+}
+
+/// The template's labels and annotations, container names and ports, init container names and
+/// `hostNetwork`.
+fn strip_template(t: &mut PodTemplateSpec) {
+    if let Some(m) = t.metadata.as_mut() {
+        *m = ObjectMeta {
+            labels: m.labels.take(),
+            annotations: m.annotations.take(),
+            ..ObjectMeta::default()
+        };
+    }
+    if let Some(s) = t.spec.as_mut() {
+        let named = |c: &mut Container| Container {
+            name: std::mem::take(&mut c.name),
+            ..Container::default()
+        };
+        *s = PodSpec {
+            containers: s
+                .containers
+                .iter_mut()
+                .map(|c| Container {
+                    ports: c.ports.take().map(|ports| {
+                        ports
+                            .into_iter()
+                            .map(|p| ContainerPort {
+                                container_port: p.container_port,
+                                protocol: p.protocol,
+                                ..ContainerPort::default()
+                            })
+                            .collect()
+                    }),
+                    ..named(c)
+                })
+                .collect(),
+            init_containers: s
+                .init_containers
+                .take()
+                .map(|v| v.into_iter().map(|mut c| named(&mut c)).collect()),
+            host_network: s.host_network,
+            ..PodSpec::default()
+        };
+    }
 }
 
 #[cfg(test)]
@@ -93,7 +158,14 @@ mod tests {
             lean.annotations().get("tls-steal.io/rollout").unwrap(),
             "false"
         );
-        assert_eq!(lean.spec, full.spec, "the template and selector are whole");
+        let (spec, full_spec) = (lean.spec.as_ref().unwrap(), full.spec.as_ref().unwrap());
+        assert_eq!(spec.selector, full_spec.selector);
+        assert_eq!(spec.replicas, full_spec.replicas);
+        assert_eq!(spec.template.metadata, full_spec.template.metadata);
+        let c = &spec.template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(c.name, "app");
+        assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8443);
+        assert!(c.env.is_none() && c.image.is_none() && c.readiness_probe.is_none());
         assert_eq!(
             lean.metadata.resource_version,
             full.metadata.resource_version
@@ -107,6 +179,57 @@ mod tests {
             WorkloadState::of(&lean, true, &settings),
             WorkloadState::of(&full, true, &settings)
         );
+    }
+
+    /// Every template feature a decision reads: the controller's view (target, skip reason,
+    /// hash) of the stripped workload is its view of the whole one.
+    #[test]
+    fn the_decisions_see_the_same_workload_stripped() {
+        let settings = Settings {
+            self_label: Some(("app".into(), "tls-steal-webhook".into())),
+            ..Settings::default()
+        };
+        let variants = [
+            serde_json::json!({"hostNetwork": true}),
+            serde_json::json!({"initContainers": [{"name": "tls-steal-init", "image": "x"}]}),
+            serde_json::json!({"containers": [{"name": "tls-steal-proxy", "image": "x"}]}),
+            serde_json::json!({"containers": [{"name": "dns", "image": "x",
+                "ports": [{"containerPort": 53, "protocol": "UDP"}, {"containerPort": 8443, "name": "https"}]}]}),
+        ];
+        let labels = [
+            serde_json::json!({"app": "web"}),
+            serde_json::json!({"app": "web", "tls-steal.io/inject": "false"}),
+            serde_json::json!({"app": "tls-steal-webhook"}),
+            serde_json::json!({"tier": "control-plane"}),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for spec in &variants {
+            for labels in &labels {
+                let mut full = applied();
+                let t = &mut full.spec.as_mut().unwrap().template;
+                let mut pod_spec = serde_json::to_value(t.spec.as_ref().unwrap()).unwrap();
+                for (k, v) in spec.as_object().unwrap() {
+                    pod_spec[k] = v.clone();
+                }
+                t.spec = Some(serde_json::from_value(pod_spec).unwrap());
+                t.metadata.as_mut().unwrap().labels =
+                    Some(serde_json::from_value(labels.clone()).unwrap());
+                let mut lean = full.clone();
+                strip(&mut lean);
+                for opted_in in [true, false] {
+                    let state = WorkloadState::of(&lean, opted_in, &settings);
+                    seen.insert(format!("{:?} {:?}", state.no_plan, state.target.containers));
+                    assert_eq!(
+                        WorkloadState::of(&lean, opted_in, &settings),
+                        WorkloadState::of(&full, opted_in, &settings),
+                        "{spec} {labels}"
+                    );
+                }
+            }
+        }
+        // Host network, already injected, opted out, own pod, control plane, not opted in, and
+        // plannable pods with and without UDP ports: the variants reach every branch.
+        assert!(seen.len() >= 7, "{seen:#?}");
     }
 
     #[test]
