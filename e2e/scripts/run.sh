@@ -344,6 +344,14 @@ EOT
     pods_registered() { [ "$(kc -n $NS_IN get stealsession "$name" -o jsonpath='{.status.podsRegistered}')" = "$want" ]; }
     wait_for 30 "the session's status to show its pods" pods_registered ||
       { kc -n $NS_IN get stealsession "$name" -o yaml; echo "podsRegistered never $want (the app's pods)"; return 1; }
+    # an Event on each pod: who, port, filter (`kubectl describe pod` shows it)
+    event_on() { # reason
+      kc -n $NS_IN get events --field-selector "reason=$1,involvedObject.name=$pod" -o jsonpath='{.items[*].message}' | grep -q "alice's steal session $name"
+    }
+    wait_for 15 "a StealStarted Event on $pod" event_on StealStarted ||
+      { kc -n $NS_IN get events | tail -5; echo "no StealStarted Event naming alice on $pod"; return 1; }
+    kc -n $NS_IN describe pod "$pod" | grep -q StealStarted || { echo "kubectl describe pod $pod does not show the StealStarted Event"; return 1; }
+    echo "event: $(kc -n $NS_IN get events --field-selector "reason=StealStarted,involvedObject.name=$pod" -o jsonpath='{.items[0].message}')"
     out=$(kc get stealsessions -A)
     echo "$out"
     echo "$out" | grep "$name" | grep -q 'alice' || { echo "kubectl get stealsessions -A does not show alice's session"; return 1; }
@@ -351,6 +359,7 @@ EOT
     stopped() { ! kill -0 $steal_pid 2>/dev/null; }
     wait_for 10 "kubectl-steal to end when its StealSession is deleted" stopped || { cat "$W/alice-steal.log"; echo "alice's steal kept running"; return 1; }
     grep -q 'was deleted' "$W/alice-steal.log" || { cat "$W/alice-steal.log"; echo "kubectl-steal did not say why it ended"; return 1; }
+    wait_for 15 "a StealEnded Event on $pod" event_on StealEnded || { echo "no StealEnded Event on $pod after the deletion"; return 1; }
     got=$(served_by -H 'x-steal: yes' "https://demo-app.$NS_IN.svc/after")
     [[ "$got" == "served-by: pod demo-app-"* ]] || { echo "after the deletion answered by '$got', want a demo-app pod"; return 1; }
     sed 's/^/alice: /' "$W/alice-steal.log" | tail -4
@@ -636,10 +645,14 @@ check_apiserver_restart() {
   read -r pid _ < "$E2E_RUN/pids/kube-apiserver.pid"
   mapfile -d '' args < "/proc/$pid/cmdline"
   [ ${#args[@]} -gt 1 ] || { echo "cannot read kube-apiserver's command line"; return 1; }
-  # SIGTERM, then SIGKILL if it lingers (its graceful shutdown waits on long watches)
+  # SIGTERM, then SIGKILL after 2 s (its graceful shutdown waits on long watches): the outage is
+  # the 20 s below, not 30+. Longer than kube-controller-manager's node monitor grace period
+  # (40 s), it would mark the node NotReady and every pod unready: Services, the webhook's
+  # included, then lose their endpoints for a while and pods are admitted uninjected (fail
+  # open), whatever tls-steal does (docs/operating.md).
   kill "$pid"; t0=$(date +%s%N)
   gone() { ! kill -0 "$pid" 2>/dev/null; }
-  wait_for 10 "kube-apiserver to stop" gone || { kill -9 "$pid" 2>/dev/null; sleep 1; }
+  wait_for 2 "kube-apiserver to stop" gone || { kill -9 "$pid" 2>/dev/null; sleep 1; }
   sleep 20
   start_daemon kube-apiserver "${args[@]}"
   up() { kc get --raw /readyz >/dev/null 2>&1; }
@@ -665,7 +678,9 @@ check_apiserver_restart() {
   [ $((g1 - g0)) = 1 ] || { echo "e2e-badkey/demo-app generation $g0 -> $g1: rolled out more than once"; return 1; }
   # Admission follows configs created after the outage: the webhook replicas that lived through
   # it watch again within a second (webhook/src/watch_backoff.rs) and count the watch errors.
-  local ns=e2e-after-outage errors
+  local ns=e2e-after-outage-$(date +%s) errors
+  wait_for 60 "the webhook Service's endpoints" webhook_endpoints_ready ||
+    { kc get nodes; echo "the webhook Service has no ready endpoints after the outage"; return 1; }
   kc create namespace $ns >/dev/null && kc label namespace $ns tls-steal-injection=enabled >/dev/null &&
     seed_config_for $ns after "pod/after-*" || { echo "namespace or config not created"; return 1; }
   # kube-controller-manager's watches come back too: its ServiceAccount controller gives the new
@@ -696,6 +711,10 @@ bare_pod() {
 is_injected() { # namespace pod
   [[ $(kc -n "$1" get pod "$2" -o jsonpath='{range .spec.containers[*]}{.name},{end}' 2>/dev/null) == *tls-steal-proxy* ]]
 }
+# both webhook replicas are endpoints of its Service (the API server calls it through them)
+webhook_endpoints_ready() {
+  [ "$(kc -n tls-steal get endpoints tls-steal-webhook -o jsonpath='{.subsets[*].addresses[*].ip}' | wc -w)" -ge 2 ]
+}
 # webhook_metric NAME-PREFIX: the sum of the samples starting with NAME-PREFIX over the webhook pods
 webhook_metric() {
   local p total=0 n
@@ -711,7 +730,9 @@ webhook_metric() {
 # node that does not exist, so admission runs and nothing starts): every pod created is injected.
 check_webhook_upgrade_misses_no_pod() {
   [ "$WEBHOOK_UP" = 1 ] || { echo "needs the webhook Available"; return 1; }
-  local ns=e2e-upgrade loop_pid n=0 missed=0 pod
+  local ns=e2e-upgrade-$(date +%s) loop_pid n=0 missed=0 pod
+  : > "$W/loop-pods"
+  wait_for 60 "the webhook Service's endpoints" webhook_endpoints_ready || { echo "the webhook Service has no ready endpoints"; return 1; }
   kc create namespace $ns >/dev/null && kc label namespace $ns tls-steal-injection=enabled >/dev/null || return 1
   seed_config_for $ns loop "pod/loop-*" || { echo "loop config not created"; return 1; }
   wait_for 60 "the default ServiceAccount of $ns" kc -n $ns get serviceaccount default ||

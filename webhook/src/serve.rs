@@ -266,6 +266,8 @@ pub async fn run_until(
                 keys: Arc::new(loaded),
                 settings: args.sessions.signer(),
                 metrics,
+                events: Default::default(),
+                reporter: std::env::var("POD_NAME").unwrap_or_else(|_| "tls-steal-webhook".into()),
             });
             Some(tokio::spawn(crate::tickets::signer::run(ctx, async {
                 let _ = signer_stopped.await;

@@ -1,11 +1,13 @@
 //! Session tickets on the control plane: the signing key ([`keys`]) and the signer that writes a
 //! short-lived ticket into each admitted `StealSession`'s status and renews it while its client's
-//! heartbeat is fresh ([`signer`]). The sidecar checks the tickets offline
+//! heartbeat is fresh ([`signer`]), with an Event on each pod a session starts and ends on
+//! ([`pod_events`]). The sidecar checks the tickets offline
 //! (`tls_steal_crds::ticket`); the webhook injects the public keys.
 
 mod args;
 pub mod keys;
 mod metrics;
+pub mod pod_events;
 pub mod signer;
 mod summary;
 

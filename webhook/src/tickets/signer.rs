@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tls_steal_crds::session::rfc3339;
@@ -23,6 +23,7 @@ use tls_steal_crds::ticket::{TICKET_VERSION, TicketClaims, filter_hash};
 
 use super::keys::SessionKeys;
 use super::metrics::TicketMetrics;
+use super::pod_events::PodEvents;
 use super::summary::{filter_summary, ports_summary};
 use crate::controller::error_chain as chain;
 use crate::watch_backoff::{self, WatchBackoff};
@@ -47,6 +48,10 @@ pub struct Signer {
     pub keys: Arc<SessionKeys>,
     pub settings: SignerSettings,
     pub metrics: Arc<TicketMetrics>,
+    /// What this replica has announced on pods.
+    pub events: PodEvents,
+    /// This replica (the Events' reporting instance).
+    pub reporter: String,
 }
 
 /// Why one session could not be handled (retried).
@@ -172,7 +177,13 @@ async fn reconcile(session: Arc<StealSession>, ctx: Arc<Signer>) -> Result<Actio
     let api: Api<StealSession> = Api::namespaced(ctx.client.clone(), &ns);
     let now = unix(SystemTime::now());
     let in_secs = |t: u64| Action::requeue(Duration::from_secs(t.saturating_sub(now).max(1)));
-    match step(&session, &ctx.settings, now) {
+    let step = step(&session, &ctx.settings, now);
+    if !matches!(step, Step::NotAdmitted) {
+        ctx.events
+            .on_session(&ctx.client, &session, &ctx.reporter)
+            .await;
+    }
+    match step {
         Step::NotAdmitted => {
             let status = json!({"status": {"message":
                 "not admitted: no spec.requestedBy (is the tls-steal webhook's StealSession admission installed?)"}});
@@ -221,6 +232,23 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<StealSession> = Api::all(ctx.client.clone());
+    // Deleted sessions are not reconciled: their pods' "ended" Events come from their own watch.
+    let deletions = {
+        let ctx = ctx.clone();
+        let api = api.clone();
+        tokio::spawn(async move {
+            let events = watcher(api, watcher::Config::default())
+                .backoff(WatchBackoff::new(watch_backoff::SMALL));
+            let mut events = std::pin::pin!(events);
+            while let Some(ev) = events.next().await {
+                if let Ok(watcher::Event::Delete(session)) = ev {
+                    ctx.events
+                        .on_deleted(&ctx.client, &session, &ctx.reporter)
+                        .await;
+                }
+            }
+        })
+    };
     // Renewals must not wait out a long backoff after an API server outage: tickets live 120 s.
     Controller::new(api, watcher::Config::default())
         .trigger_backoff(WatchBackoff::new(watch_backoff::SMALL))
@@ -228,6 +256,7 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
+    deletions.abort();
 }
 
 #[cfg(test)]
