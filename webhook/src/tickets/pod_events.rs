@@ -97,6 +97,16 @@ pub fn changes(announced: &mut BTreeSet<String>, listed: &[String]) -> Vec<(Stri
     out
 }
 
+/// The pods a session lists, by name (`kubectl steal` writes them as `pod/<name>`).
+fn listed_pods(session: &StealSession) -> Vec<String> {
+    session
+        .status
+        .iter()
+        .flat_map(|s| &s.pods)
+        .map(|p| p.strip_prefix("pod/").unwrap_or(p).to_owned())
+        .collect()
+}
+
 /// What one replica has announced, per session uid.
 #[derive(Default)]
 pub struct PodEvents {
@@ -109,11 +119,7 @@ impl PodEvents {
     /// Announces what changed in `session`'s pod list since the last call.
     pub async fn on_session(&self, client: &Client, session: &StealSession, reporter: &str) {
         let uid = session.uid().unwrap_or_default();
-        let listed = session
-            .status
-            .as_ref()
-            .map(|s| s.pods.clone())
-            .unwrap_or_default();
+        let listed = listed_pods(session);
         let todo = {
             let mut all = self.announced.lock().unwrap_or_else(|e| e.into_inner());
             let announced = all.entry(uid.clone()).or_default();
@@ -130,11 +136,7 @@ impl PodEvents {
     /// Announces the end on every pod `session` (deleted) was listed on.
     pub async fn on_deleted(&self, client: &Client, session: &StealSession, reporter: &str) {
         let uid = session.uid().unwrap_or_default();
-        let mut pods: BTreeSet<String> = session
-            .status
-            .as_ref()
-            .map(|s| s.pods.iter().cloned().collect())
-            .unwrap_or_default();
+        let mut pods: BTreeSet<String> = listed_pods(session).into_iter().collect();
         if let Some(a) = self
             .announced
             .lock()
@@ -248,6 +250,18 @@ mod tests {
             changes(&mut announced, &pods(&["b"])),
             vec![("a".into(), Phase::Ended)]
         );
+    }
+
+    #[test]
+    fn listed_pods_are_names_without_the_kind_kubectl_steal_writes() {
+        let s: StealSession = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tls-steal.io/v1alpha1", "kind": "StealSession",
+            "metadata": {"name": "s", "namespace": "shop"},
+            "spec": {"target": "deploy/web"},
+            "status": {"pods": ["pod/web-1", "web-2"], "podsRegistered": 2}
+        }))
+        .unwrap();
+        assert_eq!(listed_pods(&s), ["web-1", "web-2"]);
     }
 
     #[test]
