@@ -9,6 +9,7 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
@@ -35,6 +36,14 @@ pub fn labelled<M: Default + Clone, const N: usize>(
     let family = Family::<Label, M>::default();
     let handles = values.map(|v| family.get_or_create_owned(&[(label, v)]));
     (family, handles)
+}
+
+/// Sets `gauge` to the current Unix time in seconds (a "last happened at" gauge).
+pub fn set_to_now(gauge: &Gauge) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    gauge.set(now);
 }
 
 /// [`labelled`] counters.

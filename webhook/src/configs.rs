@@ -312,10 +312,7 @@ impl ConfigCache {
                         self.watch.errors[kind].inc();
                     }
                     Ok(watcher::Event::InitDone) => {
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_secs() as i64);
-                        self.watch.listed_at[kind].set(now);
+                        openmetrics::set_to_now(&self.watch.listed_at[kind]);
                     }
                     Ok(_) => {}
                 }

@@ -148,11 +148,8 @@ impl ControllerMetrics {
 
     /// A workload watch of `kind` delivered an event; its cache holds `objects`.
     pub fn watch_event(&self, kind: WorkloadKind, objects: usize) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
         self.cached_by_kind[kind as usize].set(i64::try_from(objects).unwrap_or(i64::MAX));
-        self.last_event_by_kind[kind as usize].set(now);
+        openmetrics::set_to_now(&self.last_event_by_kind[kind as usize]);
     }
 
     /// A workload watch of `kind` failed (it is retried).

@@ -111,8 +111,6 @@ fn listed_pods(session: &StealSession) -> Vec<String> {
 #[derive(Default)]
 pub struct PodEvents {
     announced: Mutex<HashMap<String, BTreeSet<String>>>,
-    /// Pods announced as ended, per session uid (never announced twice by this replica).
-    ended: Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 impl PodEvents {
@@ -126,9 +124,6 @@ impl PodEvents {
             changes(announced, &listed)
         };
         for (pod, phase) in todo {
-            if phase == Phase::Ended && !self.first_end(&uid, &pod) {
-                continue;
-            }
             emit(client, session, &pod, phase, reporter).await;
         }
     }
@@ -146,23 +141,8 @@ impl PodEvents {
             pods.extend(a);
         }
         for pod in pods {
-            if self.first_end(&uid, &pod) {
-                emit(client, session, &pod, Phase::Ended, reporter).await;
-            }
+            emit(client, session, &pod, Phase::Ended, reporter).await;
         }
-        self.ended
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&uid);
-    }
-
-    fn first_end(&self, uid: &str, pod: &str) -> bool {
-        self.ended
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(uid.to_owned())
-            .or_default()
-            .insert(pod.to_owned())
     }
 }
 

@@ -14,12 +14,14 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tls_steal_crds::session::rfc3339;
 use tls_steal_crds::steal_session::StealSession;
 use tls_steal_crds::ticket::{TICKET_VERSION, TicketClaims, filter_hash};
+use tokio::sync::mpsc;
 
 use super::keys::SessionKeys;
 use super::metrics::TicketMetrics;
@@ -232,25 +234,30 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<StealSession> = Api::all(ctx.client.clone());
-    // Deleted sessions are not reconciled: their pods' "ended" Events come from their own watch.
+    // One watch feeds the controller and, since deleted sessions are not reconciled, the pods'
+    // "ended" Events. It is retried soon after an API server outage: tickets live 120 s.
+    let (reader, writer) = reflector::store();
+    let (deleted_tx, mut deleted) = mpsc::unbounded_channel();
+    let sessions = reflector(writer, watcher(api, watcher::Config::default()))
+        .backoff(WatchBackoff::new(watch_backoff::SMALL))
+        .inspect(move |ev| {
+            if let Ok(watcher::Event::Delete(session)) = ev {
+                let _ = deleted_tx.send(session.clone());
+            }
+        })
+        .applied_objects();
     let deletions = {
         let ctx = ctx.clone();
-        let api = api.clone();
         tokio::spawn(async move {
-            let events = watcher(api, watcher::Config::default())
-                .backoff(WatchBackoff::new(watch_backoff::SMALL));
-            let mut events = std::pin::pin!(events);
-            while let Some(ev) = events.next().await {
-                if let Ok(watcher::Event::Delete(session)) = ev {
-                    ctx.events
-                        .on_deleted(&ctx.client, &session, &ctx.reporter)
-                        .await;
-                }
+            while let Some(session) = deleted.recv().await {
+                ctx.events
+                    .on_deleted(&ctx.client, &session, &ctx.reporter)
+                    .await;
             }
         })
     };
-    // Renewals must not wait out a long backoff after an API server outage: tickets live 120 s.
-    Controller::new(api, watcher::Config::default())
+    // Its errors reach the controller too, whose own backoff must not be the default's either.
+    Controller::for_stream(sessions, reader)
         .trigger_backoff(WatchBackoff::new(watch_backoff::SMALL))
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
