@@ -681,12 +681,8 @@ check_apiserver_restart() {
   local ns=e2e-after-outage-$(date +%s) errors
   wait_for 60 "the webhook Service's endpoints" webhook_endpoints_ready ||
     { kc get nodes; echo "the webhook Service has no ready endpoints after the outage"; return 1; }
-  kc create namespace $ns >/dev/null && kc label namespace $ns tls-steal-injection=enabled >/dev/null &&
-    seed_config_for $ns after "pod/after-*" || { echo "namespace or config not created"; return 1; }
-  # kube-controller-manager's watches come back too: its ServiceAccount controller gives the new
-  # namespace the `default` account pods need
-  wait_for 60 "the default ServiceAccount of $ns" kc -n $ns get serviceaccount default ||
-    { echo "namespace $ns got no default ServiceAccount"; return 1; }
+  # (kube-controller-manager's watches come back too: the namespace gets its `default` account)
+  opted_in_namespace_with_config $ns after "pod/after-*" || return 1
   sleep 2   # as the upgrade check: the config cache's watch delivers within this
   bare_pod $ns after-1 || { echo "pod after-1 not created: $(kc -n $ns run after-1 --image=x --dry-run=server -o name 2>&1 | tail -1)"; return 1; }
   is_injected $ns after-1 || { echo "a pod created 2 s after a new config, after the outage, was not injected"; return 1; }
@@ -701,6 +697,14 @@ check_apiserver_restart() {
 seed_config_for() {
   sed -e "s/namespace: example-deploy-namespace/namespace: $1/" -e "s/name: tls-steal-config-for-example-deploy/name: $2/" \
     -e "s|targetPath: .*|targetPath: \"$3\"|" "$FIX/seed-tls-steal-config.yaml" | kc apply -f - >/dev/null
+}
+# opted_in_namespace_with_config NAMESPACE CONFIG-NAME TARGET-PATH: a new opted-in namespace, the
+# seed config in it, and its `default` ServiceAccount (pods need it)
+opted_in_namespace_with_config() {
+  kc create namespace "$1" >/dev/null && kc label namespace "$1" tls-steal-injection=enabled >/dev/null &&
+    seed_config_for "$@" || { echo "namespace $1 or its config not created"; return 1; }
+  wait_for 60 "the default ServiceAccount of $1" kc -n "$1" get serviceaccount default ||
+    { echo "namespace $1 got no default ServiceAccount"; return 1; }
 }
 # bare_pod NAMESPACE NAME: an injectable pod bound to a node that does not exist (admission runs,
 # nothing starts)
@@ -733,10 +737,7 @@ check_webhook_upgrade_misses_no_pod() {
   local ns=e2e-upgrade-$(date +%s) loop_pid n=0 missed=0 pod
   : > "$W/loop-pods"
   wait_for 60 "the webhook Service's endpoints" webhook_endpoints_ready || { echo "the webhook Service has no ready endpoints"; return 1; }
-  kc create namespace $ns >/dev/null && kc label namespace $ns tls-steal-injection=enabled >/dev/null || return 1
-  seed_config_for $ns loop "pod/loop-*" || { echo "loop config not created"; return 1; }
-  wait_for 60 "the default ServiceAccount of $ns" kc -n $ns get serviceaccount default ||
-    { echo "namespace $ns got no default ServiceAccount"; return 1; }
+  opted_in_namespace_with_config $ns loop "pod/loop-*" || return 1
   sleep 2   # the webhook's config cache
   ( i=0; while :; do i=$((i+1))
       bare_pod $ns "loop-$i" && echo "loop-$i" >> "$W/loop-pods"
@@ -778,13 +779,9 @@ check_burst_replayed() {
     c=$(containers_of $NS_IN "$pod")
     [[ ${c#*containers:} == *tls-steal-proxy,* ]] || { echo "not injected: $pod ($c)"; bare=$((bare+1)); }
   done
-  local total=0 n p
-  for p in $(kc -n tls-steal get pods -l app.kubernetes.io/name=tls-steal-webhook -o jsonpath='{.items[*].metadata.name}'); do
-    n=$(kc get --raw "/api/v1/namespaces/tls-steal/pods/https:$p:8443/proxy/metrics" |
-      awk '/^tls_steal_webhook_replayed_total / {print $2}')
-    echo "webhook $p: replayed_total ${n:-?}"
-    total=$((total + ${n:-0}))
-  done
+  local total
+  total=$(webhook_metric 'tls_steal_webhook_replayed_total ')
+  echo "webhook replicas: replayed_total $total"
   kc -n $NS_IN delete deploy demo-app-burst --wait=false >/dev/null
   [ $bare = 0 ] || { echo "$bare of 9 burst pods not injected"; return 1; }
   [ "$total" -ge 1 ] || { echo "no review of the 9-pod burst was replayed (replayed_total $total)"; return 1; }
