@@ -16,7 +16,7 @@ mod controller {
     use tls_steal_webhook::controller::{
         Adoption, Decision, NoPlan, Workload, WorkloadKind, WorkloadState, adoption,
         adoption_patch, current_hash, hash_annotation_present, hash_patch, hash_recorded,
-        live_pod_hashes, pod_plan_hash, pod_selector, rollout_patch, workload_current_hash,
+        live_pod_hashes, pod_plan_hash, rollout_patch, workload_current_hash,
     };
     use tls_steal_webhook::controller::{ConfigInput, SyncCounts, compute_statuses};
     use tls_steal_webhook::{Settings, SkipReason};
@@ -395,11 +395,11 @@ mod controller {
         let absent = deployment("web", json!({"other": "x"}), Value::Null);
         let no_map = deployment("web", Value::Null, Value::Null);
         let empty = deployment("web", json!({"tls-steal.io/config-hash": ""}), Value::Null);
-        assert!(!hash_annotation_present(absent.template()));
-        assert!(!hash_annotation_present(no_map.template()));
-        assert!(hash_annotation_present(empty.template()));
+        assert!(!hash_annotation_present(absent.template().as_deref()));
+        assert!(!hash_annotation_present(no_map.template().as_deref()));
+        assert!(hash_annotation_present(empty.template().as_deref()));
 
-        assert_eq!(pod_selector(absent.selector()).as_deref(), Some("app=web"));
+        assert_eq!(absent.pod_selector().as_deref(), Some("app=web"));
         let with_exprs: Deployment = serde_json::from_value(json!({
             "metadata": {"name": "x"},
             "spec": {"selector": {"matchLabels": {"app": "x"},
@@ -409,7 +409,7 @@ mod controller {
         }))
         .unwrap();
         assert_eq!(
-            pod_selector(with_exprs.selector()).as_deref(),
+            with_exprs.pod_selector().as_deref(),
             Some("app=x,tier in (a,b),!canary")
         );
         // Selecting every pod, or an unknown operator: the pods cannot be judged.
@@ -417,13 +417,13 @@ mod controller {
             "metadata": {"name": "x"}, "spec": {"selector": {}, "template": {}}
         }))
         .unwrap();
-        assert_eq!(pod_selector(everything.selector()), None);
+        assert_eq!(everything.pod_selector(), None);
         let bad: Deployment = serde_json::from_value(json!({
             "metadata": {"name": "x"},
             "spec": {"selector": {"matchExpressions": [{"key": "a", "operator": "Bogus"}]}, "template": {}}
         }))
         .unwrap();
-        assert_eq!(pod_selector(bad.selector()), None);
+        assert_eq!(bad.pod_selector(), None);
     }
 
     #[test]
@@ -434,10 +434,10 @@ mod controller {
             json!({"tls-steal.io/adopted-hash": "abc"}),
         );
         assert_eq!(
-            workload_current_hash(&adopted.metadata, adopted.template()),
+            workload_current_hash(&adopted.metadata, adopted.template().as_deref()),
             "abc"
         );
-        assert!(hash_recorded(&adopted.metadata, adopted.template()));
+        assert!(hash_recorded(&adopted.metadata, adopted.template().as_deref()));
         assert_eq!(state(&adopted, true).current_hash, "abc");
         // Counted as in sync by the status and the gauges.
         let configs = sources(&[("a", None, &[443])]);
@@ -461,10 +461,10 @@ mod controller {
             json!({"tls-steal.io/config-hash": ""}),
             json!({"tls-steal.io/adopted-hash": "abc"}),
         );
-        assert_eq!(workload_current_hash(&both.metadata, both.template()), "");
+        assert_eq!(workload_current_hash(&both.metadata, both.template().as_deref()), "");
         let none = deployment("web", json!({}), json!({"x": "y"}));
-        assert_eq!(workload_current_hash(&none.metadata, none.template()), "");
-        assert!(!hash_recorded(&none.metadata, none.template()));
+        assert_eq!(workload_current_hash(&none.metadata, none.template().as_deref()), "");
+        assert!(!hash_recorded(&none.metadata, none.template().as_deref()));
 
         let json_of = |p: json_patch::Patch| serde_json::to_value(p).unwrap();
         assert_eq!(
@@ -482,12 +482,12 @@ mod controller {
         );
         // A rollout removes the record; without one it is the plain hash patch.
         assert_eq!(
-            json_of(rollout_patch(&adopted.metadata, adopted.template(), ""))[2],
+            json_of(rollout_patch(&adopted.metadata, adopted.template().as_deref(), ""))[2],
             json!({"op": "remove", "path": "/metadata/annotations/tls-steal.io~1adopted-hash"})
         );
         assert_eq!(
-            json_of(rollout_patch(&none.metadata, none.template(), "abc")),
-            json_of(hash_patch(none.template(), Some("100"), "abc"))
+            json_of(rollout_patch(&none.metadata, none.template().as_deref(), "abc")),
+            json_of(hash_patch(none.template().as_deref(), Some("100"), "abc"))
         );
     }
 

@@ -14,7 +14,7 @@ mod controller {
     use serde_json::{Value, json};
     use tls_steal_crds::ConfigSource;
     use tls_steal_webhook::controller::{
-        ADOPTION_RECHECK, ErrorKind, WorkloadKind, reconcile, sync_statuses,
+        ADOPTION_RECHECK, Cached, ErrorKind, WorkloadKind, reconcile, sync_statuses,
     };
 
     const HASH_POINTER: &str = "/spec/template/metadata/annotations/tls-steal.io~1config-hash";
@@ -51,7 +51,8 @@ mod controller {
         (h, json_d, expected)
     }
 
-    fn deploy_of(v: &Value) -> Arc<k8s_openapi::api::apps::v1::Deployment> {
+    /// The Deployment as the controller's cache holds it.
+    fn deploy_of(v: &Value) -> Arc<Cached<k8s_openapi::api::apps::v1::Deployment>> {
         Arc::new(serde_json::from_value(v.clone()).unwrap())
     }
 
@@ -120,7 +121,7 @@ mod controller {
 
         // The patched workload is in sync: a second reconcile (e.g. after a restart) does nothing.
         let (mut h2, _, _) = setup(json!({}), Value::Null);
-        h2.deployment((*deploy_of(&patched)).clone());
+        h2.deployment(serde_json::from_value(patched.clone()).unwrap());
         reconcile(deploy_of(&patched), h2.ctx.clone())
             .await
             .unwrap();
@@ -438,7 +439,7 @@ mod controller {
             json!({"tls-steal.io/config-hash": "0123456789abcdef"}),
             json!({"tls-steal.io/rollout": "false"}),
         );
-        h.deployment((*deploy_of(&d)).clone());
+        h.deployment(serde_json::from_value(d.clone()).unwrap());
         reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
         // Reported once per desired hash, not on every resync.
         reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use super::args::ControllerSettings;
 use super::backoff::Backoff;
 use super::desired::{Workload, WorkloadState};
+use super::lean::Cached;
 use super::metrics::ControllerMetrics;
 
 /// Whether a namespace carries `tls-steal-injection=enabled`.
@@ -24,15 +25,15 @@ pub fn namespace_opted_in(ns: &Namespace) -> bool {
     ns.labels().get(k).is_some_and(|x| x == v)
 }
 
-/// The reflector stores the controller reads.
+/// The reflector stores the controller reads (workloads in their cached form: `lean.rs`).
 #[derive(Clone)]
 pub struct Caches {
     pub namespaces: Store<Namespace>,
     pub namespaced_configs: Store<MirrordTlsStealConfig>,
     pub cluster_configs: Store<MirrordClusterTlsStealConfig>,
-    pub deployments: Store<Deployment>,
-    pub statefulsets: Store<StatefulSet>,
-    pub daemonsets: Store<DaemonSet>,
+    pub deployments: Store<Cached<Deployment>>,
+    pub statefulsets: Store<Cached<StatefulSet>>,
+    pub daemonsets: Store<Cached<DaemonSet>>,
 }
 
 /// The writing halves of [`Caches`] (fed by watchers, or by tests).
@@ -40,9 +41,9 @@ pub struct CacheWriters {
     pub namespaces: Writer<Namespace>,
     pub namespaced_configs: Writer<MirrordTlsStealConfig>,
     pub cluster_configs: Writer<MirrordClusterTlsStealConfig>,
-    pub deployments: Writer<Deployment>,
-    pub statefulsets: Writer<StatefulSet>,
-    pub daemonsets: Writer<DaemonSet>,
+    pub deployments: Writer<Cached<Deployment>>,
+    pub statefulsets: Writer<Cached<StatefulSet>>,
+    pub daemonsets: Writer<Cached<DaemonSet>>,
 }
 
 impl Caches {

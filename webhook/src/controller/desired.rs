@@ -6,7 +6,8 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::Resource;
 use kube::core::{NamespaceResourceScope, Selector};
-use serde::Serialize;
+use std::borrow::Cow;
+
 use serde::de::DeserializeOwned;
 use tls_steal_crds::{ConfigSource, Owner, OwnerKind, PodTarget, StealPlan, build_plan};
 
@@ -49,70 +50,70 @@ impl WorkloadKind {
     }
 }
 
-/// A workload type the controller handles.
+/// A workload as the controller reads it: a whole object (`Deployment`, ...) or the controller's
+/// cached form of one (`lean::Cached`).
 pub trait Workload:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
     + Clone
     + std::fmt::Debug
     + DeserializeOwned
-    + Serialize
     + Send
     + Sync
     + 'static
 {
     const KIND: WorkloadKind;
-    /// The pod template (`None` only for objects without a spec).
-    fn template(&self) -> Option<&PodTemplateSpec>;
-    /// `spec.selector`: the label selector of the workload's pods.
-    fn selector(&self) -> Option<&LabelSelector>;
+    /// The pod template (`None` only for objects without a spec); a cached workload builds it
+    /// with only the fields the decisions read.
+    fn template(&self) -> Option<Cow<'_, PodTemplateSpec>>;
+    /// One annotation of the pod template.
+    fn template_annotation(&self, key: &str) -> Option<&str>;
+    /// The label selector string of the workload's pods ([`pod_selector`] of `spec.selector`).
+    fn pod_selector(&self) -> Option<String>;
     /// The workload is known to want no pods at all (`spec.replicas: 0`; for a DaemonSet, an
     /// up-to-date status scheduling it on no node), so there is nothing to wait for.
     fn expects_no_pods(&self) -> bool;
 }
 
-impl Workload for Deployment {
-    const KIND: WorkloadKind = WorkloadKind::Deployment;
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().map(|s| &s.template)
-    }
-    fn selector(&self) -> Option<&LabelSelector> {
-        self.spec.as_ref().map(|s| &s.selector)
-    }
-    fn expects_no_pods(&self) -> bool {
-        self.spec.as_ref().and_then(|s| s.replicas) == Some(0)
-    }
+/// The annotation `key` of a whole object's template.
+fn whole_template_annotation<'a>(t: &'a PodTemplateSpec, key: &str) -> Option<&'a str> {
+    t.metadata.as_ref()?.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
-impl Workload for StatefulSet {
-    const KIND: WorkloadKind = WorkloadKind::StatefulSet;
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().map(|s| &s.template)
-    }
-    fn selector(&self) -> Option<&LabelSelector> {
-        self.spec.as_ref().map(|s| &s.selector)
-    }
-    fn expects_no_pods(&self) -> bool {
-        self.spec.as_ref().and_then(|s| s.replicas) == Some(0)
-    }
+macro_rules! whole_workload {
+    ($t:ty, $kind:expr, |$w:ident| $no_pods:expr) => {
+        impl Workload for $t {
+            const KIND: WorkloadKind = $kind;
+            fn template(&self) -> Option<Cow<'_, PodTemplateSpec>> {
+                self.spec.as_ref().map(|s| Cow::Borrowed(&s.template))
+            }
+            fn template_annotation(&self, key: &str) -> Option<&str> {
+                whole_template_annotation(&self.spec.as_ref()?.template, key)
+            }
+            fn pod_selector(&self) -> Option<String> {
+                pod_selector(self.spec.as_ref().map(|s| &s.selector))
+            }
+            fn expects_no_pods(&self) -> bool {
+                let $w = self;
+                $no_pods
+            }
+        }
+    };
 }
 
-impl Workload for DaemonSet {
-    const KIND: WorkloadKind = WorkloadKind::DaemonSet;
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().map(|s| &s.template)
-    }
-    fn selector(&self) -> Option<&LabelSelector> {
-        self.spec.as_ref().map(|s| &s.selector)
-    }
-    fn expects_no_pods(&self) -> bool {
-        // Only trust a status written for the current spec (a new DaemonSet has none yet).
-        self.status.as_ref().is_some_and(|s| {
-            s.desired_number_scheduled == 0
-                && s.observed_generation.is_some()
-                && s.observed_generation >= self.metadata.generation
-        })
-    }
-}
+whole_workload!(Deployment, WorkloadKind::Deployment, |w| {
+    w.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+});
+whole_workload!(StatefulSet, WorkloadKind::StatefulSet, |w| {
+    w.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+});
+// Only trust a status written for the current spec (a new DaemonSet has none yet).
+whole_workload!(DaemonSet, WorkloadKind::DaemonSet, |w| {
+    w.status.as_ref().is_some_and(|s| {
+        s.desired_number_scheduled == 0
+            && s.observed_generation.is_some()
+            && s.observed_generation >= w.metadata.generation
+    })
+});
 
 /// `namespace/Kind/name`, the spelling of `matchedWorkloads` and of log lines.
 pub fn workload_id(namespace: &str, kind: WorkloadKind, name: &str) -> String {
@@ -169,7 +170,7 @@ impl WorkloadState {
             meta.namespace.as_deref().unwrap_or_default(),
             &name,
             meta,
-            template,
+            template.as_deref(),
             namespace_opted_in,
             settings,
         )
@@ -290,6 +291,15 @@ pub fn workload_current_hash<'a>(
     } else {
         adopted_hash(meta).unwrap_or_default()
     }
+}
+
+/// Whether [`workload_current_hash`] of `w` is not empty, read without building its template
+/// (the trigger filter asks it of every cached workload).
+pub fn records_a_plan<W: Workload>(w: &W) -> bool {
+    !w.template_annotation(CONFIG_HASH_ANNOTATION)
+        .or_else(|| adopted_hash(w.meta()))
+        .unwrap_or_default()
+        .is_empty()
 }
 
 /// Whether the workload records a hash at all (template annotation or adopted-hash). Only a

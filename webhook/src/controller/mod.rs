@@ -50,6 +50,7 @@ mod triggers;
 pub use args::{ControllerArgs, ControllerCommandArgs, ControllerSettings, ServeControllerArgs};
 pub use command::{CommandError, run_command};
 pub use context::{CacheWriters, Caches, Context};
+pub use lean::{Cached, CachedKind};
 pub use desired::{
     Adoption, Decision, NoPlan, Workload, WorkloadKind, WorkloadState, adoption, current_hash,
     hash_annotation_present, hash_recorded, live_pod_hashes, pod_plan_hash, pod_selector,

@@ -48,7 +48,7 @@ pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Resu
         // of rolling it out.
         let mut adopt = false;
         if decision != Decision::InSync
-            && !super::desired::hash_recorded(obj.meta(), obj.template())
+            && !super::desired::hash_recorded(obj.meta(), obj.template().as_deref())
         {
             let hashes = match &pod_hashes {
                 Some(h) => h,
@@ -90,7 +90,7 @@ pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Resu
                 }
                 Decision::Rollout => {}
             }
-            super::patches::rollout_patch(obj.meta(), obj.template(), &plan.hash)
+            super::patches::rollout_patch(obj.meta(), obj.template().as_deref(), &plan.hash)
         };
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
@@ -140,7 +140,7 @@ async fn live_pod_hashes<W: Workload>(
     id: &str,
     ctx: &Context,
 ) -> Result<Option<Vec<String>>, Error> {
-    let Some(selector) = super::desired::pod_selector(obj.selector()) else {
+    let Some(selector) = obj.pod_selector() else {
         tracing::debug!(workload = %id, "no usable pod selector; judging the template alone");
         return Ok(None);
     };

@@ -11,14 +11,14 @@ use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
 use tls_steal_crds::{MirrordClusterTlsStealConfig, MirrordTlsStealConfig};
 use tokio::sync::mpsc;
 
 use super::args::{ControllerArgs, ControllerSettings};
 use super::context::{CacheWriters, Caches, Context};
 use super::desired;
-use super::lean::{self, Lean};
+use super::lean::{Cached, CachedKind};
 use super::metrics::ControllerMetrics;
 use super::triggers::{ConfigTracker, NamespaceTracker, Trigger};
 use super::{FIELD_MANAGER, leader, reconcile, sweep};
@@ -203,23 +203,22 @@ async fn drive_triggers(
 }
 
 /// The controller of one workload kind.
-async fn workload_controller<W: Lean>(
+async fn workload_controller<K: CachedKind>(
     ctx: Arc<Context>,
-    writer: Writer<W>,
-    reader: Store<W>,
+    writer: Writer<Cached<K>>,
+    reader: Store<Cached<K>>,
     triggers: mpsc::UnboundedReceiver<Trigger>,
 ) {
     let dirty = ctx.clone();
     let cache = reader.clone();
-    let workloads = watcher(ctx.api::<W>(), watcher::Config::default())
+    let workloads = watcher(ctx.api::<Cached<K>>(), watcher::Config::default())
         .backoff(WatchBackoff::new(watch_backoff::LARGE))
-        .modify(lean::strip::<W>)
         .reflect(writer)
         .inspect(move |ev| {
             dirty.status_dirty.notify_one();
             match ev {
-                Ok(_) => dirty.metrics.watch_event(W::KIND, cache.len()),
-                Err(_) => dirty.metrics.watch_error(W::KIND),
+                Ok(_) => dirty.metrics.watch_event(K::KIND, cache.len()),
+                Err(_) => dirty.metrics.watch_error(K::KIND),
             }
         })
         .applied_objects()
@@ -234,14 +233,13 @@ async fn workload_controller<W: Lean>(
         rx.recv().await.map(|t| (t, rx))
     })
     .flat_map(move |t| {
-        let refs: Vec<ObjectRef<W>> = store
+        let refs: Vec<ObjectRef<Cached<K>>> = store
             .state()
             .iter()
             .filter(|w| {
                 let ns = w.meta().namespace.as_deref().unwrap_or_default();
                 t.covers(ns)
-                    && (scope.namespace_opted_in(ns)
-                        || !desired::workload_current_hash(w.meta(), w.template()).is_empty())
+                    && (scope.namespace_opted_in(ns) || !desired::records_a_plan::<Cached<K>>(w))
             })
             .map(|w| ObjectRef::from_obj(w.as_ref()))
             .collect();
@@ -253,10 +251,14 @@ async fn workload_controller<W: Lean>(
     Controller::for_stream(workloads, reader)
         .with_config(config)
         .reconcile_on(refs)
-        .run(reconcile::reconcile::<W>, reconcile::error_policy::<W>, ctx)
+        .run(
+            reconcile::reconcile::<Cached<K>>,
+            reconcile::error_policy::<Cached<K>>,
+            ctx,
+        )
         .for_each(|r| {
             if let Err(e) = r {
-                tracing::debug!(kind = W::KIND.as_str(), error = %e, "controller");
+                tracing::debug!(kind = K::KIND.as_str(), error = %e, "controller");
             }
             futures::future::ready(())
         })

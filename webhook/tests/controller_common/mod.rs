@@ -18,7 +18,7 @@ use tls_steal_crds::{
     build_plan,
 };
 use tls_steal_webhook::controller::{
-    CacheWriters, Caches, Context, ControllerMetrics, ControllerSettings,
+    CacheWriters, Cached, Caches, Context, ControllerMetrics, ControllerSettings,
 };
 
 pub const NS: &str = "apps";
@@ -316,7 +316,7 @@ impl Harness {
     pub fn deployment(&mut self, d: Deployment) {
         self.writers
             .deployments
-            .apply_watcher_event(&watcher::Event::Apply(d));
+            .apply_watcher_event(&watcher::Event::Apply(Cached::of(&d)));
     }
 
     /// What a pod list in [`NS`] answers (any label selector: the query is only recorded).
