@@ -335,8 +335,7 @@ fn rbac_is_least_privilege() {
         let status = verbs(cr, "mirrord.metalbear.co", &format!("{kind}/status")).0;
         assert!(status.is_empty(), "{kind}/status: {status:?}");
     }
-    // A pod's uid, for the session Events `kubectl describe pod` shows.
-    assert_eq!(verbs(cr, "", "pods").0, set(&["get"]));
+    assert!(verbs(cr, "", "pods").0.is_empty());
     assert_eq!(verbs(cr, "apps", "replicasets").0, set(&["get"]));
     for kind in ["deployments", "statefulsets", "daemonsets"] {
         assert!(verbs(cr, "apps", kind).0.is_empty(), "{kind}");
@@ -354,12 +353,26 @@ fn rbac_is_least_privilege() {
     assert_eq!(verbs(ccr, "", "pods").0, read);
     assert_eq!(verbs(ccr, "", "namespaces").0, read);
     assert!(verbs(ccr, "", "secrets").0.is_empty());
-    assert!(verbs(ccr, "tls-steal.io", "stealsessions").0.is_empty());
+    // ... and the session ticket signer: StealSessions read and deleted, their status patched,
+    // its key Secret and public keys ConfigMap by name in its namespace.
+    assert_eq!(
+        verbs(ccr, "tls-steal.io", "stealsessions").0,
+        set(&["get", "list", "watch", "delete"])
+    );
+    assert_eq!(
+        verbs(ccr, "tls-steal.io", "stealsessions/status").0,
+        set(&["get", "patch"])
+    );
     let crole = find_named(&objs, "Role", "tls-steal-controller");
     assert!(
         verbs(crole, "coordination.k8s.io", "leases")
             .0
             .contains("update")
+    );
+    assert_eq!(named_secrets(crole), set(&["tls-steal-session-keys"]));
+    assert_eq!(
+        verbs(crole, "", "configmaps").0,
+        set(&["get", "update", "create"])
     );
     let cb = find_named(&objs, "ClusterRoleBinding", "tls-steal-controller");
     assert_eq!(cb["subjects"][0]["name"], "tls-steal-controller");
@@ -396,7 +409,7 @@ fn rbac_is_least_privilege() {
         if v.contains("get") || v.contains("update") {
             assert_eq!(
                 strs(&r["resourceNames"]),
-                set(&["tls-steal-webhook-tls", "tls-steal-session-keys"]),
+                set(&["tls-steal-webhook-tls"]),
                 "{r}"
             );
         }
@@ -407,14 +420,18 @@ fn rbac_is_least_privilege() {
         .collect();
     assert_eq!(all, set(&["get", "update", "create"]));
 
-    // The signer: StealSessions read and deleted, their status patched.
-    assert_eq!(
-        verbs(cr, "tls-steal.io", "stealsessions").0,
-        set(&["get", "list", "watch", "delete"])
+    // The webhook signs nothing: no StealSession access (admission sees the request itself),
+    // only the published public keys, by name.
+    assert!(verbs(cr, "tls-steal.io", "stealsessions").0.is_empty());
+    assert!(
+        verbs(cr, "tls-steal.io", "stealsessions/status")
+            .0
+            .is_empty()
     );
     assert_eq!(
-        verbs(cr, "tls-steal.io", "stealsessions/status").0,
-        set(&["get", "patch"])
+        verbs(role, "", "configmaps"),
+        (set(&["get"]), true),
+        "only the public keys ConfigMap"
     );
     // Roles to bind for developers and viewers.
     let user = find_named(&objs, "ClusterRole", "tls-steal-user");
@@ -427,16 +444,23 @@ fn rbac_is_least_privilege() {
     let viewer = find_named(&objs, "ClusterRole", "tls-steal-viewer");
     assert_eq!(verbs(viewer, "tls-steal.io", "stealsessions").0, read);
     assert_eq!(viewer["rules"].as_array().unwrap().len(), 1);
-    // With tickets required (the default), the signing key's Secret joins the webhook's own,
-    // by name; without, only the webhook's own.
+    // The webhook's Secret is its serving certificate's alone, with tickets or without; without
+    // tickets nobody keeps a signing key or reads public keys.
+    assert_eq!(named_secrets(role), set(&["tls-steal-webhook-tls"]));
     let disabled = render(&["sessions.authorization=disabled"]);
-    let only_cert: BTreeSet<String> = named_secrets(find(&disabled, "Role"));
-    assert_eq!(only_cert, set(&["tls-steal-webhook-tls"]));
-    let named: BTreeSet<String> = named_secrets(role);
     assert_eq!(
-        named,
-        set(&["tls-steal-webhook-tls", "tls-steal-session-keys"])
+        named_secrets(find(&disabled, "Role")),
+        set(&["tls-steal-webhook-tls"])
     );
+    assert!(
+        verbs(find(&disabled, "Role"), "", "configmaps")
+            .0
+            .is_empty()
+    );
+    let crole = find_named(&disabled, "Role", "tls-steal-controller");
+    assert!(named_secrets(crole).is_empty() && verbs(crole, "", "configmaps").0.is_empty());
+    let ccr = find_named(&disabled, "ClusterRole", "tls-steal-controller");
+    assert!(verbs(ccr, "tls-steal.io", "stealsessions").0.is_empty());
 
     // Bindings point at the ServiceAccount.
     let sa = find(&objs, "ServiceAccount")["metadata"]["name"].clone();
@@ -461,10 +485,20 @@ fn certificate_modes() {
         args.iter().any(|a| a.starts_with("--tls-cert-file=")),
         "{args:?}"
     );
-    // No MWC write access and no certificate Secret when the webhook does not manage its
-    // certificate: only the session signing key's Secret, by name (none without tickets).
-    let named: BTreeSet<String> = named_secrets(find(&cm, "Role"));
-    assert_eq!(named, set(&["tls-steal-session-keys"]));
+    // No MWC write access and no Secret when the webhook does not manage its certificate: then
+    // its account only reads, but for Events.
+    assert!(verbs(find(&cm, "Role"), "", "secrets").0.is_empty());
+    let read = set(&["get", "list", "watch"]);
+    for r in [
+        find_named(&cm, "ClusterRole", "tls-steal-webhook"),
+        find(&cm, "Role"),
+    ] {
+        for rule in r["rules"].as_array().unwrap() {
+            if strs(&rule["resources"]) != set(&["events"]) {
+                assert!(strs(&rule["verbs"]).is_subset(&read), "writes: {rule}");
+            }
+        }
+    }
     let cm_disabled = render(&[
         "certificate.mode=certManager",
         "sessions.authorization=disabled",
@@ -621,10 +655,40 @@ fn the_controller_runs_apart_under_its_own_account() {
     let webhook_args =
         strs(&find(&objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]);
     assert!(!webhook_args.contains("--controller"), "{webhook_args:?}");
+    assert!(strs(&c["args"]).contains("--rollouts=true"));
+    assert!(strs(&c["args"]).contains("--sign-sessions=true"));
+    // Rollouts off: the Deployment stays for the signer, without a Lease or workload access.
     let off = render(&["controller.enabled=false"]);
+    let d = find_named(&off, "Deployment", "tls-steal-controller");
+    let args = strs(&d["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(args.contains("--rollouts=false") && args.contains("--sign-sessions=true"));
     assert!(
-        !off.iter()
+        verbs(
+            find_named(&off, "ClusterRole", "tls-steal-controller"),
+            "apps",
+            "deployments"
+        )
+        .0
+        .is_empty()
+    );
+    assert!(
+        verbs(
+            find_named(&off, "Role", "tls-steal-controller"),
+            "coordination.k8s.io",
+            "leases"
+        )
+        .0
+        .is_empty()
+    );
+    // Neither rollouts nor tickets: no controller at all.
+    let none = render(&[
+        "controller.enabled=false",
+        "sessions.authorization=disabled",
+    ]);
+    assert!(
+        !none
+            .iter()
             .any(|o| o["metadata"]["name"] == "tls-steal-controller"),
-        "controller.enabled=false renders no controller object"
+        "nothing to run renders no controller object"
     );
 }

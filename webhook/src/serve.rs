@@ -189,14 +189,47 @@ pub enum ServeError {
     Cert(#[from] certs::CertError),
     #[error("--session-keys (TLS_STEAL_SESSION_KEYS)")]
     SessionKeys(#[from] tls_steal_crds::ticket::KeyError),
-    #[error("the session ticket signing key")]
-    SigningKey(#[from] crate::tickets::KeysError),
+    #[error("stopped while waiting for the session public keys")]
+    StoppedBeforeKeys,
     #[error("serving on {addr}")]
     Io {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The public keys the controller published (`--session-public-keys`), read again every 2 s
+/// until they exist (the controller makes them on its first start); a stop signal meanwhile
+/// ends the process.
+async fn wait_for_public_keys(
+    client: &Client,
+    namespace: &str,
+    args: &crate::tickets::SessionArgs,
+) -> Result<Vec<String>, ServeError> {
+    let name = &args.session_public_keys;
+    let wait = async {
+        for attempt in 0u32.. {
+            match crate::tickets::published(client.clone(), namespace, name).await {
+                Ok(Some(keys)) => return Ok(keys),
+                Ok(None) if attempt % 15 == 0 => tracing::info!(
+                    configmap = %format!("{namespace}/{name}"),
+                    "waiting for the controller to publish the session public keys"
+                ),
+                Err(e) if attempt % 15 == 0 => tracing::warn!(
+                    error = %crate::controller::error_chain(&e),
+                    "cannot read the session public keys yet"
+                ),
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        unreachable!("the wait loop only ends by returning")
+    };
+    tokio::select! {
+        keys = wait => keys,
+        _ = crate::signals::terminated() => Err(ServeError::StoppedBeforeKeys),
+    }
 }
 
 /// Runs the webhook until SIGTERM/SIGINT, then shuts down gracefully (see [`drain`]).
@@ -232,48 +265,17 @@ pub async fn run_until(
     // One registry for this process's `/metrics`: admission's, and the controller's when it
     // runs here.
     let mut registry = Registry::default();
-    // Session authorization: the signing key (made on first start), its public half (and any
-    // extra `--session-keys`) injected into every proxy, and the ticket signer.
-    let (stop_signer, signer_stopped) = tokio::sync::oneshot::channel::<()>();
-    let signer = match &settings.session_authorization {
-        SessionAuthorization::Disabled => None,
-        SessionAuthorization::Required { keys } => {
-            let loaded = crate::tickets::load_or_create(
-                client.clone(),
-                &args.namespace,
-                &args.sessions.session_key_secret,
-            )
-            .await?;
-            let mut public = loaded.public.clone();
-            public.extend(
-                keys.split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_owned),
-            );
-            tracing::info!(
-                kid = loaded.signer.kid(),
-                trusted = public.len(),
-                "session tickets required"
-            );
-            settings.session_authorization = SessionAuthorization::Required {
-                keys: public.join(","),
-            };
-            let metrics = Arc::new(crate::tickets::TicketMetrics::default());
-            metrics.register(&mut registry);
-            let ctx = Arc::new(crate::tickets::Signer {
-                client: client.clone(),
-                keys: Arc::new(loaded),
-                settings: args.sessions.signer(),
-                metrics,
-                events: Default::default(),
-                reporter: std::env::var("POD_NAME").unwrap_or_else(|_| "tls-steal-webhook".into()),
-            });
-            Some(tokio::spawn(crate::tickets::signer::run(ctx, async {
-                let _ = signer_stopped.await;
-            })))
-        }
-    };
+    // Session authorization: the signer's public keys, published by the controller (this
+    // process never sees the private key), and any extra `--session-keys`, injected into every
+    // proxy. Waits for them: a proxy told to require tickets without keys would refuse all.
+    if let SessionAuthorization::Required { keys } = &settings.session_authorization {
+        let mut public = wait_for_public_keys(&client, &args.namespace, &args.sessions).await?;
+        public.extend(crate::tickets::split_keys(keys));
+        tracing::info!(trusted = public.len(), "session tickets required");
+        settings.session_authorization = SessionAuthorization::Required {
+            keys: public.join(","),
+        };
+    }
     let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = args.controller.enabled.then(|| {
         let metrics = Arc::new(ControllerMetrics::default());
@@ -356,10 +358,6 @@ pub async fn run_until(
         )
         .await;
         let _ = stop_controller.send(());
-        let _ = stop_signer.send(());
-        if let Some(task) = signer {
-            let _ = task.await;
-        }
         if let Some(task) = controller {
             let _ = task.await;
             tracing::info!("rollout controller stopped (Lease released if it led)");

@@ -437,7 +437,10 @@ mod controller {
             workload_current_hash(&adopted.metadata, adopted.template().as_deref()),
             "abc"
         );
-        assert!(hash_recorded(&adopted.metadata, adopted.template().as_deref()));
+        assert!(hash_recorded(
+            &adopted.metadata,
+            adopted.template().as_deref()
+        ));
         assert_eq!(state(&adopted, true).current_hash, "abc");
         // Counted as in sync by the status and the gauges.
         let configs = sources(&[("a", None, &[443])]);
@@ -461,9 +464,15 @@ mod controller {
             json!({"tls-steal.io/config-hash": ""}),
             json!({"tls-steal.io/adopted-hash": "abc"}),
         );
-        assert_eq!(workload_current_hash(&both.metadata, both.template().as_deref()), "");
+        assert_eq!(
+            workload_current_hash(&both.metadata, both.template().as_deref()),
+            ""
+        );
         let none = deployment("web", json!({}), json!({"x": "y"}));
-        assert_eq!(workload_current_hash(&none.metadata, none.template().as_deref()), "");
+        assert_eq!(
+            workload_current_hash(&none.metadata, none.template().as_deref()),
+            ""
+        );
         assert!(!hash_recorded(&none.metadata, none.template().as_deref()));
 
         let json_of = |p: json_patch::Patch| serde_json::to_value(p).unwrap();
@@ -482,11 +491,19 @@ mod controller {
         );
         // A rollout removes the record; without one it is the plain hash patch.
         assert_eq!(
-            json_of(rollout_patch(&adopted.metadata, adopted.template().as_deref(), ""))[2],
+            json_of(rollout_patch(
+                &adopted.metadata,
+                adopted.template().as_deref(),
+                ""
+            ))[2],
             json!({"op": "remove", "path": "/metadata/annotations/tls-steal.io~1adopted-hash"})
         );
         assert_eq!(
-            json_of(rollout_patch(&none.metadata, none.template().as_deref(), "abc")),
+            json_of(rollout_patch(
+                &none.metadata,
+                none.template().as_deref(),
+                "abc"
+            )),
             json_of(hash_patch(none.template().as_deref(), Some("100"), "abc"))
         );
     }

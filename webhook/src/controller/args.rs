@@ -93,6 +93,12 @@ pub struct ServeControllerArgs {
 pub struct ControllerCommandArgs {
     #[command(flatten)]
     pub args: ControllerArgs,
+    /// Roll out workloads whose plan changes (leader-elected). `false`: only the session signer
+    /// runs (chart `controller.enabled: false` with `sessions.authorization: required`).
+    #[arg(long, env = "TLS_STEAL_CONTROLLER_ROLLOUTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rollouts: bool,
+    #[command(flatten)]
+    pub sessions: crate::tickets::SignerArgs,
     /// Plain-HTTP address of `/healthz` and `/metrics` ("" disables it).
     #[arg(
         long,

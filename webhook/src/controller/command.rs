@@ -1,8 +1,10 @@
-//! The `controller` subcommand: the controller alone, with its own plain-HTTP admin server
-//! (`/healthz`, `/readyz`, `/metrics`), stopping (and releasing its Lease) on SIGINT/SIGTERM.
+//! The `controller` subcommand: the rollout controller and the session ticket signer (each
+//! switchable), with their own plain-HTTP admin server (`/healthz`, `/readyz`, `/metrics`),
+//! stopping (and releasing the Lease) on SIGINT/SIGTERM.
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use kube::Client;
 use prometheus_client::registry::Registry;
 
@@ -15,6 +17,8 @@ use crate::openmetrics;
 pub enum CommandError {
     #[error("connecting to the Kubernetes API")]
     Kube(#[from] kube::Error),
+    #[error("the session ticket signing key")]
+    SigningKey(#[from] crate::tickets::KeysError),
     #[error("listening on {addr}")]
     Listen {
         addr: String,
@@ -26,10 +30,29 @@ pub enum CommandError {
 /// Runs the `controller` command until SIGINT/SIGTERM.
 pub async fn run_command(args: ControllerCommandArgs) -> Result<(), CommandError> {
     let client = Client::try_default().await?;
+    let stop = crate::signals::terminated().shared();
+    let mut registry = Registry::default();
     let metrics = Arc::new(ControllerMetrics::default());
+    metrics.register(&mut registry);
+    let signer = if args.sessions.sign_sessions {
+        let tickets = Arc::new(crate::tickets::TicketMetrics::default());
+        tickets.register(&mut registry);
+        let reporter = args.args.identity();
+        Some(
+            crate::tickets::signer::start(
+                client.clone(),
+                &args.args.lease_namespace,
+                &args.sessions,
+                tickets,
+                reporter,
+                stop.clone(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     if !args.admin_listen.is_empty() {
-        let mut registry = Registry::default();
-        metrics.register(&mut registry);
         let listener = tokio::net::TcpListener::bind(&args.admin_listen)
             .await
             .map_err(|source| CommandError::Listen {
@@ -44,7 +67,15 @@ pub async fn run_command(args: ControllerCommandArgs) -> Result<(), CommandError
             }
         });
     }
-    super::run(client, args.args, metrics, crate::signals::terminated()).await;
+    if args.rollouts {
+        super::run(client, args.args, metrics, stop.clone()).await;
+    } else {
+        tracing::info!("rollouts off (--rollouts=false)");
+        stop.clone().await;
+    }
+    if let Some(task) = signer {
+        let _ = task.await;
+    }
     Ok(())
 }
 

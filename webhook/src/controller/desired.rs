@@ -76,7 +76,12 @@ pub trait Workload:
 
 /// The annotation `key` of a whole object's template.
 fn whole_template_annotation<'a>(t: &'a PodTemplateSpec, key: &str) -> Option<&'a str> {
-    t.metadata.as_ref()?.annotations.as_ref()?.get(key).map(String::as_str)
+    t.metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
 }
 
 macro_rules! whole_workload {

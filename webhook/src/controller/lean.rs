@@ -31,11 +31,7 @@ const OWN_ANNOTATIONS: &str = "tls-steal.io/";
 
 /// A workload kind the controller caches as [`Cached<K>`].
 pub trait CachedKind:
-    Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
+    Resource<DynamicType = (), Scope = NamespaceResourceScope> + std::fmt::Debug + Send + Sync + 'static
 {
     const KIND: WorkloadKind;
 }
@@ -103,11 +99,14 @@ impl LeanTemplate {
     fn to_template(&self) -> PodTemplateSpec {
         let map = |p: &Option<Pairs>| p.as_ref().map(|p| p.iter().cloned().collect());
         PodTemplateSpec {
-            metadata: self.metadata.as_ref().map(|(labels, annotations)| ObjectMeta {
-                labels: map(labels),
-                annotations: map(annotations),
-                ..ObjectMeta::default()
-            }),
+            metadata: self
+                .metadata
+                .as_ref()
+                .map(|(labels, annotations)| ObjectMeta {
+                    labels: map(labels),
+                    annotations: map(annotations),
+                    ..ObjectMeta::default()
+                }),
             spec: self.spec.as_ref().map(|s| PodSpec {
                 containers: s
                     .containers
@@ -433,7 +432,10 @@ mod tests {
             (m.name.as_deref(), m.namespace.as_deref(), m.uid.as_deref()),
             (Some("web"), Some("shop"), Some("u-1"))
         );
-        assert_eq!((m.resource_version.as_deref(), m.generation), (Some("42"), Some(3)));
+        assert_eq!(
+            (m.resource_version.as_deref(), m.generation),
+            (Some("42"), Some(3))
+        );
         assert_eq!(lean.pod_selector().as_deref(), Some("app=web"));
         let t = lean.template().unwrap();
         let c = &t.spec.as_ref().unwrap().containers[0];
@@ -479,9 +481,13 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for spec in &variants {
             for labels in &labels {
-                for (ta, wa) in template_annotations.iter().zip(workload_annotations.iter().cycle()) {
+                for (ta, wa) in template_annotations
+                    .iter()
+                    .zip(workload_annotations.iter().cycle())
+                {
                     let mut whole = applied();
-                    whole.metadata.annotations = wa.clone().map(|a| serde_json::from_value(a).unwrap());
+                    whole.metadata.annotations =
+                        wa.clone().map(|a| serde_json::from_value(a).unwrap());
                     let t = &mut whole.spec.as_mut().unwrap().template;
                     let mut pod_spec = serde_json::to_value(t.spec.as_ref().unwrap()).unwrap();
                     for (k, v) in spec.as_object().unwrap() {
@@ -491,7 +497,8 @@ mod tests {
                     let tm = t.metadata.as_mut().unwrap();
                     tm.labels = Some(serde_json::from_value(labels.clone()).unwrap());
                     tm.annotations = ta.clone().map(|a| serde_json::from_value(a).unwrap());
-                    let state = WorkloadState::of(&Cached::<Deployment>::of(&whole), true, &settings);
+                    let state =
+                        WorkloadState::of(&Cached::<Deployment>::of(&whole), true, &settings);
                     seen.insert(format!("{:?} {:?}", state.no_plan, state.target.containers));
                     agree(&whole, &settings);
                 }
@@ -561,7 +568,10 @@ mod tests {
         assert_eq!(lean.metadata.annotations, None);
         let t = lean.template().unwrap();
         assert_eq!(t.metadata.as_ref().unwrap().labels, None);
-        let p = &t.spec.as_ref().unwrap().containers[0].ports.as_ref().unwrap()[0];
+        let p = &t.spec.as_ref().unwrap().containers[0]
+            .ports
+            .as_ref()
+            .unwrap()[0];
         assert_eq!((p.container_port, p.protocol.as_deref()), (80, Some("TCP")));
     }
 }

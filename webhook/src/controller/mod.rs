@@ -50,7 +50,6 @@ mod triggers;
 pub use args::{ControllerArgs, ControllerCommandArgs, ControllerSettings, ServeControllerArgs};
 pub use command::{CommandError, run_command};
 pub use context::{CacheWriters, Caches, Context};
-pub use lean::{Cached, CachedKind};
 pub use desired::{
     Adoption, Decision, NoPlan, Workload, WorkloadKind, WorkloadState, adoption, current_hash,
     hash_annotation_present, hash_recorded, live_pod_hashes, pod_plan_hash, pod_selector,
@@ -59,6 +58,7 @@ pub use desired::{
 pub(crate) use error::chain as error_chain;
 pub use error::{Error, ErrorKind};
 pub use leader::{LeaseSettings, release, try_acquire_or_renew};
+pub use lean::{Cached, CachedKind};
 pub use metrics::ControllerMetrics;
 pub use patches::{adoption_patch, hash_patch, rollout_patch};
 pub use reconcile::{ADOPTION_RECHECK, reconcile};

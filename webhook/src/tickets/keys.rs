@@ -1,11 +1,15 @@
 //! The session-ticket signing key: an Ed25519 key pair (PKCS#8) in a Secret of the chart's
-//! namespace, created on first start by whichever webhook replica gets there first, like its
-//! serving certificate. `current` signs; `previous` (when present) is still trusted, so a rotation
-//! overlaps: move `current` to `previous`, delete `current`, restart the webhook pods (a new
-//! `current` is made; pods injected before keep accepting tickets until they are rolled).
+//! namespace, created on first start by whichever controller replica gets there first. `current`
+//! signs; `previous` (when present) is still trusted, so a rotation overlaps: move `current` to
+//! `previous`, delete `current`, restart the controller pods (a new `current` is made and
+//! published), then the webhook pods (new pods get both keys; pods injected before keep accepting
+//! tickets until they are rolled).
+//!
+//! The public halves are published in a ConfigMap of the same namespace: the webhook, which
+//! injects them into every proxy, reads only that, so its account never sees the private key.
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tls_steal_crds::ticket::{KeyError, SigningKey};
@@ -28,6 +32,13 @@ pub enum KeysError {
         #[source]
         source: kube::Error,
     },
+    #[error("reading or writing the session public keys ConfigMap {namespace}/{name}")]
+    Published {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("the session key Secret {namespace}/{name}, key {field}")]
     Key {
         namespace: String,
@@ -40,6 +51,102 @@ pub enum KeysError {
 
 const CURRENT: &str = "current";
 const PREVIOUS: &str = "previous";
+/// The ConfigMap key holding the published public keys (comma-separated, current first).
+const PUBLISHED: &str = "keys";
+
+fn part_of() -> std::collections::BTreeMap<String, String> {
+    [(
+        "app.kubernetes.io/part-of".to_owned(),
+        "tls-steal".to_owned(),
+    )]
+    .into()
+}
+
+/// Writes `public` into the ConfigMap `namespace/name` (created when missing, left alone when
+/// it already says so).
+pub async fn publish(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    public: &[String],
+) -> Result<(), KeysError> {
+    let api: Api<ConfigMap> = Api::namespaced(client, namespace);
+    let err = |source| KeysError::Published {
+        namespace: namespace.into(),
+        name: name.into(),
+        source,
+    };
+    let value = public.join(",");
+    for _ in 0..5 {
+        let result = match api.get_opt(name).await.map_err(err)? {
+            Some(cm) if cm.data.as_ref().and_then(|d| d.get(PUBLISHED)) == Some(&value) => {
+                return Ok(());
+            }
+            Some(mut cm) => {
+                cm.data
+                    .get_or_insert_default()
+                    .insert(PUBLISHED.into(), value.clone());
+                api.replace(name, &PostParams::default(), &cm)
+                    .await
+                    .map(|_| ())
+            }
+            None => {
+                let cm = ConfigMap {
+                    metadata: ObjectMeta {
+                        name: Some(name.into()),
+                        namespace: Some(namespace.into()),
+                        labels: Some(part_of()),
+                        ..Default::default()
+                    },
+                    data: Some([(PUBLISHED.to_owned(), value.clone())].into()),
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &cm).await.map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(configmap = %format!("{namespace}/{name}"), keys = public.len(), "session public keys published");
+                return Ok(());
+            }
+            // Both replicas publish at start: read again and compare.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The public keys published in the ConfigMap `namespace/name`; `None` while it (or its key)
+/// does not exist yet.
+pub async fn published(
+    client: Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Vec<String>>, KeysError> {
+    let api: Api<ConfigMap> = Api::namespaced(client, namespace);
+    let cm = api
+        .get_opt(name)
+        .await
+        .map_err(|source| KeysError::Published {
+            namespace: namespace.into(),
+            name: name.into(),
+            source,
+        })?;
+    Ok(cm
+        .and_then(|c| c.data?.remove(PUBLISHED))
+        .map(|v| split_keys(&v))
+        .filter(|k| !k.is_empty()))
+}
+
+/// A comma-separated key list, trimmed, without empty entries.
+pub fn split_keys(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
 
 /// Reads the key Secret `namespace/name`, creating it (or its `current` key) when missing.
 pub async fn load_or_create(
@@ -90,13 +197,7 @@ pub async fn load_or_create(
                     metadata: ObjectMeta {
                         name: Some(name.into()),
                         namespace: Some(namespace.into()),
-                        labels: Some(
-                            [(
-                                "app.kubernetes.io/part-of".to_owned(),
-                                "tls-steal".to_owned(),
-                            )]
-                            .into(),
-                        ),
+                        labels: Some(part_of()),
                         ..Default::default()
                     },
                     data: Some(data),

@@ -1,6 +1,7 @@
 //! Signs and renews the ticket of every admitted `StealSession` (`kube::runtime::Controller`
-//! over the sessions of every namespace). Each webhook replica runs one, without leader
-//! election: a ticket is signed only when it is missing or past half its life, both replicas'
+//! over the sessions of every namespace). It runs in the `controller` command (the chart's
+//! controller Deployment, under its own account: the webhook's only reads). Each replica runs
+//! one, without leader election: a ticket is signed only when it is missing or past half its life, both replicas'
 //! tickets are valid, and the status is written with a merge patch of the signer's own fields.
 //!
 //! A session whose duration is over, or whose client stopped its heartbeat for longer than the
@@ -226,6 +227,40 @@ fn error_policy(_: Arc<StealSession>, e: &SignError, ctx: Arc<Signer>) -> Action
     tracing::warn!(error = %chain(e), "steal session not handled; retrying");
     ctx.metrics.error();
     Action::requeue(Duration::from_secs(2))
+}
+
+/// Starts the signer: the signing key (made on first start), its public half published for the
+/// webhook ([`super::keys`]), then [`run`] until `stop`.
+pub async fn start(
+    client: Client,
+    namespace: &str,
+    args: &super::SignerArgs,
+    metrics: Arc<TicketMetrics>,
+    reporter: String,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<tokio::task::JoinHandle<()>, super::KeysError> {
+    let keys = super::load_or_create(client.clone(), namespace, &args.session_key_secret).await?;
+    super::publish(
+        client.clone(),
+        namespace,
+        &args.session_public_keys,
+        &keys.public,
+    )
+    .await?;
+    tracing::info!(
+        kid = keys.signer.kid(),
+        trusted = keys.public.len(),
+        "signing session tickets"
+    );
+    let ctx = Arc::new(Signer {
+        client,
+        keys: Arc::new(keys),
+        settings: args.settings(),
+        metrics,
+        events: Default::default(),
+        reporter,
+    });
+    Ok(tokio::spawn(run(ctx, stop)))
 }
 
 /// Runs the signer until `stop` resolves.
