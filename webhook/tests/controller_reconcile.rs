@@ -163,7 +163,7 @@ mod controller {
             pod("web", "web-2", Some(&expected)),
         ]);
         let action = reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
-        assert_eq!(action, Action::requeue(h.ctx.settings.resync));
+        assert_eq!(action, Action::await_change());
         let adopted = h.object(DEPLOY_PATH);
         // Level-triggered: judging the recorded workload again (a resync, a restart) does
         // nothing at all, without listing the pods.
@@ -362,7 +362,7 @@ mod controller {
             pod("web", "web-2", None),
         ]);
         let action = reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
-        assert_eq!(action, Action::requeue(h.ctx.settings.resync));
+        assert_eq!(action, Action::await_change());
         let patched = h.object(DEPLOY_PATH);
         let metrics = h.metrics.clone();
         let log = h.finish().await;
@@ -416,7 +416,7 @@ mod controller {
         d["spec"]["replicas"] = json!(0);
         h.pods(vec![]);
         let action = reconcile(deploy_of(&d), h.ctx.clone()).await.unwrap();
-        assert_eq!(action, Action::requeue(h.ctx.settings.resync));
+        assert_eq!(action, Action::await_change());
         let log = h.finish().await;
         assert!(patches(&log).is_empty(), "{log:#?}");
         assert_eq!(pod_lists(&log).len(), 1);

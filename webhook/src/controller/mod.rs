@@ -33,6 +33,7 @@
 
 mod args;
 mod backoff;
+mod changed;
 mod command;
 mod context;
 mod desired;

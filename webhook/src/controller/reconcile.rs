@@ -34,7 +34,8 @@ pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Resu
         return Err(Error::InvalidObject(W::KIND.as_str()));
     };
     let api: Api<W> = Api::namespaced(ctx.client.clone(), &ns);
-    let resync = Action::requeue(ctx.settings.resync);
+    // Done until something changes: the periodic resync comes as a trigger (`run.rs`).
+    let done = Action::await_change();
     let mut obj = workload;
     let mut attempt = 0u32;
     // The live pods' plan hashes, listed at most once per reconciliation.
@@ -62,7 +63,7 @@ pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Resu
                     Adoption::InSync if hashes.is_empty() => {
                         tracing::debug!(workload = %id, "wants no pods; not rolling out");
                         ctx.forget(&id);
-                        return Ok(resync);
+                        return Ok(done);
                     }
                     Adoption::InSync => adopt = true,
                     Adoption::WaitForPods => {
@@ -81,12 +82,12 @@ pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Resu
             match decision {
                 Decision::InSync => {
                     ctx.forget(&id);
-                    return Ok(resync);
+                    return Ok(done);
                 }
                 Decision::RolloutDisabled => {
                     ctx.backoff.forget(&id);
                     report_disabled(&*obj, &state, &plan, &ctx).await;
-                    return Ok(resync);
+                    return Ok(done);
                 }
                 Decision::Rollout => {}
             }
@@ -101,7 +102,7 @@ pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Resu
                 ctx.forget(&id);
                 tracing::info!(workload = %id, hash = %plan.hash, "pods already carry the plan; recorded it without a rollout");
                 ctx.status_dirty.notify_one();
-                return Ok(resync);
+                return Ok(done);
             }
             Ok(_) => {
                 ctx.forget(&id);
@@ -109,7 +110,7 @@ pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Resu
                 tracing::info!(workload = %id, from = %state.current_hash, to = %plan.hash, "rolled out");
                 record_rollout(&*obj, &state, &plan, &ctx).await;
                 ctx.status_dirty.notify_one();
-                return Ok(resync);
+                return Ok(done);
             }
             Err(e) if is_not_found(&e) => return Ok(Action::await_change()),
             Err(e) if is_conflict(&e) => {

@@ -4,20 +4,20 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
-use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
-use kube::{Api, Client, Resource};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
 use tls_steal_crds::{MirrordClusterTlsStealConfig, MirrordTlsStealConfig};
 use tokio::sync::mpsc;
 
 use super::args::{ControllerArgs, ControllerSettings};
+use super::changed::Changed;
 use super::context::{CacheWriters, Caches, Context};
-use super::desired;
 use super::lean::{Cached, CachedKind};
 use super::metrics::ControllerMetrics;
 use super::triggers::{ConfigTracker, NamespaceTracker, Trigger};
@@ -223,24 +223,28 @@ async fn workload_controller<K: CachedKind>(
         })
         .applied_objects()
         // Status updates (replica counts) do not matter; spec and annotations do.
-        .predicate_filter(
-            predicates::generation.combine(predicates::annotations),
-            Default::default(),
-        );
+        .try_filter({
+            let mut changed = Changed::default();
+            move |w| futures::future::ready(changed.passes(w))
+        });
     let store = reader.clone();
     let scope = ctx.clone();
-    let refs = futures::stream::unfold(triggers, |mut rx| async move {
+    let triggers = futures::stream::unfold(triggers, |mut rx| async move {
         rx.recv().await.map(|t| (t, rx))
-    })
-    .flat_map(move |t| {
+    });
+    // The periodic resync reaches every workload through the same path as a trigger, so a
+    // workload in sync leaves nothing queued (a requeue per workload would keep its key in the
+    // scheduler: issue 19, memory per workload).
+    let period = ctx.settings.resync;
+    let resyncs = futures::stream::unfold((), move |()| async move {
+        tokio::time::sleep(period).await;
+        Some((Trigger::All, ()))
+    });
+    let refs = futures::stream::select(triggers, resyncs).flat_map(move |t| {
         let refs: Vec<ObjectRef<Cached<K>>> = store
             .state()
             .iter()
-            .filter(|w| {
-                let ns = w.meta().namespace.as_deref().unwrap_or_default();
-                t.covers(ns)
-                    && (scope.namespace_opted_in(ns) || !desired::records_a_plan::<Cached<K>>(w))
-            })
+            .filter(|w| t.reaches(w.as_ref(), |ns| scope.namespace_opted_in(ns)))
             .map(|w| ObjectRef::from_obj(w.as_ref()))
             .collect();
         futures::stream::iter(refs)

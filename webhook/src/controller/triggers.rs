@@ -13,6 +13,7 @@ use kube::Resource;
 use kube::runtime::watcher::Event;
 
 use super::context::namespace_opted_in;
+use super::desired::{self, Workload};
 
 /// A set of workloads to reconcile.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -29,6 +30,14 @@ impl Trigger {
             Trigger::All => true,
             Trigger::Namespace(ns) => ns == namespace,
         }
+    }
+
+    /// Whether this trigger reconciles workload `w`: in its scope, and in an opted-in
+    /// namespace or recording a plan (which losing the opt-in label rolls back); the others
+    /// want no plan and have none.
+    pub fn reaches<W: Workload>(&self, w: &W, namespace_opted_in: impl Fn(&str) -> bool) -> bool {
+        let ns = w.meta().namespace.as_deref().unwrap_or_default();
+        self.covers(ns) && (namespace_opted_in(ns) || desired::records_a_plan(w))
     }
 
     fn for_scope(namespace: Option<&str>) -> Trigger {
@@ -138,6 +147,63 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use tls_steal_crds::types::{MirrordClusterTlsStealConfigSpec, MirrordTlsStealConfigSpec};
     use tls_steal_crds::{MirrordClusterTlsStealConfig, MirrordTlsStealConfig};
+
+    #[test]
+    fn triggers_reach_opted_in_workloads_and_those_recording_a_plan() {
+        let deploy = |ns: &str, template_hash: Option<&str>, adopted: Option<&str>| {
+            let mut d: k8s_openapi::api::apps::v1::Deployment =
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": "web", "namespace": ns},
+                    "spec": {"selector": {}, "template": {"metadata": {"annotations": {}}}}
+                }))
+                .unwrap();
+            if let Some(h) = template_hash {
+                let t = d.spec.as_mut().unwrap().template.metadata.as_mut().unwrap();
+                t.annotations = Some(
+                    [(
+                        super::super::CONFIG_HASH_ANNOTATION.to_owned(),
+                        h.to_owned(),
+                    )]
+                    .into(),
+                );
+            }
+            if let Some(h) = adopted {
+                d.metadata.annotations = Some(
+                    [(
+                        super::super::ADOPTED_HASH_ANNOTATION.to_owned(),
+                        h.to_owned(),
+                    )]
+                    .into(),
+                );
+            }
+            super::super::Cached::of(&d)
+        };
+        let opted = |ns: &str| ns == "apps";
+        let all = Trigger::All;
+        assert!(all.reaches(&deploy("apps", None, None), opted));
+        assert!(
+            !all.reaches(&deploy("other", None, None), opted),
+            "no plan wanted, none held"
+        );
+        assert!(
+            all.reaches(&deploy("other", Some("abc"), None), opted),
+            "rolled back"
+        );
+        assert!(
+            all.reaches(&deploy("other", None, Some("abc")), opted),
+            "adopted: rolled back"
+        );
+        assert!(
+            !all.reaches(&deploy("other", Some(""), Some("abc")), opted),
+            "template says none"
+        );
+        let ns = Trigger::Namespace("apps".into());
+        assert!(ns.reaches(&deploy("apps", None, None), opted));
+        assert!(
+            !ns.reaches(&deploy("other", Some("abc"), None), opted),
+            "another namespace"
+        );
+    }
 
     fn cfg(ns: &str, name: &str, generation: i64) -> MirrordTlsStealConfig {
         MirrordTlsStealConfig {
