@@ -72,6 +72,8 @@ impl<K> Clone for Cached<K> {
 }
 
 type Pairs = Box<[(String, String)]>;
+/// `(containerPort, protocol)` of each declared port.
+type Ports = Box<[(i32, Option<String>)]>;
 
 #[derive(Clone, Debug, PartialEq)]
 struct LeanTemplate {
@@ -90,8 +92,8 @@ struct LeanPodSpec {
 #[derive(Clone, Debug, PartialEq)]
 struct LeanContainer {
     name: String,
-    /// `(containerPort, protocol)`; `None`: no `ports` list.
-    ports: Option<Box<[(i32, Option<String>)]>>,
+    /// `None`: no `ports` list.
+    ports: Option<Ports>,
 }
 
 impl LeanTemplate {
