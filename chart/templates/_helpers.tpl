@@ -92,14 +92,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 - --self-label=app.kubernetes.io/name=tls-steal-webhook
 - --drain-delay={{ .Values.webhook.drainDelaySeconds }}
-{{- if eq .Values.certificate.mode "selfManaged" }}
-- --secret-name={{ include "tls-steal.certSecretName" . }}
-- --webhook-config-name={{ include "tls-steal.webhookName" . }}
-{{- else }}
+{{- /* Every mode serves the Secret's files (reloaded on change); selfManaged: the controller keeps that Secret. */}}
 - --tls-cert-file=/etc/tls-steal/tls/tls.crt
 - --tls-key-file=/etc/tls-steal/tls/tls.key
-- --webhook-config-name=
-{{- end }}
 {{- range .Values.webhook.extraArgs }}
 - {{ . | quote }}
 {{- end }}

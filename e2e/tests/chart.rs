@@ -228,7 +228,7 @@ fn mutating_webhook_configuration() {
     assert_eq!(svc["port"], service["spec"]["ports"][0]["port"]);
     assert!(
         w["clientConfig"].get("caBundle").is_none(),
-        "selfManaged: the webhook patches caBundle"
+        "selfManaged: the controller patches caBundle"
     );
 
     // The webhook's own pods carry the label the objectSelector excludes.
@@ -268,9 +268,22 @@ fn deployment_is_hardened_and_replicated() {
         args.contains("--session-authorization=required"),
         "{args:?}"
     );
+    // Every certificate mode serves the mounted Secret's certificate and key, nothing more (a
+    // selfManaged Secret also holds the CA's key).
     assert!(
-        args.contains("--webhook-config-name=tls-steal-webhook"),
+        args.contains("--tls-cert-file=/etc/tls-steal/tls/tls.crt"),
         "{args:?}"
+    );
+    let tls = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .expect("the tls volume");
+    assert_eq!(tls["secret"]["secretName"], "tls-steal-webhook-tls");
+    assert_eq!(
+        tls["secret"]["items"],
+        serde_json::json!([{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}])
     );
     assert_eq!(
         pod["serviceAccountName"],
@@ -369,7 +382,6 @@ fn rbac_is_least_privilege() {
             .0
             .contains("update")
     );
-    assert_eq!(named_secrets(crole), set(&["tls-steal-session-keys"]));
     assert_eq!(
         verbs(crole, "", "configmaps").0,
         set(&["get", "update", "create"])
@@ -381,44 +393,40 @@ fn rbac_is_least_privilege() {
         verbs(cr, "", "secrets").0.is_empty(),
         "no cluster-wide Secret access"
     );
+    // The webhook only reads: besides Events, no write verb anywhere in its roles.
+    for r in [cr, role] {
+        for rule in r["rules"].as_array().unwrap() {
+            if strs(&rule["resources"]) != set(&["events"]) {
+                assert!(strs(&rule["verbs"]).is_subset(&read), "writes: {rule}");
+            }
+        }
+    }
+    assert_eq!(role["metadata"]["namespace"], "tls-steal");
+    assert!(verbs(role, "", "secrets").0.is_empty(), "no Secret access");
+    // The controller keeps the selfManaged certificate: the MutatingWebhookConfiguration's
+    // caBundle, by name, and the certificate's Secret; and the session signing key's.
     let (mwc, named) = verbs(
-        cr,
+        ccr,
         "admissionregistration.k8s.io",
         "mutatingwebhookconfigurations",
     );
     assert_eq!(mwc, set(&["get", "patch"]));
     assert!(
         named,
-        "MWC access is limited to its own configuration by name"
+        "MWC access is limited to the webhook's configuration by name"
     );
-
-    assert_eq!(role["metadata"]["namespace"], "tls-steal");
-    assert!(verbs(role, "coordination.k8s.io", "leases").0.is_empty());
-    let secret_rules: Vec<&Value> = role["rules"]
+    assert_eq!(
+        named_secrets(crole),
+        set(&["tls-steal-session-keys", "tls-steal-webhook-tls"])
+    );
+    let secret_verbs: BTreeSet<String> = crole["rules"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|r| strs(&r["resources"]).contains("secrets"))
-        .collect();
-    for r in &secret_rules {
-        let v = strs(&r["verbs"]);
-        assert!(
-            !v.contains("list") && !v.contains("watch") && !v.contains("delete"),
-            "{r}"
-        );
-        if v.contains("get") || v.contains("update") {
-            assert_eq!(
-                strs(&r["resourceNames"]),
-                set(&["tls-steal-webhook-tls"]),
-                "{r}"
-            );
-        }
-    }
-    let all: BTreeSet<String> = secret_rules
-        .iter()
         .flat_map(|r| strs(&r["verbs"]))
         .collect();
-    assert_eq!(all, set(&["get", "update", "create"]));
+    assert_eq!(secret_verbs, set(&["get", "update", "create"]));
 
     // The webhook signs nothing: no StealSession access (admission sees the request itself),
     // only the published public keys, by name.
@@ -444,21 +452,17 @@ fn rbac_is_least_privilege() {
     let viewer = find_named(&objs, "ClusterRole", "tls-steal-viewer");
     assert_eq!(verbs(viewer, "tls-steal.io", "stealsessions").0, read);
     assert_eq!(viewer["rules"].as_array().unwrap().len(), 1);
-    // The webhook's Secret is its serving certificate's alone, with tickets or without; without
-    // tickets nobody keeps a signing key or reads public keys.
-    assert_eq!(named_secrets(role), set(&["tls-steal-webhook-tls"]));
+    // Without tickets nobody keeps a signing key or reads public keys: the webhook has no Role
+    // at all, the controller only the certificate's Secret.
     let disabled = render(&["sessions.authorization=disabled"]);
-    assert_eq!(
-        named_secrets(find(&disabled, "Role")),
-        set(&["tls-steal-webhook-tls"])
-    );
     assert!(
-        verbs(find(&disabled, "Role"), "", "configmaps")
-            .0
-            .is_empty()
+        !disabled
+            .iter()
+            .any(|o| o["kind"] == "Role" && o["metadata"]["name"] == "tls-steal-webhook")
     );
     let crole = find_named(&disabled, "Role", "tls-steal-controller");
-    assert!(named_secrets(crole).is_empty() && verbs(crole, "", "configmaps").0.is_empty());
+    assert_eq!(named_secrets(crole), set(&["tls-steal-webhook-tls"]));
+    assert!(verbs(crole, "", "configmaps").0.is_empty());
     let ccr = find_named(&disabled, "ClusterRole", "tls-steal-controller");
     assert!(verbs(ccr, "tls-steal.io", "stealsessions").0.is_empty());
 
@@ -485,28 +489,32 @@ fn certificate_modes() {
         args.iter().any(|a| a.starts_with("--tls-cert-file=")),
         "{args:?}"
     );
-    // No MWC write access and no Secret when the webhook does not manage its certificate: then
-    // its account only reads, but for Events.
-    assert!(verbs(find(&cm, "Role"), "", "secrets").0.is_empty());
-    let read = set(&["get", "list", "watch"]);
-    for r in [
-        find_named(&cm, "ClusterRole", "tls-steal-webhook"),
-        find(&cm, "Role"),
-    ] {
-        for rule in r["rules"].as_array().unwrap() {
-            if strs(&rule["resources"]) != set(&["events"]) {
-                assert!(strs(&rule["verbs"]).is_subset(&read), "writes: {rule}");
-            }
-        }
-    }
+    // cert-manager keeps the certificate: the controller neither makes a Secret for it nor
+    // patches the MutatingWebhookConfiguration.
+    let crole = find_named(&cm, "Role", "tls-steal-controller");
+    assert_eq!(named_secrets(crole), set(&["tls-steal-session-keys"]));
+    let c = &find_named(&cm, "Deployment", "tls-steal-controller")["spec"]["template"]["spec"]["containers"]
+        [0];
+    assert!(!strs(&c["args"]).contains("--manage-certificate=true"));
+    assert!(
+        verbs(
+            find_named(&cm, "ClusterRole", "tls-steal-controller"),
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations"
+        )
+        .0
+        .is_empty()
+    );
+    // Neither tickets nor a certificate to keep, rollouts off: no controller at all.
     let cm_disabled = render(&[
         "certificate.mode=certManager",
         "sessions.authorization=disabled",
+        "controller.enabled=false",
     ]);
     assert!(
-        verbs(find(&cm_disabled, "Role"), "", "secrets")
-            .0
-            .is_empty()
+        !cm_disabled
+            .iter()
+            .any(|o| o["metadata"]["name"] == "tls-steal-controller")
     );
     assert!(
         verbs(
@@ -680,10 +688,11 @@ fn the_controller_runs_apart_under_its_own_account() {
         .0
         .is_empty()
     );
-    // Neither rollouts nor tickets: no controller at all.
+    // Neither rollouts nor tickets nor a certificate to keep: no controller at all.
     let none = render(&[
         "controller.enabled=false",
         "sessions.authorization=disabled",
+        "certificate.mode=certManager",
     ]);
     assert!(
         !none

@@ -12,7 +12,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use prometheus_client::registry::Registry;
 
 use crate::admission::{Admission, Cluster};
-use crate::certs::{self, GeneratedCertOptions};
+use crate::certs;
 use crate::configs::ConfigCache;
 use crate::controller::ControllerMetrics;
 use crate::metrics::Metrics;
@@ -151,18 +151,9 @@ pub struct ServeArgs {
     /// The webhook's namespace (Secret and Service).
     #[arg(long, env = "POD_NAMESPACE", default_value = "tls-steal")]
     pub namespace: String,
-    /// Service name in front of the webhook (DNS names of the generated certificate).
-    #[arg(long, default_value = "tls-steal-webhook")]
-    pub service_name: String,
-    /// Secret holding the generated CA and certificate.
-    #[arg(long, default_value = "tls-steal-webhook-tls")]
-    pub secret_name: String,
-    /// MutatingWebhookConfiguration whose caBundle is kept in sync ("" to leave it alone).
-    #[arg(long, default_value = "tls-steal-webhook")]
-    pub webhook_config_name: String,
-    /// How often the generated certificate is checked for renewal.
-    #[arg(long, default_value = "3600")]
-    pub cert_check_seconds: u64,
+    /// Without certificate files: the certificate it generates (and keeps) itself.
+    #[command(flatten)]
+    pub cert: certs::CertArgs,
     /// Largest accepted AdmissionReview, in bytes (bigger: 413).
     #[arg(long, default_value_t = DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
@@ -319,14 +310,7 @@ pub async fn run_until(
             .await?
         }
         _ => {
-            let opts = GeneratedCertOptions {
-                namespace: args.namespace.clone(),
-                secret_name: args.secret_name.clone(),
-                service_name: args.service_name.clone(),
-                webhook_config_name: Some(args.webhook_config_name.clone())
-                    .filter(|n| !n.is_empty()),
-                check_interval: Duration::from_secs(args.cert_check_seconds.max(10)),
-            };
+            let opts = args.cert.options(&args.namespace);
             certs::start_generated(client, opts, tls_ready.clone()).await?
         }
     };

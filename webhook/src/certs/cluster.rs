@@ -4,6 +4,37 @@
 
 use super::*;
 
+/// Flags of the generated certificate (`serve` without certificate files, and `controller
+/// --manage-certificate`, which the chart uses for `certificate.mode: selfManaged`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct CertArgs {
+    /// Service name in front of the webhook (DNS names of the generated certificate).
+    #[arg(long, default_value = "tls-steal-webhook")]
+    pub service_name: String,
+    /// Secret holding the generated CA and certificate.
+    #[arg(long, default_value = "tls-steal-webhook-tls")]
+    pub secret_name: String,
+    /// MutatingWebhookConfiguration whose caBundle is kept in sync ("" to leave it alone).
+    #[arg(long, default_value = "tls-steal-webhook")]
+    pub webhook_config_name: String,
+    /// How often the generated certificate is checked for renewal.
+    #[arg(long, default_value = "3600")]
+    pub cert_check_seconds: u64,
+}
+
+impl CertArgs {
+    /// The options for the Secret and Service in `namespace`.
+    pub fn options(&self, namespace: &str) -> GeneratedCertOptions {
+        GeneratedCertOptions {
+            namespace: namespace.into(),
+            secret_name: self.secret_name.clone(),
+            service_name: self.service_name.clone(),
+            webhook_config_name: Some(self.webhook_config_name.clone()).filter(|n| !n.is_empty()),
+            check_interval: StdDuration::from_secs(self.cert_check_seconds.max(10)),
+        }
+    }
+}
+
 /// Where the generated certificate lives and whom it is for.
 #[derive(Clone, Debug)]
 pub struct GeneratedCertOptions {
@@ -132,6 +163,30 @@ pub async fn sync_ca_bundle(client: &Client, name: &str, ca_pem: &str) -> Result
     Ok(())
 }
 
+/// Ensures the Secret (made or renewed) and the `caBundle` (a failed patch is only logged:
+/// retried on the next check).
+async fn ensure(client: &Client, opts: &GeneratedCertOptions) -> Result<CertBundle, CertError> {
+    let bundle = ensure_secret(client, opts).await?;
+    if let Some(name) = &opts.webhook_config_name
+        && let Err(e) = sync_ca_bundle(client, name, &bundle.ca_cert_pem).await
+    {
+        tracing::warn!(error = %e, "patching caBundle (will retry)");
+    }
+    Ok(bundle)
+}
+
+/// The certificate keeper of `controller --manage-certificate`: [`ensure`] now and every
+/// check interval, forever (the webhook serves the Secret's files and reloads them when the
+/// kubelet updates its volume).
+pub async fn keep(client: Client, opts: GeneratedCertOptions) {
+    loop {
+        if let Err(e) = ensure(&client, &opts).await {
+            tracing::warn!(error = %crate::controller::error_chain(&e), "keeping the serving certificate (will retry)");
+        }
+        tokio::time::sleep(opts.check_interval).await;
+    }
+}
+
 /// Generated mode: ensures the Secret, loads it, patches `caBundle`, then keeps checking.
 /// Returns the server config once the first certificate is loaded; renewal runs in the
 /// background.
@@ -140,23 +195,18 @@ pub async fn start_generated(
     opts: GeneratedCertOptions,
     tls_ready: Arc<AtomicBool>,
 ) -> Result<RustlsConfig, CertError> {
-    let bundle = ensure_secret(&client, &opts).await?;
+    let bundle = ensure(&client, &opts).await?;
     let config = RustlsConfig::from_config(server_config(
         bundle.cert_pem.as_bytes(),
         bundle.key_pem.as_bytes(),
     )?);
-    if let Some(name) = &opts.webhook_config_name
-        && let Err(e) = sync_ca_bundle(&client, name, &bundle.ca_cert_pem).await
-    {
-        tracing::warn!(error = %e, "patching caBundle (will retry)");
-    }
     tls_ready.store(true, Ordering::SeqCst);
     let reload = config.clone();
     tokio::spawn(async move {
         let mut current = bundle;
         loop {
             tokio::time::sleep(opts.check_interval).await;
-            match ensure_secret(&client, &opts).await {
+            match ensure(&client, &opts).await {
                 Ok(b) => {
                     if b != current {
                         match server_config(b.cert_pem.as_bytes(), b.key_pem.as_bytes()) {
@@ -167,11 +217,6 @@ pub async fn start_generated(
                             }
                             Err(e) => tracing::error!(error = %e, "new certificate unusable"),
                         }
-                    }
-                    if let Some(name) = &opts.webhook_config_name
-                        && let Err(e) = sync_ca_bundle(&client, name, &current.ca_cert_pem).await
-                    {
-                        tracing::warn!(error = %e, "patching caBundle");
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "checking the certificate Secret"),

@@ -35,7 +35,7 @@ use time::{Duration, OffsetDateTime};
 
 mod cluster;
 
-pub use cluster::{GeneratedCertOptions, start_files, start_generated};
+pub use cluster::{CertArgs, keep, start_files, start_generated};
 
 /// Validity of the generated CA.
 pub const CA_VALIDITY: Duration = Duration::days(3650);

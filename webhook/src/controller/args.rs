@@ -99,6 +99,14 @@ pub struct ControllerCommandArgs {
     pub rollouts: bool,
     #[command(flatten)]
     pub sessions: crate::tickets::SignerArgs,
+    /// Keep the webhook's serving certificate (chart `certificate.mode: selfManaged`): the CA
+    /// and certificate in `--secret-name` (made and renewed) and the `caBundle` of
+    /// `--webhook-config-name`. The webhook serves the Secret's files (mounted), so its own
+    /// account needs no access to Secrets.
+    #[arg(long, env = "TLS_STEAL_MANAGE_CERTIFICATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub manage_certificate: bool,
+    #[command(flatten)]
+    pub cert: crate::certs::CertArgs,
     /// Plain-HTTP address of `/healthz` and `/metrics` ("" disables it).
     #[arg(
         long,

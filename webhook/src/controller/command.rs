@@ -1,5 +1,5 @@
-//! The `controller` subcommand: the rollout controller and the session ticket signer (each
-//! switchable), with their own plain-HTTP admin server (`/healthz`, `/readyz`, `/metrics`),
+//! The `controller` subcommand: the rollout controller, the session ticket signer and the
+//! keeper of the webhook's serving certificate (each switchable), with their own plain-HTTP admin server (`/healthz`, `/readyz`, `/metrics`),
 //! stopping (and releasing the Lease) on SIGINT/SIGTERM.
 
 use std::sync::Arc;
@@ -52,6 +52,10 @@ pub async fn run_command(args: ControllerCommandArgs) -> Result<(), CommandError
     } else {
         None
     };
+    let certificate = args.manage_certificate.then(|| {
+        let opts = args.cert.options(&args.args.lease_namespace);
+        tokio::spawn(crate::certs::keep(client.clone(), opts))
+    });
     if !args.admin_listen.is_empty() {
         let listener = tokio::net::TcpListener::bind(&args.admin_listen)
             .await
@@ -75,6 +79,9 @@ pub async fn run_command(args: ControllerCommandArgs) -> Result<(), CommandError
     }
     if let Some(task) = signer {
         let _ = task.await;
+    }
+    if let Some(task) = certificate {
+        task.abort();
     }
     Ok(())
 }
