@@ -173,6 +173,33 @@ check_webhook_available() {
 check "webhook Deployment Available (2 replicas, caBundle set)" check_webhook_available
 WEBHOOK_UP=$CHECK_OK
 
+# (b2) least privilege, asked of the API server: the webhook's account only reads (and records
+# Events); the controller's keeps the certificate, the session keys and the tickets
+check_accounts() {
+  [ $HELM_OK = 1 ] || { echo "needs the chart installed"; return 1; }
+  can() { kc auth can-i --as="system:serviceaccount:tls-steal:$1" "${@:2}" 2>/dev/null; }
+  local verb bad=""
+  for verb in "create secrets -n tls-steal" "update secrets/tls-steal-webhook-tls -n tls-steal" \
+      "get secrets/tls-steal-session-keys -n tls-steal" "patch mutatingwebhookconfigurations/tls-steal-webhook" \
+      "delete stealsessions -n default" "patch stealsessions/x -n default --subresource=status" \
+      "patch deployments -n default" "update leases -n tls-steal"; do
+    [ "$(can tls-steal-webhook $verb)" = no ] || bad="$bad; webhook may $verb"
+  done
+  [ "$(can tls-steal-webhook get configmaps/tls-steal-session-public-keys -n tls-steal)" = yes ] ||
+    bad="$bad; webhook may not read the public keys"
+  for verb in "update secrets/tls-steal-webhook-tls -n tls-steal" "patch mutatingwebhookconfigurations/tls-steal-webhook" \
+      "delete stealsessions -n default" "update configmaps/tls-steal-session-public-keys -n tls-steal"; do
+    [ "$(can tls-steal-controller $verb)" = yes ] || bad="$bad; controller may not $verb"
+  done
+  [ -z "$bad" ] || { echo "${bad#; }"; return 1; }
+  # and the webhook serves the certificate the controller keeps
+  local served kept
+  served=$(kc -n tls-steal get mutatingwebhookconfiguration tls-steal-webhook -o jsonpath='{.webhooks[0].clientConfig.caBundle}')
+  kept=$(kc -n tls-steal get secret tls-steal-webhook-tls -o jsonpath='{.data.ca\.crt}')
+  [ -n "$kept" ] && [ "$served" = "$kept" ] || { echo "caBundle is not the CA in Secret tls-steal-webhook-tls"; return 1; }
+}
+check "accounts: the webhook's only reads; the controller keeps certificate, keys and tickets" check_accounts
+
 # (c) injection in an opted-in namespace; none in an unlabelled one, none for an opted-out pod
 NS_IN=e2e-inject NS_PLAIN=e2e-plain
 setup_demo() { # namespace labelled?
