@@ -10,12 +10,19 @@
 # (so with managedFields and the last-applied annotation), and prints the RSS of every webhook
 # process after each step, once the controller's cache reports them all.
 #
-# Usage (as root): bash bench/controller_memory.sh        Env: STEPS ("1000 5000"), CHUNK (500)
+# First it opts the namespace in and applies CONFIGS steal configs (1,000; each targets one of the
+# Deployments, deploy/mem-<i>, port 8443, with trustRoots), so the caches hold them and the
+# controller plans the workloads they match (replicas 0: no pods, so nothing is rolled out); the
+# baseline is taken after them.
+#
+# Usage (as root): bash bench/controller_memory.sh        Env: STEPS ("1000 5000"), CHUNK (500),
+# CONFIGS (1000)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/e2e/scripts/lib.sh"
 STEPS=(${STEPS:-1000 5000})
 CHUNK=${CHUNK:-500}
+CONFIGS=${CONFIGS:-1000}
 NS=tls-steal-mem
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
@@ -56,9 +63,33 @@ YAML
   done
 }
 
+config() { # index
+  cat <<YAML
+---
+apiVersion: mirrord.metalbear.co/v1alpha
+kind: MirrordTlsStealConfig
+metadata: {name: mem-$1, namespace: $NS}
+spec:
+  targetPath: deploy/mem-$1
+  ports:
+  - port: 8443
+    agentAsServer:
+      authentication: {certPem: /tls/tls.crt, keyPem: /tls/tls.key}
+    agentAsClient:
+      verification: {trustRoots: [/tls/ca.crt]}
+YAML
+}
+
 kc get ns "$NS" >/dev/null 2>&1 || kc create ns "$NS" >/dev/null
+kc label ns "$NS" tls-steal-injection=enabled --overwrite >/dev/null
+have_configs=$(kc -n "$NS" get mirrordtlsstealconfigs --no-headers 2>/dev/null | wc -l)
+if ((have_configs < CONFIGS)); then
+  for i in $(seq "$have_configs" $((CONFIGS - 1))); do config "$i"; done >"$E2E_RUN/mem-configs.yaml"
+  kc apply -f "$E2E_RUN/mem-configs.yaml" >/dev/null
+  log "$CONFIGS steal configs applied"; sleep 20
+fi
 have=$(kc -n "$NS" get deploy --no-headers 2>/dev/null | wc -l)
-log "webhook processes at $have workloads in $NS:"; rss | sed 's/^/  pid rss_kib: /' >&2
+log "webhook processes at $have workloads and $CONFIGS configs in $NS:"; rss | sed 's/^/  pid rss_kib: /' >&2
 declare -A BASE
 while read -r p r; do BASE[$p]=$r; done < <(rss)
 echo "| workloads in $NS | process | RSS MiB | KiB per workload over the start |"
