@@ -7,6 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
+use tls_steal_crds::status::TlsStealConfigStatus;
 use tls_steal_crds::{ConfigSource, MirrordClusterTlsStealConfig, MirrordTlsStealConfig};
 
 use super::error::Error;
@@ -16,6 +17,21 @@ use super::{Context, FIELD_MANAGER};
 enum Target {
     Namespaced(Arc<MirrordTlsStealConfig>),
     Cluster(Arc<MirrordClusterTlsStealConfig>),
+}
+
+fn inputs_of<'a>(
+    sources: &'a [ConfigSource],
+    previous: &'a [(Option<i64>, Option<TlsStealConfigStatus>)],
+) -> Vec<ConfigInput<'a>> {
+    sources
+        .iter()
+        .zip(previous)
+        .map(|(source, (generation, previous))| ConfigInput {
+            source,
+            generation: *generation,
+            previous: previous.as_ref(),
+        })
+        .collect()
 }
 
 /// Recomputes every config's status and patches those that changed. Returns how many were
@@ -33,22 +49,29 @@ pub async fn sync_statuses(ctx: &Context) -> Result<usize, Error> {
         sources.push(ConfigSource::from(c.as_ref()));
         targets.push(Target::Cluster(c));
     }
-    let inputs: Vec<ConfigInput<'_>> = targets
+    let previous: Vec<(Option<i64>, Option<TlsStealConfigStatus>)> = targets
         .iter()
-        .zip(&sources)
-        .map(|(t, source)| {
-            let (generation, previous) = match t {
-                Target::Namespaced(c) => (c.metadata.generation, c.status.as_ref()),
-                Target::Cluster(c) => (c.metadata.generation, c.status.as_ref()),
-            };
-            ConfigInput {
-                source,
-                generation,
-                previous,
-            }
+        .map(|t| match t {
+            Target::Namespaced(c) => (c.metadata.generation, c.status.clone()),
+            Target::Cluster(c) => (c.metadata.generation, c.status.clone()),
         })
         .collect();
-    let (statuses, counts) = compute_statuses(&inputs, &workloads, &now);
+    // Every workload against every config of its namespace: seconds of CPU at thousands of
+    // each, so off the async workers (the Lease renewal must not wait behind it).
+    let (statuses, counts, sources, previous) = {
+        let now = now.clone();
+        let computed = tokio::task::spawn_blocking(move || {
+            let (statuses, counts) =
+                compute_statuses(&inputs_of(&sources, &previous), &workloads, &now);
+            (statuses, counts, sources, previous)
+        })
+        .await;
+        match computed {
+            Ok(c) => c,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    };
+    let inputs = inputs_of(&sources, &previous);
     ctx.metrics.set_sync_counts(counts);
 
     let params = PatchParams {
