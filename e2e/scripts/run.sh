@@ -673,10 +673,10 @@ check_apiserver_restart() {
   mapfile -d '' args < "/proc/$pid/cmdline"
   [ ${#args[@]} -gt 1 ] || { echo "cannot read kube-apiserver's command line"; return 1; }
   # SIGKILL (a crash): the outage is the 20 s below, not 20 + a graceful shutdown that waits on
-  # long watches. Counted from the kubelet's last Lease renewal (every 10 s), an outage beyond
-  # kube-controller-manager's node monitor grace period (40 s) marks the node NotReady and every
-  # pod unready: Services, the webhook's included, then lose their endpoints for a while and pods
-  # are admitted uninjected (fail open), whatever tls-steal does (docs/operating.md).
+  # long watches. A node marked NotReady meanwhile would take every Service's endpoints (the
+  # webhook's included: pods admitted uninjected, whatever tls-steal does; docs/operating.md):
+  # the e2e cluster's node monitor grace period is 2 min for that (cluster-up.sh), and the waits
+  # below make sure of it.
   kill -9 "$pid"; t0=$(date +%s%N)
   gone() { ! kill -0 "$pid" 2>/dev/null; }
   wait_for 5 "kube-apiserver to stop" gone || { echo "kube-apiserver survived SIGKILL"; return 1; }
