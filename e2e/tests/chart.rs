@@ -505,17 +505,6 @@ fn certificate_modes() {
         .0
         .is_empty()
     );
-    // Neither tickets nor a certificate to keep, rollouts off: no controller at all.
-    let cm_disabled = render(&[
-        "certificate.mode=certManager",
-        "sessions.authorization=disabled",
-        "controller.enabled=false",
-    ]);
-    assert!(
-        !cm_disabled
-            .iter()
-            .any(|o| o["metadata"]["name"] == "tls-steal-controller")
-    );
     assert!(
         verbs(
             find_named(&cm, "ClusterRole", "tls-steal-webhook"),
