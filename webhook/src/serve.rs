@@ -180,8 +180,6 @@ pub enum ServeError {
     Cert(#[from] certs::CertError),
     #[error("--session-keys (TLS_STEAL_SESSION_KEYS)")]
     SessionKeys(#[from] tls_steal_crds::ticket::KeyError),
-    #[error("stopped while waiting for the session public keys")]
-    StoppedBeforeKeys,
     #[error("serving on {addr}")]
     Io {
         addr: SocketAddr,
@@ -191,35 +189,29 @@ pub enum ServeError {
 }
 
 /// The public keys the controller published (`--session-public-keys`), read again every 2 s
-/// until they exist (the controller makes them on its first start); a stop signal meanwhile
-/// ends the process.
+/// until they exist (the controller makes them on its first start).
 async fn wait_for_public_keys(
     client: &Client,
     namespace: &str,
     args: &crate::tickets::SessionArgs,
-) -> Result<Vec<String>, ServeError> {
+) -> Vec<String> {
     let name = &args.session_public_keys;
-    let wait = async {
-        for attempt in 0u32.. {
-            match crate::tickets::published(client.clone(), namespace, name).await {
-                Ok(Some(keys)) => return Ok(keys),
-                Ok(None) if attempt % 15 == 0 => tracing::info!(
-                    configmap = %format!("{namespace}/{name}"),
-                    "waiting for the controller to publish the session public keys"
-                ),
-                Err(e) if attempt % 15 == 0 => tracing::warn!(
-                    error = %crate::controller::error_chain(&e),
-                    "cannot read the session public keys yet"
-                ),
-                _ => {}
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut attempt = 0u32;
+    loop {
+        match crate::tickets::published(client.clone(), namespace, name).await {
+            Ok(Some(keys)) => return keys,
+            Ok(None) if attempt.is_multiple_of(15) => tracing::info!(
+                configmap = %format!("{namespace}/{name}"),
+                "waiting for the controller to publish the session public keys"
+            ),
+            Err(e) if attempt.is_multiple_of(15) => tracing::warn!(
+                error = %crate::controller::error_chain(&e),
+                "cannot read the session public keys yet"
+            ),
+            _ => {}
         }
-        unreachable!("the wait loop only ends by returning")
-    };
-    tokio::select! {
-        keys = wait => keys,
-        _ = crate::signals::terminated() => Err(ServeError::StoppedBeforeKeys),
+        attempt = attempt.wrapping_add(1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 
@@ -236,6 +228,7 @@ pub async fn run_until(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     args.sidecar.check()?;
+    tokio::pin!(stop);
     let client = Client::try_default().await?;
     let detected = match client.apiserver_version().await {
         Ok(v) => {
@@ -260,7 +253,15 @@ pub async fn run_until(
     // process never sees the private key), and any extra `--session-keys`, injected into every
     // proxy. Waits for them: a proxy told to require tickets without keys would refuse all.
     if let SessionAuthorization::Required { keys } = &settings.session_authorization {
-        let mut public = wait_for_public_keys(&client, &args.namespace, &args.sessions).await?;
+        // The stop signal meanwhile ends the process, as it would a running webhook.
+        let waiting = wait_for_public_keys(&client, &args.namespace, &args.sessions);
+        let mut public = tokio::select! {
+            keys = waiting => keys,
+            _ = &mut stop => {
+                tracing::info!("stopped while waiting for the session public keys");
+                return Ok(());
+            }
+        };
         public.extend(crate::tickets::split_keys(keys));
         tracing::info!(trusted = public.len(), "session tickets required");
         settings.session_authorization = SessionAuthorization::Required {

@@ -255,23 +255,24 @@ pub enum Decision {
     Rollout,
 }
 
-/// The template's `tls-steal.io/config-hash`, empty when absent.
-pub fn current_hash(template: Option<&PodTemplateSpec>) -> &str {
+/// The template's `tls-steal.io/config-hash` when present (even `""`).
+fn template_hash(template: Option<&PodTemplateSpec>) -> Option<&str> {
     template
         .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.annotations.as_ref())
         .and_then(|a| a.get(CONFIG_HASH_ANNOTATION))
         .map(String::as_str)
-        .unwrap_or_default()
+}
+
+/// The template's `tls-steal.io/config-hash`, empty when absent.
+pub fn current_hash(template: Option<&PodTemplateSpec>) -> &str {
+    template_hash(template).unwrap_or_default()
 }
 
 /// Whether the template carries a `tls-steal.io/config-hash` annotation at all (an empty value
 /// counts as present: the controller wrote it to remove a plan).
 pub fn hash_annotation_present(template: Option<&PodTemplateSpec>) -> bool {
-    template
-        .and_then(|t| t.metadata.as_ref())
-        .and_then(|m| m.annotations.as_ref())
-        .is_some_and(|a| a.contains_key(CONFIG_HASH_ANNOTATION))
+    template_hash(template).is_some()
 }
 
 /// The workload's own `tls-steal.io/adopted-hash` (written when it was adopted without a
@@ -283,34 +284,37 @@ pub fn adopted_hash(meta: &ObjectMeta) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// The plan hash a workload's pods carry as far as the workload records it: the template's
-/// `tls-steal.io/config-hash` when present (even `""`), else the workload's
-/// `tls-steal.io/adopted-hash` when present, else `""`. Used by reconcile, the namespace
-/// trigger filter, config status and the sync gauges alike.
+/// The one rule of what a workload records: the template's `tls-steal.io/config-hash` when
+/// present (even `""`), else the workload's `tls-steal.io/adopted-hash`, else nothing.
+fn recorded<'a>(template_hash: Option<&'a str>, meta: &'a ObjectMeta) -> Option<&'a str> {
+    template_hash.or_else(|| adopted_hash(meta))
+}
+
+/// The plan hash a workload's pods carry as far as the workload records it ([`recorded`], `""`
+/// when nothing). Used by reconcile, the namespace trigger filter, config status and the sync
+/// gauges alike.
 pub fn workload_current_hash<'a>(
     meta: &'a ObjectMeta,
     template: Option<&'a PodTemplateSpec>,
 ) -> &'a str {
-    if hash_annotation_present(template) {
-        current_hash(template)
-    } else {
-        adopted_hash(meta).unwrap_or_default()
-    }
+    recorded(template_hash(template), meta).unwrap_or_default()
 }
 
-/// Whether [`workload_current_hash`] of `w` is not empty, read without building its template
-/// (the trigger filter asks it of every cached workload).
+/// What `w` records ([`recorded`]), read without building its template: reconcile and the
+/// trigger filter ask it of cached workloads.
+pub fn recorded_hash<W: Workload>(w: &W) -> Option<&str> {
+    recorded(w.template_annotation(CONFIG_HASH_ANNOTATION), w.meta())
+}
+
+/// Whether [`workload_current_hash`] of `w` is not empty.
 pub fn records_a_plan<W: Workload>(w: &W) -> bool {
-    !w.template_annotation(CONFIG_HASH_ANNOTATION)
-        .or_else(|| adopted_hash(w.meta()))
-        .unwrap_or_default()
-        .is_empty()
+    recorded_hash(w).is_some_and(|h| !h.is_empty())
 }
 
 /// Whether the workload records a hash at all (template annotation or adopted-hash). Only a
 /// workload recording none has its pods listed for adoption.
 pub fn hash_recorded(meta: &ObjectMeta, template: Option<&PodTemplateSpec>) -> bool {
-    hash_annotation_present(template) || adopted_hash(meta).is_some()
+    recorded(template_hash(template), meta).is_some()
 }
 
 /// The label selector string listing a workload's pods. `None` when the selector is missing,

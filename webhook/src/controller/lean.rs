@@ -405,6 +405,7 @@ mod tests {
             desired::hash_recorded(lean.meta(), t_lean.as_deref()),
             desired::hash_recorded(whole.meta(), t_whole.as_deref())
         );
+        assert_eq!(desired::recorded_hash(&lean), desired::recorded_hash(whole));
         assert_eq!(
             lean.template_annotation(crate::controller::CONFIG_HASH_ANNOTATION),
             whole.template_annotation(crate::controller::CONFIG_HASH_ANNOTATION)

@@ -48,9 +48,7 @@ pub async fn reconcile<W: Workload>(workload: Arc<W>, ctx: Arc<Context>) -> Resu
         // Set when every live pod already carries the plan: record it on the workload instead
         // of rolling it out.
         let mut adopt = false;
-        if decision != Decision::InSync
-            && !super::desired::hash_recorded(obj.meta(), obj.template().as_deref())
-        {
+        if decision != Decision::InSync && super::desired::recorded_hash(&*obj).is_none() {
             let hashes = match &pod_hashes {
                 Some(h) => h,
                 None => pod_hashes.insert(live_pod_hashes(&*obj, &ns, &id, &ctx).await?),

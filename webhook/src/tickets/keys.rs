@@ -54,12 +54,20 @@ const PREVIOUS: &str = "previous";
 /// The ConfigMap key holding the published public keys (comma-separated, current first).
 const PUBLISHED: &str = "keys";
 
-fn part_of() -> std::collections::BTreeMap<String, String> {
-    [(
-        "app.kubernetes.io/part-of".to_owned(),
-        "tls-steal".to_owned(),
-    )]
-    .into()
+/// The metadata of an object the signer creates in its namespace.
+fn own_meta(namespace: &str, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        labels: Some(
+            [(
+                "app.kubernetes.io/part-of".to_owned(),
+                "tls-steal".to_owned(),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    }
 }
 
 /// Writes `public` into the ConfigMap `namespace/name` (created when missing, left alone when
@@ -77,6 +85,7 @@ pub async fn publish(
         source,
     };
     let value = public.join(",");
+    let mut conflict = None;
     for _ in 0..5 {
         let result = match api.get_opt(name).await.map_err(err)? {
             Some(cm) if cm.data.as_ref().and_then(|d| d.get(PUBLISHED)) == Some(&value) => {
@@ -92,12 +101,7 @@ pub async fn publish(
             }
             None => {
                 let cm = ConfigMap {
-                    metadata: ObjectMeta {
-                        name: Some(name.into()),
-                        namespace: Some(namespace.into()),
-                        labels: Some(part_of()),
-                        ..Default::default()
-                    },
+                    metadata: own_meta(namespace, name),
                     data: Some([(PUBLISHED.to_owned(), value.clone())].into()),
                     ..Default::default()
                 };
@@ -110,11 +114,16 @@ pub async fn publish(
                 return Ok(());
             }
             // Both replicas publish at start: read again and compare.
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e @ kube::Error::Api(_)) if is_conflict(&e) => conflict = Some(e),
             Err(e) => return Err(err(e)),
         }
     }
-    Ok(())
+    // Still changing under it after five reads: say so rather than claim it is published.
+    Err(err(conflict.expect("only conflicts go round the loop")))
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
 /// The public keys published in the ConfigMap `namespace/name`; `None` while it (or its key)
@@ -194,12 +203,7 @@ pub async fn load_or_create(
             }
             None => {
                 let s = Secret {
-                    metadata: ObjectMeta {
-                        name: Some(name.into()),
-                        namespace: Some(namespace.into()),
-                        labels: Some(part_of()),
-                        ..Default::default()
-                    },
+                    metadata: own_meta(namespace, name),
                     data: Some(data),
                     ..Default::default()
                 };
