@@ -175,33 +175,35 @@ impl WorkloadState {
             meta.namespace.as_deref().unwrap_or_default(),
             &name,
             meta,
-            template.as_deref(),
+            template,
             namespace_opted_in,
             settings,
         )
     }
 
+    /// `template` is taken as it comes: a cached workload's is built for this call, so the
+    /// pod the pre-checks read is made from it without another copy.
     pub fn from_parts(
         kind: WorkloadKind,
         namespace: &str,
         name: &str,
         meta: &ObjectMeta,
-        template: Option<&PodTemplateSpec>,
+        template: Option<Cow<'_, PodTemplateSpec>>,
         namespace_opted_in: bool,
         settings: &Settings,
     ) -> Self {
         let owners = vec![Owner::new(kind.owner_kind(), name)];
         let empty = PodTemplateSpec::default();
-        let target = PodTarget::from_template(template.unwrap_or(&empty), owners);
+        let target = PodTarget::from_template(template.as_deref().unwrap_or(&empty), owners);
+        let current_hash = workload_current_hash(meta, template.as_deref()).to_owned();
         let no_plan = if !namespace_opted_in {
             Some(NoPlan::NamespaceNotOptedIn)
         } else {
             // The same checks the webhook makes before it looks at configs.
+            let template = template.map(Cow::into_owned).unwrap_or_default();
             let pod = Pod {
-                metadata: template
-                    .and_then(|t| t.metadata.clone())
-                    .unwrap_or_default(),
-                spec: template.and_then(|t| t.spec.clone()),
+                metadata: template.metadata.unwrap_or_default(),
+                spec: template.spec,
                 status: None,
             };
             mutate::precheck(&pod, namespace, settings).map(NoPlan::Pod)
@@ -212,7 +214,7 @@ impl WorkloadState {
             name: name.into(),
             target,
             no_plan,
-            current_hash: workload_current_hash(meta, template).to_owned(),
+            current_hash,
             rollout_disabled: rollout_disabled(meta),
         }
     }
