@@ -1,6 +1,7 @@
 //! The `controller` subcommand: the rollout controller, the session ticket signer and the
-//! keeper of the webhook's serving certificate (each switchable), with their own plain-HTTP admin server (`/healthz`, `/readyz`, `/metrics`),
-//! stopping (and releasing the Lease) on SIGINT/SIGTERM.
+//! keeper of the webhook's serving certificate (each switchable), with their own plain-HTTP
+//! admin server (`/healthz`, `/readyz`, `/metrics`), stopping (and releasing the Lease) on
+//! SIGINT/SIGTERM.
 
 use std::sync::Arc;
 
