@@ -14,11 +14,11 @@
 # The steal backend answers "stolen"; it is checked once and never hit under load. The proxies
 # run with W = each of BENCH_WORKERS in turn; the app and the load generators stay the same.
 #
-# Usage (as root): bash bench/proxy.sh   (about 4 minutes of measuring per worker count, after
+# Usage (as root): bash bench/proxy.sh   (about 6 minutes of measuring per worker count, after
 #                  the build and after waiting up to BENCH_MAX_WAIT for a quiet machine)
 # Env: BENCH_DIR (scratch, default /tmp/tls-steal-bench), BENCH_MAX_WAIT (seconds to wait for the
 #      1-minute load average to drop below BENCH_MAX_LOAD=1.5; default 600), BENCH_ROUNDS (2),
-#      BENCH_SECS (8), BENCH_WORKERS ("1 2"), BENCH_SKIP_BUILD=1, BENCH_SKIP_APT=1,
+#      BENCH_SECS (8), BENCH_LAT_ROUNDS (5) x BENCH_LAT_SECS (6) for latency, BENCH_WORKERS ("1 2"), BENCH_SKIP_BUILD=1, BENCH_SKIP_APT=1,
 #      BENCH_SIDECAR / BENCH_STEAL_CLI (binaries; default the `dist` profile builds, as shipped).
 set -euo pipefail
 
@@ -29,6 +29,8 @@ MAX_WAIT=${BENCH_MAX_WAIT:-600}
 MAX_LOAD=${BENCH_MAX_LOAD:-1.5}
 ROUNDS=${BENCH_ROUNDS:-2}
 SECS=${BENCH_SECS:-8}
+LAT_ROUNDS=${BENCH_LAT_ROUNDS:-5}
+LAT_SECS=${BENCH_LAT_SECS:-6}
 WORKERS=(${BENCH_WORKERS:-1 2})
 MAXCONN=8000
 
@@ -121,15 +123,39 @@ run_handshakes() {
   log "$(printf '%-11s new-connection: %s req/s, %s µs CPU each, %s new app connections' "$c" "${R[$c,hs]}" "${R[$c,hs,cpu]}" "${R[$c,hs,appconns]}")"
 }
 
-# latency at a fixed 2,000 req/s: h2load --h1, 20 keep-alive connections x --rps 100, per-request log
+# latency at a fixed 2,000 req/s: h2load --h1, 20 keep-alive connections x --rps 100, per-request
+# log; one run of LAT_SECS for column $1 in round $2 (p50 and p99 in µs into R[col,p50|p99,round])
 run_latency() {
-  local c=$1 f="$D/${1/\//-}" p50 p99 latn
-  h2load --h1 -t2 -c20 --rps 100 -D "$SECS" --log-file "$f.lat.log" "https://127.0.0.1:${PORT[$c]}/1k" >"$f.lat.txt" 2>&1
-  read -r p50 p99 latn < <(awk '$2 == 200 {print $3}' "$f.lat.log" | sort -n |
-    awk '{v[NR]=$1} END {printf "%.2f %.2f %d\n", v[int(NR*0.50)+1]/1000, v[int(NR*0.99)+1]/1000, NR}')
-  R[$c,p50]=$p50 R[$c,p99]=$p99 R[$c,latn]=$latn
-  R[$c,latrate]=$(awk '/^finished in/ {printf "%d", $4}' "$f.lat.txt")
-  log "$(printf '%-11s at 2000 req/s: p50 %s ms, p99 %s ms (%s requests, %s req/s achieved)' "$c" "$p50" "$p99" "$latn" "${R[$c,latrate]}")"
+  local c=$1 f="$D/${1/\//-}.lat.$2" p50 p99 latn
+  h2load --h1 -t2 -c20 --rps 100 -D "$LAT_SECS" --log-file "$f.log" "https://127.0.0.1:${PORT[$c]}/1k" >"$f.txt" 2>&1
+  read -r p50 p99 latn < <(awk '$2 == 200 {print $3}' "$f.log" | sort -n |
+    awk '{v[NR]=$1} END {printf "%d %d %d\n", v[int(NR*0.50)+1], v[int(NR*0.99)+1], NR}')
+  R[$c,p50,$2]=$p50 R[$c,p99,$2]=$p99
+  log "$(printf '%-11s at 2000 req/s, round %s: p50 %s µs, p99 %s µs (%s requests)' "$c" "$2" "$p50" "$p99" "$latn")"
+}
+# median of the numbers in "$@"
+median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+ms() { awk -v v="$1" 'BEGIN{printf "%.2f", v/1000}'; }
+sms() { awk -v v="$1" 'BEGIN{printf "%+.2f", v/1000}'; }
+# LAT_ROUNDS rounds, each column once per round in an order rotated every round (the machine's
+# latency drifts within minutes and the second run of a round tends to be slower: a fixed order
+# would charge that to one column); added latency = the median over rounds of (the column's
+# figure - the app's figure in the same round)
+measure_latency() {
+  local cols=("$@") n=${#@} r i c d50 d99 a50 a99
+  for r in $(seq "$LAT_ROUNDS"); do
+    for i in $(seq 0 $((n - 1))); do run_latency "${cols[$(((i + r) % n))]}" "$r"; sleep 1; done
+  done
+  for c in "${cols[@]}"; do
+    a50=() a99=() d50=() d99=()
+    for r in $(seq "$LAT_ROUNDS"); do
+      d50+=("${R[$c,p50,$r]}") d99+=("${R[$c,p99,$r]}")
+      a50+=($((${R[$c,p50,$r]} - ${R[direct/1,p50,$r]}))) a99+=($((${R[$c,p99,$r]} - ${R[direct/1,p99,$r]})))
+    done
+    R[$c,p50]=$(ms "$(median "${d50[@]}")") R[$c,p99]=$(ms "$(median "${d99[@]}")")
+    R[$c,latraw]="${d50[*]}"
+    [[ $c == direct/* ]] || R[$c,added]="$(sms "$(median "${a50[@]}")") / $(sms "$(median "${a99[@]}")")"
+  done
 }
 
 declare -A PORT=([direct/1]=$APP_PORT) PID=([direct/1]=$APP_PID)
@@ -187,12 +213,9 @@ for w in "${WORKERS[@]}"; do
     done
   done
   for c in "${cols[@]}"; do run_handshakes "$c"; sleep 1; done
-  for c in "${cols[@]}"; do run_latency "$c"; R[$c,p50,$w]=${R[$c,p50]} R[$c,p99,$w]=${R[$c,p99]}; sleep 1; done
-  # latency added over the direct path measured in the same minute
-  for c in "${cols[@]:1}"; do
-    R[$c,added]=$(awk -v a="${R[$c,p50]}" -v b="${R[direct/1,p50]}" -v c="${R[$c,p99]}" -v d="${R[direct/1,p99]}" 'BEGIN{printf "%+.2f / %+.2f", a-b, c-d}')
-  done
+  measure_latency "${cols[@]}"
   R[direct/1,p50/$w]=${R[direct/1,p50]} R[direct/1,p99/$w]=${R[direct/1,p99]}
+  R[direct/1,latraw/$w]=${R[direct/1,latraw]}
 
   sleep 5
   for c in "${cols[@]:1}"; do
@@ -223,7 +246,7 @@ H1D=$(best direct/1 h1) H2D=$(best direct/1 h2)
   echo "Columns: proxy/workers (nginx worker_processes, haproxy nbthread, tls-steal workers); the app: nginx, 1 worker, measured again beside each worker count (best of all its rounds shown)."
   echo "tls-steal: $SESSION_NOTE. Steal backend hits (all from the checks): $STEAL_HITS"
   echo "Throughput: best of $ROUNDS rounds of ${SECS}s; CPU/request over all rounds (proxy process only; for 'direct' the app's)."
-  echo "Added latency: the proxy's p50 / p99 minus the app's, both measured in the same minute."
+  echo "Latency: $LAT_ROUNDS rounds of ${LAT_SECS}s, columns in a rotated order each round; p50 / p99 = medians over the rounds; added = median over the rounds of (proxy - app of the same round)."
   echo
   printf '| |'; for c in "${COLS[@]}"; do printf ' %s |' "$c"; done; echo
   printf '|---|'; for c in "${COLS[@]}"; do printf -- '---:|'; done; echo
@@ -249,6 +272,11 @@ H1D=$(best direct/1 h1) H2D=$(best direct/1 h2)
     printf '  %-11s h1:' "$c"; for k in $(printf '%s\n' "${!R[@]}" | grep "^$c,h1,rps," | sort); do printf ' %s' "${R[$k]}"; done
     printf '  h2:'; for k in $(printf '%s\n' "${!R[@]}" | grep "^$c,h2,rps," | sort); do printf ' %s' "${R[$k]}"; done
     printf '  errors: %s\n' "${R[$c,err]:-none}"
+  done
+  echo "Raw per-round p50 µs at 2,000 req/s:"
+  for c in "${COLS[@]}"; do
+    if [[ $c == direct/1 ]]; then for w in "${WORKERS[@]}"; do printf '  %-11s (beside %s worker(s)): %s\n' "$c" "$w" "${R[direct/1,latraw/$w]}"; done
+    else printf '  %-11s %s\n' "$c" "${R[$c,latraw]}"; fi
   done
   echo "Scratch directory (configs, raw outputs): $D"
 } | tee "$D/report.md"

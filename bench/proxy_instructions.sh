@@ -33,8 +33,8 @@ trap 'kill "$(cat "$D/app.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
 count() {
   local bin=$1 kind=$2 n=$3 out vp sp
   out=$(mktemp /tmp/tls-steal-cg.XXXXXX)
-  TOKIO_WORKER_THREADS=1 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
-    TLS_STEAL_SESSION_AUTHORIZATION=disabled "$bin" proxy --plan "$D/plan.json" --listen 127.0.0.1:15443 --admin 127.0.0.1:15401 \
+  TLS_STEAL_SESSION_AUTHORIZATION=disabled TOKIO_WORKER_THREADS=1 RUST_LOG=warn \
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" proxy --plan "$D/plan.json" --listen 127.0.0.1:15443 --admin 127.0.0.1:15401 \
     --session-api 127.0.0.1:15400 --orig-dst-override 127.0.0.1:9443 2>/dev/null &
   vp=$!
   for _ in $(seq 150); do (echo >/dev/tcp/127.0.0.1/15443) 2>/dev/null && break; sleep 0.2; done

@@ -159,6 +159,35 @@ async fn http1_clients_reuse_app_connections_across_client_connections() {
     );
 }
 
+#[tokio::test]
+async fn an_app_connection_handed_on_by_a_client_that_stays_connected_still_answers() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let proxy = start_proxy(test_config(port_plan(&pki, app.addr.port()), app.addr)).await;
+    // Without SNI the app connection follows the Host: a client that changes it hands its app
+    // connection (driven by its own task until then) to the idle list and stays connected.
+    let mut o = ClientOpts::new(&pki, &["http/1.1"]);
+    o.sni = None;
+    async fn get(c: &mut Conn, path: &str, host: &str) -> u16 {
+        let req = http::Request::get(path).header("host", host);
+        let resp = c.send(req.body(empty()).unwrap()).await.unwrap();
+        let status = resp.status().as_u16();
+        resp.into_body().collect().await.unwrap();
+        status
+    }
+    let mut a = Conn::open(proxy.listen[0], &o).await.unwrap();
+    assert_eq!(get(&mut a, "/a1", "app.test").await, 200);
+    assert_eq!(get(&mut a, "/a2", "localhost").await, 200);
+    assert_eq!(upstream_connects(&proxy).await, 2);
+    // Another client takes the first one from the idle list: it answers, though the client that
+    // made it is still open, and idle.
+    let mut b = Conn::open(proxy.listen[0], &o).await.unwrap();
+    assert_eq!(get(&mut b, "/b", "app.test").await, 200);
+    assert_eq!(app.last().uri, "/b");
+    assert_eq!(upstream_connects(&proxy).await, 2, "no new app connection");
+    assert_eq!(get(&mut a, "/a3", "localhost").await, 200);
+}
+
 /// `tls_steal_upstream_connections`: app connections open now (held, pooled or idle).
 async fn upstream_open(proxy: &tls_steal_sidecar::proxy::ProxyHandle) -> i64 {
     let m = admin_get(proxy.admin.unwrap(), "/metrics").await.1;
