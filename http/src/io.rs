@@ -28,6 +28,11 @@ pub trait ReadHook: Unpin {
     fn connected(&self) -> Connected {
         Connected::new()
     }
+
+    /// Whether a shutdown is skipped (the stream is being taken from hyper to be kept open).
+    fn keep_open(&self) -> bool {
+        false
+    }
 }
 
 impl ReadHook for () {}
@@ -47,6 +52,19 @@ pub struct Prefix(Bytes);
 impl Prefix {
     pub fn new(bytes: Bytes) -> Self {
         Prefix(bytes)
+    }
+
+    /// `bytes` go out before those still here.
+    pub fn prepend(&mut self, bytes: Bytes) {
+        self.0 = match (self.0.is_empty(), bytes.is_empty()) {
+            (true, _) => bytes,
+            (false, true) => return,
+            (false, false) => [bytes, self.0.clone()].concat().into(),
+        };
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -84,6 +102,10 @@ impl<S, H> Hooked<S, H> {
         &self.hook
     }
 
+    pub fn hook_mut(&mut self) -> &mut H {
+        &mut self.hook
+    }
+
     pub fn into_inner(self) -> S {
         self.inner
     }
@@ -116,7 +138,7 @@ impl<S: AsyncRead + Unpin, H: ReadHook> AsyncRead for Hooked<S, H> {
     }
 }
 
-impl<S: AsyncWrite + Unpin, H: Unpin> AsyncWrite for Hooked<S, H> {
+impl<S: AsyncWrite + Unpin, H: ReadHook> AsyncWrite for Hooked<S, H> {
     #[inline]
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -147,6 +169,9 @@ impl<S: AsyncWrite + Unpin, H: Unpin> AsyncWrite for Hooked<S, H> {
 
     #[inline]
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.hook.keep_open() {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -171,6 +196,38 @@ mod tests {
         let mut s = String::new();
         io.read_to_string(&mut s).await.unwrap();
         assert_eq!(s, "hello world");
+    }
+
+    #[tokio::test]
+    async fn prepended_bytes_come_before_those_left() {
+        let (a, b) = tokio::io::duplex(64);
+        drop(b);
+        let mut io = Prefixed::prefixed(Bytes::from_static(b"lo world"), a);
+        io.hook_mut().prepend(Bytes::new());
+        io.hook_mut().prepend(Bytes::from_static(b"hel"));
+        let mut s = String::new();
+        io.read_to_string(&mut s).await.unwrap();
+        assert_eq!(s, "hello world");
+        assert!(io.hook().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_keeps_the_stream_open_skips_the_shutdown() {
+        struct Keep(bool);
+        impl ReadHook for Keep {
+            fn keep_open(&self) -> bool {
+                self.0
+            }
+        }
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut io = Hooked::new(a, Keep(true));
+        io.shutdown().await.unwrap();
+        io.write_all(b"still open").await.unwrap();
+        io.hook_mut().0 = false;
+        io.shutdown().await.unwrap();
+        let mut s = String::new();
+        b.read_to_string(&mut s).await.unwrap();
+        assert_eq!(s, "still open", "EOF after the real shutdown");
     }
 
     #[tokio::test]

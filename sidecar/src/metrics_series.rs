@@ -76,6 +76,7 @@ fn expected() -> BTreeSet<String> {
             "tls_steal_upstream_connections",
             "tls_steal_upstream_pools",
             "tls_steal_client_connections",
+            "tls_steal_client_connections_parked",
             "tls_steal_connections_refused_total",
             "tls_steal_request_duration_seconds_sum",
             "tls_steal_request_duration_seconds_count",

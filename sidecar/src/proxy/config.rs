@@ -190,6 +190,9 @@ pub struct ProxyConfig {
     pub body_limits: BodyLimits,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// An HTTP/1.1 client connection without a request in flight for this long is parked: it
+    /// gives back hyper's buffers until its next byte (`conn::h1`). [`PARK_AFTER`] by default.
+    pub park_after: Duration,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     pub upstream_idle_timeout: Duration,
@@ -209,6 +212,10 @@ pub struct ProxyConfig {
     pub session_authorization: Authorization,
 }
 
+/// Not a flag: 2 s keeps a client that sends every second on the fast path (no new hyper
+/// connection per request) and parks a pooled connection soon after its last request.
+pub const PARK_AFTER: Duration = Duration::from_secs(2);
+
 impl ProxyConfig {
     /// Defaults for `plan`, listening on the standard ports.
     pub fn new(plan: StealPlan) -> Self {
@@ -223,6 +230,7 @@ impl ProxyConfig {
             body_limits: BodyLimits::default(),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(3600),
+            park_after: PARK_AFTER,
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             upstream_idle_timeout: Duration::from_secs(60),
@@ -347,6 +355,7 @@ impl ProxyArgs {
             },
             header_read_timeout: Duration::from_secs(self.header_read_timeout),
             idle_timeout: Duration::from_secs(self.idle_timeout),
+            park_after: PARK_AFTER,
             handshake_timeout: Duration::from_secs(self.handshake_timeout),
             connect_timeout: Duration::from_secs(self.connect_timeout),
             upstream_idle_timeout: Duration::from_secs(self.upstream_idle_timeout),

@@ -9,6 +9,8 @@
 //!
 //! A stream (an HTTP/1.1 exchange) counts as open from its request head until its response body
 //! has ended (or the client reset it), so a long gRPC stream or download is never "idle".
+//!
+//! The same clock tells an HTTP/1.1 connection when to park ([`Watch::Quiet`], see `conn::h1`).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,10 @@ struct State {
     /// When `open` last dropped to zero (or the connection started).
     idle_since: Instant,
     any_request: bool,
+    /// Streams opened so far.
+    requests: u64,
+    /// The connection is being parked: its IO must not be shut down (see `conn::h1`).
+    parking: bool,
 }
 
 /// The open streams of one connection.
@@ -39,6 +45,8 @@ impl Default for Activity {
             open: 0,
             idle_since: Instant::now(),
             any_request: false,
+            requests: 0,
+            parking: false,
         })))
     }
 }
@@ -50,6 +58,22 @@ pub enum Expiry {
     Idle,
 }
 
+/// What [`Activity::watch`] saw first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watch {
+    Expired(Expiry),
+    /// A request was served since the count given, and nothing has been open for the quiet time.
+    Quiet,
+}
+
+/// When [`Activity::watch`] reports [`Watch::Quiet`].
+#[derive(Clone, Copy, Debug)]
+pub struct Quiet {
+    pub after: Duration,
+    /// [`Activity::requests`] when the watch began: quiet needs a request after it.
+    pub requests: u64,
+}
+
 impl Activity {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
@@ -59,32 +83,80 @@ impl Activity {
     pub fn open(&self) -> StreamGuard {
         let mut s = self.state();
         s.open += 1;
+        s.requests += 1;
         s.any_request = true;
         StreamGuard(self.clone())
     }
 
     /// Resolves when the connection has been without an open stream for too long.
     pub async fn expired(&self, header_timeout: Duration, idle_timeout: Duration) -> Expiry {
+        match self.watch(header_timeout, idle_timeout, None).await {
+            Watch::Expired(why) => why,
+            Watch::Quiet => unreachable!("no quiet time was asked for"),
+        }
+    }
+
+    /// [`Activity::expired`], or [`Watch::Quiet`] first when `quiet` is given: one timer for both.
+    pub async fn watch(
+        &self,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+        quiet: Option<Quiet>,
+    ) -> Watch {
         loop {
-            let (open, since, any) = {
+            let (open, since, any, requests) = {
                 let s = self.state();
-                (s.open, s.idle_since, s.any_request)
+                (s.open, s.idle_since, s.any_request, s.requests)
             };
             let (limit, why) = if any {
                 (idle_timeout, Expiry::Idle)
             } else {
                 (header_timeout, Expiry::NoRequest)
             };
+            // Re-checked after a period: a stream closing meanwhile restarts the clock.
+            let period = quiet.map_or(limit, |q| q.after.min(limit));
             if open > 0 {
-                // Re-checked after a whole period: a stream closing now restarts the clock.
-                tokio::time::sleep(limit).await;
+                tokio::time::sleep(period).await;
                 continue;
             }
-            if Instant::now() >= since + limit {
-                return why;
+            let now = Instant::now();
+            let expiry = since + limit;
+            let quiet_at = quiet
+                .filter(|q| requests > q.requests)
+                .map(|q| since + q.after)
+                .filter(|&at| at < expiry);
+            if let Some(at) = quiet_at {
+                if now >= at {
+                    return Watch::Quiet;
+                }
+                tokio::time::sleep_until(at).await;
+                continue;
             }
-            tokio::time::sleep_until(since + limit).await;
+            if now >= expiry {
+                return Watch::Expired(why);
+            }
+            // Not yet eligible for quiet: look again after a period.
+            let wake = if quiet.is_some() {
+                expiry.min(now + period)
+            } else {
+                expiry
+            };
+            tokio::time::sleep_until(wake).await;
         }
+    }
+
+    /// Streams opened so far.
+    pub fn requests(&self) -> u64 {
+        self.state().requests
+    }
+
+    /// While on, [`Activity::parking`] tells the connection's IO to skip its shutdown.
+    pub fn set_parking(&self, on: bool) {
+        self.state().parking = on;
+    }
+
+    pub fn parking(&self) -> bool {
+        self.state().parking
     }
 }
 
@@ -194,6 +266,46 @@ mod tests {
             at <= ended_at + Duration::from_secs(120),
             "{:?}",
             at - ended_at
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_comes_after_a_request_and_the_quiet_time_and_before_expiry() {
+        let a = Activity::default();
+        let (header, idle) = (Duration::from_secs(10), Duration::from_secs(60));
+        let quiet = Some(Quiet {
+            after: Duration::from_secs(2),
+            requests: a.requests(),
+        });
+        // No request since the count: only the header timeout applies.
+        let start = Instant::now();
+        assert_eq!(
+            a.watch(header, idle, quiet).await,
+            Watch::Expired(Expiry::NoRequest)
+        );
+        assert_eq!(start.elapsed(), header);
+        // A request 1 s in, lasting 3 s: quiet 2 s after it ended.
+        let a = Activity::default();
+        let watch = {
+            let a = a.clone();
+            tokio::spawn(async move { (a.watch(header, idle, quiet).await, Instant::now()) })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let guard = a.open();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let ended = Instant::now();
+        drop(guard);
+        let (seen, at) = watch.await.unwrap();
+        assert_eq!(seen, Watch::Quiet);
+        assert_eq!(at - ended, Duration::from_secs(2));
+        // A quiet time longer than the idle timeout never wins.
+        let late = Some(Quiet {
+            after: Duration::from_secs(600),
+            requests: 0,
+        });
+        assert_eq!(
+            a.watch(header, idle, late).await,
+            Watch::Expired(Expiry::Idle)
         );
     }
 

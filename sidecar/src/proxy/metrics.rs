@@ -125,12 +125,14 @@ pub struct PortMetrics {
     reloads: [Counter; 2],
     /// Client connections open now (counted against `--max-connections`).
     client_open: Gauge,
+    /// HTTP/1.1 client connections parked now (idle, holding no HTTP buffers).
+    client_parked: Gauge,
     connections_refused: Counter,
     /// 1 while the port is relayed untouched (its TLS material is unusable); `None` on port 0.
     passthrough: Option<Gauge>,
 }
 
-/// A client connection counted against its port's limit, for as long as it lives.
+/// A client connection counted in a gauge (open, parked) for as long as it is held.
 pub struct ClientSlot<'a>(&'a Gauge);
 
 impl Drop for ClientSlot<'_> {
@@ -189,6 +191,12 @@ impl PortMetrics {
         Ok(ClientSlot(&self.client_open))
     }
 
+    /// Counts a parked client connection until the slot is dropped.
+    pub fn parked(&self) -> ClientSlot<'_> {
+        self.client_parked.inc();
+        ClientSlot(&self.client_parked)
+    }
+
     /// Whether the port is relayed untouched, for `tls_steal_port_passthrough`.
     pub fn set_passthrough(&self, on: bool) {
         if let Some(g) = &self.passthrough {
@@ -214,6 +222,7 @@ pub struct Metrics {
     reloads: Family<Labels<2>, Counter>,
     passthrough: Family<Labels<1>, Gauge>,
     client_open: Family<Labels<1>, Gauge>,
+    client_parked: Family<Labels<1>, Gauge>,
     connections_refused: Family<Labels<1>, Counter>,
     latency: Family<Labels<1>, DurationHistogram, fn() -> DurationHistogram>,
 }
@@ -235,6 +244,7 @@ impl Metrics {
             reloads: Family::default(),
             passthrough: Family::default(),
             client_open: Family::default(),
+            client_parked: Family::default(),
             connections_refused: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
         };
@@ -269,6 +279,7 @@ impl Metrics {
             upstream_pools: self.upstream_pools.get_or_create_owned(&one()),
             reloads: per_port(&self.reloads, port, "result", ["ok", "error"]),
             client_open: self.client_open.get_or_create_owned(&one()),
+            client_parked: self.client_parked.get_or_create_owned(&one()),
             connections_refused: self.connections_refused.get_or_create_owned(&one()),
             passthrough: (port != 0).then(|| self.passthrough.get_or_create_owned(&one())),
         }
@@ -325,6 +336,11 @@ impl Metrics {
             "tls_steal_client_connections",
             "Open client connections, by port",
             self.client_open.clone(),
+        );
+        registry.register(
+            "tls_steal_client_connections_parked",
+            "HTTP/1.1 client connections idle and parked (holding no HTTP buffers), by port",
+            self.client_parked.clone(),
         );
         registry.register(
             "tls_steal_connections_refused",

@@ -43,6 +43,7 @@ mod tls_server;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -81,23 +82,24 @@ pub enum ProxyError {
 
 /// The HTTP server builders, configured once.
 pub(crate) struct HttpBuilders {
-    pub(crate) h1: auto::Builder<TokioExecutor>,
+    /// hyper's own HTTP/1 builder: its connection can be taken apart to park it (`conn::h1`).
+    pub(crate) h1: http1::Builder,
     pub(crate) h2: auto::Builder<TokioExecutor>,
     /// HTTP/1 without keep-alive: for connections that start once the proxy stops accepting
     /// (accepted just before): their one request is served, with `Connection: close`.
-    pub(crate) h1_last: auto::Builder<TokioExecutor>,
+    pub(crate) h1_last: http1::Builder,
 }
 
 impl HttpBuilders {
     fn new(cfg: &ProxyConfig) -> Self {
-        let mut b = auto::Builder::new(TokioExecutor::new());
         // No hyper header timer for HTTP/1: it also runs while a keep-alive connection waits
         // for its next request, which would close idle clients after 10 s where the app keeps
         // them; `idle` bounds heads and idle time for both protocols.
-        b.http1()
-            .timer(TokioTimer::new())
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
             .header_read_timeout(None)
             .max_buf_size(cfg.max_header_bytes.max(8192));
+        let mut b = auto::Builder::new(TokioExecutor::new());
         b.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(cfg.max_header_bytes as u32)
@@ -105,10 +107,10 @@ impl HttpBuilders {
             // A peer that vanished mid-stream (no FIN) is noticed; idle ones are closed by `idle`.
             .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
             .keep_alive_timeout(std::time::Duration::from_secs(20));
-        let mut last = b.clone().http1_only();
-        last.http1().keep_alive(false);
+        let mut last = h1.clone();
+        last.keep_alive(false);
         HttpBuilders {
-            h1: b.clone().http1_only(),
+            h1,
             h2: b.http2_only(),
             h1_last: last,
         }

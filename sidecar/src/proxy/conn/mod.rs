@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
+use hyper::service::{Service, service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
@@ -209,39 +209,42 @@ where
             Ok::<_, Infallible>(resp.map(|b| Guarded::new(b, stream).boxed_unsync()))
         }
     });
-    // Accepted while draining: HTTP/1 gets its one request answered (with `Connection: close`);
-    // a graceful shutdown now would drop it unread. (HTTP/2's graceful shutdown lets the
-    // streams the client already sent finish, so it is told at once.)
-    let last = !h2 && shared.shutdown.is_triggered();
-    let builder = match (h2, last) {
-        (true, _) => &shared.http.h2,
-        (false, true) => &shared.http.h1_last,
-        (false, false) => &shared.http.h1,
-    };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    if h2 {
+        serve_h2(&shared, io, svc, &activity, &first).await
+    } else {
+        h1::serve(&shared, info.port, io, svc, &activity, &first).await
+    }
+}
+
+/// HTTP/2: hyper's connection for the connection's life (its streams share the port's pool).
+async fn serve_h2<S, Svc>(
+    shared: &Shared,
+    io: S,
+    svc: Svc,
+    activity: &Activity,
+    first: &FirstRequest,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>,
+    Svc: Clone + Send + 'static,
+    Svc::Future: Send + 'static,
+{
+    let conn = shared
+        .http
+        .h2
+        .serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let expired = activity.expired(shared.cfg.header_read_timeout, shared.cfg.idle_timeout);
-    // Told to finish when draining starts, but not before its first request: a graceful
-    // shutdown then could drop a request already on the wire (HTTP/1: closed unread; HTTP/2: the
-    // final GOAWAY can reach a client that has not sent its first stream yet).
-    let told_to_finish = async {
-        shared.shutdown.wait().await;
-        tokio::select! {
-            _ = first.wait() => {}
-            _ = shared.shutdown.closing() => {}
-        }
-    };
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = told_to_finish, if !last => {
+        _ = told_to_finish(shared, first) => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
         why = expired => {
-            debug!(?why, h2, "closing a client connection without a request in flight");
-            // Graceful first (a request that arrives meanwhile is still answered); a head still
-            // trickling in (slowloris) keeps hyper reading, so the close is forced after one
-            // more header timeout.
+            debug!(?why, "closing an HTTP/2 client connection without a request in flight");
+            // GOAWAY first (a stream that arrives meanwhile is still answered), forced after
+            // one more header timeout.
             conn.as_mut().graceful_shutdown();
             match tokio::time::timeout(shared.cfg.header_read_timeout, conn).await {
                 Ok(r) => r,
@@ -251,6 +254,18 @@ where
     };
     if let Err(e) = result {
         debug!(error = %error_chain(&*e), "client connection ended with an error");
+    }
+}
+
+/// Resolves when draining has started and the connection has had its first request (or the
+/// proxy is closing): a graceful shutdown before the first request could drop one already on the
+/// wire (HTTP/1: closed unread; HTTP/2: the final GOAWAY can reach a client that has not sent its
+/// first stream yet).
+async fn told_to_finish(shared: &Shared, first: &FirstRequest) {
+    shared.shutdown.wait().await;
+    tokio::select! {
+        _ = first.wait() => {}
+        _ = shared.shutdown.closing() => {}
     }
 }
 
@@ -318,5 +333,6 @@ where
     }
 }
 
+mod h1;
 #[cfg(test)]
 mod tests;
