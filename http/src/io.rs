@@ -54,12 +54,16 @@ impl Prefix {
         Prefix(bytes)
     }
 
-    /// `bytes` go out before those still here.
+    /// `bytes` go out before those still here. Empty `bytes` are not kept: an empty `Bytes`
+    /// can still hold the buffer it was split from.
     pub fn prepend(&mut self, bytes: Bytes) {
-        self.0 = match (self.0.is_empty(), bytes.is_empty()) {
-            (true, _) => bytes,
-            (false, true) => return,
-            (false, false) => [bytes, self.0.clone()].concat().into(),
+        if bytes.is_empty() {
+            return;
+        }
+        self.0 = if self.0.is_empty() {
+            bytes
+        } else {
+            [bytes, self.0.clone()].concat().into()
         };
     }
 

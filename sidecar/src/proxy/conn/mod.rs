@@ -71,7 +71,7 @@ where
         match active {
             None => {
                 shared.metrics.port(port).connection(ConnKind::Passthrough);
-                relay_tcp(io, dst, shared.cfg.connect_timeout).await
+                Box::pin(relay_tcp(io, dst, shared.cfg.connect_timeout)).await
             }
             Some(active) => serve_tls(shared, active, io, client, dst).await,
         }
@@ -98,19 +98,22 @@ async fn serve_tls<S>(
     let port = dst.port();
     let m = shared.metrics.port(port);
     let acceptor = TlsAcceptor::from(active.server.clone());
-    let mut tls =
-        match tokio::time::timeout(shared.cfg.handshake_timeout, acceptor.accept(io)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                let why = HandshakeFailure::classify(&e);
-                m.handshake_failure(why);
-                return info!(reason = why.label(), error = %e, "client TLS handshake failed");
-            }
-            Err(_) => {
-                m.handshake_failure(HandshakeFailure::Timeout);
-                return info!("client TLS handshake timed out");
-            }
-        };
+    // The handshake's future and the stream live on the heap: the connection's task then holds
+    // a pointer, not a ~1.2 KB stream copied through every await below (each caller's future
+    // would keep its own slot for it), so an idle connection's task stays small.
+    let accept = Box::pin(async { acceptor.accept(io).await.map(Box::new) });
+    let mut tls = match tokio::time::timeout(shared.cfg.handshake_timeout, accept).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let why = HandshakeFailure::classify(&e);
+            m.handshake_failure(why);
+            return info!(reason = why.label(), error = %e, "client TLS handshake failed");
+        }
+        Err(_) => {
+            m.handshake_failure(HandshakeFailure::Timeout);
+            return info!("client TLS handshake timed out");
+        }
+    };
     drop(active);
     m.connection(ConnKind::Tls);
     let (_, session) = tls.get_ref();
@@ -136,7 +139,7 @@ async fn serve_tls<S>(
     match proto {
         Proto::Opaque => {
             m.connection(ConnKind::Opaque);
-            relay_tls(&shared, &info, io).await
+            Box::pin(relay_tls(&shared, &info, io)).await
         }
         Proto::H1 | Proto::H2 => serve_http(shared, info, io, matches!(proto, Proto::H2)).await,
     }
@@ -210,7 +213,7 @@ where
         }
     });
     if h2 {
-        serve_h2(&shared, io, svc, &activity, &first).await
+        Box::pin(serve_h2(&shared, io, svc, &activity, &first)).await
     } else {
         h1::serve(&shared, info.port, io, svc, &activity, &first).await
     }
