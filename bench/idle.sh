@@ -14,6 +14,7 @@
 # Usage (as root): bash bench/idle.sh   (about 6 minutes)
 # Env: BENCH_DIR (default /tmp/tls-steal-bench-idle), BENCH_IDLE_COUNTS ("1000 10000"),
 #      BENCH_IDLE_PROTOS ("h1 h2"), BENCH_IDLE_PROXIES ("tls-steal nginx haproxy"),
+#      BENCH_IDLE_PARALLEL (handshakes in flight at once, default 100),
 #      BENCH_SKIP_BUILD=1, BENCH_SKIP_APT=1, BENCH_SIDECAR (the binary to measure).
 set -euo pipefail
 
@@ -86,7 +87,7 @@ measure() {
   sleep 1
   before=$(rss_kb "$pid"); a0=$(app_active)
   coproc CL { exec python3 "$CLIENTS" --connect "127.0.0.1:${PORT[$p]}" --name localhost --ca "$D/ca.pem" \
-    --proto "$proto" --count "$n" --path /1k 2>>"$D/clients.log"; }
+    --proto "$proto" --count "$n" --path /1k ${BENCH_IDLE_PARALLEL:+--parallel $BENCH_IDLE_PARALLEL} 2>>"$D/clients.log"; }
   read -r ready ok failed <&"${CL[0]}" || die "$p $proto $n: idle_clients.py ended early (see $D/clients.log)"
   sleep 3
   held=$(rss_kb "$pid"); a1=$(app_active)

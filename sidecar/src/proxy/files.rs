@@ -147,8 +147,10 @@ pub fn container_pids(proc_dir: &Path, container: &str) -> Vec<u32> {
     pids.retain(|p| *p != me);
     pids.sort_unstable();
     pids.retain(|p| {
-        std::fs::read_to_string(proc_dir.join(p.to_string()).join("mountinfo"))
-            .is_ok_and(|t| mounts::belongs_to(&mounts::parse_mountinfo(&t), container))
+        std::fs::read_to_string(proc_dir.join(p.to_string()).join("mountinfo")).is_ok_and(|t| {
+            mounts::may_belong_to(&t, container)
+                && mounts::belongs_to(&mounts::parse_mountinfo(&t), container)
+        })
     });
     pids
 }
