@@ -127,6 +127,8 @@ run_handshakes() {
 # log; one run of LAT_SECS for column $1 in round $2 (p50 and p99 in µs into R[col,p50|p99,round])
 run_latency() {
   local c=$1 f="$D/${1/\//-}.lat.$2" p50 p99 latn
+  # h2load appends to an existing log: the app's column runs again beside each worker count
+  rm -f "$f.log"
   h2load --h1 -t2 -c20 --rps 100 -D "$LAT_SECS" --log-file "$f.log" "https://127.0.0.1:${PORT[$c]}/1k" >"$f.txt" 2>&1
   read -r p50 p99 latn < <(awk '$2 == 200 {print $3}' "$f.log" | sort -n |
     awk '{v[NR]=$1} END {printf "%d %d %d\n", v[int(NR*0.50)+1], v[int(NR*0.99)+1], NR}')
@@ -258,7 +260,7 @@ H1D=$(best direct/1 h1) H2D=$(best direct/1 h2)
   f_cpu1() { us_per_req "$1" h1; }; row "CPU µs/request, HTTP/1.1" f_cpu1
   f_cpu2() { us_per_req "$1" h2; }; row "CPU µs/request, HTTP/2" f_cpu2
   f_hs() { echo "${R[$1,hs]} (${R[$1,hs,cpu]} µs CPU)"; }; row "new TLS connection per request, req/s (wrk Connection: close)" f_hs
-  f_p() { if [[ $1 == direct/1 ]]; then local w; for w in "${WORKERS[@]}"; do printf '%s / %s ' "${R[direct/1,p50/$w]}" "${R[direct/1,p99/$w]}"; done; else echo "${R[$1,p50]} / ${R[$1,p99]}"; fi; }
+  f_p() { if [[ $1 == direct/1 ]]; then local w; for w in "${WORKERS[@]}"; do printf '%s / %s (beside %s) ' "${R[direct/1,p50/$w]}" "${R[direct/1,p99/$w]}" "$w"; done; else echo "${R[$1,p50]} / ${R[$1,p99]}"; fi; }
   row "p50 / p99 ms at 2,000 req/s (h2load --h1 -c20 --rps 100)" f_p
   f_add() { echo "${R[$1,added]:-–}"; }; row "latency added over direct, p50 / p99 ms" f_add
   f_ri() { mib "${R[$1,rss_idle]}"; }; row "RSS idle, MiB" f_ri
