@@ -7,13 +7,15 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
+const HOP_COUNT: usize = 7;
+
 /// The headers that describe one connection, removed before a message goes on another: RFC 9110
 /// §7.6.1's list (`Connection`, `Proxy-Connection`, `Keep-Alive`, `TE`, `Transfer-Encoding`,
 /// `Upgrade`) and `HTTP2-Settings` (RFC 9113 §3.2.1), plus every header `Connection` names.
 ///
 /// `Trailer` is not among them: it is end-to-end (RFC 9110 §6.6.2), and hyper's HTTP/1 encoder
 /// sends only the trailer fields it declares, so removing it would drop the trailers.
-pub const HOP_BY_HOP: [HeaderName; 7] = [
+pub const HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     CONNECTION,
     PROXY_CONNECTION,
     KEEP_ALIVE,
@@ -45,16 +47,24 @@ pub fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
 /// Every other header passes unchanged, in order. A message without any of these headers costs
 /// one pass over its names (this runs twice per forwarded request).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // One pass over the names, then removals of what is there: hashed removals of absent names
-    // cost more than the pass.
-    let (mut connection, mut others) = (false, false);
+    // One pass over the names notes which of HOP_BY_HOP are there, and only those are removed:
+    // a hashed removal of an absent name costs more than the pass (an app's `Connection:
+    // keep-alive` answer used to pay five of them).
+    let mut present = [false; HOP_COUNT];
     for n in headers.keys() {
-        if n == CONNECTION {
-            connection = true;
-        } else if HOP_BY_HOP[1..].contains(n) {
-            others = true;
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == n) {
+            present[i] = true;
         }
     }
+    let [
+        connection,
+        proxy_connection,
+        keep_alive,
+        te,
+        transfer_encoding,
+        has_upgrade,
+        h2_settings,
+    ] = present;
     if connection {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
@@ -74,20 +84,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             headers.remove(CONNECTION);
         }
     }
-    if !(connection || others) {
-        return;
-    }
-    if !upgrade {
+    if has_upgrade && !upgrade {
         headers.remove(UPGRADE);
     }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
-    headers.remove(HTTP2_SETTINGS);
-    // hyper frames bodies itself.
-    headers.remove(TRANSFER_ENCODING);
-    let mut te = headers.get_all(TE).iter();
-    let Some(first) = te.next() else { return };
-    if first.as_bytes() == b"trailers" && te.next().is_none() {
+    for (there, name) in [
+        (keep_alive, KEEP_ALIVE),
+        (proxy_connection, PROXY_CONNECTION),
+        (h2_settings, HTTP2_SETTINGS),
+        // hyper frames bodies itself.
+        (transfer_encoding, TRANSFER_ENCODING),
+    ] {
+        if there {
+            headers.remove(name);
+        }
+    }
+    if !te {
+        return;
+    }
+    let mut values = headers.get_all(TE).iter();
+    let Some(first) = values.next() else { return };
+    if first.as_bytes() == b"trailers" && values.next().is_none() {
         return;
     }
     let trailers = headers
@@ -174,6 +190,24 @@ mod tests {
         ] {
             assert_eq!(names_after(pairs, false), left, "{pairs:?}");
         }
+    }
+
+    #[test]
+    fn an_app_answer_loses_only_its_connection_header() {
+        assert_eq!(
+            names_after(
+                &[
+                    ("server", "nginx"),
+                    ("date", "Sun, 06 Dec 2026 21:00:00 GMT"),
+                    ("content-type", "text/plain"),
+                    ("content-length", "1024"),
+                    ("connection", "keep-alive"),
+                    ("etag", "\"1\""),
+                ],
+                false
+            ),
+            ["server", "date", "content-type", "content-length", "etag"]
+        );
     }
 
     #[test]
