@@ -188,6 +188,48 @@ async fn an_app_connection_handed_on_by_a_client_that_stays_connected_still_answ
     assert_eq!(get(&mut a, "/a3", "localhost").await, 200);
 }
 
+#[tokio::test]
+async fn without_sni_every_request_reaches_the_app_under_its_own_host() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let proxy = start_proxy(test_config(port_plan(&pki, app.addr.port()), app.addr)).await;
+    // The held app connection remembers the Host its key was checked with: the same Host
+    // skips building the key, another one (or another spelling of the same name) still goes
+    // through it.
+    let mut o = ClientOpts::new(&pki, &["http/1.1"]);
+    o.sni = None;
+    let mut c = Conn::open(proxy.listen[0], &o).await.unwrap();
+    let mut connects: u64 = 0;
+    for (i, (host, sni, new_conn)) in [
+        ("app.test", "app.test", true),
+        ("app.test", "app.test", false),
+        ("app.test:443", "app.test", false),
+        ("localhost", "localhost", true),
+        ("localhost", "localhost", false),
+        ("app.test", "app.test", false),
+        ("app.test", "app.test", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = format!("/r{i}");
+        let req = http::Request::get(&path).header("host", host);
+        let resp = c.send(req.body(empty()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 200, "{host}");
+        resp.into_body().collect().await.unwrap();
+        let seen = app.last();
+        assert_eq!(seen.uri, path);
+        assert_eq!(
+            seen.sni.as_deref(),
+            Some(sni),
+            "request {i} with Host {host}"
+        );
+        assert_eq!(seen.header("host"), Some(host));
+        connects += u64::from(new_conn);
+        assert_eq!(upstream_connects(&proxy).await, connects, "request {i}");
+    }
+}
+
 /// `tls_steal_upstream_connections`: app connections open now (held, pooled or idle).
 async fn upstream_open(proxy: &tls_steal_sidecar::proxy::ProxyHandle) -> i64 {
     let m = admin_get(proxy.admin.unwrap(), "/metrics").await.1;

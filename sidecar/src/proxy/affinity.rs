@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use http::HeaderValue;
 use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 use tracing::debug;
@@ -216,6 +217,8 @@ struct Slot {
 
 struct Held {
     key: PoolKey,
+    /// What the last request was checked against `key` with (its `Host`, see `forward`).
+    host: Option<HeaderValue>,
     sender: Sender,
     idle: Weak<IdleConns>,
     /// The idle list's tick when it was last used.
@@ -234,15 +237,19 @@ impl Affinity {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The held connection when it was made for `key` (checked by `same_key`, which avoids
-    /// building the key) and is still open. A held connection for another key goes idle.
-    pub fn take(&self, same_key: impl FnOnce(&PoolKey) -> bool) -> Option<(PoolKey, Sender)> {
+    /// The held connection when it was made for `key` (checked by `same_key` with the key and
+    /// the `Host` the last request was checked with, which avoids building the key) and is
+    /// still open. A held connection for another key goes idle.
+    pub fn take(
+        &self,
+        same_key: impl FnOnce(&PoolKey, Option<&HeaderValue>) -> bool,
+    ) -> Option<(PoolKey, Option<HeaderValue>, Sender)> {
         let held = self.lock().held.take()?;
         if held.sender.is_closed() {
             return None;
         }
-        if same_key(&held.key) {
-            return Some((held.key, held.sender));
+        if same_key(&held.key, held.host.as_ref()) {
+            return Some((held.key, held.host, held.sender));
         }
         if let Some(idle) = held.idle.upgrade() {
             idle.put(held.key, held.sender);
@@ -252,7 +259,13 @@ impl Affinity {
 
     /// Keeps `sender` for this client connection's next request, until the client has been
     /// idle for [`RECLAIM_TICKS`] ticks of `idle`'s sweeper.
-    pub fn hold(&self, key: PoolKey, sender: Sender, idle: &Arc<IdleConns>) {
+    pub fn hold(
+        &self,
+        key: PoolKey,
+        host: Option<HeaderValue>,
+        sender: Sender,
+        idle: &Arc<IdleConns>,
+    ) {
         let mut slot = self.lock();
         let register = !std::ptr::eq(slot.known_to.as_ptr(), Arc::as_ptr(idle));
         if register {
@@ -260,6 +273,7 @@ impl Affinity {
         }
         slot.held = Some(Held {
             key,
+            host,
             sender,
             idle: Arc::downgrade(idle),
             tick: idle.ticks.load(Relaxed),
@@ -345,15 +359,15 @@ mod tests {
         let max = Duration::from_secs(60);
         let mut pipes = Vec::new();
         let (busy, quiet) = (Affinity::new(), Affinity::new());
-        busy.hold(key(0), sender(&mut pipes).await, &idle);
-        quiet.hold(key(0), sender(&mut pipes).await, &idle);
+        busy.hold(key(0), None, sender(&mut pipes).await, &idle);
+        quiet.hold(key(0), None, sender(&mut pipes).await, &idle);
         for tick in 1..=RECLAIM_TICKS {
             if tick < RECLAIM_TICKS {
                 assert_eq!(idle.reclaim(), 0, "tick {tick}: too early");
             }
             // The busy client sends a request every tick.
-            let (k, s) = busy.take(|_| true).expect("still held");
-            busy.hold(k, s, &idle);
+            let (k, h, s) = busy.take(|_, _| true).expect("still held");
+            busy.hold(k, h, s, &idle);
         }
         assert_eq!(idle.reclaim(), 1, "the quiet client's connection goes idle");
         assert!(quiet.lock().held.is_none());
