@@ -37,8 +37,11 @@ impl Forwarder {
             _ => None,
         };
         let lane = self.lane();
-        let held =
-            slot.take(|k, last| sni || (host.is_some() && last == host) || *k == key_of(&req));
+        let mut same_host = false;
+        let held = slot.take(|k, last| {
+            same_host = host.is_some() && last == host;
+            sni || same_host || *k == key_of(&req)
+        });
         let (key, last, mut sender) = match held {
             Some((key, last, sender)) => (key, last, Some(sender)),
             None => {
@@ -47,11 +50,10 @@ impl Forwarder {
                 (key, None, sender)
             }
         };
-        let host = match (last, host) {
-            (Some(last), Some(host)) if last == host => Some(last),
+        let host = match same_host {
+            true => last,
             // A copy: a slice of the request would keep hyper's read buffer alive.
-            (_, Some(host)) => HeaderValue::from_bytes(host.as_bytes()).ok(),
-            _ => None,
+            false => host.and_then(|h| HeaderValue::from_bytes(h.as_bytes()).ok()),
         };
         if !req.headers().contains_key(HOST) {
             let host = match &client_authority(&req) {
