@@ -159,6 +159,15 @@ async fn http1_clients_reuse_app_connections_across_client_connections() {
     );
 }
 
+/// GET `path` with `host` as its `Host`; the status, the body read to its end.
+async fn get(c: &mut Conn, path: &str, host: &str) -> u16 {
+    let req = http::Request::get(path).header("host", host);
+    let resp = c.send(req.body(empty()).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    resp.into_body().collect().await.unwrap();
+    status
+}
+
 #[tokio::test]
 async fn an_app_connection_handed_on_by_a_client_that_stays_connected_still_answers() {
     let pki = Pki::new();
@@ -168,13 +177,6 @@ async fn an_app_connection_handed_on_by_a_client_that_stays_connected_still_answ
     // connection (driven by its own task until then) to the idle list and stays connected.
     let mut o = ClientOpts::new(&pki, &["http/1.1"]);
     o.sni = None;
-    async fn get(c: &mut Conn, path: &str, host: &str) -> u16 {
-        let req = http::Request::get(path).header("host", host);
-        let resp = c.send(req.body(empty()).unwrap()).await.unwrap();
-        let status = resp.status().as_u16();
-        resp.into_body().collect().await.unwrap();
-        status
-    }
     let mut a = Conn::open(proxy.listen[0], &o).await.unwrap();
     assert_eq!(get(&mut a, "/a1", "app.test").await, 200);
     assert_eq!(get(&mut a, "/a2", "localhost").await, 200);
@@ -213,10 +215,7 @@ async fn without_sni_every_request_reaches_the_app_under_its_own_host() {
     .enumerate()
     {
         let path = format!("/r{i}");
-        let req = http::Request::get(&path).header("host", host);
-        let resp = c.send(req.body(empty()).unwrap()).await.unwrap();
-        assert_eq!(resp.status(), 200, "{host}");
-        resp.into_body().collect().await.unwrap();
+        assert_eq!(get(&mut c, &path, host).await, 200, "{host}");
         let seen = app.last();
         assert_eq!(seen.uri, path);
         assert_eq!(
