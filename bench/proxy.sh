@@ -126,13 +126,17 @@ run_handshakes() {
 # latency at a fixed 2,000 req/s: h2load --h1, 20 keep-alive connections x --rps 100, per-request
 # log; one run of LAT_SECS for column $1 in round $2 (p50 and p99 in µs into R[col,p50|p99,round])
 run_latency() {
-  local c=$1 f="$D/${1/\//-}.lat.$2" p50 p99 latn
+  local c=$1 f="$D/${1/\//-}.lat.$2" p50 p99 latn t0
   # h2load appends to an existing log: the app's column runs again beside each worker count
   rm -f "$f.log"
+  t0=$(cpu_ticks "${PID[$c]}")
   h2load --h1 -t2 -c20 --rps 100 -D "$LAT_SECS" --log-file "$f.log" "https://127.0.0.1:${PORT[$c]}/1k" >"$f.txt" 2>&1
   read -r p50 p99 latn < <(awk '$2 == 200 {print $3}' "$f.log" | sort -n |
     awk '{v[NR]=$1} END {printf "%d %d %d\n", v[int(NR*0.50)+1], v[int(NR*0.99)+1], NR}')
   R[$c,p50,$2]=$p50 R[$c,p99,$2]=$p99
+  # CPU at ordinary load: is a proxy's added latency work, or the order it does the work in?
+  R[$c,lat,cpu]=$(( ${R[$c,lat,cpu]:-0} + $(cpu_ticks "${PID[$c]}") - t0 ))
+  R[$c,lat,n]=$(( ${R[$c,lat,n]:-0} + latn ))
   log "$(printf '%-11s at 2000 req/s, round %s: p50 %s µs, p99 %s µs (%s requests)' "$c" "$2" "$p50" "$p99" "$latn")"
 }
 # median of the numbers in "$@"
@@ -263,6 +267,7 @@ H1D=$(best direct/1 h1) H2D=$(best direct/1 h2)
   f_p() { if [[ $1 == direct/1 ]]; then local w; for w in "${WORKERS[@]}"; do printf '%s / %s (beside %s) ' "${R[direct/1,p50/$w]}" "${R[direct/1,p99/$w]}" "$w"; done; else echo "${R[$1,p50]} / ${R[$1,p99]}"; fi; }
   row "p50 / p99 ms at 2,000 req/s (h2load --h1 -c20 --rps 100)" f_p
   f_add() { echo "${R[$1,added]:-–}"; }; row "latency added over direct, p50 / p99 ms" f_add
+  f_cpul() { us_per_req "$1" lat; }; row "CPU µs/request at 2,000 req/s (all latency rounds)" f_cpul
   f_ri() { mib "${R[$1,rss_idle]}"; }; row "RSS idle, MiB" f_ri
   f_rl() { mib "${R[$1,rss_load]:-0}"; }; row "RSS under load (max), MiB" f_rl
   f_ra() { mib "${R[$1,rss_after]}"; }; row "RSS after load (+5 s), MiB" f_ra
