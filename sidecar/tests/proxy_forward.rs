@@ -229,6 +229,48 @@ async fn without_sni_every_request_reaches_the_app_under_its_own_host() {
     }
 }
 
+#[tokio::test]
+async fn http2_without_sni_every_stream_reaches_the_app_under_its_own_authority() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let proxy = start_proxy(test_config(port_plan(&pki, app.addr.port()), app.addr)).await;
+    // The connection remembers its last pool: the same authority skips building the key,
+    // another one (or another spelling of the same name) goes through it to its own pool. A
+    // name's pool reaches an h2 app first through its ALPN-offering client, then through its
+    // h2-only one: two app connections per name.
+    let mut o = ClientOpts::new(&pki, &["h2"]);
+    o.sni = None;
+    let mut c = Conn::open(proxy.listen[0], &o).await.unwrap();
+    assert!(c.is_h2());
+    let mut connects: u64 = 0;
+    for (i, (authority, sni, new_conn)) in [
+        ("app.test", "app.test", true),
+        ("app.test", "app.test", true),
+        ("app.test", "app.test", false),
+        // Same pool, but hyper's client keeps its connections per authority as written.
+        ("app.test:443", "app.test", true),
+        ("app.test:443", "app.test", false),
+        ("localhost", "localhost", true),
+        ("localhost", "localhost", true),
+        ("localhost", "localhost", false),
+        ("app.test", "app.test", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let uri = format!("https://{authority}/s{i}");
+        let req = http::Request::get(&uri).body(empty()).unwrap();
+        let resp = c.send(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{uri}");
+        resp.into_body().collect().await.unwrap();
+        let seen = app.last();
+        assert_eq!(seen.uri, uri);
+        assert_eq!(seen.sni.as_deref(), Some(sni), "stream {i} to {authority}");
+        connects += u64::from(new_conn);
+        assert_eq!(upstream_connects(&proxy).await, connects, "stream {i}");
+    }
+}
+
 /// `tls_steal_upstream_connections`: app connections open now (held, pooled or idle).
 async fn upstream_open(proxy: &tls_steal_sidecar::proxy::ProxyHandle) -> i64 {
     let m = admin_get(proxy.admin.unwrap(), "/metrics").await.1;

@@ -171,6 +171,47 @@ async fn rotation_under_load_fails_no_request() {
 }
 
 #[tokio::test]
+async fn a_kept_http2_client_uses_the_new_material_after_a_rotation() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    secret_volume(&pki, "2024_01_01", &pki.server_leaf);
+    let mut plan = port_plan(&pki, app.addr.port());
+    plan.agent_as_server.authentication.cert_pem = pki.path("vol/tls.crt");
+    plan.agent_as_server.authentication.key_pem = pki.path("vol/tls.key");
+    let proxy = start_proxy(test_config(plan, app.addr)).await;
+    let mut c = Conn::open(proxy.listen[0], &ClientOpts::new(&pki, &["h2"]))
+        .await
+        .unwrap();
+    // The pool reaches the h2 app through its ALPN-offering client, then its h2-only one.
+    for _ in 0..3 {
+        assert_eq!(c.get("/before").await.unwrap().0, 200);
+    }
+    assert_eq!(upstream_connects(&proxy).await, 2);
+    secret_volume(&pki, "2024_02_02", &pki.server_inter.leaf(1003));
+    let reloaded = format!(
+        "tls_steal_cert_reloads_total{{port=\"{}\",result=\"ok\"}} 1",
+        app.addr.port()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !admin_get(proxy.admin.unwrap(), "/metrics")
+        .await
+        .1
+        .contains(&reloaded)
+    {
+        assert!(Instant::now() < deadline, "never reloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The connection's streams go through the new generation's pools (its upstream TLS
+    // configuration), not the pool they used before: new app connections.
+    assert_eq!(c.get("/after").await.unwrap().0, 200);
+    assert_eq!(upstream_connects(&proxy).await, 3);
+    for _ in 0..2 {
+        assert_eq!(c.get("/after").await.unwrap().0, 200);
+    }
+    assert_eq!(upstream_connects(&proxy).await, 4);
+}
+
+#[tokio::test]
 async fn metrics_and_health() {
     let pki = Pki::new();
     let app = App::start(&pki).await;

@@ -31,7 +31,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,9 @@ pub struct UpstreamTimeouts {
 
 /// The forwarding side of one port (one per generation of its TLS material).
 pub struct Forwarder {
+    /// Unique among all forwarders ever made: a [`PoolMemo`] names the generation it was
+    /// filled under with it.
+    id: u64,
     port: u16,
     upstream: Arc<UpstreamTls>,
     metrics: Arc<Metrics>,
@@ -116,6 +119,55 @@ pub struct Forwarder {
     /// One per worker lane (see `lanes`): a lane's connections to the app are used only by
     /// the requests of that lane, so no request waits on another thread.
     lanes: Box<[Lane]>,
+}
+
+static NEXT_FORWARDER: AtomicU64 = AtomicU64::new(0);
+
+/// An HTTP/2 client connection's last pool. Its streams nearly always name one authority, so
+/// the pool key (the name parsed into a TLS name, the ALPN list, ~2k instructions with the pool
+/// lookup) is built once per connection rather than per stream: the same authority, upgrade
+/// flag and TLS generation find the same pool. A pool the port's LRU has since dropped stays
+/// in use by this connection until its authority changes (at most one such pool per
+/// connection).
+#[derive(Default)]
+pub struct PoolMemo(Mutex<Option<Memo>>);
+
+struct Memo {
+    forwarder: u64,
+    authority: Option<Authority>,
+    upgrade: bool,
+    pool: Arc<Pool>,
+}
+
+impl PoolMemo {
+    fn get(
+        &self,
+        forwarder: u64,
+        authority: Option<&Authority>,
+        upgrade: bool,
+    ) -> Option<Arc<Pool>> {
+        let memo = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        memo.as_ref()
+            .filter(|m| {
+                m.forwarder == forwarder
+                    && m.upgrade == upgrade
+                    && m.authority.as_ref() == authority
+            })
+            .map(|m| m.pool.clone())
+    }
+
+    fn set(&self, memo: Memo) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(memo);
+    }
+}
+
+/// What a client connection keeps between its requests.
+#[derive(Clone, Copy)]
+pub enum ConnSlot<'a> {
+    /// HTTP/1.1: its own app connection.
+    Dedicated(&'a Affinity),
+    /// HTTP/2: its last pool.
+    Pooled(&'a PoolMemo),
 }
 
 /// The upstream state of one worker lane.
@@ -196,6 +248,7 @@ impl Forwarder {
             },
         };
         Forwarder {
+            id: NEXT_FORWARDER.fetch_add(1, Relaxed),
             port,
             upstream,
             metrics,
@@ -263,13 +316,14 @@ impl Forwarder {
     }
 
     /// Sends `req` to the app and returns its response (or a 502 naming the failure).
-    /// (Any body: `Incoming`, or a mirrored request's teed body.) `affinity`: the client
-    /// connection's own app connection slot (HTTP/1.1 clients, see [`super::affinity`]).
+    /// (Any body: `Incoming`, or a mirrored request's teed body.) `slot`: what the client
+    /// connection keeps between requests (HTTP/1.1: its own app connection, see
+    /// [`super::affinity`]; HTTP/2: its last pool).
     pub async fn forward<B>(
         &self,
         conn: &ConnInfo,
         req: Request<B>,
-        affinity: Option<&Affinity>,
+        slot: Option<ConnSlot<'_>>,
     ) -> Response<ProxyBody>
     where
         B: http_body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
@@ -279,10 +333,12 @@ impl Forwarder {
         let version = req.version();
         let upgrade = app_head(&mut req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let dedicated = affinity.filter(|_| !upgrade && conn.alpn.as_deref() != Some(b"h2"));
-        let sent = match dedicated {
-            Some(slot) => self.send_dedicated(slot, conn, req).await,
-            None => self.send_pooled(conn, upgrade, req).await,
+        let sent = match slot {
+            Some(ConnSlot::Dedicated(a)) if !upgrade && conn.alpn.as_deref() != Some(b"h2") => {
+                self.send_dedicated(a, conn, req).await
+            }
+            Some(ConnSlot::Pooled(memo)) => self.send_pooled(conn, upgrade, req, Some(memo)).await,
+            _ => self.send_pooled(conn, upgrade, req, None).await,
         };
         let m = self.metrics.port(self.port);
         match sent {
@@ -336,9 +392,25 @@ impl Forwarder {
         conn: &ConnInfo,
         upgrade: bool,
         mut req: Request<ProxyBody>,
+        memo: Option<&PoolMemo>,
     ) -> Result<Response<Incoming>, SendFailure> {
         let authority = client_authority(&req);
-        let pool = self.pool(self.key(conn, authority.as_ref(), upgrade));
+        let memoized = memo.and_then(|m| m.get(self.id, authority.as_ref(), upgrade));
+        let pool = match memoized {
+            Some(pool) => pool,
+            None => {
+                let pool = self.pool(self.key(conn, authority.as_ref(), upgrade));
+                if let Some(m) = memo {
+                    m.set(Memo {
+                        forwarder: self.id,
+                        authority: authority.clone(),
+                        upgrade,
+                        pool: pool.clone(),
+                    });
+                }
+                pool
+            }
+        };
         let (client, via_h2) = pool.pick();
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
         parts.scheme = Some(Scheme::HTTPS);

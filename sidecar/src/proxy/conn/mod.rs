@@ -22,7 +22,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::Shared;
 use super::affinity::Affinity;
 use super::body;
-use super::forward::{ProxyBody, error_chain, text_response};
+use super::forward::{ConnSlot, PoolMemo, ProxyBody, error_chain, text_response};
 use super::idle::{Activity, Guarded};
 use super::metrics::{ConnKind, HandshakeFailure};
 use super::orig_dst::original_dst;
@@ -163,6 +163,22 @@ async fn sniff<S: AsyncRead + Unpin>(s: &mut S, wait: Duration) -> Option<(Sniff
     }
 }
 
+/// What a client connection keeps between its requests (see [`ConnSlot`]).
+#[derive(Clone)]
+enum Slot {
+    Dedicated(Arc<Affinity>),
+    Pooled(Arc<PoolMemo>),
+}
+
+impl Slot {
+    fn as_ref(&self) -> ConnSlot<'_> {
+        match self {
+            Slot::Dedicated(a) => ConnSlot::Dedicated(a),
+            Slot::Pooled(m) => ConnSlot::Pooled(m),
+        }
+    }
+}
+
 /// Whether a connection has received a request yet.
 #[derive(Default)]
 struct FirstRequest {
@@ -194,8 +210,12 @@ where
 {
     // The first head within the header timeout, then no idle time beyond the idle timeout.
     let activity = Activity::default();
-    // HTTP/1.1 only: one request at a time, so one app connection of its own.
-    let affinity = (!h2).then(Affinity::new);
+    // HTTP/1.1: one request at a time, so one app connection of its own; HTTP/2: its streams'
+    // last pool.
+    let slot = match h2 {
+        false => Slot::Dedicated(Affinity::new()),
+        true => Slot::Pooled(Arc::new(PoolMemo::default())),
+    };
     let svc_shared = shared.clone();
     let svc_info = info.clone();
     let svc_activity = activity.clone();
@@ -206,9 +226,9 @@ where
         let shared = svc_shared.clone();
         let info = svc_info.clone();
         let stream = svc_activity.open();
-        let affinity = affinity.clone();
+        let slot = slot.clone();
         async move {
-            let resp = handle_request(&shared, &info, req, affinity.as_deref()).await;
+            let resp = handle_request(&shared, &info, req, Some(slot.as_ref())).await;
             Ok::<_, Infallible>(resp.map(|b| Guarded::new(b, stream).boxed_unsync()))
         }
     });
@@ -276,7 +296,7 @@ async fn handle_request(
     shared: &Shared,
     info: &ConnInfo,
     req: Request<Incoming>,
-    affinity: Option<&Affinity>,
+    slot: Option<ConnSlot<'_>>,
 ) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
     let (route, body) = match shared.router.route(&parts, info) {
@@ -299,7 +319,7 @@ async fn handle_request(
         Route::Mirror(mirrored) => mirrored.tee(req, info),
     };
     match shared.ports.get(info.port).and_then(|p| p.active()) {
-        Some(active) => active.forwarder.forward(info, req, affinity).await,
+        Some(active) => active.forwarder.forward(info, req, slot).await,
         None => text_response(
             StatusCode::BAD_GATEWAY,
             "tls-steal-proxy: port has no usable TLS material\n".into(),
