@@ -162,12 +162,12 @@ impl PoolMemo {
 }
 
 /// What a client connection keeps between its requests.
-#[derive(Clone, Copy)]
-pub enum ConnSlot<'a> {
+#[derive(Clone)]
+pub enum ConnSlot {
     /// HTTP/1.1: its own app connection.
-    Dedicated(&'a Affinity),
+    Dedicated(Arc<Affinity>),
     /// HTTP/2: its last pool.
-    Pooled(&'a PoolMemo),
+    Pooled(Arc<PoolMemo>),
 }
 
 /// The upstream state of one worker lane.
@@ -323,7 +323,7 @@ impl Forwarder {
         &self,
         conn: &ConnInfo,
         req: Request<B>,
-        slot: Option<ConnSlot<'_>>,
+        slot: &ConnSlot,
     ) -> Response<ProxyBody>
     where
         B: http_body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
@@ -334,11 +334,11 @@ impl Forwarder {
         let upgrade = app_head(&mut req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let sent = match slot {
-            Some(ConnSlot::Dedicated(a)) if !upgrade && conn.alpn.as_deref() != Some(b"h2") => {
+            ConnSlot::Dedicated(a) if !upgrade && conn.alpn.as_deref() != Some(b"h2") => {
                 self.send_dedicated(a, conn, req).await
             }
-            Some(ConnSlot::Pooled(memo)) => self.send_pooled(conn, upgrade, req, Some(memo)).await,
-            _ => self.send_pooled(conn, upgrade, req, None).await,
+            ConnSlot::Pooled(memo) => self.send_pooled(conn, upgrade, req, Some(memo)).await,
+            ConnSlot::Dedicated(_) => self.send_pooled(conn, upgrade, req, None).await,
         };
         let m = self.metrics.port(self.port);
         match sent {

@@ -163,22 +163,6 @@ async fn sniff<S: AsyncRead + Unpin>(s: &mut S, wait: Duration) -> Option<(Sniff
     }
 }
 
-/// What a client connection keeps between its requests (see [`ConnSlot`]).
-#[derive(Clone)]
-enum Slot {
-    Dedicated(Arc<Affinity>),
-    Pooled(Arc<PoolMemo>),
-}
-
-impl Slot {
-    fn as_ref(&self) -> ConnSlot<'_> {
-        match self {
-            Slot::Dedicated(a) => ConnSlot::Dedicated(a),
-            Slot::Pooled(m) => ConnSlot::Pooled(m),
-        }
-    }
-}
-
 /// Whether a connection has received a request yet.
 #[derive(Default)]
 struct FirstRequest {
@@ -213,8 +197,8 @@ where
     // HTTP/1.1: one request at a time, so one app connection of its own; HTTP/2: its streams'
     // last pool.
     let slot = match h2 {
-        false => Slot::Dedicated(Affinity::new()),
-        true => Slot::Pooled(Arc::new(PoolMemo::default())),
+        false => ConnSlot::Dedicated(Affinity::new()),
+        true => ConnSlot::Pooled(Arc::new(PoolMemo::default())),
     };
     let svc_shared = shared.clone();
     let svc_info = info.clone();
@@ -228,7 +212,7 @@ where
         let stream = svc_activity.open();
         let slot = slot.clone();
         async move {
-            let resp = handle_request(&shared, &info, req, Some(slot.as_ref())).await;
+            let resp = handle_request(&shared, &info, req, &slot).await;
             Ok::<_, Infallible>(resp.map(|b| Guarded::new(b, stream).boxed_unsync()))
         }
     });
@@ -296,7 +280,7 @@ async fn handle_request(
     shared: &Shared,
     info: &ConnInfo,
     req: Request<Incoming>,
-    slot: Option<ConnSlot<'_>>,
+    slot: &ConnSlot,
 ) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
     let (route, body) = match shared.router.route(&parts, info) {
