@@ -93,15 +93,26 @@ fn secret_volume(pki: &Pki, version: &str, leaf: &Leaf) {
     }
 }
 
-#[tokio::test]
-async fn rotation_under_load_fails_no_request() {
-    let pki = Pki::new();
-    let app = App::start(&pki).await;
-    secret_volume(&pki, "2024_01_01", &pki.server_leaf);
-    let mut plan = port_plan(&pki, app.addr.port());
+/// The app, and a proxy serving its certificate from a Secret volume (version `2024_01_01`).
+async fn on_secret_volume(pki: &Pki) -> (App, tls_steal_sidecar::proxy::ProxyHandle) {
+    let app = App::start(pki).await;
+    secret_volume(pki, "2024_01_01", &pki.server_leaf);
+    let mut plan = port_plan(pki, app.addr.port());
     plan.agent_as_server.authentication.cert_pem = pki.path("vol/tls.crt");
     plan.agent_as_server.authentication.key_pem = pki.path("vol/tls.key");
     let proxy = start_proxy(test_config(plan, app.addr)).await;
+    (app, proxy)
+}
+
+/// The `/metrics` line that counts `n` successful reloads of `port`'s material.
+fn reloads_ok(port: u16, n: u64) -> String {
+    format!("tls_steal_cert_reloads_total{{port=\"{port}\",result=\"ok\"}} {n}")
+}
+
+#[tokio::test]
+async fn rotation_under_load_fails_no_request() {
+    let pki = Pki::new();
+    let (app, proxy) = on_secret_volume(&pki).await;
     let addr = proxy.listen[0];
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -162,10 +173,7 @@ async fn rotation_under_load_fails_no_request() {
     assert!(ok.load(Ordering::Relaxed) > 20);
     let metrics = admin_get(proxy.admin.unwrap(), "/metrics").await.1;
     assert!(
-        metrics.contains(&format!(
-            "tls_steal_cert_reloads_total{{port=\"{}\",result=\"ok\"}} 1",
-            app.addr.port()
-        )),
+        metrics.contains(&reloads_ok(app.addr.port(), 1)),
         "{metrics}"
     );
 }
@@ -173,12 +181,7 @@ async fn rotation_under_load_fails_no_request() {
 #[tokio::test]
 async fn a_kept_http2_client_uses_the_new_material_after_a_rotation() {
     let pki = Pki::new();
-    let app = App::start(&pki).await;
-    secret_volume(&pki, "2024_01_01", &pki.server_leaf);
-    let mut plan = port_plan(&pki, app.addr.port());
-    plan.agent_as_server.authentication.cert_pem = pki.path("vol/tls.crt");
-    plan.agent_as_server.authentication.key_pem = pki.path("vol/tls.key");
-    let proxy = start_proxy(test_config(plan, app.addr)).await;
+    let (app, proxy) = on_secret_volume(&pki).await;
     let mut c = Conn::open(proxy.listen[0], &ClientOpts::new(&pki, &["h2"]))
         .await
         .unwrap();
@@ -188,10 +191,7 @@ async fn a_kept_http2_client_uses_the_new_material_after_a_rotation() {
     }
     assert_eq!(upstream_connects(&proxy).await, 2);
     secret_volume(&pki, "2024_02_02", &pki.server_inter.leaf(1003));
-    let reloaded = format!(
-        "tls_steal_cert_reloads_total{{port=\"{}\",result=\"ok\"}} 1",
-        app.addr.port()
-    );
+    let reloaded = reloads_ok(app.addr.port(), 1);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !admin_get(proxy.admin.unwrap(), "/metrics")
         .await
