@@ -1,9 +1,10 @@
-//! Worker lanes (`--workers 2`): each lane accepts on its own `SO_REUSEPORT` socket, runs on its
-//! own thread and keeps its own app connections; the lanes end with the drain.
+//! Worker lanes (`--workers 2`): both lanes accept on one socket, each connection is served by
+//! the lane with the fewest, on that lane's own thread; the lanes end with the drain.
 
 mod common;
 
 use common::*;
+use tls_steal_sidecar::proxy::ProxyHandle;
 
 /// Threads of this process named `name`.
 fn threads_named(name: &str) -> usize {
@@ -14,8 +15,20 @@ fn threads_named(name: &str) -> usize {
         .count()
 }
 
+/// `tls_steal_lane_connections{lane}`, in lane order.
+async fn lane_connections(proxy: &ProxyHandle) -> Vec<u64> {
+    let m = admin_get(proxy.admin.unwrap(), "/metrics").await.1;
+    (0..)
+        .map_while(|i| {
+            let key = format!("tls_steal_lane_connections{{lane=\"{i}\"}} ");
+            let line = m.lines().find(|l| l.starts_with(&key))?;
+            line[key.len()..].parse().ok()
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn two_lanes_share_the_port_and_keep_their_own_app_connections() {
+async fn two_lanes_share_the_port_and_split_long_lived_connections_evenly() {
     let pki = Pki::new();
     let app = App::start(&pki).await;
     let mut cfg = test_config(port_plan(&pki, app.addr.port()), app.addr);
@@ -28,16 +41,38 @@ async fn two_lanes_share_the_port_and_keep_their_own_app_connections() {
         1,
         "lane 1 runs on its own thread"
     );
+    assert_eq!(lane_connections(&proxy).await, vec![0, 0]);
 
-    // Clients that reconnect for every request, one after the other: the kernel spreads their
-    // connections over both lanes' sockets, and each lane hands its one app connection on to
-    // its next client. One lane would make one app connection; two make exactly two.
+    // Clients that keep their connection, as an ingress does: whichever lane accepts one, it
+    // is served by the lane with fewer, so four end up two and two (by chance, as the kernel's
+    // `SO_REUSEPORT` hash spread them, all four share a lane one time in eight).
     let o = ClientOpts::new(&pki, &["http/1.1"]);
-    reconnecting_clients(proxy.listen[0], &o, 40).await;
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let mut c = Conn::open(proxy.listen[0], &o).await.unwrap();
+        assert_eq!(c.get(&format!("/held{i}")).await.unwrap().0, 200);
+        held.push(c);
+    }
+    assert_eq!(lane_connections(&proxy).await, vec![2, 2]);
     assert_eq!(
         upstream_connects(&proxy).await,
-        2,
-        "both lanes accepted, each with its own app connection"
+        4,
+        "each kept HTTP/1.1 client has its own app connection, on its lane"
+    );
+    for (i, c) in held.iter_mut().enumerate() {
+        assert_eq!(c.get(&format!("/again{i}")).await.unwrap().0, 200);
+    }
+    drop(held);
+    for _ in 0..100 {
+        if lane_connections(&proxy).await == [0, 0] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        lane_connections(&proxy).await,
+        vec![0, 0],
+        "a closed connection leaves its lane's count"
     );
 
     // HTTP/2 and HTTP/1.1 clients at once, on whichever lane: every request answered.

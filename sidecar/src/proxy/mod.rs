@@ -129,6 +129,7 @@ pub struct Shared {
     pub(crate) shutdown: Shutdown,
     pub(crate) drain: Drain,
     pub(crate) app_probes: app_probe::AppProbeRunner,
+    pub(crate) lanes: lanes::LaneSet,
 }
 
 impl Shared {
@@ -151,8 +152,10 @@ impl Shared {
                 .await
                 .expect("port loading panicked")
         };
+        let lanes = lanes::LaneSet::new(cfg.workers);
         let mut registry = prometheus_client::registry::Registry::default();
         metrics.register(&mut registry);
+        lanes.register(&mut registry);
         router.register_metrics(&mut registry);
         Arc::new(Shared {
             http: HttpBuilders::new(&cfg),
@@ -164,6 +167,7 @@ impl Shared {
             router,
             shutdown: Shutdown::default(),
             drain: Drain::default(),
+            lanes,
         })
     }
 }
@@ -199,35 +203,31 @@ impl ProxyHandle {
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::from_std(bind_std(addr, false)?)
+    TcpListener::from_std(bind_std(addr)?)
 }
 
-/// `reuse_port`: one of the worker lanes' sockets sharing `addr` (see [`lanes`]).
-fn bind_std(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
     s.set_reuse_address(true)?;
-    if reuse_port {
-        s.set_reuse_port(true)?;
-    }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     s.listen(4096)?;
     Ok(s.into())
 }
 
-/// The capture listeners of every lane: `lanes[i]` holds lane `i`'s socket for each address
-/// that could be bound (the first lane's decides the port when `:0` was asked).
+/// The capture listeners of every lane: `lanes[i]` holds lane `i`'s handle of each address that
+/// could be bound, one socket per address shared by all lanes (see [`lanes`]).
 fn bind_lanes(
     addrs: &[SocketAddr],
     lanes: usize,
 ) -> Result<Vec<Vec<std::net::TcpListener>>, ProxyError> {
     let mut out: Vec<Vec<std::net::TcpListener>> = (0..lanes).map(|_| Vec::new()).collect();
     for addr in addrs {
-        let first = match bind_std(*addr, lanes > 1) {
+        let socket = match bind_std(*addr) {
             Ok(l) => l,
             Err(e) if addr.is_ipv6() => {
                 warn!(%addr, error = %e, "IPv6 capture listener not bound");
@@ -240,15 +240,14 @@ fn bind_lanes(
                 });
             }
         };
-        let bound = first.local_addr().unwrap_or(*addr);
-        out[0].push(first);
         for lane in out.iter_mut().skip(1) {
-            let l = bind_std(bound, true).map_err(|source| ProxyError::Bind {
-                addr: bound,
+            let l = socket.try_clone().map_err(|source| ProxyError::Bind {
+                addr: *addr,
                 source,
             })?;
             lane.push(l);
         }
+        out[0].push(socket);
     }
     Ok(out)
 }
@@ -288,6 +287,7 @@ pub async fn start_with_router(
 
     let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, shared.clone())));
     let reload_task = tokio::spawn(reload::run(shared.clone()));
+    lanes::receive(0, &shared);
     for (i, l) in lane_listeners.enumerate() {
         if let Err(e) = lanes::spawn(i + 1, l, shared.clone()) {
             shared.shutdown.stop(); // ends the lanes started so far
@@ -342,9 +342,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         tokio::select! {
             r = listener.accept() => match r {
-                Ok((tcp, client)) => {
-                    tokio::spawn(conn::handle(shared.clone(), tcp, client));
-                }
+                Ok((tcp, client)) => lanes::dispatch(&shared, tcp, client),
                 Err(e) => accept_failed(&e).await,
             },
             // Returning drops the listener: connects are refused from here on.
