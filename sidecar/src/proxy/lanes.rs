@@ -7,11 +7,11 @@
 //! * The connection then goes to the lane with the fewest live connections ([`LaneSet::pick`];
 //!   `tls_steal_lane_connections{lane}`), handed over through that lane's inbox when it is not
 //!   the accepting one. Why: clients that keep a few long-lived connections (an ingress, a
-//!   mesh) are the usual case, and spreading by chance (`SO_REUSEPORT`'s hash, tried first) put
-//!   all of them on one lane as often as not, leaving the other core unused; in the benchmark,
-//!   20 connections split up to 14/6. The accepting lane keeps the connection unless another
-//!   has fewer by at least an eighth of that count (at least one), so a stream of short
-//!   connections is not handed back and forth over a difference of one.
+//!   mesh) are the usual case, and spreading them by chance (`SO_REUSEPORT`'s hash, the first
+//!   design) puts two connections on one lane one time in two, and 20 connections 13/7 or worse
+//!   one time in four, leaving a core idle while the other queues. The accepting lane keeps the
+//!   connection unless another has fewer by at least an eighth of that count (at least one), so
+//!   a stream of short connections is not handed back and forth over a difference of one.
 //! * A connection stays on its lane: the client connection, its routing, its app connections
 //!   and their tasks all run on one thread, so a request never waits for another thread to be
 //!   woken. Stolen requests cross to the session API's lane through channels, as before.
@@ -23,8 +23,9 @@
 //! (work stealing moves a connection's tasks between threads; BENCHMARKS.md), and its cost is
 //! paid even when nothing is stolen.
 //!
-//! Tested by `tests/proxy_lanes.rs` (connections spread evenly, each lane with its own app
-//! connections; the drain ends the lanes' threads) and the unit tests below.
+//! Tested by `tests/proxy_lanes.rs` (kept connections split evenly whichever lane accepts
+//! them, HTTP/1.1 and HTTP/2 clients on both lanes; the drain ends the lanes' threads) and the
+//! unit tests below.
 
 use std::cell::Cell;
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
