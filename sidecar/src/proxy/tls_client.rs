@@ -73,6 +73,7 @@ pub fn upstream_tls(
             .build()
             .map_err(|e| MaterialError::new("agentAsClient.verification", e.to_string()))?
     };
+    let provider = aes_128_first(&provider);
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| MaterialError::new("agentAsClient", e.to_string()))?
@@ -100,6 +101,26 @@ pub fn upstream_tls(
         base: Arc::new(config),
         by_alpn: Mutex::new(HashMap::new()),
     })
+}
+
+/// The provider toward the app, offering the AES-128-GCM suites first (rustls and OpenSSL offer
+/// AES-256-GCM first). Decision: the hop is pod-local, and AES-128 needs 10 rounds where AES-256
+/// needs 14 on every record of every request and answer; both are TLS 1.3's recommended
+/// suites. Every suite stays offered, so an app that insists on its own order still gets it.
+fn aes_128_first(provider: &Arc<CryptoProvider>) -> Arc<CryptoProvider> {
+    use rustls::CipherSuite::*;
+    let mut p = (**provider).clone();
+    // Stable: TLS 1.3's suites stay ahead of TLS 1.2's, and the rest keep their order.
+    p.cipher_suites.sort_by_key(|s| {
+        let aes_128 = matches!(
+            s.suite(),
+            TLS13_AES_128_GCM_SHA256
+                | TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        );
+        (s.version() != &rustls::version::TLS13, !aes_128)
+    });
+    Arc::new(p)
 }
 
 /// The name presented to (and verified against) the application: the client's SNI, else the
@@ -170,6 +191,70 @@ impl ServerCertVerifier for AnyServerCert {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The suite a handshake between the proxy's app-side config and an app settles on.
+    fn negotiated(app_own_order: bool) -> rustls::CipherSuite {
+        use rustls::{ClientConnection, ServerConnection};
+        use tls_steal_test_support::pki::Leaf;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = ClientConfig::builder_with_provider(aes_128_first(&provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(accept_any_cert(provider.clone()))
+            .with_no_client_auth();
+        let leaf = Leaf::self_signed(&["app.test"]);
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(leaf.chain(), leaf.key())
+            .unwrap();
+        server.ignore_client_order = app_own_order;
+        let name = ServerName::try_from("app.test").unwrap();
+        let mut c = ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut s = ServerConnection::new(Arc::new(server)).unwrap();
+        let mut wire = Vec::new();
+        while c.is_handshaking() || s.is_handshaking() {
+            wire.clear();
+            c.write_tls(&mut wire).unwrap();
+            s.read_tls(&mut wire.as_slice()).unwrap();
+            s.process_new_packets().unwrap();
+            wire.clear();
+            s.write_tls(&mut wire).unwrap();
+            c.read_tls(&mut wire.as_slice()).unwrap();
+            c.process_new_packets().unwrap();
+        }
+        c.negotiated_cipher_suite().unwrap().suite()
+    }
+
+    #[test]
+    fn the_app_side_offers_aes_128_first_and_the_app_may_still_choose() {
+        use rustls::CipherSuite::*;
+        assert_eq!(negotiated(false), TLS13_AES_128_GCM_SHA256);
+        // rustls's own order, as an app that prefers its order (OpenSSL's is the same) has it.
+        assert_eq!(negotiated(true), TLS13_AES_256_GCM_SHA384);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let ours: Vec<_> = aes_128_first(&provider)
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        let mut all: Vec<_> = provider.cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(ours.len(), all.len());
+        assert_eq!(
+            ours[..3],
+            [
+                TLS13_AES_128_GCM_SHA256,
+                TLS13_AES_256_GCM_SHA384,
+                TLS13_CHACHA20_POLY1305_SHA256
+            ]
+        );
+        let mut sorted = ours.clone();
+        sorted.sort_by_key(|s| u16::from(*s));
+        all.sort_by_key(|s| u16::from(*s));
+        assert_eq!(sorted, all, "every suite is still offered");
+    }
 
     #[test]
     fn sni_rule() {
