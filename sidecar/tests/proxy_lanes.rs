@@ -15,16 +15,14 @@ fn threads_named(name: &str) -> usize {
         .count()
 }
 
-/// `tls_steal_lane_connections{lane}`, in lane order.
-async fn lane_connections(proxy: &ProxyHandle) -> Vec<u64> {
-    let m = admin_get(proxy.admin.unwrap(), "/metrics").await.1;
-    (0..)
-        .map_while(|i| {
-            let key = format!("tls_steal_lane_connections{{lane=\"{i}\"}} ");
-            let line = m.lines().find(|l| l.starts_with(&key))?;
-            line[key.len()..].parse().ok()
-        })
-        .collect()
+/// `tls_steal_lane_connections{lane}` of the two lanes.
+async fn lane_connections(proxy: &ProxyHandle) -> Vec<i64> {
+    let mut out = Vec::new();
+    for lane in 0..2 {
+        let series = format!("tls_steal_lane_connections{{lane=\"{lane}\"}}");
+        out.push(metric(proxy.admin.unwrap(), &series).await);
+    }
+    out
 }
 
 #[tokio::test]
@@ -63,11 +61,9 @@ async fn two_lanes_share_the_port_and_split_long_lived_connections_evenly() {
         assert_eq!(c.get(&format!("/again{i}")).await.unwrap().0, 200);
     }
     drop(held);
-    for _ in 0..100 {
-        if lane_connections(&proxy).await == [0, 0] {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    for lane in 0..2 {
+        let series = format!("tls_steal_lane_connections{{lane=\"{lane}\"}}");
+        wait_metric(proxy.admin.unwrap(), &series, 0).await;
     }
     assert_eq!(
         lane_connections(&proxy).await,

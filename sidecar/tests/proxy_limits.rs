@@ -16,15 +16,6 @@ use tokio::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// The value of a metric line starting with `prefix` (labels included).
-async fn metric(admin: SocketAddr, prefix: &str) -> i64 {
-    let text = admin_get(admin, "/metrics").await.1;
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
-}
-
 type Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>;
 
 /// An HTTP/2 connection without SNI, so each request's `:authority` picks its pool.

@@ -5,38 +5,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
 
 const PARK_AFTER: Duration = Duration::from_millis(100);
-
-async fn metric(admin: SocketAddr, series: &str) -> i64 {
-    let text = admin_get(admin, "/metrics").await.1;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-}
-
-/// Waits (up to 5 s) until `series` reads `want`.
-async fn wait_metric(admin: SocketAddr, series: &str, want: i64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = metric(admin, series).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} stays {got}, not {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Reads one response with a `content-length` body: (head, body).
 async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> (String, String) {

@@ -237,6 +237,32 @@ pub async fn upstream_connects(proxy: &ProxyHandle) -> u64 {
         .sum()
 }
 
+/// The value of the `/metrics` line of `series` (its name and labels, exactly).
+pub async fn metric(admin: SocketAddr, series: &str) -> i64 {
+    let series = series.trim_end();
+    let text = admin_get(admin, "/metrics").await.1;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// Waits (up to 5 s) until `series` reads `want`.
+pub async fn wait_metric(admin: SocketAddr, series: &str, want: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = metric(admin, series).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} stays {got}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `n` clients one after the other, each sending one request with `Connection: close` on a
 /// fresh connection and leaving (the proxy sees it leave before the next one arrives).
 pub async fn reconnecting_clients(addr: SocketAddr, o: &ClientOpts, n: usize) {
