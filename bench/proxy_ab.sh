@@ -17,10 +17,6 @@ D=${BENCH_DIR:-/tmp/tls-steal-bench-ab}
 (($# >= 2)) || die "usage: bench/proxy_ab.sh BIN_A BIN_B [WORKERS_A] [WORKERS_B]"
 WA=${3:-2}
 WB=${4:-$WA}
-MAXCONN=8000
-APP_PORT=9443 STEAL_PORT=9444 APP_STATUS_PORT=9080
-TS_PORT=15443 TS_ADMIN=15401 TS_SESSION=15400
-NGINX_PORT=8443 HAPROXY_PORT=7443
 
 [[ $(id -u) == 0 ]] || die "run as root"
 bench_packages

@@ -1,9 +1,14 @@
 # Shared by bench/proxy.sh and bench/idle.sh (sourced, not run): packages, the pinned binaries,
 # certificates, and the configurations of the app and the three proxies, on loopback only.
 #
-# The caller sets D (scratch directory), THREADS (workers of each proxy), MAXCONN (connection
-# limit of every process) and the ports: APP_PORT STEAL_PORT APP_STATUS_PORT TS_PORT TS_ADMIN
-# TS_SESSION NGINX_PORT HAPROXY_PORT.
+# The caller sets D (scratch directory), THREADS (workers of each proxy), and may set MAXCONN
+# (connection limit of every process) and the ports: APP_PORT STEAL_PORT APP_STATUS_PORT TS_PORT
+# TS_ADMIN TS_SESSION NGINX_PORT HAPROXY_PORT (defaults below, those of bench/proxy.sh).
+
+: "${MAXCONN:=8000}"
+: "${APP_PORT:=9443}" "${STEAL_PORT:=9444}" "${APP_STATUS_PORT:=9080}"
+: "${TS_PORT:=15443}" "${TS_ADMIN:=15401}" "${TS_SESSION:=15400}"
+: "${NGINX_PORT:=8443}" "${HAPROXY_PORT:=7443}"
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
