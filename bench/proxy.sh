@@ -119,13 +119,19 @@ run_handshakes() {
 }
 
 # latency at a fixed 2,000 req/s: h2load --h1, 20 keep-alive connections x --rps 100, per-request
-# log; one run of LAT_SECS for column $1 in round $2 (p50 and p99 in µs into R[col,p50|p99,round])
+# log; one run of LAT_SECS for column $1 in round $2 (p50 and p99 in µs into R[col,p50|p99,round]).
+# The connections open one per h2load thread every 11 ms (-r2 --rate-period 11ms): h2load starts
+# a connection's 100/s timer when its handshake completes, so connections opened together get
+# timers in step by chance (how the proxy's and h2load's handshakes interleaved), and then
+# several requests arrive at once for the whole run: a run's latency followed that chance more
+# than the proxy (bench/proxy_timeline.sh; BENCHMARKS.md, issue 17). Spread, every proxy gets
+# the same arrivals: the k-th connection of a thread sends k ms into each 10 ms period.
 run_latency() {
   local c=$1 f="$D/${1/\//-}.lat.$2" p50 p99 latn t0
   # h2load appends to an existing log: the app's column runs again beside each worker count
   rm -f "$f.log"
   t0=$(cpu_ticks "${PID[$c]}")
-  h2load --h1 -t2 -c20 --rps 100 -D "$LAT_SECS" --log-file "$f.log" "https://127.0.0.1:${PORT[$c]}/1k" >"$f.txt" 2>&1
+  h2load --h1 -t2 -c20 --rps 100 -r2 --rate-period 11ms -n $((2000 * LAT_SECS)) --log-file "$f.log" "https://127.0.0.1:${PORT[$c]}/1k" >"$f.txt" 2>&1
   read -r p50 p99 latn < <(awk '$2 == 200 {print $3}' "$f.log" | sort -n |
     awk '{v[NR]=$1} END {printf "%d %d %d\n", v[int(NR*0.50)+1], v[int(NR*0.99)+1], NR}')
   R[$c,p50,$2]=$p50 R[$c,p99,$2]=$p99
@@ -260,7 +266,7 @@ H1D=$(best direct/1 h1) H2D=$(best direct/1 h2)
   f_cpu2() { us_per_req "$1" h2; }; row "CPU µs/request, HTTP/2" f_cpu2
   f_hs() { echo "${R[$1,hs]} (${R[$1,hs,cpu]} µs CPU)"; }; row "new TLS connection per request, req/s (wrk Connection: close)" f_hs
   f_p() { if [[ $1 == direct/1 ]]; then local w; for w in "${WORKERS[@]}"; do printf '%s / %s (beside %s) ' "${R[direct/1,p50/$w]}" "${R[direct/1,p99/$w]}" "$w"; done; else echo "${R[$1,p50]} / ${R[$1,p99]}"; fi; }
-  row "p50 / p99 ms at 2,000 req/s (h2load --h1 -c20 --rps 100)" f_p
+  row "p50 / p99 ms at 2,000 req/s (h2load --h1 -c20 --rps 100, connections spread)" f_p
   f_add() { echo "${R[$1,added]:-–}"; }; row "latency added over direct, p50 / p99 ms" f_add
   f_cpul() { us_per_req "$1" lat; }; row "CPU µs/request at 2,000 req/s (all latency rounds)" f_cpul
   f_ri() { mib "${R[$1,rss_idle]}"; }; row "RSS idle, MiB" f_ri
