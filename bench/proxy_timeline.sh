@@ -6,8 +6,9 @@
 # rotated each round, with the same worker count and a registered `^x-steal:` session.
 #
 # Usage (as root): bash bench/proxy_timeline.sh [WORKERS]   (default 1)
-# Env: TL_ROUNDS (4; each proxy runs once per round with each way of opening the connections), BENCH_DIR (/tmp/tls-steal-bench-timeline), BENCH_SIDECAR and
-#      BENCH_STEAL_CLI (default target/dist).
+# Env: TL_ROUNDS (4; a round runs each proxy once per way of opening the connections),
+#      BENCH_DIR (/tmp/tls-steal-bench-timeline), BENCH_SIDECAR and BENCH_STEAL_CLI (default
+#      target/dist).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,8 +17,7 @@ D=${BENCH_DIR:-/tmp/tls-steal-bench-timeline}
 THREADS=${1:-1}
 
 [[ $(id -u) == 0 ]] || die "run as root"
-bench_packages
-command -v tcpdump >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump >/dev/null; }
+bench_packages tcpdump python3
 rm -rf "$D" && mkdir -p "$D"
 bench_pin SIDECAR "${BENCH_SIDECAR:-$ROOT/target/dist/tls-steal-sidecar}"
 bench_pin CLI "${BENCH_STEAL_CLI:-$ROOT/target/dist/kubectl-steal}"

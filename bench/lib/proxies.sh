@@ -13,10 +13,12 @@
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# bench_packages: nginx, haproxy, wrk, h2load, openssl, curl from Debian (unless BENCH_SKIP_APT)
+# bench_packages [TOOL...]: nginx, haproxy, wrk, h2load, openssl, curl and each TOOL (a command
+# named as its Debian package) from Debian (unless BENCH_SKIP_APT)
 bench_packages() {
   [[ -n ${BENCH_SKIP_APT:-} ]] && return 0
-  local need=()
+  local need=() t
+  for t in "$@"; do command -v "$t" >/dev/null || need+=("$t"); done
   command -v nginx >/dev/null || need+=(nginx)
   command -v haproxy >/dev/null || need+=(haproxy)
   command -v wrk >/dev/null || need+=(wrk)
