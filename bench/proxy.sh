@@ -131,7 +131,7 @@ run_latency() {
   # h2load appends to an existing log: the app's column runs again beside each worker count
   rm -f "$f.log"
   t0=$(cpu_ticks "${PID[$c]}")
-  h2load --h1 -t2 -c20 --rps 100 -r2 --rate-period 11ms -n $((2000 * LAT_SECS)) --log-file "$f.log" "https://127.0.0.1:${PORT[$c]}/1k" >"$f.txt" 2>&1
+  h2load --h1 -t2 -c20 --rps 100 "${SPREAD[@]}" -n $((2000 * LAT_SECS)) --log-file "$f.log" "https://127.0.0.1:${PORT[$c]}/1k" >"$f.txt" 2>&1
   read -r p50 p99 latn < <(awk '$2 == 200 {print $3}' "$f.log" | sort -n |
     awk '{v[NR]=$1} END {printf "%d %d %d\n", v[int(NR*0.50)+1], v[int(NR*0.99)+1], NR}')
   R[$c,p50,$2]=$p50 R[$c,p99,$2]=$p99

@@ -42,7 +42,7 @@ cols=(app tls-steal nginx haproxy)
 # opens one connection per h2load thread every 11 ms (-r2 --rate-period 11ms): each handshake
 # is over before the next starts, and the k-th connection's timer fires k ms into the 10 ms
 # period, the same for every proxy.
-declare -A LOAD=([together]="-D 6" [spread]="-r2 --rate-period 11ms -n 12000")
+declare -A LOAD=([together]="-D 6" [spread]="${SPREAD[*]} -n 12000")
 log "$THREADS worker(s); load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "Per request, µs, at 2,000 req/s (h2load --h1 -t2 -c20 --rps 100 for 6 s; capture of seconds 2-5), $THREADS worker(s):"
 echo

@@ -1,5 +1,6 @@
-# Shared by bench/proxy.sh and bench/idle.sh (sourced, not run): packages, the pinned binaries,
-# certificates, and the configurations of the app and the three proxies, on loopback only.
+# Shared by the bench/proxy*.sh scripts and bench/idle.sh (sourced, not run): packages, the
+# pinned binaries, certificates, and the configurations of the app and the three proxies, on
+# loopback only.
 #
 # The caller sets D (scratch directory), THREADS (workers of each proxy), and may set MAXCONN
 # (connection limit of every process) and the ports: APP_PORT STEAL_PORT APP_STATUS_PORT TS_PORT
@@ -9,6 +10,9 @@
 : "${APP_PORT:=9443}" "${STEAL_PORT:=9444}" "${APP_STATUS_PORT:=9080}"
 : "${TS_PORT:=15443}" "${TS_ADMIN:=15401}" "${TS_SESSION:=15400}"
 : "${NGINX_PORT:=8443}" "${HAPROXY_PORT:=7443}"
+# h2load arguments that open the fixed-rate latency connections spread: one per thread every
+# 11 ms (why: bench/proxy.sh, run_latency)
+SPREAD=(-r2 --rate-period 11ms)
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
