@@ -132,8 +132,7 @@ run_latency() {
   rm -f "$f.log"
   t0=$(cpu_ticks "${PID[$c]}")
   h2load --h1 -t2 -c20 --rps 100 "${SPREAD[@]}" -n $((2000 * LAT_SECS)) --log-file "$f.log" "https://127.0.0.1:${PORT[$c]}/1k" >"$f.txt" 2>&1
-  read -r p50 p99 latn < <(awk '$2 == 200 {print $3}' "$f.log" | sort -n |
-    awk '{v[NR]=$1} END {printf "%d %d %d\n", v[int(NR*0.50)+1], v[int(NR*0.99)+1], NR}')
+  read -r p50 p99 latn < <(lat_pcts "$f.log")
   R[$c,p50,$2]=$p50 R[$c,p99,$2]=$p99
   # CPU at ordinary load: is a proxy's added latency work, or the order it does the work in?
   R[$c,lat,cpu]=$(( ${R[$c,lat,cpu]:-0} + $(cpu_ticks "${PID[$c]}") - t0 ))
@@ -186,10 +185,7 @@ for w in "${WORKERS[@]}"; do
   # a session for tls-steal
   SESSION_NOTE="no session"
   if [[ -x $STEAL_CLI ]]; then
-    "$STEAL_CLI" --connect 127.0.0.1:$TS_SESSION -p $APP_PORT --header '^x-steal:' \
-      --to 127.0.0.1:$STEAL_PORT --trust-root "$D/ca.pem" --server-name localhost --client bench \
-      >"$D/session.$w.log" 2>&1 &
-    SESSION_PID=$!
+    start_session "$STEAL_CLI" "$TS_SESSION" "$D/session.$w.log"
     sleep 2
   fi
 

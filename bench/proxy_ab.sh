@@ -34,9 +34,8 @@ SIDECAR=$D/b/tls-steal-sidecar TS_PORT=16443 TS_ADMIN=16401 TS_SESSION=16400 THR
 B=$TS_PID
 SESSIONS=()
 for s in 15400 16400; do
-  "$CLI" --connect 127.0.0.1:$s -p $APP_PORT --header '^x-steal:' --to 127.0.0.1:$STEAL_PORT \
-    --trust-root "$D/ca.pem" --server-name localhost --client bench >"$D/session.$s.log" 2>&1 &
-  SESSIONS+=($!)
+  start_session "$CLI" "$s" "$D/session.$s.log"
+  SESSIONS+=("$SESSION_PID")
 done
 trap 'kill $A $B "${SESSIONS[@]}" 2>/dev/null; kill "$(cat "$D/app.pid")" 2>/dev/null; true' EXIT
 sleep 2
@@ -58,8 +57,7 @@ done
 # p50/p99 in µs of one latency run (h2load's log holds every request's duration)
 lat() {
   h2load --h1 -t2 -c20 --rps 100 -D 6 --log-file "$D/lat.log" "$(url "$1")" >/dev/null 2>&1
-  awk '$2 == 200 {print $3}' "$D/lat.log" | sort -n |
-    awk '{a[NR] = $1} END {printf "%d / %d", a[int(NR * 0.5)], a[int(NR * 0.99)]}'
+  lat_pcts "$D/lat.log" | awk '{printf "%d / %d", $1, $2}'
   rm -f "$D/lat.log"
 }
 echo

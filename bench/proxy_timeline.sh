@@ -28,10 +28,8 @@ start_app
 start_tls_steal
 start_nginx
 start_haproxy
-"$CLI" --connect 127.0.0.1:$TS_SESSION -p $APP_PORT --header '^x-steal:' --to 127.0.0.1:$STEAL_PORT \
-  --trust-root "$D/ca.pem" --server-name localhost --client bench >"$D/session.log" 2>&1 &
-SESSION=$!
-trap 'kill $SESSION 2>/dev/null; stop_pid $TS_PID; stop_pid $HA_PID; stop_pid "$(cat "$D/nginx.pid")"; stop_pid "$(cat "$D/app.pid")"' EXIT
+start_session "$CLI" "$TS_SESSION" "$D/session.log"
+trap 'kill $SESSION_PID 2>/dev/null; stop_pid $TS_PID; stop_pid $HA_PID; stop_pid "$(cat "$D/nginx.pid")"; stop_pid "$(cat "$D/app.pid")"' EXIT
 sleep 2
 
 declare -A PORT=([app]=$APP_PORT [tls-steal]=$TS_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
@@ -57,8 +55,7 @@ for r in $(seq "${TL_ROUNDS:-4}"); do
     sleep 2
     timeout 3 tcpdump -i lo -nn -s 96 -B 32768 -w "$D/cap.pcap" "tcp port $port or tcp port $APP_PORT" 2>/dev/null || true
     wait $load
-    client=$(awk '$2 == 200 {print $3}' "$D/lat.log" | sort -n |
-      awk '{a[NR] = $1} END {printf "%d / %d", a[int(NR * 0.5)], a[int(NR * 0.99)]}')
+    client=$(lat_pcts "$D/lat.log" | awk '{printf "%d / %d", $1, $2}')
     # time for the 20 connections to open (h2load: TCP and TLS handshakes), mean / max
     connect=$(awk '/^time for connect:/ {print $6 " / " $5}' "$D/h2load.out")
     tcpdump -nn -tt -r "$D/cap.pcap" 2>/dev/null >"$D/cap.txt"

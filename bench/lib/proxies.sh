@@ -216,5 +216,18 @@ start_tls_steal() {
 }
 start_nginx() { nginx -c "$D/nginx.conf" -p "$D" -e "$D/nginx.err"; wait_port "$NGINX_PORT"; NG_PID=$(cat "$D/nginx.pid"); }
 start_haproxy() { haproxy -f "$D/haproxy.cfg" -db 2>>"$D/haproxy.log" & HA_PID=$!; wait_port "$HAPROXY_PORT"; }
+# start_session CLI SESSION_PORT LOG: a kubectl-steal session on the tls-steal proxy whose session
+# API is SESSION_PORT, stealing requests with an `x-steal` header to the steal backend (the
+# other requests are still matched against its filter); sets SESSION_PID
+start_session() {
+  "$1" --connect 127.0.0.1:"$2" -p "$APP_PORT" --header '^x-steal:' --to 127.0.0.1:"$STEAL_PORT" \
+    --trust-root "$D/ca.pem" --server-name localhost --client bench >"$3" 2>&1 &
+  SESSION_PID=$!
+}
+# lat_pcts LOG: "p50 p99 count" in µs of the answered requests of an h2load --log-file
+lat_pcts() {
+  awk '$2 == 200 {print $3}' "$1" | sort -n |
+    awk '{v[NR]=$1} END {printf "%d %d %d\n", v[int(NR*0.50)+1], v[int(NR*0.99)+1], NR}'
+}
 # stop_pid PID: SIGTERM, then wait until it is gone (nginx: its master)
 stop_pid() { kill "$1" 2>/dev/null || true; for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; kill -9 "$1" 2>/dev/null || true; }
