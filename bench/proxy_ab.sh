@@ -37,7 +37,8 @@ for s in 15400 16400; do
   start_session "$CLI" "$s" "$D/session.$s.log"
   SESSIONS+=("$SESSION_PID")
 done
-trap 'kill $A $B "${SESSIONS[@]}" 2>/dev/null; kill "$(cat "$D/app.pid")" 2>/dev/null; true' EXIT
+# wait for each to be gone, so a script run next finds its ports free
+trap 'kill "${SESSIONS[@]}" 2>/dev/null; stop_pid $A; stop_pid $B; stop_pid "$(cat "$D/app.pid")"' EXIT
 sleep 2
 
 declare -A PORT=([app]=$APP_PORT [A]=15443 [B]=16443)
@@ -56,12 +57,12 @@ done
 
 # p50/p99 in µs of one latency run (h2load's log holds every request's duration)
 lat() {
-  h2load --h1 -t2 -c20 --rps 100 -D 6 --log-file "$D/lat.log" "$(url "$1")" >/dev/null 2>&1
+  h2load --h1 -t2 -c20 --rps 100 "${SPREAD[@]}" -n 12000 --log-file "$D/lat.log" "$(url "$1")" >/dev/null 2>&1
   lat_pcts "$D/lat.log" | awk '{printf "%d / %d", $1, $2}'
   rm -f "$D/lat.log"
 }
 echo
-echo "p50 / p99 µs at 2,000 req/s (h2load --h1 -t2 -c20 --rps 100 -D 6), in the order run:"
+echo "p50 / p99 µs at 2,000 req/s (h2load --h1 -t2 -c20 --rps 100 ${SPREAD[*]} -n 12000), in the order run:"
 cols=(app A B)
 for r in $(seq "${AB_LAT_ROUNDS:-6}"); do
   line="round $r:"

@@ -281,29 +281,45 @@ async fn upstream_open(proxy: &tls_steal_sidecar::proxy::ProxyHandle) -> i64 {
 }
 
 #[tokio::test]
-async fn an_idle_http1_client_does_not_pin_an_app_connection() {
+async fn idle_http1_clients_pin_no_app_connection_and_come_back_to_a_warm_one() {
+    use tls_steal_sidecar::proxy::KEEP_IDLE;
     let pki = Pki::new();
     let app = App::start(&pki).await;
     let proxy = start_proxy(test_config(port_plan(&pki, app.addr.port()), app.addr)).await;
     let o = ClientOpts::new(&pki, &["http/1.1"]);
-    let mut c = Conn::open(proxy.listen[0], &o).await.unwrap();
-    assert_eq!(c.get("/a").await.unwrap().0, 200);
-    assert_eq!(upstream_open(&proxy).await, 1);
-    // The client stays connected but silent: its app connection goes to the idle list after
-    // two ticks of the sweeper, and no request needs it there, so the purge closes it.
-    let mut open = 1;
+    // More keep-alive clients than the idle list keeps, each holding its own app connection.
+    let n = KEEP_IDLE + 4;
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let mut c = Conn::open(proxy.listen[0], &o).await.unwrap();
+        assert_eq!(c.get(&format!("/a{i}")).await.unwrap().0, 200);
+        clients.push(c);
+    }
+    assert_eq!(upstream_open(&proxy).await, n as i64);
+    assert_eq!(upstream_connects(&proxy).await, n as u64);
+    // All stay connected but silent: their app connections go to the idle list after two ticks
+    // of the sweeper, and no request needs them there, so the purge closes all but KEEP_IDLE.
+    let mut open = n as i64;
     for _ in 0..75 {
         open = upstream_open(&proxy).await;
-        if open == 0 {
+        if open <= KEEP_IDLE as i64 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    assert_eq!(open, 0, "the idle client still holds an app connection");
-    // Its connection is still open: the next request is answered over a new app connection.
-    assert_eq!(c.get("/b").await.unwrap().0, 200);
-    assert_eq!(upstream_connects(&proxy).await, 2);
-    assert_eq!(app.last().uri, "/b");
+    assert_eq!(
+        open, KEEP_IDLE as i64,
+        "idle clients still pin app connections"
+    );
+    // Three more ticks: the kept ones stay (only the upstream idle timeout closes them).
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(upstream_open(&proxy).await, KEEP_IDLE as i64);
+    // Clients coming back after the pause are answered over kept connections, no handshake.
+    for i in [0, n - 1] {
+        assert_eq!(clients[i].get(&format!("/b{i}")).await.unwrap().0, 200);
+        assert_eq!(app.last().uri, format!("/b{i}"));
+    }
+    assert_eq!(upstream_connects(&proxy).await, n as u64);
 }
 
 #[tokio::test]

@@ -20,6 +20,9 @@
 //! * the idle list closes half of the connections that no request needed during the last tick
 //!   (its low-water mark), oldest first, as HAProxy purges its idle pools: a pool sized for a
 //!   burst shrinks to what the load uses within seconds, while a steady load keeps its own.
+//!   The newest [`KEEP_IDLE`] are kept until the upstream idle timeout, as nginx's upstream
+//!   `keepalive 16` keeps its: without them, a keep-alive client that pauses for 3 s or more
+//!   (a low-traffic service) paid a new TLS handshake with the app on its next request.
 //!
 //! The per-request cost is one relaxed load of the tick counter in [`Affinity::hold`].
 
@@ -38,6 +41,10 @@ use super::forward::{PoolKey, ProxyBody};
 pub const MAX_IDLE_PER_KEY: usize = 256;
 /// Most idle app connections kept per port and worker lane, whatever their keys.
 pub const MAX_IDLE_TOTAL: usize = 512;
+/// Idle app connections per port and worker lane the purge leaves (the upstream idle timeout
+/// still closes them): ~20 KB each in the proxy, so at most ~320 KB per lane, for a warm
+/// connection whenever a client comes back after a pause.
+pub const KEEP_IDLE: usize = 16;
 /// Period of the reclaim, purge and expiry sweep (shorter when the upstream idle timeout is).
 pub const TICK: Duration = Duration::from_secs(1);
 /// Ticks without a request after which a client connection's app connection goes idle.
@@ -124,7 +131,7 @@ impl IdleConns {
     }
 
     /// Drops connections idle for longer than `max_idle`, then half of those no request needed
-    /// since the last sweep (oldest first).
+    /// since the last sweep (oldest first), leaving at least [`KEEP_IDLE`].
     fn sweep(&self, max_idle: Duration) -> usize {
         let now = Instant::now();
         let mut all = self.lock();
@@ -135,7 +142,11 @@ impl IdleConns {
             closed += before - list.len();
         }
         all.total -= closed;
-        let surplus = all.low_water.min(all.total).div_ceil(2);
+        let surplus = all
+            .low_water
+            .min(all.total)
+            .div_ceil(2)
+            .min(all.total.saturating_sub(KEEP_IDLE));
         for _ in 0..surplus {
             // Lists are pushed and popped at their ends: the oldest of each is at its front.
             let oldest = all
@@ -377,31 +388,44 @@ mod tests {
         assert!(idle.take(&key(0), max).is_some());
         assert!(idle.is_empty());
 
-        // Ten idle connections nobody needs: half of them close at each sweep.
-        for _ in 0..10 {
+        // Forty idle connections nobody needs: half of them close at each sweep, down to the
+        // newest KEEP_IDLE (here the 16 of another key, put last).
+        for _ in 0..24 {
             idle.put(key(1), sender(&mut pipes).await);
         }
-        idle.sweep(max); // low-water mark set to 10
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        for _ in 0..16 {
+            idle.put(key(3), sender(&mut pipes).await);
+        }
+        idle.sweep(max); // low-water mark set to 40
         let mut left = vec![idle.len()];
-        for _ in 0..4 {
+        for _ in 0..5 {
             idle.sweep(max);
             left.push(idle.len());
         }
-        assert_eq!(left, [10, 5, 2, 1, 0]);
+        assert_eq!(KEEP_IDLE, 16);
+        assert_eq!(left, [40, 20, 16, 16, 16, 16]);
+        assert!(idle.take(&key(1), max).is_none(), "the oldest were closed");
+        assert_eq!(idle.len(), 16, "the newest are kept");
+        // The upstream idle timeout still closes the kept ones.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        idle.sweep(Duration::from_millis(10));
+        assert!(idle.is_empty(), "{}", idle.len());
 
-        // Those a load takes again each tick are kept.
-        for _ in 0..4 {
+        // Those a load takes again each tick are kept, above KEEP_IDLE too.
+        let n = KEEP_IDLE + 4;
+        for _ in 0..n {
             idle.put(key(2), sender(&mut pipes).await);
         }
         idle.sweep(max);
         for _ in 0..3 {
-            let taken: Vec<_> = (0..4).filter_map(|_| idle.take(&key(2), max)).collect();
-            assert_eq!(taken.len(), 4);
+            let taken: Vec<_> = (0..n).filter_map(|_| idle.take(&key(2), max)).collect();
+            assert_eq!(taken.len(), n);
             for s in taken {
                 idle.put(key(2), s);
             }
             idle.sweep(max);
-            assert_eq!(idle.len(), 4);
+            assert_eq!(idle.len(), n);
         }
         // A client connection that ended is forgotten.
         drop(quiet);

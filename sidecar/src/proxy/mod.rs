@@ -50,6 +50,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+pub use affinity::KEEP_IDLE;
 pub use body::BodyRead;
 pub use config::{Authorization, AuthorizationMode, ConfigError, ProxyArgs, ProxyConfig};
 pub use forward::{MAX_POOLS_PER_PORT, ProxyBody, app_head};
