@@ -42,8 +42,9 @@ pub const MAX_IDLE_PER_KEY: usize = 256;
 /// Most idle app connections kept per port and worker lane, whatever their keys.
 pub const MAX_IDLE_TOTAL: usize = 512;
 /// Idle app connections per port and worker lane the purge leaves (the upstream idle timeout
-/// still closes them): ~20 KB each in the proxy, so at most ~320 KB per lane, for a warm
-/// connection whenever a client comes back after a pause.
+/// still closes them), for a warm connection when a client comes back after a pause. Their
+/// cost is RSS after a load (~1 MiB per lane, the same with 8 as with 16: they pin allocator
+/// pages; BENCHMARKS.md), not per connection.
 pub const KEEP_IDLE: usize = 16;
 /// Period of the reclaim, purge and expiry sweep (shorter when the upstream idle timeout is).
 pub const TICK: Duration = Duration::from_secs(1);
