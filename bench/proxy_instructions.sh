@@ -16,6 +16,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/lib/proxies.sh"   # bench/proxy.sh's ports, start_session
 D=${BENCH_DIR:-/tmp/tls-steal-bench}
 KINDS=${KINDS:-h1 h2}
 N1=${N1:-4000}
@@ -24,8 +25,8 @@ CLI=${BENCH_STEAL_CLI:-$ROOT/target/dist/kubectl-steal}
 [[ -x $CLI ]] || CLI=$ROOT/target/release/kubectl-steal
 (($# > 0)) || set -- "$ROOT/target/dist/tls-steal-sidecar"
 
-[[ -f $D/plan.json && -f $D/app.conf ]] || { echo "run bench/proxy.sh first (no $D/plan.json)" >&2; exit 1; }
-command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+[[ -f $D/plan.json && -f $D/app.conf ]] || die "run bench/proxy.sh first (no $D/plan.json)"
+bench_packages valgrind
 
 nginx -c "$D/app.conf" -p "$D" -e "$D/app.err" 2>/dev/null || true
 trap 'kill "$(cat "$D/app.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
@@ -35,18 +36,17 @@ count() {
   local bin=$1 kind=$2 n=$3 out vp sp
   out=$(mktemp /tmp/tls-steal-cg.XXXXXX)
   TLS_STEAL_SESSION_AUTHORIZATION=disabled TOKIO_WORKER_THREADS=1 RUST_LOG=warn \
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" proxy --plan "$D/plan.json" --listen 127.0.0.1:15443 --admin 127.0.0.1:15401 \
-    --session-api 127.0.0.1:15400 --orig-dst-override 127.0.0.1:9443 2>/dev/null &
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" proxy --plan "$D/plan.json" --listen 127.0.0.1:$TS_PORT \
+    --admin 127.0.0.1:$TS_ADMIN --session-api 127.0.0.1:$TS_SESSION --orig-dst-override 127.0.0.1:$APP_PORT 2>/dev/null &
   vp=$!
-  for _ in $(seq 150); do (echo >/dev/tcp/127.0.0.1/15443) 2>/dev/null && break; sleep 0.2; done
-  "$CLI" --connect 127.0.0.1:15400 -p 9443 --header '^x-steal:' --to 127.0.0.1:9444 \
-    --trust-root "$D/ca.pem" --server-name localhost --client bench >/dev/null 2>&1 &
-  sp=$!
+  for _ in $(seq 150); do (echo >/dev/tcp/127.0.0.1/$TS_PORT) 2>/dev/null && break; sleep 0.2; done
+  start_session "$CLI" "$TS_SESSION" /dev/null
+  sp=$SESSION_PID
   sleep 3
   if [[ $kind == h1 ]]; then
-    h2load --h1 -t2 -c50 -n "$n" https://127.0.0.1:15443/1k >/dev/null 2>&1
+    h2load --h1 -t2 -c50 -n "$n" "https://127.0.0.1:$TS_PORT/1k" >/dev/null 2>&1
   else
-    h2load -t2 -c50 -m10 -n "$n" https://127.0.0.1:15443/1k >/dev/null 2>&1
+    h2load -t2 -c50 -m10 -n "$n" "https://127.0.0.1:$TS_PORT/1k" >/dev/null 2>&1
   fi
   kill "$sp"; sleep 1; kill -INT "$vp"; wait "$vp" 2>/dev/null || true
   # The reload loop reads every port's files once a second: under valgrind a run lasts ~50x
