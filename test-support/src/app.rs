@@ -69,7 +69,10 @@ impl Drop for App {
 
 impl App {
     pub fn builder() -> AppBuilder {
-        AppBuilder { tls: None }
+        AppBuilder {
+            tls: None,
+            close_idle_after: None,
+        }
     }
 
     /// The last request it received.
@@ -91,12 +94,21 @@ impl App {
 /// How an [`App`] listens: plain text, or TLS with a server config.
 pub struct AppBuilder {
     tls: Option<Arc<ServerConfig>>,
+    close_idle_after: Option<std::time::Duration>,
 }
 
 impl AppBuilder {
     /// Serves TLS with `cfg` (its ALPN decides between HTTP/1.1 and HTTP/2).
     pub fn tls(mut self, cfg: Arc<ServerConfig>) -> Self {
         self.tls = Some(cfg);
+        self
+    }
+
+    /// Closes an HTTP/1.1 connection that waits longer than `after` for its next request, as
+    /// Node's `keepAliveTimeout` (5 s by default) does. hyper's header read timeout does it: its
+    /// timer also runs while a keep-alive connection waits.
+    pub fn close_idle_after(mut self, after: std::time::Duration) -> Self {
+        self.close_idle_after = Some(after);
         self
     }
 
@@ -124,7 +136,7 @@ impl AppBuilder {
     {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let tls = self.tls;
+        let (tls, close_idle_after) = (self.tls, self.close_idle_after);
         let log = seen.clone();
         let task = tokio::spawn(async move {
             let mut conns = JoinSet::new();
@@ -146,6 +158,11 @@ impl AppBuilder {
                     };
                     let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     b.http1().preserve_header_case(true);
+                    if let Some(after) = close_idle_after {
+                        b.http1()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(after);
+                    }
                     match tls {
                         Some(cfg) => {
                             let Ok(s) = tokio_rustls::TlsAcceptor::from(cfg).accept(tcp).await

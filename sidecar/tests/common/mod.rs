@@ -60,6 +60,18 @@ impl App {
         .await
     }
 
+    /// An HTTP/1.1 app that closes connections idle for `after` (as a Node app does after 5 s).
+    pub async fn start_closing_idle(pki: &Pki, after: Duration) -> App {
+        let tls = ServerTls::leaf(&pki.server_leaf)
+            .alpn(&["http/1.1"])
+            .build();
+        App(tls_steal_test_support::App::builder()
+            .tls(tls)
+            .close_idle_after(after)
+            .serve(app_handle)
+            .await)
+    }
+
     pub async fn start_with(o: AppOptions) -> App {
         let tls = ServerTls::leaf(&o.leaf)
             .alpn(&o.alpn)
