@@ -93,6 +93,11 @@ impl IdleConns {
         self.len() == 0
     }
 
+    /// Ticks of the sweeper so far.
+    pub fn tick(&self) -> u64 {
+        self.ticks.load(Relaxed)
+    }
+
     /// A usable idle connection for `key`, newest first; expired and closed ones are dropped.
     pub fn take(&self, key: &PoolKey, max_idle: Duration) -> Option<Sender> {
         let mut all = self.lock();
@@ -251,17 +256,18 @@ impl Affinity {
 
     /// The held connection when it was made for `key` (checked by `same_key` with the key and
     /// the `Host` the last request was checked with, which avoids building the key) and is
-    /// still open. A held connection for another key goes idle.
+    /// still open, with the sweeper's tick of its last use. A held connection for another key
+    /// goes idle.
     pub fn take(
         &self,
         same_key: impl FnOnce(&PoolKey, Option<&HeaderValue>) -> bool,
-    ) -> Option<(PoolKey, Option<HeaderValue>, Sender)> {
+    ) -> Option<(PoolKey, Option<HeaderValue>, Sender, u64)> {
         let held = self.lock().held.take()?;
         if held.sender.is_closed() {
             return None;
         }
         if same_key(&held.key, held.host.as_ref()) {
-            return Some((held.key, held.host, held.sender));
+            return Some((held.key, held.host, held.sender, held.tick));
         }
         if let Some(idle) = held.idle.upgrade() {
             idle.put(held.key, held.sender);
@@ -378,7 +384,7 @@ mod tests {
                 assert_eq!(idle.reclaim(), 0, "tick {tick}: too early");
             }
             // The busy client sends a request every tick.
-            let (k, h, s) = busy.take(|_, _| true).expect("still held");
+            let (k, h, s, _) = busy.take(|_, _| true).expect("still held");
             busy.hold(k, h, s, &idle);
         }
         assert_eq!(idle.reclaim(), 1, "the quiet client's connection goes idle");

@@ -240,6 +240,15 @@ pub fn path_exists(p: &str) -> bool {
     Path::new(p).exists()
 }
 
+/// `tls_steal_upstream_connections`: app connections open now (held, pooled or idle).
+pub async fn upstream_open(proxy: &ProxyHandle) -> i64 {
+    let m = admin_get(proxy.admin.unwrap(), "/metrics").await.1;
+    m.lines()
+        .filter(|l| l.starts_with("tls_steal_upstream_connections{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+        .sum()
+}
+
 /// `tls_steal_upstream_connects_total{result="ok"}` summed over ports: connections made to the app.
 pub async fn upstream_connects(proxy: &ProxyHandle) -> u64 {
     let m = admin_get(proxy.admin.unwrap(), "/metrics").await.1;

@@ -1,11 +1,17 @@
 //! The HTTP/1.1 path: a request over the client connection's own app connection (see
 //! [`super::super::affinity`]), kept between requests, sent again once when the app had closed it
-//! unread.
+//! unread, or, for a bodiless idempotent request on a connection that sat idle, when the app
+//! closed it without an answer.
+
+use std::convert::Infallible;
+use std::io::ErrorKind;
 
 use http::HeaderValue;
 use http::header::HOST;
 use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::{Method, Request, Response, Uri};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use tracing::debug;
 
@@ -42,12 +48,14 @@ impl Forwarder {
             same_host = host.is_some() && last == host;
             sni || same_host || *k == key_of(&req)
         });
-        let (key, last, mut sender) = match held {
-            Some((key, last, sender)) => (key, last, Some(sender)),
+        // Sat idle: held over a tick of the sweeper, or kept in the idle list.
+        let (key, last, mut sender, sat_idle) = match held {
+            Some((key, last, sender, tick)) => (key, last, Some(sender), lane.idle.tick() > tick),
             None => {
                 let key = key_of(&req);
                 let sender = lane.idle.take(&key, self.timeouts.idle);
-                (key, None, sender)
+                let kept = sender.is_some();
+                (key, None, sender, kept)
             }
         };
         let host = match same_host {
@@ -73,7 +81,11 @@ impl Forwarder {
             *req.uri_mut() = Uri::from(pq);
         }
         // A kept connection may have been closed by the app meanwhile: a request it never
-        // received is sent again once, on a new connection.
+        // received is sent again once, on a new connection. One that sat idle may also be
+        // closed by the app's keep-alive timeout just as the request reaches it; a bodiless
+        // idempotent request is then sent again too (RFC 9110 §9.2.2), as nginx does. Copied
+        // only for such connections: a copy of every request's head would cost on every request.
+        let mut again = if sat_idle { replayable(&req) } else { None };
         let mut retried = false;
         loop {
             let mut s = match sender.take() {
@@ -93,7 +105,18 @@ impl Forwarder {
                         retried = true;
                         req = unsent;
                     }
-                    _ => return Err(SendFailure::Upstream(Box::new(e.into_error()))),
+                    Some(_) => return Err(SendFailure::Upstream(Box::new(e.into_error()))),
+                    None => {
+                        let e = e.into_error();
+                        match again.take() {
+                            Some(copy) if !retried && closed_unanswered(&e) => {
+                                debug!(error = %error_chain(&e), "a kept app connection closed unanswered: sent again");
+                                retried = true;
+                                req = copy;
+                            }
+                            _ => return Err(SendFailure::Upstream(Box::new(e))),
+                        }
+                    }
                 },
             }
         }
@@ -116,4 +139,45 @@ impl Forwarder {
         });
         Ok(sender)
     }
+}
+
+/// A copy of a bodiless idempotent request, to send again when the app closed the connection
+/// without answering.
+fn replayable(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    );
+    if !idempotent || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(
+        Empty::new()
+            .map_err(|n: Infallible| match n {})
+            .boxed_unsync(),
+    );
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// The app closed the connection before any answer (end of stream, reset, or a TLS stream cut
+/// without close_notify).
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
+            );
+        }
+        cur = c.source();
+    }
+    false
 }
