@@ -24,7 +24,7 @@ start_app
 start_tls_steal
 start_nginx
 start_haproxy
-trap 'stop_pid $TS_PID; stop_pid $HA_PID; stop_pid "$(cat "$D/nginx.pid")"; stop_pid "$(cat "$D/app.pid")"' EXIT
+trap stop_all EXIT
 
 log "median ms of the request after each pause, ${PAUSE_ROUNDS:-5} rounds"
 python3 "$ROOT/bench/lib/pause_client.py" "$D/ca.pem" "${PAUSE_ROUNDS:-5}" "${PAUSES:-0.5,1.5,3,5,10,20}" \

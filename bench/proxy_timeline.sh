@@ -29,7 +29,7 @@ start_tls_steal
 start_nginx
 start_haproxy
 start_session "$CLI" "$TS_SESSION" "$D/session.log"
-trap 'kill $SESSION_PID 2>/dev/null; stop_pid $TS_PID; stop_pid $HA_PID; stop_pid "$(cat "$D/nginx.pid")"; stop_pid "$(cat "$D/app.pid")"' EXIT
+trap 'kill $SESSION_PID 2>/dev/null; stop_all' EXIT
 sleep 2
 
 declare -A PORT=([app]=$APP_PORT [tls-steal]=$TS_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)

@@ -229,5 +229,10 @@ lat_pcts() {
   awk '$2 == 200 {print $3}' "$1" | sort -n |
     awk '{v[NR]=$1} END {printf "%d %d %d\n", v[int(NR*0.50)+1], v[int(NR*0.99)+1], NR}'
 }
+# stop_all: tls-steal, HAProxy, the nginx proxy and the app, each waited for (exit traps)
+stop_all() {
+  stop_pid "${TS_PID:-}"; stop_pid "${HA_PID:-}"
+  stop_pid "$(cat "$D/nginx.pid" 2>/dev/null)"; stop_pid "$(cat "$D/app.pid" 2>/dev/null)"
+}
 # stop_pid PID: SIGTERM, then wait until it is gone (nginx: its master)
 stop_pid() { kill "$1" 2>/dev/null || true; for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; kill -9 "$1" 2>/dev/null || true; }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 #[tokio::test]
@@ -74,16 +74,11 @@ async fn app_closing_on_second_request(pki: &Pki) -> (SocketAddr, Arc<Mutex<Vec<
                 };
                 let mut buf = Vec::new();
                 for n in 0.. {
-                    let head = loop {
-                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break buf.drain(..end + 4).collect::<Vec<u8>>();
-                        }
-                        let mut chunk = [0u8; 4096];
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                        }
+                    let Some(end) = tls_steal_test_support::read_head(&mut s, &mut buf).await
+                    else {
+                        return;
                     };
+                    let head: Vec<u8> = buf.drain(..end).collect();
                     let line = String::from_utf8_lossy(&head);
                     log.lock()
                         .unwrap()

@@ -155,26 +155,35 @@ pub async fn collect(resp: Response<Incoming>) -> Answer {
     }
 }
 
+/// Reads from `s` into `buf` until `buf` starts with a whole HTTP/1.1 head: its length, or
+/// `None` when the stream ends (or fails) first.
+pub async fn read_head<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Option<usize> {
+    let mut tmp = [0u8; 4096];
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(i + 4);
+        }
+        match s.read(&mut tmp).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    }
+}
+
 /// Reads one HTTP/1.1 response head (and, with a content-length, its body) from a raw stream:
 /// (status, head, body).
 pub async fn read_raw_response<S: AsyncRead + Unpin>(s: &mut S) -> (u16, String, String) {
     let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut tmp))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            n > 0,
+    let head_end = tokio::time::timeout(Duration::from_secs(10), read_head(s, &mut buf))
+        .await
+        .unwrap();
+    let Some(head_end) = head_end else {
+        panic!(
             "connection closed before a response: {:?}",
             String::from_utf8_lossy(&buf)
         );
-        buf.extend_from_slice(&tmp[..n]);
     };
+    let mut tmp = [0u8; 4096];
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     let len = head

@@ -27,7 +27,7 @@ pub mod pki;
 pub mod tls;
 
 pub use app::{App, AppBuilder, Seen};
-pub use client::{Answer, Conn, Err, collect, http1_get, read_raw_response};
+pub use client::{Answer, Conn, Err, collect, http1_get, read_head, read_raw_response};
 pub use pki::{Ca, Leaf, LeafBuilder, Pki};
 pub use tls::{ClientOpts, ClientTls, ServerTls, tls_connect};
 

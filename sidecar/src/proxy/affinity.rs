@@ -20,11 +20,12 @@
 //! * the idle list closes half of the connections that no request needed during the last tick
 //!   (its low-water mark), oldest first, as HAProxy purges its idle pools: a pool sized for a
 //!   burst shrinks to what the load uses within seconds, while a steady load keeps its own.
-//!   The newest [`KEEP_IDLE`] are kept until the upstream idle timeout, as nginx's upstream
-//!   `keepalive 16` keeps its: without them, a keep-alive client that pauses for 3 s or more
+//!   The newest [`KEEP_IDLE`] are kept until the upstream idle timeout, as nginx keeps its
+//!   upstream `keepalive N`: without them, a keep-alive client that pauses for 3 s or more
 //!   (a low-traffic service) paid a new TLS handshake with the app on its next request.
 //!
-//! The per-request cost is one relaxed load of the tick counter in [`Affinity::hold`].
+//! The per-request cost is two relaxed loads of the tick counter: one in [`Affinity::hold`],
+//! one in `forward::dedicated` (has the held connection sat idle over a tick?).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};

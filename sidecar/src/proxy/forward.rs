@@ -63,6 +63,23 @@ use upstream::UpstreamConnector;
 /// The body type the proxy answers with.
 pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
+/// An empty body, for the proxy's or a session's body type.
+pub fn empty_body<E: 'static>() -> UnsyncBoxBody<Bytes, E> {
+    http_body_util::Empty::new()
+        .map_err(|n: Infallible| match n {})
+        .boxed_unsync()
+}
+
+/// A copy of a request's head (method, URI, version, headers), without its extensions.
+pub fn head_copy<B>(req: &Request<B>) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+    head
+}
+
 /// A small generated response (errors).
 pub fn text_response(status: StatusCode, text: String) -> Response<ProxyBody> {
     let mut r = Response::new(

@@ -57,7 +57,7 @@ pub use forward::{MAX_POOLS_PER_PORT, ProxyBody, app_head};
 pub use route::{ConnInfo, Delivery, Mirror, Mirrored, Route, Router, Stolen, Taker};
 
 // What the session layer (a sibling) uses of the proxy besides the routing interface.
-pub(crate) use forward::{error_chain, text_response};
+pub(crate) use forward::{empty_body, error_chain, head_copy, text_response};
 pub(crate) use metrics::{Labels, Metrics, per_port, port_label};
 pub(crate) use pem::cert_chain;
 pub(crate) use ports::PortHealth;

@@ -12,7 +12,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http::Request;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use tls_steal_crds::session::Mode;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -21,7 +21,7 @@ use tls_steal_http::upgrade_protocol;
 
 use super::conn::{BoxError, Session, SessionBody, session_head};
 use crate::proxy::ConnInfo;
-use crate::proxy::ProxyBody;
+use crate::proxy::{ProxyBody, empty_body, head_copy};
 
 /// A body fed by a channel. When the feeding side gave up (`aborted`), the body ends with an
 /// error (so a truncated copy is never taken for a complete one); otherwise it simply ends.
@@ -175,15 +175,11 @@ impl Session {
         }
         self.mirrored.fetch_add(1, Ordering::Relaxed);
         let meta = self.meta(request_id, conn, req.version(), None, Mode::Mirror);
+        let head = head_copy(&req);
         let (parts, body) = req.into_parts();
-        let mut head = http::Request::new(());
-        *head.method_mut() = parts.method.clone();
-        *head.uri_mut() = parts.uri.clone();
-        *head.version_mut() = parts.version;
-        *head.headers_mut() = parts.headers.clone();
         let head = session_head(head.into_parts().0, &meta, conn.original_dst);
         let (copy_body, forward_body): (SessionBody, ProxyBody) = if body.is_end_stream() {
-            (Empty::new().map_err(|n| match n {}).boxed_unsync(), body)
+            (empty_body(), body)
         } else {
             let (tx, rx) = mpsc::channel(self.cfg.mirror_body_frames.max(1));
             let aborted = Arc::new(AtomicBool::new(false));

@@ -3,7 +3,6 @@
 //! unread, or, for a bodiless idempotent request on a connection that sat idle, when the app
 //! closed it without an answer.
 
-use std::convert::Infallible;
 use std::io::ErrorKind;
 
 use http::HeaderValue;
@@ -11,12 +10,14 @@ use http::header::HOST;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use tracing::debug;
 
 use super::super::affinity::Affinity;
-use super::{Forwarder, PoolKey, ProxyBody, SendFailure, client_authority, error_chain};
+use super::{
+    Forwarder, PoolKey, ProxyBody, SendFailure, client_authority, empty_body, error_chain,
+    head_copy,
+};
 use crate::proxy::ConnInfo;
 
 type Sender = hyper::client::conn::http1::SendRequest<ProxyBody>;
@@ -100,24 +101,22 @@ impl Forwarder {
                     slot.hold(key, host, s, &lane.idle);
                     return Ok(resp);
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if !retried => {
-                        retried = true;
-                        req = unsent;
-                    }
-                    Some(_) => return Err(SendFailure::Upstream(Box::new(e.into_error()))),
-                    None => {
-                        let e = e.into_error();
-                        match again.take() {
-                            Some(copy) if !retried && closed_unanswered(&e) => {
-                                debug!(error = %error_chain(&e), "a kept app connection closed unanswered: sent again");
-                                retried = true;
-                                req = copy;
-                            }
-                            _ => return Err(SendFailure::Upstream(Box::new(e))),
+                Err(mut e) => {
+                    let next = match e.take_message() {
+                        Some(unsent) => Some(unsent),
+                        // Sent: only the copy can go again, and only if nothing came back.
+                        None if closed_unanswered(e.error()) => again.take(),
+                        None => None,
+                    };
+                    match next {
+                        Some(next) if !retried => {
+                            debug!(error = %error_chain(e.error()), "sent again on a new app connection");
+                            retried = true;
+                            req = next;
                         }
+                        _ => return Err(SendFailure::Upstream(Box::new(e.into_error()))),
                     }
-                },
+                }
             }
         }
     }
@@ -151,16 +150,7 @@ fn replayable(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
     if !idempotent || !req.body().is_end_stream() {
         return None;
     }
-    let mut copy = Request::new(
-        Empty::new()
-            .map_err(|n: Infallible| match n {})
-            .boxed_unsync(),
-    );
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    Some(copy)
+    Some(head_copy(req).map(|()| empty_body()))
 }
 
 /// The app closed the connection before any answer (end of stream, reset, or a TLS stream cut

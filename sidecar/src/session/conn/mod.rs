@@ -50,7 +50,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::proxy::{ConnInfo, Delivery};
-use crate::proxy::{ProxyBody, error_chain, text_response};
+use crate::proxy::{ProxyBody, empty_body, error_chain, text_response};
 use crate::session::authorize::{self, Grant};
 use crate::session::goaway::GoawayWatch;
 use crate::session::metrics::{SessionError, SessionMetrics};

@@ -9,7 +9,7 @@ pub(super) fn extended_connect(parts: &mut http::request::Parts, proto: &str) ->
     parts.method = Method::CONNECT;
     parts.headers.remove(CONTENT_LENGTH);
     parts.extensions.insert(hyper::ext::Protocol::from(proto));
-    Empty::new().map_err(|n| match n {}).boxed_unsync()
+    empty_body()
 }
 
 impl Session {
@@ -70,7 +70,7 @@ impl Session {
                     }
                 }
             });
-            Response::from_parts(parts, Empty::new().map_err(|n| match n {}).boxed_unsync())
+            Response::from_parts(parts, empty_body())
         } else {
             // The local app refused the upgrade: its answer's body follows on the stream.
             let (tx, rx) = mpsc::channel::<Bytes>(8);
