@@ -11,8 +11,8 @@
 //! Fallback (files baked into the image, `shareProcessNamespace: true`): the path is resolved
 //! under `/proc/<pid>/root` of a process *of the target container*: the given `--target-pid`,
 //! or else the processes whose mount table names the container (the kubelet's per-container
-//! termination-log mount, see [`super::mounts`]), lowest pid first. Processes of other
-//! containers, and the proxy's own, are never used.
+//! termination-log mount, see [`super::mounts`]), lowest pid first, remembered while they run
+//! ([`pids`]). Processes of other containers, and the proxy's own, are never used.
 //!
 //! Under such a root, symlinks are resolved by hand, component by component: absolute link
 //! targets restart at the root and `..` is clamped at it, so a link such as Kubernetes'
@@ -22,12 +22,17 @@
 //! Every PEM file is read with a size cap ([`MAX_PEM_BYTES`]): certificates and keys are a few
 //! kilobytes, so anything larger is refused (a wrong path such as a log file or a device).
 
+use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
 use super::mounts::{self, Mount};
+
+mod pids;
+
+pub use pids::KnownPids;
 
 /// Largest PEM file read (1 MiB).
 pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
@@ -68,6 +73,8 @@ pub struct FileResolver {
     pub search_processes: bool,
     /// `/proc`, replaceable in tests (`<proc_dir>/self/mountinfo` is the proxy's mount table).
     pub proc_dir: PathBuf,
+    /// The container processes found so far (shared by clones).
+    pub known_pids: KnownPids,
 }
 
 impl Default for FileResolver {
@@ -77,6 +84,7 @@ impl Default for FileResolver {
             target_pid: None,
             search_processes: true,
             proc_dir: PathBuf::from("/proc"),
+            known_pids: KnownPids::default(),
         }
     }
 }
@@ -89,16 +97,17 @@ pub struct DirEntry {
     pub bytes: Result<Vec<u8>, String>,
 }
 
-/// The files of one container, with its processes found once.
+/// The files of one container. Its processes are looked for once, and only when needed: a
+/// path opened directly under [`DirectLookup::Any`] needs none.
 pub struct ContainerFiles<'a> {
     resolver: &'a FileResolver,
     container: &'a str,
     /// Processes of the container, lowest first.
-    pids: Vec<u32>,
+    pids: OnceCell<Vec<u32>>,
     /// The proxy's mount table, and the container's (from its first process), for
     /// [`DirectLookup::Volumes`].
     own_mounts: Vec<Mount>,
-    target_mounts: Option<Vec<Mount>>,
+    target_mounts: OnceCell<Option<Vec<Mount>>>,
 }
 
 /// Maximum number of symlinks followed in one resolution (as Linux' ELOOP limit).
@@ -107,58 +116,43 @@ const MAX_LINKS: usize = 40;
 impl FileResolver {
     /// The files of `container` (the plan entry's container).
     pub fn for_container<'a>(&'a self, container: &'a str) -> ContainerFiles<'a> {
-        let pids = match (self.target_pid, self.search_processes) {
-            (Some(pid), _) => vec![pid],
-            (None, true) => container_pids(&self.proc_dir, container),
-            (None, false) => Vec::new(),
-        };
-        let read_mounts = |who: &str| {
-            std::fs::read_to_string(self.proc_dir.join(who).join("mountinfo"))
-                .map(|t| mounts::parse_mountinfo(&t))
-                .ok()
-        };
-        let (own_mounts, target_mounts) = match self.direct {
-            DirectLookup::Any => (Vec::new(), None),
-            DirectLookup::Volumes => (
-                read_mounts("self").unwrap_or_default(),
-                pids.first().and_then(|p| read_mounts(&p.to_string())),
-            ),
+        let own_mounts = match self.direct {
+            DirectLookup::Any => Vec::new(),
+            DirectLookup::Volumes => self.mounts_of("self").unwrap_or_default(),
         };
         ContainerFiles {
             resolver: self,
             container,
-            pids,
+            pids: OnceCell::new(),
             own_mounts,
-            target_mounts,
+            target_mounts: OnceCell::new(),
         }
+    }
+
+    fn mounts_of(&self, who: &str) -> Option<Vec<Mount>> {
+        std::fs::read_to_string(self.proc_dir.join(who).join("mountinfo"))
+            .map(|t| mounts::parse_mountinfo(&t))
+            .ok()
     }
 }
 
-/// The processes under `proc_dir` whose mount table names `container`, lowest pid first; never
-/// the proxy itself.
-pub fn container_pids(proc_dir: &Path, container: &str) -> Vec<u32> {
-    let me = std::process::id();
-    let mut pids: Vec<u32> = std::fs::read_dir(proc_dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    pids.retain(|p| *p != me);
-    pids.sort_unstable();
-    pids.retain(|p| {
-        std::fs::read_to_string(proc_dir.join(p.to_string()).join("mountinfo")).is_ok_and(|t| {
-            mounts::may_belong_to(&t, container)
-                && mounts::belongs_to(&mounts::parse_mountinfo(&t), container)
-        })
-    });
-    pids
-}
-
 impl ContainerFiles<'_> {
-    /// The processes of the container found.
+    /// The processes of the container (the given `--target-pid`, else those found).
     pub fn pids(&self) -> &[u32] {
-        &self.pids
+        self.pids.get_or_init(|| {
+            let r = self.resolver;
+            match (r.target_pid, r.search_processes) {
+                (Some(pid), _) => vec![pid],
+                (None, true) => r.known_pids.of(&r.proc_dir, self.container),
+                (None, false) => Vec::new(),
+            }
+        })
+    }
+
+    /// The container's mount table, from its first process.
+    fn target_mounts(&self) -> Option<&[Mount]> {
+        let first = || self.resolver.mounts_of(&self.pids().first()?.to_string());
+        self.target_mounts.get_or_init(first).as_deref()
     }
 
     /// Whether `path` may be opened in the proxy's own filesystem.
@@ -170,7 +164,7 @@ impl ContainerFiles<'_> {
                     return false;
                 };
                 mounts::is_volume(own)
-                    && match &self.target_mounts {
+                    && match self.target_mounts() {
                         Some(t) => {
                             mounts::covering(t, path).is_some_and(|m| mounts::same_mount(own, m))
                         }
@@ -186,7 +180,7 @@ impl ContainerFiles<'_> {
         if self.direct_allowed(path) && std::fs::metadata(path).is_ok() {
             return Ok(PathBuf::from(path));
         }
-        for pid in &self.pids {
+        for pid in self.pids() {
             let root = self.resolver.proc_dir.join(pid.to_string()).join("root");
             if let Ok(p) = resolve_in_root(&root, Path::new(path))
                 && std::fs::metadata(&p).is_ok()
@@ -198,7 +192,7 @@ impl ContainerFiles<'_> {
             DirectLookup::Any => "not in the proxy's filesystem".to_string(),
             DirectLookup::Volumes => "not on a volume the proxy shares with it".to_string(),
         }];
-        match (self.resolver.target_pid, &self.pids[..]) {
+        match (self.resolver.target_pid, self.pids()) {
             (Some(pid), _) => tried.push(format!("not under /proc/{pid}/root")),
             (None, []) if self.resolver.search_processes => tried.push(format!(
                 "no process of container `{}` is visible (the pod needs shareProcessNamespace: true)",

@@ -1,3 +1,4 @@
+use super::pids::{container_pids, start_time};
 use super::*;
 use std::os::unix::fs::symlink;
 
@@ -103,6 +104,15 @@ impl FakeProc {
             term_log(container)
         );
         std::fs::write(pd.join("mountinfo"), mounts).unwrap();
+        self.started(pid, 1000 + u64::from(pid));
+    }
+
+    /// `pid`'s `stat`, with a command name that holds spaces and parentheses as real ones may.
+    fn started(&self, pid: u32, start: u64) {
+        let stat = format!(
+            "{pid} (a (b) c) S 1 {pid} {pid} 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 {start} 1000 10 1\n"
+        );
+        std::fs::write(self.proc_dir().join(pid.to_string()).join("stat"), stat).unwrap();
     }
 
     fn resolver(&self, direct: DirectLookup) -> FileResolver {
@@ -111,6 +121,7 @@ impl FakeProc {
             target_pid: None,
             search_processes: true,
             proc_dir: self.proc_dir(),
+            known_pids: KnownPids::default(),
         }
     }
 }
@@ -250,6 +261,7 @@ fn directories_and_the_size_cap() {
         target_pid: Some(42),
         search_processes: false,
         proc_dir,
+        known_pids: KnownPids::default(),
     };
     let files = r.for_container("app");
     assert_eq!(files.read("/etc/tls/tls.crt").unwrap(), b"inside");
@@ -288,6 +300,67 @@ fn directories_and_the_size_cap() {
     );
     let err = files.read("/etc/tls/missing.crt").unwrap_err();
     assert!(err.to_string().contains("/etc/tls/missing.crt"), "{err}");
+}
+
+#[test]
+fn found_processes_are_remembered_while_they_run() {
+    let fake = FakeProc::new(&term_log("tls-steal-proxy"));
+    let cert = [("/etc/tls/app.crt", "from app")];
+    fake.process(20, "app", "", &cert);
+    fake.process(30, "app", "", &cert);
+    let r = fake.resolver(DirectLookup::Volumes);
+    assert_eq!(r.for_container("app").pids(), &[20, 30]);
+    assert_eq!(start_time(&fake.proc_dir(), 20), Some(1020));
+    assert!(r.known_pids.remembers("app"));
+    // The next lookups take them without a search: a new process of the container is not
+    // looked for while both still run.
+    fake.process(10, "app", "", &cert);
+    let again = r.for_container("app");
+    assert_eq!(again.pids(), &[20, 30]);
+    assert_eq!(again.read("/etc/tls/app.crt").unwrap(), b"from app");
+    // Clones share them.
+    assert_eq!(r.clone().for_container("app").pids(), &[20, 30]);
+
+    // Pid 30 now belongs to another process (another start time, another container): searched
+    // again.
+    std::fs::remove_dir_all(fake.proc_dir().join("30")).unwrap();
+    fake.process(30, "web", "", &[]);
+    fake.started(30, 5000);
+    assert_eq!(r.for_container("app").pids(), &[10, 20]);
+
+    // The container restarted: its old processes are gone, the new one is found.
+    for pid in [10, 20] {
+        std::fs::remove_dir_all(fake.proc_dir().join(pid.to_string())).unwrap();
+    }
+    fake.process(50, "app", "", &[("/etc/tls/app.crt", "after the restart")]);
+    let files = r.for_container("app");
+    assert_eq!(files.pids(), &[50]);
+    assert_eq!(
+        files.read("/etc/tls/app.crt").unwrap(),
+        b"after the restart"
+    );
+
+    // Not found is not remembered: a container that has not started is looked for each time.
+    assert!(r.for_container("db").pids().is_empty());
+    assert!(!r.known_pids.remembers("db"));
+    fake.process(60, "db", "", &[]);
+    assert_eq!(r.for_container("db").pids(), &[60]);
+}
+
+#[test]
+fn a_file_opened_directly_needs_no_process_search() {
+    let fake = FakeProc::new(&term_log("tls-steal-proxy"));
+    fake.process(20, "app", "", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("app.crt");
+    std::fs::write(&cert, "direct").unwrap();
+    let r = fake.resolver(DirectLookup::Any);
+    let files = r.for_container("app");
+    assert_eq!(files.read(&cert.display().to_string()).unwrap(), b"direct");
+    assert!(!r.known_pids.remembers("app"), "searched for processes");
+    // A path that is not there directly is looked for under the container's processes.
+    assert!(files.read("/etc/tls/none.crt").is_err());
+    assert!(r.known_pids.remembers("app"));
 }
 
 /// A real process in a mount namespace of its own, where a bind mount makes its mount table
@@ -330,13 +403,17 @@ fn a_real_process_is_found_by_its_mount_table() {
         target_pid: None,
         search_processes: true,
         proc_dir: PathBuf::from("/proc"),
+        known_pids: KnownPids::default(),
     };
     let app = dir.path().join("app.crt").display().to_string();
     let read = r.for_container("app").read(&app);
     let not_ours = container_pids(Path::new("/proc"), "tls-steal-test-nobody");
+    let started = start_time(Path::new("/proc"), pid);
     let _ = child.kill();
     let _ = child.wait();
     assert!(found.contains(&pid), "pid {pid} not among {found:?}");
+    assert!(started.is_some());
+    assert_eq!(start_time(Path::new("/proc"), u32::MAX), None);
     assert!(!found.contains(&std::process::id()));
     assert!(not_ours.is_empty());
     assert_eq!(read.unwrap(), b"real");
