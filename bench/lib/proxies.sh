@@ -206,16 +206,24 @@ app_active() { curl -s "http://127.0.0.1:$APP_STATUS_PORT/" | awk 'NR==1 {print 
 app_conns() { curl -s "http://127.0.0.1:$APP_STATUS_PORT/" | awk 'NR==3 {print $1}'; }
 mib() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
 
-# start_app, start_tls_steal ARGS..., start_nginx, start_haproxy: each sets its *_PID
+# start_app, start_tls_steal ARGS..., start_nginx, start_haproxy: each sets its *_PID.
+# Each process runs in a session of its own, so the scheduler's autogroups put the app, each
+# proxy and the load generator (this script's session) in separate groups, as a pod's
+# containers and its clients are in separate cgroups. nginx does this itself when it
+# daemonizes; tls-steal and HAProxy get `setsid` (before 2026-12-07 they shared the load
+# generator's group, and nginx alone had one of its own).
 start_app() { nginx -c "$D/app.conf" -p "$D" -e "$D/app.err"; wait_port "$APP_PORT"; APP_PID=$(cat "$D/app.pid"); }
 start_tls_steal() {
-  TLS_STEAL_SESSION_AUTHORIZATION=disabled TOKIO_WORKER_THREADS=$THREADS RUST_LOG=warn "$SIDECAR" proxy --plan "$D/plan.json" \
+  TLS_STEAL_SESSION_AUTHORIZATION=disabled TOKIO_WORKER_THREADS=$THREADS RUST_LOG=warn setsid "$SIDECAR" proxy --plan "$D/plan.json" \
     --listen 127.0.0.1:$TS_PORT --admin 127.0.0.1:$TS_ADMIN --session-api 127.0.0.1:$TS_SESSION \
     --orig-dst-override 127.0.0.1:$APP_PORT "$@" 2>>"$D/tls-steal.log" &
-  TS_PID=$!; wait_port "$TS_PORT"
+  TS_PID=$!; wait_port "$TS_PORT"; own_session "$TS_PID"
 }
 start_nginx() { nginx -c "$D/nginx.conf" -p "$D" -e "$D/nginx.err"; wait_port "$NGINX_PORT"; NG_PID=$(cat "$D/nginx.pid"); }
-start_haproxy() { haproxy -f "$D/haproxy.cfg" -db 2>>"$D/haproxy.log" & HA_PID=$!; wait_port "$HAPROXY_PORT"; }
+start_haproxy() { setsid haproxy -f "$D/haproxy.cfg" -db 2>>"$D/haproxy.log" & HA_PID=$!; wait_port "$HAPROXY_PORT"; own_session "$HA_PID"; }
+# own_session PID: PID leads its session (setsid ran in place: with job control it would have
+# forked, and PID would be gone)
+own_session() { [[ $(awk '{print $6}' /proc/"$1"/stat 2>/dev/null) == "$1" ]] || die "pid $1 is not a session leader"; }
 # start_session CLI SESSION_PORT LOG: a kubectl-steal session on the tls-steal proxy whose session
 # API is SESSION_PORT, stealing requests with an `x-steal` header to the steal backend (the
 # other requests are still matched against its filter); sets SESSION_PID
