@@ -22,6 +22,9 @@ D=${BENCH_DIR:-/tmp/tls-steal-bench-cpu}
 SECS=${BENCH_IDLE_SECS:-30}
 ROUNDS=${BENCH_ROUNDS:-2}
 THREADS=2
+# ports apart from bench/proxy.sh's and bench/idle.sh's, so they can share a machine
+APP_PORT=29443 STEAL_PORT=29444 APP_STATUS_PORT=29080
+TS_PORT=35443 TS_ADMIN=35401 TS_SESSION=35400
 (($# > 0)) || set -- "$ROOT/target/dist/tls-steal-sidecar"
 [[ $(id -u) == 0 ]] || die "run as root (mount namespaces)"
 bench_packages
@@ -39,16 +42,7 @@ touch "$N/pods/0b1e/containers/app/77" "$N/termination-log"
 unshare --mount --propagation private sh -c "mount --bind $N/pods/0b1e/containers/app/77 $N/termination-log &&
   mount -t tmpfs none $N/tls && cp $D/chain.pem $D/leaf.key $D/ca.pem $N/tls/ && exec sleep 100000" &
 NS_PID=$!
-python3 - "$D" "$N/tls" <<'PY'
-import hashlib, json, sys
-d, tls = sys.argv[1], sys.argv[2]
-plan = json.load(open(f"{d}/plan.json"))
-text = json.dumps(plan["ports"], separators=(",", ":")).replace(d + "/", tls + "/")
-plan["ports"] = json.loads(text)
-# the plan's hash: the first 8 bytes of SHA-256 over the compact JSON of `ports`
-plan["hash"] = hashlib.sha256(text.encode()).hexdigest()[:16]
-json.dump(plan, open(f"{d}/plan-container.json", "w"))
-PY
+bench_plan "$N/tls" "$D/plan-container.json"
 
 TS_PID=
 trap 'kill $NS_PID ${TS_PID:-} 2>/dev/null || true; stop_all' EXIT
@@ -61,11 +55,7 @@ for r in $(seq "$ROUNDS"); do
   for bin in "$@"; do
     for files in direct container; do
       plan=$D/plan.json; [[ $files == container ]] && plan=$D/plan-container.json
-      TLS_STEAL_SESSION_AUTHORIZATION=disabled TOKIO_WORKER_THREADS=$THREADS RUST_LOG=warn "$bin" proxy \
-        --plan "$plan" --listen 127.0.0.1:$TS_PORT --admin 127.0.0.1:$TS_ADMIN \
-        --session-api 127.0.0.1:$TS_SESSION --orig-dst-override 127.0.0.1:$APP_PORT 2>>"$D/tls-steal.log" &
-      TS_PID=$!
-      wait_port "$TS_PORT"
+      PLAN=$plan SIDECAR=$bin start_tls_steal
       code=$(curl -s --cacert "$D/ca.pem" --resolve localhost:$TS_PORT:127.0.0.1 -o /dev/null -w '%{http_code}' \
         "https://localhost:$TS_PORT/1k")
       [[ $code == 200 ]] || die "$(basename "$bin") with $files files answered $code"

@@ -170,12 +170,17 @@ backend be_steal
   server steal 127.0.0.1:$STEAL_PORT ssl verify required ca-file $D/ca.pem sni str(localhost) alpn http/1.1
 CONF
 
+  bench_plan "$D" "$D/plan.json"
+}
+
+# bench_plan PEM_DIR OUT: the tls-steal plan, with the PEM files of bench_certs under PEM_DIR
+bench_plan() {
   # Its hash is the first 8 bytes of SHA-256 over the compact JSON of `ports` (crds/src/plan.rs).
   local ports hash
-  ports='[{"port":'$APP_PORT',"container":"app","config":"MirrordTlsStealConfig/bench/bench","agentAsServer":{"authentication":{"certPem":"'$D/chain.pem'","keyPem":"'$D/leaf.key'"},"alpnProtocols":["h2","http/1.1"]},"agentAsClient":{"verification":{"acceptAnyCert":false,"trustRoots":["'$D/ca.pem'"]}}}]'
+  ports='[{"port":'$APP_PORT',"container":"app","config":"MirrordTlsStealConfig/bench/bench","agentAsServer":{"authentication":{"certPem":"'$1/chain.pem'","keyPem":"'$1/leaf.key'"},"alpnProtocols":["h2","http/1.1"]},"agentAsClient":{"verification":{"acceptAnyCert":false,"trustRoots":["'$1/ca.pem'"]}}}]'
   hash=$(printf '%s' "$ports" | sha256sum | cut -c1-16)
   printf '{"version":1,"ports":%s,"configs":["MirrordTlsStealConfig/bench/bench"],"discarded":[],"rejected":[],"hash":"%s"}\n' \
-    "$ports" "$hash" >"$D/plan.json"
+    "$ports" "$hash" >"$2"
 }
 
 # every pid of a process tree rooted at $1 (nginx master + workers)
@@ -206,7 +211,8 @@ app_active() { curl -s "http://127.0.0.1:$APP_STATUS_PORT/" | awk 'NR==1 {print 
 app_conns() { curl -s "http://127.0.0.1:$APP_STATUS_PORT/" | awk 'NR==3 {print $1}'; }
 mib() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
 
-# start_app, start_tls_steal ARGS..., start_nginx, start_haproxy: each sets its *_PID.
+# start_app, start_tls_steal ARGS... (the plan: PLAN, else $D/plan.json), start_nginx,
+# start_haproxy: each sets its *_PID.
 # Each process runs in a session of its own, so the scheduler's autogroups put the app, each
 # proxy and the load generator (this script's session) in separate groups, as a pod's
 # containers and its clients are in separate cgroups. nginx does this itself when it
@@ -214,7 +220,7 @@ mib() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
 # generator's group, and nginx alone had one of its own).
 start_app() { nginx -c "$D/app.conf" -p "$D" -e "$D/app.err"; wait_port "$APP_PORT"; APP_PID=$(cat "$D/app.pid"); }
 start_tls_steal() {
-  TLS_STEAL_SESSION_AUTHORIZATION=disabled TOKIO_WORKER_THREADS=$THREADS RUST_LOG=warn setsid "$SIDECAR" proxy --plan "$D/plan.json" \
+  TLS_STEAL_SESSION_AUTHORIZATION=disabled TOKIO_WORKER_THREADS=$THREADS RUST_LOG=warn setsid "$SIDECAR" proxy --plan "${PLAN:-$D/plan.json}" \
     --listen 127.0.0.1:$TS_PORT --admin 127.0.0.1:$TS_ADMIN --session-api 127.0.0.1:$TS_SESSION \
     --orig-dst-override 127.0.0.1:$APP_PORT "$@" 2>>"$D/tls-steal.log" &
   TS_PID=$!; wait_port "$TS_PORT"; own_session "$TS_PID"
