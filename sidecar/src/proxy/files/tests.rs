@@ -318,6 +318,13 @@ fn found_processes_are_remembered_while_they_run() {
     let again = r.for_container("app");
     assert_eq!(again.pids(), &[20, 30]);
     assert_eq!(again.read("/etc/tls/app.crt").unwrap(), b"from app");
+    // Only the processes are remembered: a rotated file is read anew.
+    let in_root = fake.dir.path().join("roots/20/etc/tls/app.crt");
+    std::fs::write(&in_root, "rotated").unwrap();
+    assert_eq!(
+        r.for_container("app").read("/etc/tls/app.crt").unwrap(),
+        b"rotated"
+    );
     // Clones share them.
     assert_eq!(r.clone().for_container("app").pids(), &[20, 30]);
 
