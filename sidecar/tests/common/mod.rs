@@ -62,25 +62,28 @@ impl App {
 
     /// An HTTP/1.1 app that closes connections idle for `after` (as a Node app does after 5 s).
     pub async fn start_closing_idle(pki: &Pki, after: Duration) -> App {
-        let tls = ServerTls::leaf(&pki.server_leaf)
-            .alpn(&["http/1.1"])
-            .build();
-        App(tls_steal_test_support::App::builder()
-            .tls(tls)
-            .close_idle_after(after)
-            .serve(app_handle)
-            .await)
+        let o = AppOptions {
+            leaf: pki.server_leaf.clone(),
+            alpn: vec!["http/1.1"],
+            client_roots: vec![],
+        };
+        App::serve(o, Some(after)).await
     }
 
     pub async fn start_with(o: AppOptions) -> App {
+        App::serve(o, None).await
+    }
+
+    async fn serve(o: AppOptions, close_idle_after: Option<Duration>) -> App {
         let tls = ServerTls::leaf(&o.leaf)
             .alpn(&o.alpn)
             .client_roots(o.client_roots)
             .build();
-        App(tls_steal_test_support::App::builder()
-            .tls(tls)
-            .serve(app_handle)
-            .await)
+        let mut app = tls_steal_test_support::App::builder().tls(tls);
+        if let Some(after) = close_idle_after {
+            app = app.close_idle_after(after);
+        }
+        App(app.serve(app_handle).await)
     }
 }
 
