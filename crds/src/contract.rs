@@ -51,6 +51,9 @@ pub const NAMESPACE_OPT_IN_LABEL: (&str, &str) = ("tls-steal-injection", "enable
 pub const POD_OPT_OUT_KEY: &str = "tls-steal.io/inject";
 /// Pod annotation written at injection (JSON: configs, ports, plan hash).
 pub const STATUS_ANNOTATION: &str = "tls-steal.io/status";
+/// kubectl's pod annotation naming the container `logs`, `exec`, `cp` and `attach` use when
+/// `-c` is not given (kubectl 1.21+). Without it they take the first container.
+pub const KUBECTL_DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
 /// Pod-template annotation the rollout controller writes: the plan hash its pods get.
 pub const CONFIG_HASH_ANNOTATION: &str = "tls-steal.io/config-hash";
 /// Workload (not template) annotation recording the plan hash of a workload adopted without a

@@ -5,6 +5,9 @@
 #   tls-steal-sidecar   the sidecar + libs + iptables (nft and legacy) + xtables modules + busybox
 #   e2e-https-app    busybox + the HTTPS test app + libs
 # Usage: images.sh [TARGET_DIR]   (default: <repo>/target/release). A missing binary skips its image.
+# BAKED_TLS=DIR images.sh [TARGET_DIR] writes only e2e-https-app-baked: the test app with DIR's files
+# in its image at /etc/app-tls (PEM files baked into an image, which the proxy reads through
+# /proc/<pid>/root).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -39,6 +42,21 @@ image() { # root name entrypoint-json [mkoci options...]
   local root=$1 name=$2 entry=$3; shift 3
   python3 "$MKOCI" "$root" "$name" "$OUT/$(basename "${name%%:*}").tar" --entrypoint "$entry" "$@" | sed 's/^/  /'
 }
+
+app_image() { # name [dir whose files are baked in at /etc/app-tls]
+  R=$W/$1; base_root "$R" busybox
+  cp "$REL/e2e-https-app" "$R/usr/local/bin/"
+  add_libs "$R" "$R/usr/local/bin/e2e-https-app"
+  if [ -n "${2:-}" ]; then   # as an image build copies them: root's, the key readable by root only
+    mkdir -p "$R/etc/app-tls" && cp "$2"/* "$R/etc/app-tls/" && chmod 644 "$R"/etc/app-tls/* &&
+      chmod 600 "$R"/etc/app-tls/*.key
+  fi
+  image "$R" "$IMG_REPO/$1:e2e" '["/usr/local/bin/e2e-https-app"]'
+}
+if [ -n "${BAKED_TLS:-}" ]; then   # only the test app with certificates in its image (run.sh, check (h1))
+  app_image e2e-https-app-baked "$BAKED_TLS"
+  exit 0
+fi
 
 log "images: pause"
 R=$W/pause; mkdir -p "$R"
@@ -81,10 +99,7 @@ fi
 
 if [ -x "$REL/e2e-https-app" ]; then
   log "images: e2e-https-app"
-  R=$W/app; base_root "$R" busybox
-  cp "$REL/e2e-https-app" "$R/usr/local/bin/"
-  add_libs "$R" "$R/usr/local/bin/e2e-https-app"
-  image "$R" "$IMG_REPO/e2e-https-app:e2e" '["/usr/local/bin/e2e-https-app"]'
+  app_image e2e-https-app
 else
   log "images: SKIP e2e-https-app (no $REL/e2e-https-app)"
 fi

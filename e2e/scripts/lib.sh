@@ -7,6 +7,7 @@ K8S_VERSION=v1.20.2
 K8S_DEB_VERSION=1.20.5+really1.20.2-1.1+deb12u1
 K8S_BIN=$E2E_CACHE/k8s-$K8S_VERSION/bin      # kube-*, kubelet, kubectl, etcd
 HELM=$E2E_CACHE/bin/helm
+KUBECTL_CURRENT=$E2E_CACHE/bin/kubectl   # v1.32 (get-helm.sh), for what users' kubectl does; kc uses $K8S_BIN's v1.20
 NODE_NAME=tls-steal-e2e
 NODE_IP=10.99.99.1                           # a /32 on lo (no dummy module in this kernel)
 POD_CIDR=10.244.0.0/24

@@ -250,6 +250,64 @@ fi
 check "not injected: unlabelled namespace" check_not_injected_unlabelled
 check "not injected: pod labelled tls-steal.io/inject=false" check_not_injected_optout
 
+# (c1) users' kubectl (v1.32, not the cluster's v1.20) still picks the app's container: `logs`
+# and `exec` without -c reach the app of the injected pod, as before injection, although classic
+# mode made the proxy the first container; and kubectl prints no "Defaulted container" notice.
+check_default_container() {
+  local pod out err=$W/kubectl-current.err
+  pod=$(pod_of $NS_IN demo-app) || { echo "no demo-app pod"; return 1; }
+  [[ $(containers_of $NS_IN "$pod") == *tls-steal-proxy* ]] || { echo "needs an injected pod"; return 1; }
+  kcur() { "$KUBECTL_CURRENT" --kubeconfig="$KUBECONFIG_FILE" -n $NS_IN "$@" 2>"$err"; }
+  out=$(kcur logs deploy/demo-app) || { cat "$err"; echo "kubectl logs deploy/demo-app failed"; return 1; }
+  echo "kubectl logs deploy/demo-app: $(head -1 <<<"$out")"
+  grep -q '^e2e-https-app: serving https' <<<"$out" ||
+    { echo "kubectl logs deploy/demo-app shows another container's log: $(head -2 <<<"$out")"; return 1; }
+  ! grep -q 'Defaulted container' "$err" || { echo "kubectl logs printed: $(cat "$err")"; return 1; }
+  out=$(kcur exec "$pod" -- ls /usr/local/bin) || { cat "$err"; echo "kubectl exec $pod failed"; return 1; }
+  echo "kubectl exec $pod -- ls /usr/local/bin: $out"
+  [ "$out" = e2e-https-app ] || { echo "kubectl exec ran in another container (its /usr/local/bin: $out)"; return 1; }
+  ! grep -q 'Defaulted container' "$err" || { echo "kubectl exec printed: $(cat "$err")"; return 1; }
+}
+check "kubectl 1.32 logs/exec without -c reach the app container, no notice" check_default_container
+
+# (c2) a Job that a config targets, in classic mode (this cluster): left without the sidecar, which
+# as a regular container would keep its pod from ever completing; the Job completes as it would
+# without tls-steal, and a NotInjected Warning event on it says why.
+check_job_completes() {
+  [ "$WEBHOOK_UP" = 1 ] || { echo "needs the webhook Available (else this proves nothing)"; return 1; }
+  render demo-config.yaml.in $NS_IN e2e-job | sed 's|"deploy/e2e-job\*"|"job/e2e-job"|' | kc apply -f - >/dev/null ||
+    { echo "could not create the config for job/e2e-job"; return 1; }
+  sleep 2
+  kc apply -f - >/dev/null <<EOF || { echo "could not create the Job"; return 1; }
+apiVersion: batch/v1
+kind: Job
+metadata: {name: e2e-job, namespace: $NS_IN}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: work
+        image: $IMG_REPO/e2e-https-app:e2e
+        imagePullPolicy: Never
+        command: ["sh", "-c", "echo working; sleep 2; echo done"]
+        ports: [{containerPort: 443}]
+EOF
+  local pod c ev
+  kc -n $NS_IN wait --for=condition=complete job/e2e-job --timeout=60s >/dev/null ||
+    { kc -n $NS_IN get pods -l job-name=e2e-job -o wide; echo "job/e2e-job did not complete within 60 s"; return 1; }
+  pod=$(kc -n $NS_IN get pods -l job-name=e2e-job -o jsonpath='{.items[0].metadata.name}')
+  c=$(containers_of $NS_IN "$pod"); echo "job pod $pod: $c"
+  [ "$c" = "init: containers:work," ] || { echo "the Job's pod was changed: $c"; return 1; }
+  ev=$(kc -n $NS_IN get events --field-selector involvedObject.kind=Job,involvedObject.name=e2e-job,reason=NotInjected \
+    -o jsonpath='{.items[0].message}')
+  echo "event: $ev"
+  grep -q 'runs to completion' <<<"$ev" || { echo "no NotInjected event on job/e2e-job saying why"; return 1; }
+  kc -n $NS_IN delete job e2e-job --wait=false >/dev/null; kc -n $NS_IN delete mirrordtlsstealconfig e2e-job >/dev/null
+}
+check "a Job a config targets (classic mode): not injected, completes, NotInjected event says why" check_job_completes
+
 # (d) from the node, HTTPS over HTTP/1.1 and HTTP/2 through the Service (ClusterIP, kube-proxy)
 # reaches the app unchanged; the client verifies the app's certificate against its CA, as users do
 check_passthrough() { # curl-flag expected-version
@@ -272,27 +330,28 @@ check "HTTP/2 over TLS reaches the app unchanged" check_passthrough --http2 HTTP
 # (e) `kubectl steal deploy/demo-app --port 443 --header 'x-steal: yes' --to <local app>` over a real
 # port-forward (API server -> kubelet -> pod): requests with the header (HTTP/1.1 and HTTP/2) are
 # answered by the local app, the others by the pod; after Ctrl-C the pod answers everything again.
-check_kubectl_steal() {
+check_kubectl_steal() { # [namespace]
+  local ns=${1:-$NS_IN}
   [ "$WEBHOOK_UP" = 1 ] || { echo "needs the webhook Available"; return 1; }
   [ -x "$BIN_DIR/kubectl-steal" ] || { echo "needs the kubectl-steal binary"; return 1; }
   local pod ip lp local_host app_pid steal_pid rc=0
-  pod=$(pod_of $NS_IN demo-app) && ip=$(svc_ip $NS_IN demo-app) && [ -n "$ip" ] ||
+  pod=$(pod_of $ns demo-app) && ip=$(svc_ip $ns demo-app) && [ -n "$ip" ] ||
     { echo "no demo-app pod or Service"; return 1; }
-  [[ $(containers_of $NS_IN "$pod") == *tls-steal-proxy* ]] || { echo "needs an injected pod"; return 1; }
+  [[ $(containers_of $ns "$pod") == *tls-steal-proxy* ]] || { echo "needs an injected pod"; return 1; }
   lp=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   local_host=$(cat /proc/sys/kernel/hostname)
-  "$BIN_DIR/e2e-https-app" --listen "127.0.0.1:$lp" --cert "$W/$NS_IN.crt" --key "$W/$NS_IN.key" > "$W/local-app.log" 2>&1 &
+  "$BIN_DIR/e2e-https-app" --listen "127.0.0.1:$lp" --cert "$W/$ns.crt" --key "$W/$ns.key" > "$W/local-app-$ns.log" 2>&1 &
   app_pid=$!
-  KUBECONFIG=$KUBECONFIG_FILE "$BIN_DIR/kubectl-steal" -n $NS_IN deploy/demo-app --port 443 \
-    --header 'x-steal: yes' --to "127.0.0.1:$lp" > "$W/kubectl-steal.log" 2>&1 &
+  KUBECONFIG=$KUBECONFIG_FILE "$BIN_DIR/kubectl-steal" -n $ns deploy/demo-app --port 443 \
+    --header 'x-steal: yes' --to "127.0.0.1:$lp" > "$W/kubectl-steal-$ns.log" 2>&1 &
   steal_pid=$!
   served_by() { # through the Service, as a client of the app would
     local url=${*: -1}; set -- "${@:1:$#-1}"
-    curl_app $NS_IN demo-app "$ip" "$@" "https://demo-app.$NS_IN.svc$url" | head -1
+    curl_app $ns demo-app "$ip" "$@" "https://demo-app.$ns.svc$url" | head -1
   }
   body() {
-    registered() { grep -q 'registered' "$W/kubectl-steal.log"; }
-    wait_for 30 "kubectl steal session" registered || { cat "$W/kubectl-steal.log"; echo "no session registered within 30s"; return 1; }
+    registered() { grep -q 'registered' "$W/kubectl-steal-$ns.log"; }
+    wait_for 30 "kubectl steal session" registered || { cat "$W/kubectl-steal-$ns.log"; echo "no session registered within 30s"; return 1; }
     local got
     for v in --http1.1 --http2; do
       got=$(served_by $v -H 'x-steal: yes' "/stolen$v")
@@ -313,7 +372,7 @@ check_kubectl_steal() {
       echo "first header request after kubectl-steal exited (SIGINT) was answered by '$got' (pod answers $after), want the pod"
       return 1
     fi
-    sed 's/^/kubectl-steal: /' "$W/kubectl-steal.log" | tail -6
+    sed 's/^/kubectl-steal: /' "$W/kubectl-steal-$ns.log" | tail -6
   }
   body || rc=1
   kill -9 $steal_pid $app_pid 2>/dev/null; wait $steal_pid $app_pid 2>/dev/null
@@ -571,6 +630,53 @@ check_missing_key() {
 }
 check "missing keyPem: pod Ready, app reached through its Service, reason in /readyz, metric, kubectl steal" check_missing_key
 
+# (h1) PEM files baked into the app's image, on no volume (the README's example config with its
+# paths moved to /etc/app-tls): the webhook shares the pod's process namespace and runs the proxy
+# as root with SYS_PTRACE and DAC_READ_SEARCH, and the proxy reads the files through
+# /proc/<pid>/root of the app's process, the key readable by root only. The pod is Ready, the
+# port is terminated (not relayed) with the baked certificate (curl verifies it against the CA),
+# the app is verified against the baked CA (trustRoots), and kubectl steal takes matching requests
+# through the Service.
+NS_BAKED=e2e-baked
+check_baked_files() {
+  [ "$WEBHOOK_UP" = 1 ] || { echo "needs the webhook Available"; return 1; }
+  [ -x "$BIN_DIR/e2e-https-app" ] || { echo "needs the e2e-https-app binary"; return 1; }
+  local tls=$W/baked-tls app=$W/baked-app.yaml
+  demo_cert $NS_BAKED && mkdir -p "$tls" && cp "$W/$NS_BAKED.crt" "$tls/tls.crt" &&
+    cp "$W/$NS_BAKED.key" "$tls/tls.key" && cp "$W/ca.crt" "$tls/ca.crt" || { echo "openssl failed"; return 1; }
+  BAKED_TLS=$tls "$HERE/images.sh" "$BIN_DIR" >/dev/null &&
+    ctrk images import "$E2E_RUN/images/e2e-https-app-baked.tar" >/dev/null || { echo "could not build or import the image"; return 1; }
+  # the demo app with the baked image and paths, and without its Secret volume
+  render demo-app.yaml.in $NS_BAKED demo-app | sed -e 's|/e2e-https-app:e2e|/e2e-https-app-baked:e2e|' \
+    -e 's|"/tls/|"/etc/app-tls/|g' -e '/^        volumeMounts:/,+1d' -e '/^      volumes:/,+2d' > "$app"
+  ! grep -v '^#' "$app" | grep -qi 'volume\|"/tls/' && grep -q e2e-https-app-baked "$app" || { cat "$app"; echo "demo-app.yaml.in changed: fix this check's sed"; return 1; }
+  kc create namespace $NS_BAKED >/dev/null && kc label namespace $NS_BAKED tls-steal-injection=enabled >/dev/null &&
+    render demo-config.yaml.in $NS_BAKED demo-app | sed 's|/tls/|/etc/app-tls/|g' | kc apply -f - >/dev/null ||
+    { echo "setup failed"; return 1; }
+  sleep 2
+  kc apply -f "$app" >/dev/null || return 1
+  local pod ip sc mounts metrics
+  kc -n $NS_BAKED rollout status deploy/demo-app --timeout=90s >/dev/null || {
+    pod=$(pod_of $NS_BAKED demo-app); kc -n $NS_BAKED get pods -o wide
+    kc -n $NS_BAKED logs "$pod" -c tls-steal-proxy --tail=8 2>&1; echo "pod with baked certificates not Ready"; return 1; }
+  pod=$(pod_of $NS_BAKED demo-app); ip=$(kc -n $NS_BAKED get pod "$pod" -o jsonpath='{.status.podIP}')
+  [[ $(containers_of $NS_BAKED "$pod") == *tls-steal-proxy* ]] || { echo "not injected"; return 1; }
+  [ "$(kc -n $NS_BAKED get pod "$pod" -o jsonpath='{.spec.shareProcessNamespace}')" = true ] ||
+    { echo "shareProcessNamespace is not true"; return 1; }
+  sc=$(kc -n $NS_BAKED get pod "$pod" -o jsonpath='{.spec.containers[?(@.name=="tls-steal-proxy")].securityContext}')
+  mounts=$(kc -n $NS_BAKED get pod "$pod" -o jsonpath='{.spec.containers[?(@.name=="tls-steal-proxy")].volumeMounts[*].mountPath}')
+  echo "proxy securityContext: $sc; mounts: $mounts"
+  for want in '"runAsUser":0' SYS_PTRACE DAC_READ_SEARCH; do
+    grep -qF "$want" <<<"$sc" || { echo "the proxy's securityContext lacks $want"; return 1; }
+  done
+  [[ $mounts != */etc/app-tls* ]] || { echo "a volume covers /etc/app-tls in the proxy"; return 1; }
+  metrics=$(curl -sS --max-time 5 "http://$ip:15401/metrics" | grep 'port_passthrough{port="443"}')
+  echo "$metrics"
+  grep -q ' 0$' <<<"$metrics" || { echo "port 443 is relayed, not terminated: $(curl -sS --max-time 5 "http://$ip:15401/readyz")"; return 1; }
+  check_kubectl_steal $NS_BAKED
+}
+check "PEM files baked into the image: read through /proc/<pid>/root, pod Ready, stolen through its Service" check_baked_files
+
 # (i) zero failed requests while a 2-replica Deployment is restarted: new TLS connections, HTTP/1.1
 # keep-alive and HTTP/2 through the Service's ClusterIP, certificates verified. The same
 # Deployment without injection is the baseline; both must lose nothing.
@@ -748,9 +854,9 @@ opted_in_namespace_with_config() {
     { echo "namespace $1 got no default ServiceAccount"; return 1; }
 }
 # bare_pod NAMESPACE NAME: an injectable pod bound to a node that does not exist (admission runs,
-# nothing starts)
+# nothing starts); restartPolicy Always, since classic mode leaves pods that run to completion alone
 bare_pod() {
-  kc -n "$1" run "$2" --image=tls-steal.local/pause:3.4.1 --restart=Never --port=443 --labels=app=example-deploy \
+  kc -n "$1" run "$2" --image=tls-steal.local/pause:3.4.1 --restart=Always --port=443 --labels=app=example-deploy \
     --overrides='{"apiVersion":"v1","spec":{"nodeName":"nowhere"}}' >/dev/null 2>&1
 }
 is_injected() { # namespace pod

@@ -6,7 +6,7 @@
 //! `Pod` with only those fields set:
 //!
 //! * `metadata`: `name`, `generateName`, `namespace`, `labels`, `annotations`, `ownerReferences`;
-//! * `spec`: `hostNetwork`, `shareProcessNamespace`, and of each container and init container
+//! * `spec`: `hostNetwork`, `shareProcessNamespace`, `restartPolicy`, and of each container and init container
 //!   `name`, `ports`, `volumeMounts`, and of their `readinessProbe`, `livenessProbe` and
 //!   `startupProbe` the `httpGet`, `tcpSocket` and `timeoutSeconds` (what the probe rewrite
 //!   reads; a probe with none of the two actions reads as an empty probe, which is left alone).
@@ -63,6 +63,7 @@ struct RawSpec {
     init_containers: Option<Vec<RawContainer>>,
     host_network: Option<bool>,
     share_process_namespace: Option<bool>,
+    restart_policy: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +144,7 @@ impl<'de> Deserialize<'de> for SparsePod {
             init_containers: s.init_containers.map(containers),
             host_network: s.host_network,
             share_process_namespace: s.share_process_namespace,
+            restart_policy: s.restart_policy,
             ..Default::default()
         });
         Ok(SparsePod(Pod {
@@ -178,7 +180,8 @@ mod tests {
                     "startupProbe": {"exec": {"command": ["true"]}},
                     "resources": {"limits": {"memory": "1Gi"}}}],
                 "volumes": [{"name": "tls", "secret": {"secretName": "t"}}],
-                "hostNetwork": false, "shareProcessNamespace": true, "nodeName": "n"},
+                "hostNetwork": false, "shareProcessNamespace": true, "restartPolicy": "OnFailure",
+                "nodeName": "n"},
             "status": {"phase": "Pending"}
         })
     }
@@ -200,6 +203,8 @@ mod tests {
         let (w, s) = (whole.spec.unwrap(), sparse.0.spec.unwrap());
         assert_eq!(s.host_network, w.host_network);
         assert_eq!(s.share_process_namespace, w.share_process_namespace);
+        assert_eq!(s.restart_policy.as_deref(), Some("OnFailure"));
+        assert_eq!(s.restart_policy, w.restart_policy);
         let pairs = s.containers.iter().zip(&w.containers).chain(
             s.init_containers
                 .iter()

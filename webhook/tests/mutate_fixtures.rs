@@ -456,6 +456,39 @@ fn skips() {
     assert_eq!(skip(&f.pod, &[bad]), Some(SkipReason::InvalidConfigs));
 }
 
+/// A pod that runs to completion (a Job's: `restartPolicy` `Never` or `OnFailure`) is left alone
+/// in classic mode, where the proxy, a regular container, would keep it from ever completing;
+/// native sidecars end with the pod, so native mode injects it. Only pods configs apply to are
+/// counted as such.
+#[test]
+fn run_to_completion_pods_in_classic_mode() {
+    let f = fixture("deployment-pod");
+    let target = PodTarget::from_pod(&f.pod);
+    let outcome = |policy: Option<&str>, mode, configs: &[ConfigSource]| {
+        let mut p = f.pod.clone();
+        p.spec.as_mut().unwrap().restart_policy = policy.map(Into::into);
+        match mutate(&p, &target, &f.namespace, configs, &settings(mode)) {
+            Outcome::Skipped(r) => Some(r),
+            Outcome::Injected(_) => None,
+        }
+    };
+    for policy in ["Never", "OnFailure"] {
+        assert_eq!(
+            outcome(Some(policy), SidecarMode::Classic, &f.configs),
+            Some(SkipReason::RunsToCompletion),
+            "{policy}"
+        );
+        assert_eq!(outcome(Some(policy), SidecarMode::Native, &f.configs), None);
+        assert_eq!(
+            outcome(Some(policy), SidecarMode::Classic, &[]),
+            Some(SkipReason::NoMatchingConfig)
+        );
+    }
+    for policy in [None, Some("Always")] {
+        assert_eq!(outcome(policy, SidecarMode::Classic, &f.configs), None);
+    }
+}
+
 /// An HTTPS app as users write it: probes on its TLS port (named and numbered, httpGet and
 /// tcpSocket) move to the proxy's admin port; the original actions reach the proxy; probes of
 /// other ports and exec probes stay.

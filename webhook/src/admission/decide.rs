@@ -11,7 +11,7 @@ use tls_steal_crds::{PodTarget, StealPlan};
 use super::answer::base64;
 use super::memo::{Injected, Key};
 use crate::configs::NamespaceConfigs;
-use crate::mutate::{PodShape, SkipReason, plan_for, plan_mutation, undeclared_ports};
+use crate::mutate::{PodShape, SkipReason, plan_for, plan_mutation, shape_skip, undeclared_ports};
 use crate::settings::Settings;
 
 /// Why a pod could not be decided on. It is admitted unchanged (fail open).
@@ -23,10 +23,16 @@ pub(super) enum ReviewError {
     Patch(#[source] serde_json::Error),
 }
 
-/// The merged plan of the configs that apply to the pod of `key`.
-pub(super) fn plan(key: &Key, entries: &NamespaceConfigs) -> Result<StealPlan, SkipReason> {
+/// The merged plan of the configs that apply to the pod of `key`, when the pod can carry it.
+pub(super) fn plan(
+    key: &Key,
+    entries: &NamespaceConfigs,
+    settings: &Settings,
+) -> Result<StealPlan, SkipReason> {
     let configs = entries.candidates(&key.target);
-    plan_for(&key.target, &key.namespace, &configs)
+    let plan = plan_for(&key.target, &key.namespace, &configs)?;
+    shape_skip(&key.shape, settings)?;
+    Ok(plan)
 }
 
 /// The JSON patch (base64, as the answer carries it) turning a pod of `shape` into one running

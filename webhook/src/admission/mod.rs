@@ -373,6 +373,9 @@ impl Admission {
         let injected = match &decided {
             Decided::Skip(reason) => {
                 self.metrics.skip(*reason);
+                if *reason == SkipReason::RunsToCompletion {
+                    self.runs_to_completion(review);
+                }
                 return Ok((decided, remembered));
             }
             Decided::Inject(i) => i,
@@ -386,6 +389,29 @@ impl Admission {
             }
         }
         Ok((decided, remembered))
+    }
+
+    /// Configs apply to a pod that runs to completion, which classic mode leaves alone: say so
+    /// (log, and a Warning event on its Job), since nothing else shows why it has no sidecar.
+    fn runs_to_completion(&self, review: &PodReview) {
+        let name = review.target.display_name();
+        let namespace = &review.namespace;
+        tracing::warn!(pod = %name, %namespace, "not injected: runs to completion, classic sidecar mode");
+        if let Some(cluster) = self.cluster.as_ref().filter(|_| !review.dry_run) {
+            let note =
+                "tls-steal configs match this pod, but it runs to completion (restartPolicy \
+                Never/OnFailure) and the sidecar runs as a regular container (classic mode), \
+                which would keep the pod from ever completing; it was created without the \
+                sidecar. Native sidecars (Kubernetes 1.29+, chart value sidecar.mode) inject it."
+                    .to_string();
+            events::warn(
+                &cluster.recorder,
+                &review.pod,
+                namespace,
+                "NotInjected",
+                note,
+            );
+        }
     }
 
     /// The memo layer: the decision remembered for the pod's shape, else computed (and its
@@ -409,7 +435,7 @@ impl Admission {
         }
         let computed = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let key = key.key();
-            let plan = match decide::plan(key, entries) {
+            let plan = match decide::plan(key, entries, &self.settings) {
                 Err(reason) => return Ok(Decided::Skip(reason)),
                 Ok(plan) => plan,
             };

@@ -7,6 +7,10 @@ use serde_json::{Value, json};
 use tls_steal_crds::TlsStealSpec;
 
 fn admission() -> Admission {
+    admission_with(Settings::default())
+}
+
+fn admission_with(settings: Settings) -> Admission {
     let spec: TlsStealSpec = serde_json::from_value(json!({
         "targetPath": "deploy/web",
         "ports": [{"port": 8443,
@@ -18,7 +22,7 @@ fn admission() -> Admission {
         Arc::new(ConfigCache::from_sources(vec![
             tls_steal_crds::ConfigSource::namespaced("shop", "web", spec),
         ])),
-        Settings::default(),
+        settings,
         Arc::new(Metrics::default()),
         None,
     )
@@ -326,4 +330,42 @@ fn allowed_matches_kube_core_from_request() {
     let want = serde_json::to_value(AdmissionResponse::from(&req).into_review()).unwrap();
     let got = serde_json::to_value(answer::allowed(&PodRequest::from(req)).into_review()).unwrap();
     assert_eq!(got, want);
+}
+
+/// Through admission (memo included): in classic mode a pod that runs to completion gets no
+/// patch, the first review and the remembered ones alike, and is counted as such; the same pod
+/// with `restartPolicy: Always`, or in native mode, is injected.
+#[tokio::test]
+async fn run_to_completion_pods_are_left_alone_in_classic_mode() {
+    let classic = || {
+        admission_with(Settings {
+            sidecar_mode: crate::settings::SidecarMode::Classic,
+            ..Settings::default()
+        })
+    };
+    let with_policy = |policy: &str| {
+        let mut p = pod("web");
+        p["spec"]["restartPolicy"] = policy.into();
+        p
+    };
+    let a = classic();
+    for uid in ["u-0", "u-1", "u-2"] {
+        for policy in ["Never", "OnFailure"] {
+            let answer = a.review(&create(with_policy(policy), uid)).await;
+            let body = String::from_utf8_lossy(&answer.body);
+            assert!(body.contains("\"allowed\":true"), "{body}");
+            assert!(!body.contains("\"patch\""), "{policy} {uid}: {body}");
+        }
+    }
+    let mut registry = Registry::default();
+    a.register_metrics(&mut registry);
+    let counters = crate::openmetrics::encode(&registry);
+    let line = "tls_steal_webhook_skips_total{reason=\"runs_to_completion\"} 6";
+    assert!(counters.lines().any(|l| l == line), "{counters}");
+    let always = a.review(&create(with_policy("Always"), "u-3")).await;
+    assert!(String::from_utf8_lossy(&always.body).contains("\"patch\""));
+    let native = admission()
+        .review(&create(with_policy("Never"), "u-4"))
+        .await;
+    assert!(String::from_utf8_lossy(&native.body).contains("\"patch\""));
 }

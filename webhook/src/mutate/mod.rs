@@ -17,6 +17,10 @@
 //!   into the proxy. Paths on no volume (baked into the image), or whose mount path is already
 //!   taken in the proxy by another volume, make the pod `shareProcessNamespace: true` and give the
 //!   proxy `SYS_PTRACE` so it can read `/proc/<pid>/root` of the target container.
+//! * kubectl's default container: classic mode makes the proxy the first container, which
+//!   `kubectl logs`/`exec` without `-c` would pick, and with init containers (both modes add
+//!   them) kubectl prints a "Defaulted container" notice; so the pod's own first container is
+//!   named in `kubectl.kubernetes.io/default-container` (unless the pod names one).
 //! * Probes of app containers that target a captured port move to the proxy's admin port
 //!   ([`crate::probes`]).
 //! * Hardening: see [`proxy_security`]; `tls-steal-init` runs as root with only `NET_ADMIN` and
@@ -66,6 +70,10 @@ pub enum SkipReason {
     ProtectedNamespace,
     /// A control-plane pod (`tier: control-plane`, or `component` naming a control-plane part).
     ControlPlane,
+    /// Classic mode and a pod that runs to completion (`restartPolicy` `Never` or `OnFailure`:
+    /// a Job's pod): the proxy, a regular container that never exits, would keep it from ever
+    /// completing. Native sidecars end with the pod, so native mode injects it.
+    RunsToCompletion,
 }
 
 impl SkipReason {
@@ -81,10 +89,11 @@ impl SkipReason {
             SkipReason::NoSpec => "no_spec",
             SkipReason::ProtectedNamespace => "protected_namespace",
             SkipReason::ControlPlane => "control_plane",
+            SkipReason::RunsToCompletion => "runs_to_completion",
         }
     }
 
-    pub const ALL: [SkipReason; 9] = [
+    pub const ALL: [SkipReason; 10] = [
         SkipReason::NoMatchingConfig,
         SkipReason::InvalidConfigs,
         SkipReason::AlreadyInjected,
@@ -94,6 +103,7 @@ impl SkipReason {
         SkipReason::NoSpec,
         SkipReason::ProtectedNamespace,
         SkipReason::ControlPlane,
+        SkipReason::RunsToCompletion,
     ];
 }
 
@@ -151,6 +161,9 @@ pub struct Mutation {
     first_container: Option<Container>,
     /// App probes moved to the proxy's admin port (see [`crate::probes`]).
     pub probe_rewrites: Vec<Rewrite>,
+    /// When the pod names none: kubectl's default container, the pod's first (see
+    /// [`plan_mutation`]).
+    default_container: Option<String>,
     /// The `tls-steal.io/status` annotation.
     status: String,
     /// What the patch is written against.
@@ -255,6 +268,7 @@ pub fn shape_mutation(
     settings: &Settings,
 ) -> Result<Mutation, SkipReason> {
     let plan = plan_for(target, namespace, configs)?;
+    shape_skip(shape, settings)?;
     let plan_json = plan.to_json();
     Ok(plan_mutation(shape, plan, &plan_json, target, settings))
 }
@@ -274,6 +288,15 @@ pub fn plan_for(
         });
     }
     Ok(plan)
+}
+
+/// The skips that depend on the pod's shape and the settings, checked once configs apply to the
+/// pod (so that only pods someone meant to steal from are reported).
+pub fn shape_skip(shape: &PodShape, settings: &Settings) -> Result<(), SkipReason> {
+    match settings.sidecar_mode == SidecarMode::Classic && shape.runs_to_completion {
+        true => Err(SkipReason::RunsToCompletion),
+        false => Ok(()),
+    }
 }
 
 /// Plan ports that no container of the pod declares.
@@ -340,11 +363,20 @@ pub fn plan_mutation(
         sidecar_mode: settings.sidecar_mode.as_str().into(),
     };
     let undeclared_ports = undeclared_ports(&plan, target);
+    // kubectl `logs`, `exec`, `cp` and `attach` without `-c` take the first container, which
+    // classic mode makes the proxy, and print "Defaulted container ... out of" whenever a pod
+    // has init containers (both modes add some): naming the pod's own first container keeps
+    // both as they were before injection (Istio does the same).
+    let default_container = match shape.patch.names_default_container {
+        false => shape.containers.first().map(|c| c.name.clone()),
+        true => None,
+    };
     Mutation {
         plan,
         undeclared_ports,
         proc_files,
         init_containers,
+        default_container,
         first_container,
         probe_rewrites,
         status: serde_json::to_string(&status).expect("status serialises"),

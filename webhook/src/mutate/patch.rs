@@ -5,7 +5,9 @@ use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Pod, PodSpec};
 use serde::Serialize;
 
 use crate::probes::{ContainerProbes, probe_field};
-use tls_steal_crds::contract::{PROXY_WORKERS_ANNOTATION, STATUS_ANNOTATION};
+use tls_steal_crds::contract::{
+    KUBECTL_DEFAULT_CONTAINER_ANNOTATION, PROXY_WORKERS_ANNOTATION, STATUS_ANNOTATION,
+};
 
 use super::*;
 
@@ -21,6 +23,8 @@ pub struct PodShape {
     pub(super) patch: PatchShape,
     /// The pod's `tls-steal.io/proxy-workers` annotation, as written.
     pub(super) workers: Option<String>,
+    /// `restartPolicy` `Never` or `OnFailure` (absent is `Always`).
+    pub(super) runs_to_completion: bool,
 }
 
 /// The fields a patch adds to or replaces.
@@ -28,6 +32,8 @@ pub struct PodShape {
 pub(super) struct PatchShape {
     /// `metadata.annotations`: absent, or present with this status annotation (if any).
     annotations: Option<Option<String>>,
+    /// The pod names kubectl's default container itself.
+    pub(super) names_default_container: bool,
     /// `spec.initContainers`: absent, or how many.
     init_containers: Option<usize>,
     share_process_namespace: Option<bool>,
@@ -78,16 +84,18 @@ impl PodShape {
             .annotations
             .as_ref()
             .map(|a| a.get(STATUS_ANNOTATION).cloned());
-        let workers = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(PROXY_WORKERS_ANNOTATION).cloned());
+        let annotation = |key: &str| pod.metadata.annotations.as_ref()?.get(key).cloned();
+        let workers = annotation(PROXY_WORKERS_ANNOTATION);
         Some(PodShape {
             containers,
             workers,
+            runs_to_completion: spec
+                .restart_policy
+                .as_deref()
+                .is_some_and(|p| p != "Always"),
             patch: PatchShape {
                 annotations,
+                names_default_container: annotation(KUBECTL_DEFAULT_CONTAINER_ANNOTATION).is_some(),
                 init_containers: spec.init_containers.as_ref().map(Vec::len),
                 share_process_namespace: spec.share_process_namespace,
             },
@@ -114,10 +122,14 @@ impl Mutation {
         if let Some(c) = self.first_container {
             spec.containers.insert(0, c);
         }
-        out.metadata
+        let annotations = out
+            .metadata
             .annotations
-            .get_or_insert_with(Default::default)
-            .insert(STATUS_ANNOTATION.into(), self.status);
+            .get_or_insert_with(Default::default);
+        if let Some(name) = self.default_container {
+            annotations.insert(KUBECTL_DEFAULT_CONTAINER_ANNOTATION.into(), name);
+        }
+        annotations.insert(STATUS_ANNOTATION.into(), self.status);
         Injection {
             pod: out,
             plan: self.plan,
@@ -160,14 +172,30 @@ impl Mutation {
             None => ops.push(PatchOp {
                 op: "add",
                 path: "/metadata/annotations".into(),
-                value: PatchValue::Status(&self.status),
+                value: PatchValue::Annotations {
+                    default_container: self.default_container.as_deref(),
+                    status: &self.status,
+                },
             }),
-            Some(a) if a.as_ref() != Some(&self.status) => ops.push(PatchOp {
-                op: add_or_replace(a.is_some()),
-                path: format!("/metadata/annotations/{}", pointer_token(STATUS_ANNOTATION)),
-                value: PatchValue::Str(&self.status),
-            }),
-            Some(_) => {}
+            Some(a) => {
+                if let Some(name) = &self.default_container {
+                    ops.push(PatchOp {
+                        op: "add",
+                        path: format!(
+                            "/metadata/annotations/{}",
+                            pointer_token(KUBECTL_DEFAULT_CONTAINER_ANNOTATION)
+                        ),
+                        value: PatchValue::Str(name),
+                    });
+                }
+                if a.as_ref() != Some(&self.status) {
+                    ops.push(PatchOp {
+                        op: add_or_replace(a.is_some()),
+                        path: format!("/metadata/annotations/{}", pointer_token(STATUS_ANNOTATION)),
+                        value: PatchValue::Str(&self.status),
+                    });
+                }
+            }
         }
         // Before the classic-mode insertion at index 0, so the indices are the pod's own.
         for r in &self.probe_rewrites {
@@ -234,8 +262,12 @@ struct PatchOp<'a> {
 enum PatchValue<'a> {
     Bool(bool),
     Str(&'a str),
-    /// An annotations map holding only the status.
-    Status(#[serde(serialize_with = "status_map")] &'a str),
+    /// The annotations of a pod that had none.
+    #[serde(serialize_with = "new_annotations")]
+    Annotations {
+        default_container: Option<&'a str>,
+        status: &'a str,
+    },
     Container(&'a Container),
     Containers(&'a [Container]),
     HttpGet(HTTPGetAction),
@@ -249,9 +281,16 @@ impl PatchValue<'_> {
     }
 }
 
-fn status_map<S: serde::Serializer>(status: &&str, s: S) -> Result<S::Ok, S::Error> {
+fn new_annotations<S: serde::Serializer>(
+    default_container: &Option<&str>,
+    status: &&str,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
-    let mut m = s.serialize_map(Some(1))?;
+    let mut m = s.serialize_map(None)?;
+    if let Some(name) = default_container {
+        m.serialize_entry(KUBECTL_DEFAULT_CONTAINER_ANNOTATION, name)?;
+    }
     m.serialize_entry(STATUS_ANNOTATION, status)?;
     m.end()
 }
@@ -265,7 +304,7 @@ fn pointer_token(key: &str) -> String {
 mod tests {
     use super::super::containers::covering_mount;
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     /// Fields the pod already has are replaced, and containers are added at the right indices.
     #[test]
@@ -305,7 +344,13 @@ mod tests {
                 })
                 .collect();
             let p = |op: &str, path: &str| (op.to_string(), path.to_string());
-            let mut want = vec![p("add", "/metadata/annotations/tls-steal.io~1status")];
+            let mut want = vec![
+                p(
+                    "add",
+                    "/metadata/annotations/kubectl.kubernetes.io~1default-container",
+                ),
+                p("add", "/metadata/annotations/tls-steal.io~1status"),
+            ];
             if mode == SidecarMode::Classic {
                 want.push(p("add", "/spec/containers/0"));
             }
@@ -318,6 +363,58 @@ mod tests {
             let mut doc = serde_json::to_value(&pod).unwrap();
             json_patch::patch(&mut doc, &patch).unwrap();
             assert_eq!(doc, serde_json::to_value(m.apply(&pod).pod).unwrap());
+        }
+    }
+
+    /// The pod's own first container is named kubectl's default (classic mode made the proxy
+    /// first; both modes add init containers, which make kubectl print a notice), in a new
+    /// annotations map or beside existing annotations; a pod that names one keeps it.
+    #[test]
+    fn kubectl_default_container_stays_the_apps() {
+        let spec = serde_json::from_value(json!({
+            "targetPath": "pod/p",
+            "ports": [{"port": 8443,
+                "agentAsServer": {"authentication": {"certPem": "/certs/tls.crt", "keyPem": "/certs/tls.key"}},
+                "agentAsClient": {"verification": {"acceptAnyCert": true}}}]
+        }))
+        .unwrap();
+        let configs = [ConfigSource::namespaced("ns", "c", spec)];
+        let pod = |annotations: Value| -> Pod {
+            serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "annotations": annotations},
+                "spec": {"containers": [{"name": "web", "ports": [{"containerPort": 8443}]},
+                    {"name": "worker"}]}
+            }))
+            .unwrap()
+        };
+        let key = KUBECTL_DEFAULT_CONTAINER_ANNOTATION;
+        let cases = [
+            (json!(null), SidecarMode::Classic, Some("web")),
+            (json!({"team": "a"}), SidecarMode::Classic, Some("web")),
+            (json!({key: "worker"}), SidecarMode::Classic, Some("worker")),
+            (json!(null), SidecarMode::Native, Some("web")),
+            (json!({key: "worker"}), SidecarMode::Native, Some("worker")),
+        ];
+        for (annotations, mode, want) in cases {
+            let pod = pod(annotations.clone());
+            let settings = Settings {
+                sidecar_mode: mode,
+                ..Settings::default()
+            };
+            let m = mutation(&pod, &PodTarget::from_pod(&pod), "ns", &configs, &settings).unwrap();
+            let patch = m.patch(&pod).unwrap();
+            let mut doc = serde_json::to_value(&pod).unwrap();
+            json_patch::patch(&mut doc, &patch).unwrap();
+            let injected = m.apply(&pod).pod;
+            assert_eq!(doc, serde_json::to_value(&injected).unwrap());
+            let got = injected.metadata.annotations.as_ref().unwrap().get(key);
+            assert_eq!(got.map(String::as_str), want, "{annotations} {mode:?}");
+            let first = &injected.spec.unwrap().containers[0].name;
+            match mode {
+                SidecarMode::Classic => assert_eq!(first, PROXY_CONTAINER),
+                SidecarMode::Native => assert_eq!(first, "web"),
+            }
         }
     }
 
