@@ -14,10 +14,10 @@
 # The steal backend answers "stolen"; it is checked once and never hit under load. The proxies
 # run with W = each of BENCH_WORKERS in turn; the app and the load generators stay the same.
 #
-# Usage (as root): bash bench/proxy.sh   (about 6 minutes of measuring per worker count, after
+# Usage (as root): bash bench/proxy.sh   (about 7 minutes of measuring per worker count, after
 #                  the build and after waiting up to BENCH_MAX_WAIT for a quiet machine)
 # Env: BENCH_DIR (scratch, default /tmp/tls-steal-bench), BENCH_MAX_WAIT (seconds to wait for the
-#      1-minute load average to drop below BENCH_MAX_LOAD=1.5; default 600), BENCH_ROUNDS (2),
+#      1-minute load average to drop below BENCH_MAX_LOAD=1.5; default 600), BENCH_ROUNDS (3),
 #      BENCH_SECS (8), BENCH_LAT_ROUNDS (5) x BENCH_LAT_SECS (6) for latency, BENCH_WORKERS ("1 2"), BENCH_SKIP_BUILD=1, BENCH_SKIP_APT=1,
 #      BENCH_SIDECAR / BENCH_STEAL_CLI (binaries; default the `dist` profile builds, as shipped).
 set -euo pipefail
@@ -27,7 +27,7 @@ source "$ROOT/bench/lib/proxies.sh"
 D=${BENCH_DIR:-/tmp/tls-steal-bench}
 MAX_WAIT=${BENCH_MAX_WAIT:-600}
 MAX_LOAD=${BENCH_MAX_LOAD:-1.5}
-ROUNDS=${BENCH_ROUNDS:-2}
+ROUNDS=${BENCH_ROUNDS:-3}
 SECS=${BENCH_SECS:-8}
 LAT_ROUNDS=${BENCH_LAT_ROUNDS:-5}
 LAT_SECS=${BENCH_LAT_SECS:-6}
@@ -235,29 +235,37 @@ R[direct/1,threads]=1
 STEAL_HITS=$(wc -l <"$D/steal-hits.log" 2>/dev/null || echo 0)
 
 # ---------------------------------------------------------------- report
-best() { local m=0 k v; for k in "${!R[@]}"; do [[ $k == "$1,$2,rps,"* ]] || continue; v=${R[$k]}; ((v > m)) && m=$v; done; echo "$m"; }
+# req/s of column $1, load $2: the median of its rounds (the issue's targets are read from medians)
+rps() { local k v=(); for k in "${!R[@]}"; do [[ $k == "$1,$2,rps,"* ]] && v+=("${R[$k]}"); done; median "${v[@]}" | cut -d. -f1; }
 us_per_req() { awk -v c="${R[$1,$2,cpu]}" -v n="${R[$1,$2,n]}" -v hz="$HZ" 'BEGIN{printf "%.1f", c/hz*1e6/n}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
 
-H1D=$(best direct/1 h1) H2D=$(best direct/1 h2)
+H1D=$(rps direct/1 h1) H2D=$(rps direct/1 h2)
 {
   echo
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), $(uname -r), $(date -u +'%Y-%m-%d %H:%M UTC')"
   echo "Load average at start: $LOAD_START; waited ${WAITED:-0}s in all for a quiet machine; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "tls-steal-sidecar: dist-profile build of git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && [[ -n $(git status --porcelain -- sidecar crds 2>/dev/null) ]] && echo ' + uncommitted changes in sidecar/ crds/'), binary built $SIDECAR_BUILT"
   echo "Versions: $(nginx -v 2>&1 | cut -d' ' -f3), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(h2load --version | head -1)"
-  echo "Columns: proxy/workers (nginx worker_processes, haproxy nbthread, tls-steal workers); the app: nginx, 1 worker, measured again beside each worker count (best of all its rounds shown)."
+  echo "Columns: proxy/workers (nginx worker_processes, haproxy nbthread, tls-steal workers); the app: nginx, 1 worker, measured again beside each worker count (the median of all its rounds shown)."
   echo "tls-steal: $SESSION_NOTE. Steal backend hits (all from the checks): $STEAL_HITS"
-  echo "Throughput: best of $ROUNDS rounds of ${SECS}s; CPU/request over all rounds (proxy process only; for 'direct' the app's)."
+  echo "Throughput: median of $ROUNDS rounds of ${SECS}s; CPU/request over all rounds (proxy process only; for 'direct' the app's)."
   echo "Latency: $LAT_ROUNDS rounds of ${LAT_SECS}s, columns in a rotated order each round; p50 / p99 = medians over the rounds; added = median over the rounds of (proxy - app of the same round)."
   echo
   printf '| |'; for c in "${COLS[@]}"; do printf ' %s |' "$c"; done; echo
   printf '|---|'; for c in "${COLS[@]}"; do printf -- '---:|'; done; echo
   row() { local label=$1; shift; printf '| %s |' "$label"; for c in "${COLS[@]}"; do printf ' %s |' "$("$@" "$c")"; done; echo; }
-  f_h1() { local v; v=$(best "$1" h1); echo "$v ($(ratio "$v" "$H1D")×)"; }
-  f_h2() { local v; v=$(best "$1" h2); echo "$v ($(ratio "$v" "$H2D")×)"; }
+  f_h1() { local v; v=$(rps "$1" h1); echo "$v ($(ratio "$v" "$H1D")×)"; }
+  f_h2() { local v; v=$(rps "$1" h2); echo "$v ($(ratio "$v" "$H2D")×)"; }
   row "HTTP/1.1 keep-alive req/s (wrk -t2 -c50)" f_h1
   row "HTTP/2 req/s (h2load -t2 -c50 -m10)" f_h2
+  f_vs() { # tls-steal only: against HAProxy at equal threads, and against its own first worker count
+    [[ $1 == tls-steal/* ]] || { echo –; return; }
+    local w=${1#*/} k out=""
+    for k in h1 h2; do out+="$k $(ratio "$(rps "$1" $k)" "$(rps "haproxy/$w" $k)")× HAProxy, $(ratio "$(rps "$1" $k)" "$(rps "tls-steal/${WORKERS[0]}" $k)")× /${WORKERS[0]}; "; done
+    echo "${out%; }"
+  }
+  row "tls-steal against HAProxy/equal threads and its own ${WORKERS[0]} worker (medians)" f_vs
   f_cpu1() { us_per_req "$1" h1; }; row "CPU µs/request, HTTP/1.1" f_cpu1
   f_cpu2() { us_per_req "$1" h2; }; row "CPU µs/request, HTTP/2" f_cpu2
   f_hs() { echo "${R[$1,hs]} (${R[$1,hs,cpu]} µs CPU)"; }; row "new TLS connection per request, req/s (wrk Connection: close)" f_hs
