@@ -11,7 +11,7 @@ use tls_steal_crds::{PodTarget, StealPlan};
 use super::answer::base64;
 use super::memo::{Injected, Key};
 use crate::configs::NamespaceConfigs;
-use crate::mutate::{PodShape, SkipReason, plan_for, plan_mutation, shape_skip, undeclared_ports};
+use crate::mutate::{PodShape, SkipReason, plan_for, plan_mutation, undeclared_ports};
 use crate::settings::Settings;
 
 /// Why a pod could not be decided on. It is admitted unchanged (fail open).
@@ -30,9 +30,7 @@ pub(super) fn plan(
     settings: &Settings,
 ) -> Result<StealPlan, SkipReason> {
     let configs = entries.candidates(&key.target);
-    let plan = plan_for(&key.target, &key.namespace, &configs)?;
-    shape_skip(&key.shape, settings)?;
-    Ok(plan)
+    plan_for(&key.shape, &key.target, &key.namespace, &configs, settings)
 }
 
 /// The JSON patch (base64, as the answer carries it) turning a pod of `shape` into one running

@@ -267,17 +267,21 @@ pub fn shape_mutation(
     configs: &[ConfigSource],
     settings: &Settings,
 ) -> Result<Mutation, SkipReason> {
-    let plan = plan_for(target, namespace, configs)?;
-    shape_skip(shape, settings)?;
+    let plan = plan_for(shape, target, namespace, configs, settings)?;
     let plan_json = plan.to_json();
     Ok(plan_mutation(shape, plan, &plan_json, target, settings))
 }
 
-/// The plan of a pod that passed [`precheck`], or why it gets none.
+/// The plan of a pod that passed [`precheck`], or why it gets none. Both decision paths
+/// (`shape_mutation` and admission's memo) come here. The skips that depend on the pod's shape
+/// and the settings are checked once configs apply, so only pods someone meant to steal from
+/// are reported.
 pub fn plan_for(
+    shape: &PodShape,
     target: &PodTarget,
     namespace: &str,
     configs: &[ConfigSource],
+    settings: &Settings,
 ) -> Result<StealPlan, SkipReason> {
     let plan = build_plan(target, namespace, configs);
     if plan.is_empty() {
@@ -287,16 +291,10 @@ pub fn plan_for(
             SkipReason::InvalidConfigs
         });
     }
-    Ok(plan)
-}
-
-/// The skips that depend on the pod's shape and the settings, checked once configs apply to the
-/// pod (so that only pods someone meant to steal from are reported).
-pub fn shape_skip(shape: &PodShape, settings: &Settings) -> Result<(), SkipReason> {
-    match settings.sidecar_mode == SidecarMode::Classic && shape.runs_to_completion {
-        true => Err(SkipReason::RunsToCompletion),
-        false => Ok(()),
+    if settings.sidecar_mode == SidecarMode::Classic && shape.runs_to_completion {
+        return Err(SkipReason::RunsToCompletion);
     }
+    Ok(plan)
 }
 
 /// Plan ports that no container of the pod declares.

@@ -306,6 +306,19 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
+    /// A config for `pod/p` whose files are on no volume (so the patch shares the process
+    /// namespace too).
+    fn configs_for_pod_p() -> [ConfigSource; 1] {
+        let spec = serde_json::from_value(json!({
+            "targetPath": "pod/p",
+            "ports": [{"port": 8443,
+                "agentAsServer": {"authentication": {"certPem": "/certs/tls.crt", "keyPem": "/certs/tls.key"}},
+                "agentAsClient": {"verification": {"acceptAnyCert": true}}}]
+        }))
+        .unwrap();
+        [ConfigSource::namespaced("ns", "c", spec)]
+    }
+
     /// Fields the pod already has are replaced, and containers are added at the right indices.
     #[test]
     fn patch_over_existing_fields() {
@@ -316,14 +329,7 @@ mod tests {
                 "containers": [{"name": "app", "ports": [{"containerPort": 8443}]}, {"name": "log"}]}
         }))
         .unwrap();
-        let spec = serde_json::from_value(json!({
-            "targetPath": "pod/p",
-            "ports": [{"port": 8443,
-                "agentAsServer": {"authentication": {"certPem": "/certs/tls.crt", "keyPem": "/certs/tls.key"}},
-                "agentAsClient": {"verification": {"acceptAnyCert": true}}}]
-        }))
-        .unwrap();
-        let configs = [ConfigSource::namespaced("ns", "c", spec)];
+        let configs = configs_for_pod_p();
         let target = PodTarget::from_pod(&pod);
         for mode in [SidecarMode::Native, SidecarMode::Classic] {
             let settings = Settings {
@@ -371,14 +377,7 @@ mod tests {
     /// annotations map or beside existing annotations; a pod that names one keeps it.
     #[test]
     fn kubectl_default_container_stays_the_apps() {
-        let spec = serde_json::from_value(json!({
-            "targetPath": "pod/p",
-            "ports": [{"port": 8443,
-                "agentAsServer": {"authentication": {"certPem": "/certs/tls.crt", "keyPem": "/certs/tls.key"}},
-                "agentAsClient": {"verification": {"acceptAnyCert": true}}}]
-        }))
-        .unwrap();
-        let configs = [ConfigSource::namespaced("ns", "c", spec)];
+        let configs = configs_for_pod_p();
         let pod = |annotations: Value| -> Pod {
             serde_json::from_value(json!({
                 "apiVersion": "v1", "kind": "Pod",
