@@ -232,10 +232,15 @@ impl CompiledFilter {
                     if h.skips(name) {
                         return false;
                     }
+                    // mirrord matches only values `HeaderValue::to_str` accepts (visible ASCII
+                    // and tab); a line with any other byte is not seen at all.
+                    let Some(value) = visible_ascii(value) else {
+                        return false;
+                    };
                     line.clear();
                     line.push_str(name);
                     line.push_str(": ");
-                    line.push_str(&String::from_utf8_lossy(value));
+                    line.push_str(value);
                     hit(&h.re, &line, notes)
                 })
             }
@@ -256,6 +261,16 @@ impl CompiledFilter {
             CompiledFilter::AnyOf(v) => v.iter().any(|f| f.eval(req, notes)),
         }
     }
+}
+
+/// `value` as text when every byte is visible ASCII or a tab, as `http::HeaderValue::to_str`
+/// requires.
+fn visible_ascii(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 /// mirrord's `typeof` function extension: the JSON type of the nodes, `"null"`, `"bool"`,

@@ -247,8 +247,48 @@ else
   setup_demo $NS_IN yes 2>/dev/null || true
   render demo-app.yaml.in $NS_IN demo-app-optout ', "tls-steal.io/inject": "false"' | kc apply -f - >/dev/null || true
 fi
+# A namespace with a ResourceQuota on limits and a LimitRange that supplies them (how such
+# namespaces admit containers that set none): the injected pod is admitted and Ready, as the
+# same pod without tls-steal would be. The API server runs its built-in admission (LimitRanger)
+# again after a webhook changed a pod, so the injected containers get the LimitRange's
+# defaults where the chart's resources leave a field out (the CPU limit) and the quota counts
+# them.
+NS_QUOTA=e2e-quota
+check_quota_namespace() {
+  [ "$WEBHOOK_UP" = 1 ] || { echo "needs the webhook Available (else this proves nothing)"; return 1; }
+  kc create namespace $NS_QUOTA >/dev/null && kc label namespace $NS_QUOTA tls-steal-injection=enabled >/dev/null &&
+    kc apply -f - >/dev/null <<EOF || { echo "could not create the namespace, LimitRange and quota"; return 1; }
+apiVersion: v1
+kind: LimitRange
+metadata: {name: defaults, namespace: $NS_QUOTA}
+spec:
+  limits:
+  - type: Container
+    default: {cpu: 300m, memory: 256Mi}
+    defaultRequest: {cpu: 10m, memory: 32Mi}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: compute, namespace: $NS_QUOTA}
+spec:
+  hard: {requests.cpu: "2", requests.memory: 2Gi, limits.cpu: "4", limits.memory: 4Gi}
+EOF
+  demo_tls_secret $NS_QUOTA && render demo-config.yaml.in $NS_QUOTA demo-app | kc apply -f - >/dev/null &&
+    sleep 2 && render demo-app.yaml.in $NS_QUOTA demo-app | kc apply -f - >/dev/null || { echo "could not create the demo app"; return 1; }
+  local pod c lim used
+  kc -n $NS_QUOTA rollout status deploy/demo-app --timeout=90s >/dev/null || {
+    kc -n $NS_QUOTA get events --field-selector reason=FailedCreate -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | tail -3
+    echo "the injected demo app did not become Ready under the quota"; return 1; }
+  pod=$(pod_of $NS_QUOTA demo-app); c=$(containers_of $NS_QUOTA "$pod"); echo "$c"
+  [[ ${c#*containers:} == *tls-steal-proxy,* ]] || { echo "not injected ($c)"; return 1; }
+  lim=$(kc -n $NS_QUOTA get pod "$pod" -o jsonpath='{.spec.containers[?(@.name=="tls-steal-proxy")].resources.limits.cpu}')
+  used=$(kc -n $NS_QUOTA get resourcequota compute -o jsonpath='{.status.used.limits\.cpu}')
+  echo "tls-steal-proxy limits.cpu=$lim (from the LimitRange); quota used limits.cpu=$used"
+  [ "$lim" = 300m ] || { echo "the proxy did not get the LimitRange's default CPU limit"; return 1; }
+}
 check "not injected: unlabelled namespace" check_not_injected_unlabelled
 check "not injected: pod labelled tls-steal.io/inject=false" check_not_injected_optout
+check "a namespace with a LimitRange and a ResourceQuota on limits: injected pod admitted and Ready" check_quota_namespace
 
 # (c1) users' kubectl (v1.32, not the cluster's v1.20) still picks the app's container: `logs`
 # and `exec` without -c reach the app of the injected pod, as before injection, although classic

@@ -318,7 +318,7 @@ fn deployment_is_hardened_and_replicated() {
         "--sidecar-mode=classic",
         "--sidecar-image=local/sidecar:dev",
         "--image-pull-policy=Never",
-        "--sidecar-drain-delay=5",
+        "--sidecar-drain-delay=3600",
         "--drain-delay=5",
         "--sidecar-max-connections=4096",
         "--sidecar-workers=3",

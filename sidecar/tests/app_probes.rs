@@ -110,6 +110,25 @@ async fn probes_run_against_the_app_as_the_kubelet_would() {
         key("redirect", Liveness),
         http_get(port, Https, "/status/302", &[]),
     );
+    // The kubelet follows redirects on the pod IP and judges the last answer.
+    probes.insert(
+        key("moved", Liveness),
+        http_get(
+            port,
+            Https,
+            "/redirect/301/status/503",
+            &[("Host", "probe.example")],
+        ),
+    );
+    probes.insert(
+        key("moved", Readiness),
+        http_get(port, Https, "/redirect/302/redirect/307/ready?x=1", &[]),
+    );
+    probes.insert(
+        key("away", Liveness),
+        http_get(port, Https, "/redirect-away/302", &[]),
+    );
+    probes.insert(key("loop", Liveness), http_get(port, Https, "/loop", &[]));
     probes.insert(
         key("slow", Readiness),
         http_get(port, Https, "/sleep/3000", &[]),
@@ -167,9 +186,41 @@ async fn probes_run_against_the_app_as_the_kubelet_would() {
     assert_eq!(status, 200, "{body}");
 
     let (status, body) = kubelet_get(admin, &path("redirect", Liveness), &KUBELET).await;
-    assert_eq!(status, 200, "a redirect is success, not followed: {body}");
+    assert_eq!(status, 200, "a 3xx without Location is the answer: {body}");
     assert!(body.contains("302"), "{body}");
-    assert_eq!(app.last().uri, "/status/302", "not followed");
+    assert_eq!(app.last().uri, "/status/302", "nothing to follow");
+
+    let (status, body) = kubelet_get(admin, &path("moved", Liveness), &KUBELET).await;
+    assert_eq!(
+        status, 503,
+        "followed to a failing page, as the kubelet: {body}"
+    );
+    let seen = app.last();
+    assert_eq!(seen.uri, "/status/503");
+    assert_eq!(
+        seen.header("host"),
+        Some("probe.example"),
+        "a relative redirect keeps Host"
+    );
+    assert_eq!(seen.header("user-agent"), Some("kube-probe/1.20"));
+
+    let (status, body) = kubelet_get(admin, &path("moved", Readiness), &KUBELET).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.last().uri, "/ready?x=1", "two redirects followed");
+
+    let (status, body) = kubelet_get(admin, &path("away", Liveness), &KUBELET).await;
+    assert_eq!(status, 200, "another host: the 3xx is the answer: {body}");
+    assert!(body.contains("another host"), "{body}");
+
+    let before = app.seen.lock().unwrap().len();
+    let (status, body) = kubelet_get(admin, &path("loop", Liveness), &KUBELET).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("stopped after 10 redirects"), "{body}");
+    assert_eq!(
+        app.seen.lock().unwrap().len() - before,
+        10,
+        "ten requests, as Go's client"
+    );
 
     let (status, body) = kubelet_get(admin, &path("slow", Readiness), &KUBELET).await;
     assert_eq!(status, 503, "{body}");

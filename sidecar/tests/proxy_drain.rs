@@ -1,8 +1,8 @@
 //! Shutdown without losing a request: after SIGTERM the proxy is not ready, tells open
 //! connections to finish at once (HTTP/2 GOAWAY, HTTP/1.1 `Connection: close` / idle keep-alive
 //! connections closed) so their clients reconnect elsewhere, keeps accepting and serving new
-//! connections for the drain delay (each told to close after its requests), then refuses new
-//! connections and lets in-flight requests complete.
+//! connections while the app listens, at most for the drain delay (each told to close after
+//! its requests), then refuses new connections and lets in-flight requests complete.
 
 mod common;
 
@@ -253,4 +253,51 @@ async fn a_connection_without_its_first_request_is_not_dropped() {
         .unwrap();
     assert_eq!(h2.send_request(req).await.unwrap().status(), 200);
     assert!(!proxy.is_closing(), "within the drain delay");
+}
+
+/// The proxy takes new connections after SIGTERM exactly as long as the app still listens (as
+/// an app pausing in its `preStop` hook does), however long the drain delay, and stops when
+/// the app stops listening.
+#[tokio::test]
+async fn draining_follows_the_app_listening() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let mut cfg = test_config(port_plan(&pki, app.addr.port()), app.addr);
+    cfg.drain_delay = Duration::from_secs(600);
+    cfg.drain_timeout = Duration::from_secs(10);
+    let proxy = start_proxy(cfg).await;
+    let addr = proxy.listen[0];
+
+    proxy.shutdown();
+    // Many checks of the app's sockets later, the app still listens: so does the proxy.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (mut during, _during_conn) = h1_conn(addr, &pki).await;
+    assert_eq!(h1_get(&mut during, "/during-pause").await.status(), 200);
+    assert!(!proxy.is_closing(), "still accepting while the app listens");
+
+    // The app stops listening: new connections are refused, long before the drain delay.
+    app.kill();
+    wait_refused(addr).await;
+    assert!(proxy.is_closing());
+    tokio::time::timeout(WAIT, proxy.wait())
+        .await
+        .expect("the proxy exits once drained");
+}
+
+/// An app that is already gone when the proxy gets SIGTERM (native sidecars are stopped after
+/// the app): connections are refused at once, not accepted and answered 502.
+#[tokio::test]
+async fn draining_after_the_app_exited_refuses_at_once() {
+    let pki = Pki::new();
+    let app = App::start(&pki).await;
+    let mut cfg = test_config(port_plan(&pki, app.addr.port()), app.addr);
+    cfg.drain_delay = Duration::from_secs(600);
+    let proxy = start_proxy(cfg).await;
+    app.kill();
+    tokio::task::yield_now().await;
+    proxy.shutdown();
+    wait_refused(proxy.listen[0]).await;
+    tokio::time::timeout(WAIT, proxy.wait())
+        .await
+        .expect("the proxy exits once drained");
 }

@@ -54,8 +54,9 @@ pub struct SidecarArgs {
     /// Label (key=value) of the webhook's own pods, which are never injected.
     #[arg(long, default_value = "app.kubernetes.io/name=tls-steal-webhook")]
     pub self_label: LabelArg,
-    /// Seconds the injected proxy keeps accepting after SIGTERM (its `--drain-delay`).
-    #[arg(long, env = "TLS_STEAL_SIDECAR_DRAIN_DELAY", default_value_t = 5)]
+    /// Most seconds the injected proxy keeps accepting after SIGTERM while the app still
+    /// listens (its `--drain-delay`; it stops when the app does).
+    #[arg(long, env = "TLS_STEAL_SIDECAR_DRAIN_DELAY", default_value_t = 3600)]
     pub sidecar_drain_delay: u32,
     /// Client connections per captured port above which the proxy refuses new ones (its
     /// `--max-connections`).

@@ -58,8 +58,8 @@ pub struct Settings {
     pub sidecar_mode: SidecarMode,
     /// A label identifying the webhook's own pods, which are never injected.
     pub self_label: Option<(String, String)>,
-    /// The proxy's `--drain-delay`: seconds it keeps serving after SIGTERM while the pod's
-    /// endpoints are removed.
+    /// The proxy's `--drain-delay`: the most seconds it keeps accepting after SIGTERM while the
+    /// app still listens (it stops when the app does).
     pub drain_delay_seconds: u32,
     /// The proxy's `--max-connections` per captured port.
     pub max_connections: u32,
@@ -95,7 +95,7 @@ impl Default for Settings {
             resources: Some(resources("10m", "32Mi", None, Some("256Mi"))),
             sidecar_mode: SidecarMode::Native,
             self_label: Some(("app.kubernetes.io/name".into(), "tls-steal-webhook".into())),
-            drain_delay_seconds: 5,
+            drain_delay_seconds: 3600,
             max_connections: 4096,
             workers: Workers::default(),
             session_authorization: SessionAuthorization::Disabled,

@@ -14,7 +14,7 @@ use tls_steal_webhook::{Admission, ConfigCache, METRICS_CONTENT_TYPE, Metrics, S
 /// Every series (name and labels, without the value) the old renderers wrote, in their order:
 /// `Metrics::render` (admission) followed by `ControllerMetrics::render` (controller). Series
 /// added since then follow `tls_steal_controller_leader` (the watch caches', issue 19), except the
-/// skip reason `runs_to_completion`, listed with its siblings.
+/// skip reasons `runs_to_completion` and `port_conflict`, listed with their siblings.
 const OLD_SERIES: &str = r#"
 tls_steal_webhook_reviews_total{result="injected"}
 tls_steal_webhook_reviews_total{result="skipped"}
@@ -31,6 +31,7 @@ tls_steal_webhook_skips_total{reason="no_spec"}
 tls_steal_webhook_skips_total{reason="protected_namespace"}
 tls_steal_webhook_skips_total{reason="control_plane"}
 tls_steal_webhook_skips_total{reason="runs_to_completion"}
+tls_steal_webhook_skips_total{reason="port_conflict"}
 tls_steal_webhook_undeclared_ports_total
 tls_steal_webhook_owner_lookup_errors_total
 tls_steal_webhook_oversized_requests_total

@@ -174,7 +174,7 @@ fn deployment_pod_exact_containers() {
             {
                 "name": "tls-steal-proxy",
                 "image": "tls-steal/sidecar:test",
-                "args": ["proxy", "--drain-delay", "5", "--max-connections", "4096"],
+                "args": ["proxy", "--drain-delay", "3600", "--max-connections", "4096"],
                 "env": [
                     {"name": "TLS_STEAL_PLAN", "value": plan},
                     {"name": "TLS_STEAL_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
@@ -620,7 +620,13 @@ fn proxy_lifecycle_settings() {
     let proxy = container(&i.pod, "tls-steal-proxy");
     assert_eq!(
         proxy.args.as_ref().unwrap(),
-        &["proxy", "--drain-delay", "5", "--max-connections", "4096"]
+        &[
+            "proxy",
+            "--drain-delay",
+            "3600",
+            "--max-connections",
+            "4096"
+        ]
     );
     let hook = proxy
         .lifecycle

@@ -175,7 +175,7 @@ pub fn pod_report(
                 hash: None,
                 detail: match plan.is_empty() {
                     true => "no tls-steal-proxy in the pod, and the configs give it no port".into(),
-                    false => "no tls-steal-proxy in the pod: it was created before a config matched, or was not injected (namespace label, opt-out, webhook down, a Job's pod in classic sidecar mode); new pods of the workload get the plan".into(),
+                    false => "no tls-steal-proxy in the pod: it was created before a config matched, or was not injected (namespace label, opt-out, webhook down, a Job's pod in classic sidecar mode, a container declaring port 15400, 15401 or 15443: `kubectl describe` the pod's owner for a NotInjected event); new pods of the workload get the plan".into(),
                 },
             },
             plan.ports.clone(),

@@ -205,7 +205,18 @@ fn incoming(v: &Value) -> Result<IncomingConfig, ConfigError> {
                 cfg.filter = filter;
                 cfg.filter_ports = ports;
             }
-            "ports" => cfg.ports = Some(port_list(value, &key, false)?),
+            "ports" => {
+                let ports = port_list(value, &key, false)?;
+                // mirrord then takes no port at all (every bind is outside the list); here an
+                // empty list would read as "every port".
+                if ports.is_empty() {
+                    return Err(key_err(
+                        &key,
+                        "an empty list takes no port; name the ports, or leave it out for every port",
+                    ));
+                }
+                cfg.ports = Some(ports);
+            }
             "port_mapping" => cfg.port_mapping = port_pairs(value, &key)?,
             "tls_delivery" => cfg.delivery = delivery(value, &key)?,
             "https_delivery" => {

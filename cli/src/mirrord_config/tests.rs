@@ -219,6 +219,10 @@ fn bad_keys_are_named() {
             "feature.network.incoming.http_filter.all_of: cannot be an empty list",
         ),
         (
+            r#"{"feature":{"network":{"incoming":{"ports":[]}}}}"#,
+            "feature.network.incoming.ports: an empty list takes no port",
+        ),
+        (
             r#"{"feature":{"network":{"incoming":{"http_filter":{"any_of":[{"path":"/a"},{"path":7}]}}}}}"#,
             "feature.network.incoming.http_filter.any_of[1].path: expected a string",
         ),

@@ -71,6 +71,20 @@ fn header_present_twice_matches_either_value() {
 }
 
 #[test]
+fn header_values_beyond_visible_ascii_are_not_seen() {
+    // As mirrord: a value `HeaderValue::to_str` refuses (UTF-8, other control bytes) takes its
+    // line out of the match, whichever way the pattern is written; tabs are kept.
+    let r = req(&[("x-user", "Zo\u{eb}"), ("x-tab", "a\tb")]);
+    assert!(!m(HttpFilter::Header("^x-user:".into()), &r));
+    assert!(!m(HttpFilter::Header("^x-user: (?!alice)".into()), &r));
+    assert!(!m(HttpFilter::Header("zo".into()), &r));
+    assert!(m(HttpFilter::Header("^x-tab: a\tb$".into()), &r));
+    assert_eq!(visible_ascii(b"ok \t~"), Some("ok \t~"));
+    assert_eq!(visible_ascii(b"a\x7f"), None);
+    assert_eq!(visible_ascii(b"a\x01"), None);
+}
+
+#[test]
 fn lookaround_works() {
     let f = HttpFilter::Header("^User-Agent: (?!kube-probe)".into());
     assert!(m(f.clone(), &req(&[("user-agent", "curl/8")])));

@@ -11,10 +11,12 @@
 //!   one HTTP/1.1 `GET <path>` with `Host: <ip>:<port>`, `User-Agent` and `Accept` taken from
 //!   the kubelet's own request (so the app still sees `kube-probe/1.x`; defaults
 //!   `kube-probe/tls-steal` and `*/*`), `Connection: close`, then the probe's headers (a name
-//!   given there replaces the default, `Host` included). Redirects are not followed; up to
-//!   [`MAX_BODY`] bytes of the answer are read and discarded.
-//!   Answer: app 200–399 → 200; app ≥ 400 → that status; app < 200 → 503; no connection,
-//!   failed TLS, broken exchange or timeout → 503 with the reason.
+//!   given there replaces the default, `Host` included). Up to [`MAX_BODY`] bytes of each
+//!   answer are read and discarded. Redirects on the pod IP are followed as the kubelet
+//!   follows them ([`redirect`]), each over a new connection with the same headers.
+//!   Answer, from the last request: app 200–399 → 200; app ≥ 400 → that status; app < 200 →
+//!   503; no connection, failed TLS, broken exchange, timeout or too many redirects → 503 with
+//!   the reason.
 //! * `tcpSocket`: a TCP connect → 200, else 503 with the reason.
 //!
 //! Each probe is bounded by its `timeoutSeconds` (at least 1 s, Kubernetes' default). Its
@@ -29,7 +31,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONNECTION, HOST, USER_AGENT};
+use http::header::{ACCEPT, CONNECTION, HOST, LOCATION, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
@@ -41,6 +43,10 @@ use tracing::{info, warn};
 
 use super::forward::{ProxyBody, error_chain, text_response};
 use super::tls_client::accept_any_cert;
+
+mod redirect;
+
+use redirect::{MAX_REQUESTS, Next, Target};
 
 /// Most bytes of the app's answer read (and discarded), as the kubelet's 10 KiB.
 pub const MAX_BODY: usize = 10 * 1024;
@@ -82,6 +88,13 @@ pub enum ProbeError {
     Header { name: String },
     #[error("the app answered {status}")]
     Status { status: StatusCode },
+    #[error("cannot follow the redirect to {location:?}: {reason}")]
+    Redirect {
+        location: String,
+        reason: &'static str,
+    },
+    #[error("stopped after {MAX_REQUESTS} redirects (the last from {addr})")]
+    Redirects { addr: SocketAddr },
 }
 
 impl ProbeError {
@@ -220,12 +233,64 @@ impl AppProbeRunner {
         probe_headers: &[ProbeHeader],
         incoming: &HeaderMap,
     ) -> Result<String, ProbeError> {
-        let req = request(addr, path, probe_headers, incoming)?;
+        let mut target = Target {
+            scheme,
+            addr,
+            path: match path.starts_with('/') {
+                true => path.to_owned(),
+                false => format!("/{path}"),
+            },
+        };
+        let mut probe_host = true;
+        for n in 1..=MAX_REQUESTS {
+            let req = request(
+                target.addr,
+                &target.path,
+                probe_headers,
+                incoming,
+                probe_host,
+            )?;
+            let (status, location) = self.exchange(&target, req).await?;
+            let followed = redirect::followed(status).then_some(location).flatten();
+            let Some(location) = followed else {
+                return match status.as_u16() {
+                    200..=399 => Ok(format!("the app answered {status}")),
+                    _ => Err(ProbeError::Status { status }),
+                };
+            };
+            match redirect::next(&target, &location, self.pod_ip)? {
+                Next::OtherHost => {
+                    return Ok(format!(
+                        "the app answered {status}, a redirect to another host ({location}), not followed, as the kubelet"
+                    ));
+                }
+                Next::Follow { .. } if n == MAX_REQUESTS => {
+                    return Err(ProbeError::Redirects { addr: target.addr });
+                }
+                Next::Follow {
+                    target: next,
+                    relative,
+                } => {
+                    probe_host &= relative;
+                    target = next;
+                }
+            }
+        }
+        unreachable!("the last request returns")
+    }
+
+    /// One request over a new connection: the status and the `Location`, if any.
+    async fn exchange(
+        &self,
+        target: &Target,
+        req: Request<Empty<Bytes>>,
+    ) -> Result<(StatusCode, Option<String>), ProbeError> {
+        let addr = target.addr;
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| ProbeError::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
-        let io: Box<dyn Io> = match scheme {
+        let io: Box<dyn Io> = match target.scheme {
             ProbeScheme::Http => Box::new(tcp),
             ProbeScheme::Https => Box::new(
                 tokio_rustls::TlsConnector::from(self.tls.clone())
@@ -244,6 +309,11 @@ impl AppProbeRunner {
         }));
         let resp = sender.send_request(req).await.map_err(http)?;
         let status = resp.status();
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         // Read (a little of) the answer, as the kubelet does; a longer body is not an error.
         if let Err(e) = Limited::new(resp.into_body(), MAX_BODY).collect().await
             && !e.is::<http_body_util::LengthLimitError>()
@@ -253,20 +323,19 @@ impl AppProbeRunner {
                 reason: error_chain(&*e),
             });
         }
-        match status.as_u16() {
-            200..=399 => Ok(format!("the app answered {status}")),
-            _ => Err(ProbeError::Status { status }),
-        }
+        Ok((status, location))
     }
 }
 
 /// The probe's request: defaults, then the probe's own headers (a name given there replaces
-/// the default; repeated names are all sent, as the kubelet's `Header.Add`).
+/// the default; repeated names are all sent, as the kubelet's `Header.Add`). Without
+/// `probe_host` a `Host` among them is left out (after a redirect that named a host).
 fn request(
     addr: SocketAddr,
     path: &str,
     probe_headers: &[ProbeHeader],
     incoming: &HeaderMap,
+    probe_host: bool,
 ) -> Result<Request<Empty<Bytes>>, ProbeError> {
     let target = if path.starts_with('/') {
         path.to_owned()
@@ -300,6 +369,9 @@ fn request(
             name: ph.name.clone(),
         };
         let name = HeaderName::from_bytes(ph.name.as_bytes()).map_err(|_| bad())?;
+        if name == HOST && !probe_host {
+            continue;
+        }
         let value = HeaderValue::from_str(&ph.value).map_err(|_| bad())?;
         if given.contains(&name) {
             h.append(name, value);
@@ -327,7 +399,7 @@ mod tests {
         let addr: SocketAddr = "[fd00::7]:8443".parse().unwrap();
         let mut kubelet = HeaderMap::new();
         kubelet.insert(USER_AGENT, HeaderValue::from_static("kube-probe/1.20"));
-        let req = request(addr, "healthz?full=1", &[], &kubelet).unwrap();
+        let req = request(addr, "healthz?full=1", &[], &kubelet, true).unwrap();
         assert_eq!(req.uri(), "/healthz?full=1");
         assert_eq!(req.headers()[HOST], "[fd00::7]:8443");
         assert_eq!(req.headers()[USER_AGENT], "kube-probe/1.20");
@@ -339,7 +411,7 @@ mod tests {
             header("x-probe", "b"),
             header("accept", "application/json"),
         ];
-        let req = request(addr, "/", &probe, &HeaderMap::new()).unwrap();
+        let req = request(addr, "/", &probe, &HeaderMap::new(), true).unwrap();
         let h = req.headers();
         assert_eq!(h[HOST], "app.example");
         assert_eq!(h[USER_AGENT], DEFAULT_USER_AGENT);
@@ -347,14 +419,25 @@ mod tests {
         let xs: Vec<_> = h.get_all("x-probe").iter().collect();
         assert_eq!(xs, ["a", "b"]);
         assert_eq!(h.get_all(HOST).iter().count(), 1);
+        // After a redirect that named a host, that host, not the probe's.
+        let req = request(addr, "/", &probe, &HeaderMap::new(), false).unwrap();
+        assert_eq!(req.headers()[HOST], "[fd00::7]:8443");
+        assert_eq!(req.headers()["x-probe"], "a");
     }
 
     #[test]
     fn bad_paths_and_headers_are_named() {
         let addr: SocketAddr = "10.0.0.1:443".parse().unwrap();
-        let e = request(addr, "/a b", &[], &HeaderMap::new()).unwrap_err();
+        let e = request(addr, "/a b", &[], &HeaderMap::new(), true).unwrap_err();
         assert!(e.to_string().contains("\"/a b\""), "{e}");
-        let e = request(addr, "/", &[header("bad name", "x")], &HeaderMap::new()).unwrap_err();
+        let e = request(
+            addr,
+            "/",
+            &[header("bad name", "x")],
+            &HeaderMap::new(),
+            true,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("\"bad name\""), "{e}");
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         let app = ProbeError::Status {

@@ -3,7 +3,7 @@
 //! the body, whichever way the request then goes.
 //!
 //! The proxy reads a body only when a session on the request's port has a body filter
-//! ([`super::route::Route::ReadBody`]). Reading stops at `max_bytes` (a declared
+//! ([`super::route::Route::ReadBody`]). Reading stops on reaching `max_bytes` (a declared
 //! `content-length` above it stops it before any read), at `timeout`, or at the end of the body.
 //! Only a complete body is parsed as JSON; anything else makes body filters "no match"
 //! ([`BodyRead`] says why, for the metric), never an error for the client.
@@ -120,7 +120,9 @@ where
                     data.extend_from_slice(d);
                 }
                 frames.push_back(frame);
-                if data.len() > limits.max_bytes {
+                // Reaching the limit is too large, as in mirrord (whose read stops there
+                // without waiting for the end): a body of exactly `max_bytes` does not match.
+                if data.len() >= limits.max_bytes {
                     break Some(BodyRead::TooLarge);
                 }
             }
@@ -290,6 +292,19 @@ mod tests {
             all(rest).await.0,
             b"012345678901234567890123456789end".to_vec()
         );
+    }
+
+    #[tokio::test]
+    async fn a_body_of_exactly_the_limit_is_too_large_as_in_mirrord() {
+        for (len, expect_json) in [(9, true), (10, false)] {
+            let (tx, body) = channel();
+            let json = format!("[{}]", "1".repeat(len - 2));
+            tx.send(data(&json)).await.unwrap();
+            drop(tx);
+            let (got, rest) = read(body, &HeaderMap::new(), limits(10, 5_000)).await;
+            assert_eq!(got.json().is_some(), expect_json, "{len} bytes: {got:?}");
+            assert_eq!(all(rest).await.0, json.as_bytes());
+        }
     }
 
     #[tokio::test]

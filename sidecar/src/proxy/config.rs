@@ -82,8 +82,9 @@ pub struct ProxyArgs {
     /// Default: `volumes` in a pod (`KUBERNETES_SERVICE_HOST` is set), else `any`.
     #[arg(long, value_enum)]
     pub direct_files: Option<DirectLookup>,
-    /// Largest request body read for a session's body filter, in bytes; a longer body does not
-    /// match body filters (and is passed on unchanged).
+    /// Request body size, in bytes, at which reading for a session's body filter stops; a body
+    /// this long or longer does not match body filters, as in mirrord (and is passed on
+    /// unchanged).
     #[arg(long, default_value_t = 64 * 1024)]
     pub body_filter_max_bytes: usize,
     /// Milliseconds allowed to read a request body for a session's body filter; a slower body
@@ -114,9 +115,10 @@ pub struct ProxyArgs {
     /// Milliseconds between checks of the certificate files.
     #[arg(long, default_value_t = 1000)]
     pub reload_interval_ms: u64,
-    /// Seconds the proxy keeps accepting and serving after SIGTERM (with `/readyz` already
-    /// 503), while the pod's endpoints are removed; then it stops accepting.
-    #[arg(long, default_value_t = 5)]
+    /// After SIGTERM (with `/readyz` already 503) the proxy keeps accepting and serving while
+    /// the app still listens on one of its ports, as the app alone would, for at most this many
+    /// seconds; then it stops accepting. The kubelet's grace period normally ends it first.
+    #[arg(long, default_value_t = DEFAULT_DRAIN_DELAY_SECS)]
     pub drain_delay: u64,
     /// Seconds to let in-flight requests finish once the proxy stops accepting.
     #[arg(long, default_value_t = 25)]
@@ -212,6 +214,10 @@ pub struct ProxyConfig {
     pub session_authorization: Authorization,
 }
 
+/// The longest a drain keeps accepting while the app listens: longer than any grace period
+/// pods use, so the app decides.
+pub const DEFAULT_DRAIN_DELAY_SECS: u64 = 3600;
+
 /// Not a flag: 2 s keeps a client that sends every second on the fast path (no new hyper
 /// connection per request) and parks a pooled connection soon after its last request.
 pub const PARK_AFTER: Duration = Duration::from_secs(2);
@@ -236,7 +242,7 @@ impl ProxyConfig {
             upstream_idle_timeout: Duration::from_secs(60),
             sniff_timeout: Duration::from_secs(2),
             reload_interval: Duration::from_secs(1),
-            drain_delay: Duration::from_secs(5),
+            drain_delay: Duration::from_secs(DEFAULT_DRAIN_DELAY_SECS),
             drain_timeout: Duration::from_secs(25),
             max_header_bytes: 64 * 1024,
             max_connections: 4096,
@@ -286,6 +292,21 @@ fn parse_dst_pair(s: &str) -> Result<(SocketAddr, SocketAddr), DstPairError> {
 }
 
 impl ProxyConfig {
+    /// The ports the app serves the captured connections on: the plan's, or those of the fixed
+    /// destinations when there are any.
+    pub fn app_ports(&self) -> Vec<u16> {
+        let fixed: Vec<u16> = self
+            .orig_dst_for
+            .iter()
+            .map(|(_, dst)| dst.port())
+            .chain(self.orig_dst_override.map(|d| d.port()))
+            .collect();
+        match fixed.is_empty() {
+            true => self.plan.port_numbers(),
+            false => fixed,
+        }
+    }
+
     /// The fixed original destination of connections accepted on `local`, if any.
     pub fn dst_override(&self, local: Option<SocketAddr>) -> Option<SocketAddr> {
         local
@@ -427,8 +448,12 @@ mod tests {
         let c = config(&[]).unwrap();
         assert!(c.app_probes.is_empty());
         assert_eq!(c.pod_ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
-        assert_eq!(c.drain_delay, Duration::from_secs(5));
+        assert_eq!(c.drain_delay, Duration::from_secs(DEFAULT_DRAIN_DELAY_SECS));
         assert_eq!(c.max_connections, 4096);
+        // The app's ports: the plan's, unless the destination is fixed.
+        assert_eq!(c.app_ports(), c.plan.port_numbers());
+        let c = config(&["--orig-dst-override", "127.0.0.1:9443"]).unwrap();
+        assert_eq!(c.app_ports(), vec![9443]);
 
         let probes = r#"{"app/liveness":{"action":{"tcpSocket":{"port":443}},"timeoutSeconds":2}}"#;
         let c = config(&["--app-probes-json", probes, "--pod-ip", "fd00::7"]).unwrap();

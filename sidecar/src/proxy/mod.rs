@@ -5,10 +5,10 @@
 //! which process is of which container), [`pem`], [`material`],
 //! [`tls_server`], [`tls_client`], [`ports`] (per-port state), [`reload`], [`orig_dst`],
 //! [`conn`] (one connection), [`affinity`] (HTTP/1.1 app connection per client connection),
-//! [`route`] (per-request decision), [`body`] (bounded body reads for body filters),
+//! [`app_listen`] (does the app still listen, for the drain), [`route`] (per-request decision), [`body`] (bounded body reads for body filters),
 //! [`forward`], [`idle`] (client connection timeouts), [`passthrough`], [`admin`], [`app_probe`] (the
-//! kubelet's probes, run against the app), [`metrics`], [`shutdown`] (drain delay, then
-//! graceful close), [`lanes`] (one single-threaded runtime per worker).
+//! kubelet's probes, run against the app), [`metrics`], [`shutdown`] (drain while the app
+//! listens, then graceful close), [`lanes`] (one single-threaded runtime per worker).
 //!
 //! Limits against hostile or runaway clients: `--max-connections` client connections per
 //! captured port (the excess is closed right after accept, counted), at most
@@ -18,6 +18,7 @@
 
 mod admin;
 mod affinity;
+mod app_listen;
 mod app_probe;
 mod body;
 mod config;
@@ -305,14 +306,15 @@ pub async fn start_with_router(
         let delay = shared.cfg.drain_delay;
         info!(
             drain_delay_secs = delay.as_secs_f64(),
-            "shutting down: not ready any more; still accepting and serving during the drain delay"
+            "shutting down: not ready any more; accepting and serving while the app listens (at most the drain delay)"
         );
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shared.shutdown.closing() => {}
-        }
+        let why = tokio::select! {
+            _ = tokio::time::sleep(delay) => "drain delay over",
+            _ = shared.shutdown.closing() => "asked to close",
+            _ = app_listen::stopped(shared.cfg.app_ports()) => "the app stopped listening",
+        };
         shared.shutdown.close();
-        info!("drain delay over: no new connections, finishing in-flight requests");
+        info!("{why}: no new connections, finishing in-flight requests");
         for t in accept_tasks {
             let _ = t.await;
         }

@@ -6,13 +6,17 @@
 //!    keep-alive connections closed), so their clients reconnect through the Service to pods
 //!    that stay (a connection that has not sent its first request yet is told after it, so a
 //!    request already on the wire is never dropped). New connections are still accepted and
-//!    served for `--drain-delay` (endpoint
-//!    removal reaches every node's kube-proxy only after a while), each told to close after its
-//!    requests. Keep-alive connections are not kept to the end of the delay: the app behind
-//!    may stop accepting before it ends (its own preStop pause may be shorter), and a request
-//!    then arriving on an old connection would find no app.
-//! 2. **Closing** (after the delay): the capture listeners are closed (new connects are refused),
-//!    relays run on, and the whole drain is cut at `--drain-timeout`.
+//!    served, each told to close after its requests, for as long as the app still listens on
+//!    one of its ports (`app_listen`), at most `--drain-delay`: the pod then takes
+//!    connections exactly as long as it would without the proxy. An app that pauses in its
+//!    `preStop` hook while its load balancers deregister it keeps the proxy accepting through
+//!    the pause; an app that has stopped (native sidecars get SIGTERM only after the app
+//!    exited) has its connections refused at once rather than accepted and answered 502.
+//!    Keep-alive connections are not kept to the end: the app behind may stop accepting first,
+//!    and a request then arriving on an old connection would find no app.
+//! 2. **Closing** (the app stopped listening, or the delay is over): the capture listeners are
+//!    closed (new connects are refused), relays run on, and the whole drain is cut at
+//!    `--drain-timeout`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,7 +95,8 @@ impl Shutdown {
         self.reached(Phase::Draining).await
     }
 
-    /// Resolves once the proxy stops accepting (after the drain delay).
+    /// Resolves once the proxy stops accepting (the app stopped listening, or the drain delay
+    /// is over).
     pub async fn closing(&self) {
         self.reached(Phase::Closing).await
     }

@@ -1,15 +1,14 @@
 //! A request head as the filters see it ([`RequestView`]).
 
-use http::header::HOST;
 use http::request::Parts;
 use tls_steal_crds::filter::RequestView;
 
-/// The head of a request. An HTTP/2 request carries its host in `:authority`, not in a `Host`
-/// header; a `host: <authority>` line is added for it so one `header` filter on the host works
-/// for both protocols.
+/// The head of a request. Header lines are the request's headers only, as mirrord's agent
+/// sees them: an HTTP/2 request carries its host in `:authority`, which is not a header, so a
+/// `host` filter matches it only when the client also sent a `host` header (mirrord selects
+/// exactly those).
 pub struct PartsView<'a> {
     parts: &'a Parts,
-    authority_line: Option<&'a str>,
     body: Option<&'a serde_json::Value>,
 }
 
@@ -21,15 +20,7 @@ impl<'a> PartsView<'a> {
 
     /// With the body as JSON, when it was read and is JSON.
     pub fn with_body(parts: &'a Parts, body: Option<&'a serde_json::Value>) -> Self {
-        let authority_line = match parts.headers.contains_key(HOST) {
-            true => None,
-            false => parts.uri.authority().map(|a| a.as_str()),
-        };
-        PartsView {
-            parts,
-            authority_line,
-            body,
-        }
+        PartsView { parts, body }
     }
 }
 
@@ -47,13 +38,12 @@ impl RequestView for PartsView<'_> {
     }
 
     fn header_lines(&self) -> Box<dyn Iterator<Item = (&str, &[u8])> + '_> {
-        let lines = self
-            .parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes()));
-        let host = self.authority_line.map(|a| ("host", a.as_bytes()));
-        Box::new(lines.chain(host))
+        Box::new(
+            self.parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes())),
+        )
     }
 
     fn body_json(&self) -> Option<&serde_json::Value> {
@@ -71,7 +61,7 @@ mod tests {
     }
 
     #[test]
-    fn sees_path_query_repeated_headers_and_h2_authority() {
+    fn sees_path_query_and_repeated_headers_but_no_h2_authority() {
         let p = parts(
             http::Request::get("https://api.test:8443/a/b?x=1")
                 .version(http::Version::HTTP_2)
@@ -86,20 +76,22 @@ mod tests {
         assert!(m(HttpFilter::Path(r"^/a/b\?x=1$".into())));
         assert!(m(HttpFilter::Header("^x-tenant: two$".into())));
         assert!(m(HttpFilter::Header("^X-TENANT: ONE$".into())));
-        assert!(m(HttpFilter::Header(r"^host: api\.test:8443$".into())));
         assert!(m(HttpFilter::Method("get".into())));
+        // mirrord's agent matches header lines only: `:authority` is not one.
+        assert!(!m(HttpFilter::Header("^host:".into())));
+        assert!(!m(HttpFilter::Header(r"api\.test".into())));
+        assert_eq!(v.header_lines().count(), 2);
 
+        // An HTTP/2 client that also sends `host` is matched on it, as in mirrord.
         let p = parts(
-            http::Request::get("/")
-                .header("host", "h1.test")
+            http::Request::get("https://api.test/")
+                .version(http::Version::HTTP_2)
+                .header("host", "api.test")
                 .body(())
                 .unwrap(),
         );
         let v = PartsView::new(&p);
-        assert_eq!(
-            v.header_lines().count(),
-            1,
-            "no synthetic line when Host exists"
-        );
+        let m = |f: HttpFilter| f.compile().unwrap().matches(&v);
+        assert!(m(HttpFilter::Header(r"^host: api\.test$".into())));
     }
 }

@@ -149,6 +149,19 @@ async fn app_handle(seen: Seen, mut req: Request<Incoming>) -> Response<Body> {
     } else if let Some(ms) = path.strip_prefix("/sleep/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         Response::new(full(serde_json::to_vec(&seen).unwrap()))
+    } else if let Some(rest) = path.strip_prefix("/redirect/") {
+        // `/redirect/<code>/<path>`: that status, `Location: /<path>` (the query kept).
+        let (code, to) = rest.split_once('/').unwrap_or((rest, ""));
+        let query = req
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        redirect(code, &format!("/{to}{query}"))
+    } else if let Some(code) = path.strip_prefix("/redirect-away/") {
+        redirect(code, "https://elsewhere.test/")
+    } else if path == "/loop" {
+        redirect("302", "/loop")
     } else if let Some(code) = path.strip_prefix("/status/") {
         let mut r = Response::new(full(format!("answering {code}")));
         *r.status_mut() =
@@ -157,6 +170,14 @@ async fn app_handle(seen: Seen, mut req: Request<Incoming>) -> Response<Body> {
     } else {
         Response::new(full(serde_json::to_vec(&seen).unwrap()))
     }
+}
+
+fn redirect(code: &str, location: &str) -> Response<Body> {
+    let mut r = Response::new(full(format!("moved to {location}")));
+    *r.status_mut() = StatusCode::from_bytes(code.as_bytes()).unwrap_or(StatusCode::FOUND);
+    r.headers_mut()
+        .insert(http::header::LOCATION, location.parse().unwrap());
+    r
 }
 
 /// GET `path` over a fresh connection; returns what the app saw.

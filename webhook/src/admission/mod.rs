@@ -51,7 +51,7 @@ pub use answer::Answer;
 
 use crate::configs::{ConfigCache, NamespaceConfigs};
 use crate::metrics::{Metrics, ReviewResult};
-use crate::mutate::{PodShape, SkipReason, precheck};
+use crate::mutate::{PodShape, SkipReason, precheck, proxy_ports_declared};
 use crate::openmetrics::Sampled;
 use crate::settings::Settings;
 use decide::ReviewError;
@@ -373,8 +373,11 @@ impl Admission {
         let injected = match &decided {
             Decided::Skip(reason) => {
                 self.metrics.skip(*reason);
-                if *reason == SkipReason::RunsToCompletion {
-                    self.runs_to_completion(review);
+                if matches!(
+                    reason,
+                    SkipReason::RunsToCompletion | SkipReason::PortConflict
+                ) {
+                    self.not_injected(review, *reason);
                 }
                 return Ok((decided, remembered));
             }
@@ -391,19 +394,37 @@ impl Admission {
         Ok((decided, remembered))
     }
 
-    /// Configs apply to a pod that runs to completion, which classic mode leaves alone: say so
-    /// (log, and a Warning event on its Job), since nothing else shows why it has no sidecar.
-    fn runs_to_completion(&self, review: &PodReview) {
+    /// Configs apply to a pod that is left alone for its own sake (it runs to completion in
+    /// classic mode, or declares a port the proxy needs): say so (log, and a Warning event on
+    /// its owner), since nothing else shows why it has no sidecar.
+    fn not_injected(&self, review: &PodReview, reason: SkipReason) {
         let name = review.target.display_name();
         let namespace = &review.namespace;
-        tracing::warn!(pod = %name, %namespace, "not injected: runs to completion, classic sidecar mode");
-        if let Some(cluster) = self.cluster.as_ref().filter(|_| !review.dry_run) {
-            let note =
+        let note = match reason {
+            SkipReason::PortConflict => {
+                let ports: Vec<String> = proxy_ports_declared(&review.target)
+                    .iter()
+                    .map(u16::to_string)
+                    .collect();
+                tracing::warn!(pod = %name, %namespace, ports = %ports.join(","), "not injected: a container declares the proxy's ports");
+                format!(
+                    "tls-steal configs match this pod, but a container of it declares port {} \
+                    (TCP), which tls-steal-proxy listens on (15400 session API, 15401 admin, \
+                    15443 capture); it was created without the sidecar, since the two could not both \
+                    listen there.",
+                    ports.join(", ")
+                )
+            }
+            _ => {
+                tracing::warn!(pod = %name, %namespace, "not injected: runs to completion, classic sidecar mode");
                 "tls-steal configs match this pod, but it runs to completion (restartPolicy \
                 Never/OnFailure) and the sidecar runs as a regular container (classic mode), \
                 which would keep the pod from ever completing; it was created without the \
                 sidecar. Native sidecars (Kubernetes 1.29+, chart value sidecar.mode) inject it."
-                    .to_string();
+                    .to_string()
+            }
+        };
+        if let Some(cluster) = self.cluster.as_ref().filter(|_| !review.dry_run) {
             events::warn(
                 &cluster.recorder,
                 &review.pod,

@@ -369,3 +369,32 @@ async fn run_to_completion_pods_are_left_alone_in_classic_mode() {
         .await;
     assert!(String::from_utf8_lossy(&native.body).contains("\"patch\""));
 }
+
+/// A pod whose container declares one of the proxy's TCP ports gets no patch (the app and the
+/// proxy could not both listen), first review and remembered ones alike; the same port as UDP
+/// does not conflict.
+#[tokio::test]
+async fn pods_declaring_the_proxys_ports_are_left_alone() {
+    let with_port = |port: u16, protocol: &str| {
+        let mut p = pod("web");
+        p["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8443},
+            {"containerPort": port, "protocol": protocol}]);
+        p
+    };
+    let a = admission();
+    for uid in ["u-0", "u-1"] {
+        for port in [15400, 15401, 15443] {
+            let answer = a.review(&create(with_port(port, "TCP"), uid)).await;
+            let body = String::from_utf8_lossy(&answer.body);
+            assert!(body.contains("\"allowed\":true"), "{body}");
+            assert!(!body.contains("\"patch\""), "{port} {uid}: {body}");
+        }
+    }
+    let mut registry = Registry::default();
+    a.register_metrics(&mut registry);
+    let counters = crate::openmetrics::encode(&registry);
+    let line = "tls_steal_webhook_skips_total{reason=\"port_conflict\"} 6";
+    assert!(counters.lines().any(|l| l == line), "{counters}");
+    let udp = a.review(&create(with_port(15443, "UDP"), "u-2")).await;
+    assert!(String::from_utf8_lossy(&udp.body).contains("\"patch\""));
+}

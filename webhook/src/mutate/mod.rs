@@ -38,7 +38,7 @@ use tls_steal_crds::{ConfigSource, PodTarget, StealPlan, build_plan};
 use crate::probes::{self, Rewrite};
 use crate::settings::{Settings, SidecarMode};
 use tls_steal_crds::contract::{
-    INIT_CONTAINER, POD_OPT_OUT_KEY, PROXY_CONTAINER, STATUS_ANNOTATION,
+    INIT_CONTAINER, POD_OPT_OUT_KEY, PROXY_CONTAINER, RESERVED_PORTS, STATUS_ANNOTATION,
 };
 
 mod containers;
@@ -74,6 +74,9 @@ pub enum SkipReason {
     /// a Job's pod): the proxy, a regular container that never exits, would keep it from ever
     /// completing. Native sidecars end with the pod, so native mode injects it.
     RunsToCompletion,
+    /// A container of the pod declares one of the proxy's own TCP ports (15400, 15401,
+    /// 15443): the proxy and that container could not both listen.
+    PortConflict,
 }
 
 impl SkipReason {
@@ -90,10 +93,11 @@ impl SkipReason {
             SkipReason::ProtectedNamespace => "protected_namespace",
             SkipReason::ControlPlane => "control_plane",
             SkipReason::RunsToCompletion => "runs_to_completion",
+            SkipReason::PortConflict => "port_conflict",
         }
     }
 
-    pub const ALL: [SkipReason; 10] = [
+    pub const ALL: [SkipReason; 11] = [
         SkipReason::NoMatchingConfig,
         SkipReason::InvalidConfigs,
         SkipReason::AlreadyInjected,
@@ -104,6 +108,7 @@ impl SkipReason {
         SkipReason::ProtectedNamespace,
         SkipReason::ControlPlane,
         SkipReason::RunsToCompletion,
+        SkipReason::PortConflict,
     ];
 }
 
@@ -294,7 +299,18 @@ pub fn plan_for(
     if settings.sidecar_mode == SidecarMode::Classic && shape.runs_to_completion {
         return Err(SkipReason::RunsToCompletion);
     }
+    if !proxy_ports_declared(target).is_empty() {
+        return Err(SkipReason::PortConflict);
+    }
     Ok(plan)
+}
+
+/// The proxy's own ports that a container of the pod declares (TCP).
+pub fn proxy_ports_declared(target: &PodTarget) -> Vec<u16> {
+    RESERVED_PORTS
+        .into_iter()
+        .filter(|p| target.containers.iter().any(|c| c.ports.contains(p)))
+        .collect()
 }
 
 /// Plan ports that no container of the pod declares.
