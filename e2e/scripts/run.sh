@@ -750,6 +750,21 @@ check_rollout_no_loss() { # namespace injected?
 check "rollout restart without injection (baseline): no request lost" check_rollout_no_loss $NS_PLAIN no
 check "rollout restart of an injected Deployment: no request lost" check_rollout_no_loss $NS_IN yes
 
+# A deleted injected pod: its proxy accepts while the app listens (the demo app's preStop pause,
+# 3 s), and stops because the app stopped listening, not after a fixed delay.
+check_drain_follows_app() {
+  local pod log=$W/drain-proxy.log follower
+  pod=$(pod_of $NS_IN demo-app) && [ -n "$pod" ] || { echo "no demo-app pod"; return 1; }
+  kc -n $NS_IN logs -f "$pod" -c tls-steal-proxy > "$log" 2>&1 & follower=$!
+  sleep 1
+  kc -n $NS_IN delete pod "$pod" --timeout=60s >/dev/null || { kill $follower; echo "pod $pod not deleted within 60 s"; return 1; }
+  wait_for 10 "the proxy's log stream to end" bash -c "! kill -0 $follower" || kill $follower
+  grep -E 'shutting down|stopped listening|drain delay over|no new connections' "$log" | cut -c1-200
+  grep -q 'the app stopped listening: no new connections' "$log" ||
+    { tail -5 "$log"; echo "the proxy did not stop accepting on the app's cue"; return 1; }
+}
+check "a deleted injected pod: the proxy accepts through the app's preStop pause, stops when the app stops listening" check_drain_follows_app
+
 # ---- not yet implemented (never counted as passed) ----------------------------------------------
 # rollout on config edit/delete (issue 7): e2e/tests/rollout.rs drives it against this cluster.
 # On by default; E2E_ROLLOUT=0 skips it (a SKIP line, never counted as passed).

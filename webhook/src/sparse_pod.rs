@@ -6,10 +6,11 @@
 //! `Pod` with only those fields set:
 //!
 //! * `metadata`: `name`, `generateName`, `namespace`, `labels`, `annotations`, `ownerReferences`;
-//! * `spec`: `hostNetwork`, `shareProcessNamespace`, `restartPolicy`, and of each container and init container
-//!   `name`, `ports`, `volumeMounts`, and of their `readinessProbe`, `livenessProbe` and
-//!   `startupProbe` the `httpGet`, `tcpSocket` and `timeoutSeconds` (what the probe rewrite
-//!   reads; a probe with none of the two actions reads as an empty probe, which is left alone).
+//! * `spec`: `hostNetwork`, `os`, `nodeSelector`, `shareProcessNamespace`, `restartPolicy`, and
+//!   of each container and init container `name`, `ports`, `volumeMounts`, and of their
+//!   `readinessProbe`, `livenessProbe` and `startupProbe` the `httpGet`, `tcpSocket` and
+//!   `timeoutSeconds` (what the probe rewrite reads; a probe with none of the two actions reads
+//!   as an empty probe, which is left alone).
 //!
 //! Everything in `precheck`, `PodTarget::from_pod`, the mutation, its patch and the events reads
 //! only these; the tests in `admission/tests.rs` check that a review read this way gets the same answer,
@@ -23,7 +24,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, HTTPGetAction, Pod, PodSpec, Probe, TCPSocketAction, VolumeMount,
+    Container, ContainerPort, HTTPGetAction, Pod, PodOS, PodSpec, Probe, TCPSocketAction,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::de::Error as _;
@@ -62,6 +64,8 @@ struct RawSpec {
     containers: Option<Vec<RawContainer>>,
     init_containers: Option<Vec<RawContainer>>,
     host_network: Option<bool>,
+    os: Option<PodOS>,
+    node_selector: Option<BTreeMap<String, String>>,
     share_process_namespace: Option<bool>,
     restart_policy: Option<String>,
 }
@@ -143,6 +147,8 @@ impl<'de> Deserialize<'de> for SparsePod {
             containers: s.containers.map(containers).unwrap_or_default(),
             init_containers: s.init_containers.map(containers),
             host_network: s.host_network,
+            os: s.os,
+            node_selector: s.node_selector,
             share_process_namespace: s.share_process_namespace,
             restart_policy: s.restart_policy,
             ..Default::default()
@@ -181,6 +187,7 @@ mod tests {
                     "resources": {"limits": {"memory": "1Gi"}}}],
                 "volumes": [{"name": "tls", "secret": {"secretName": "t"}}],
                 "hostNetwork": false, "shareProcessNamespace": true, "restartPolicy": "OnFailure",
+                "os": {"name": "linux"}, "nodeSelector": {"kubernetes.io/os": "linux", "disk": "ssd"},
                 "nodeName": "n"},
             "status": {"phase": "Pending"}
         })
@@ -205,6 +212,8 @@ mod tests {
         assert_eq!(s.share_process_namespace, w.share_process_namespace);
         assert_eq!(s.restart_policy.as_deref(), Some("OnFailure"));
         assert_eq!(s.restart_policy, w.restart_policy);
+        assert_eq!(s.os.as_ref().map(|o| o.name.as_str()), Some("linux"));
+        assert_eq!((&s.os, &s.node_selector), (&w.os, &w.node_selector));
         let pairs = s.containers.iter().zip(&w.containers).chain(
             s.init_containers
                 .iter()

@@ -14,7 +14,7 @@ use tls_steal_webhook::{Admission, ConfigCache, METRICS_CONTENT_TYPE, Metrics, S
 /// Every series (name and labels, without the value) the old renderers wrote, in their order:
 /// `Metrics::render` (admission) followed by `ControllerMetrics::render` (controller). Series
 /// added since then follow `tls_steal_controller_leader` (the watch caches', issue 19), except the
-/// skip reasons `runs_to_completion` and `port_conflict`, listed with their siblings.
+/// skip reasons `windows`, `runs_to_completion` and `port_conflict`, listed with their siblings.
 const OLD_SERIES: &str = r#"
 tls_steal_webhook_reviews_total{result="injected"}
 tls_steal_webhook_reviews_total{result="skipped"}
@@ -25,6 +25,7 @@ tls_steal_webhook_skips_total{reason="no_matching_config"}
 tls_steal_webhook_skips_total{reason="invalid_configs"}
 tls_steal_webhook_skips_total{reason="already_injected"}
 tls_steal_webhook_skips_total{reason="host_network"}
+tls_steal_webhook_skips_total{reason="windows"}
 tls_steal_webhook_skips_total{reason="opt_out"}
 tls_steal_webhook_skips_total{reason="own_pod"}
 tls_steal_webhook_skips_total{reason="no_spec"}

@@ -413,6 +413,26 @@ fn skips() {
     let mut p = f.pod.clone();
     p.spec.as_mut().unwrap().host_network = Some(true);
     assert_eq!(skip(&p, &f.configs), Some(SkipReason::HostNetwork));
+    // Windows pods, by `os` or by node selector; a Linux one of each is injected.
+    for (os, selector) in [(Some("windows"), None), (None, Some("windows"))] {
+        let mut p = f.pod.clone();
+        let spec = p.spec.as_mut().unwrap();
+        spec.os = os.map(|name| k8s_openapi::api::core::v1::PodOS { name: name.into() });
+        spec.node_selector =
+            selector.map(|os| [("kubernetes.io/os".to_owned(), os.to_owned())].into());
+        assert_eq!(
+            skip(&p, &f.configs),
+            Some(SkipReason::Windows),
+            "{os:?} {selector:?}"
+        );
+        let spec = p.spec.as_mut().unwrap();
+        spec.os = os.map(|_| k8s_openapi::api::core::v1::PodOS {
+            name: "linux".into(),
+        });
+        spec.node_selector =
+            selector.map(|_| [("kubernetes.io/os".to_owned(), "linux".to_owned())].into());
+        assert_eq!(skip(&p, &f.configs), None, "linux: {os:?} {selector:?}");
+    }
     let mut p = f.pod.clone();
     p.metadata
         .labels

@@ -242,7 +242,9 @@ impl AppProbeRunner {
             },
         };
         let mut probe_host = true;
-        for n in 1..=MAX_REQUESTS {
+        let mut requests = 0;
+        loop {
+            requests += 1;
             let req = request(
                 target.addr,
                 &target.path,
@@ -264,7 +266,7 @@ impl AppProbeRunner {
                         "the app answered {status}, a redirect to another host ({location}), not followed, as the kubelet"
                     ));
                 }
-                Next::Follow { .. } if n == MAX_REQUESTS => {
+                Next::Follow { .. } if requests == MAX_REQUESTS => {
                     return Err(ProbeError::Redirects { addr: target.addr });
                 }
                 Next::Follow {
@@ -276,7 +278,6 @@ impl AppProbeRunner {
                 }
             }
         }
-        unreachable!("the last request returns")
     }
 
     /// One request over a new connection: the status and the `Location`, if any.

@@ -146,7 +146,8 @@ impl Drop for ClientSlot<'_> {
 pub enum ConnKind {
     /// TLS terminated, HTTP served.
     Tls,
-    /// Relayed untouched (no usable TLS material, or port not in the plan).
+    /// Relayed untouched (no usable TLS material, port not in the plan, or a client that does
+    /// not speak TLS).
     Passthrough,
     /// TLS terminated, not HTTP: bytes relayed over a new TLS connection.
     Opaque,

@@ -4,7 +4,8 @@
 //! generation, the `tls-steal.io/` annotations it matches and patches), its pod selector, whether
 //! it wants pods at all, and of the pod template only what the plan and the skip reasons see: the
 //! template's labels and annotations, each container's name and declared ports
-//! (`PodTarget::from_template`), init container names and `hostNetwork` (`mutate::precheck`).
+//! (`PodTarget::from_template`), init container names, `hostNetwork` and whether it is a Windows
+//! pod (`mutate::precheck`).
 //!
 //! [`Cached`] is deserialised straight from the API server's JSON, so nothing else is ever kept
 //! (`managedFields`, the `kubectl.kubernetes.io/last-applied-configuration` copy of the whole
@@ -18,7 +19,7 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Container, ContainerPort, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, ContainerPort, PodOS, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::Resource;
 use kube::core::NamespaceResourceScope;
@@ -87,6 +88,8 @@ struct LeanPodSpec {
     containers: Box<[LeanContainer]>,
     init_containers: Option<Box<[String]>>,
     host_network: Option<bool>,
+    /// `os.name: windows` or a `kubernetes.io/os: windows` node selector (kept as the former).
+    windows: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -138,6 +141,9 @@ impl LeanTemplate {
                         .collect()
                 }),
                 host_network: s.host_network,
+                os: s.windows.then(|| PodOS {
+                    name: "windows".into(),
+                }),
                 ..PodSpec::default()
             }),
         }
@@ -248,6 +254,15 @@ mod wire {
         pub init_containers: Option<Vec<Named>>,
         #[serde(default)]
         pub host_network: Option<bool>,
+        #[serde(default)]
+        pub os: Option<Os>,
+        #[serde(default)]
+        pub node_selector: Option<BTreeMap<String, String>>,
+    }
+    #[derive(Deserialize)]
+    pub struct Os {
+        #[serde(default)]
+        pub name: String,
     }
     #[derive(Deserialize)]
     pub struct Container {
@@ -320,6 +335,10 @@ impl<'de, K: CachedKind> Deserialize<'de> for Cached<K> {
                     .init_containers
                     .map(|v| v.into_iter().map(|c| c.name).collect()),
                 host_network: s.host_network,
+                windows: s.os.is_some_and(|os| os.name == "windows")
+                    || s.node_selector
+                        .and_then(|n| n.get("kubernetes.io/os").cloned())
+                        .is_some_and(|os| os == "windows"),
             }),
         });
         let own = m.annotations.map(|a| {
@@ -459,6 +478,9 @@ mod tests {
         };
         let variants = [
             serde_json::json!({"hostNetwork": true}),
+            serde_json::json!({"os": {"name": "windows"}}),
+            serde_json::json!({"nodeSelector": {"kubernetes.io/os": "windows"}}),
+            serde_json::json!({"os": {"name": "linux"}, "nodeSelector": {"kubernetes.io/os": "linux"}}),
             serde_json::json!({"initContainers": [{"name": "tls-steal-init", "image": "x"}]}),
             serde_json::json!({"containers": [{"name": "tls-steal-proxy", "image": "x"}]}),
             serde_json::json!({"containers": [{"name": "dns", "image": "x",

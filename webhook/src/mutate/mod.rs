@@ -60,6 +60,10 @@ pub enum SkipReason {
     AlreadyInjected,
     /// `hostNetwork: true`: iptables rules would capture the node's traffic.
     HostNetwork,
+    /// A Windows pod (`spec.os.name: windows`, or a `kubernetes.io/os: windows` node
+    /// selector): the init container's iptables and the Linux sidecar cannot run there, and the
+    /// API server refuses Linux security fields on a pod whose `os` is Windows.
+    Windows,
     /// `tls-steal.io/inject: "false"`.
     OptOut,
     /// One of the webhook's own pods.
@@ -87,6 +91,7 @@ impl SkipReason {
             SkipReason::InvalidConfigs => "invalid_configs",
             SkipReason::AlreadyInjected => "already_injected",
             SkipReason::HostNetwork => "host_network",
+            SkipReason::Windows => "windows",
             SkipReason::OptOut => "opt_out",
             SkipReason::OwnPod => "own_pod",
             SkipReason::NoSpec => "no_spec",
@@ -97,11 +102,12 @@ impl SkipReason {
         }
     }
 
-    pub const ALL: [SkipReason; 11] = [
+    pub const ALL: [SkipReason; 12] = [
         SkipReason::NoMatchingConfig,
         SkipReason::InvalidConfigs,
         SkipReason::AlreadyInjected,
         SkipReason::HostNetwork,
+        SkipReason::Windows,
         SkipReason::OptOut,
         SkipReason::OwnPod,
         SkipReason::NoSpec,
@@ -214,6 +220,14 @@ pub fn precheck(pod: &Pod, namespace: &str, settings: &Settings) -> Option<SkipR
     }
     if spec.host_network == Some(true) {
         return Some(SkipReason::HostNetwork);
+    }
+    let windows_selector = spec
+        .node_selector
+        .as_ref()
+        .and_then(|s| s.get("kubernetes.io/os"))
+        .is_some_and(|os| os == "windows");
+    if spec.os.as_ref().is_some_and(|os| os.name == "windows") || windows_selector {
+        return Some(SkipReason::Windows);
     }
     let opted_out = |m: &Option<BTreeMap<String, String>>| {
         m.as_ref()

@@ -86,10 +86,13 @@ enum Proto {
     Opaque,
 }
 
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
 async fn serve_tls<S>(
     shared: Arc<Shared>,
     active: Arc<ActivePort>,
-    io: S,
+    mut io: S,
     client: SocketAddr,
     dst: SocketAddr,
 ) where
@@ -97,6 +100,35 @@ async fn serve_tls<S>(
 {
     let port = dst.port();
     let m = shared.metrics.port(port);
+    // The first byte says whether the client speaks TLS at all. One that does not gets the
+    // app itself, untouched, as without the proxy: plain HTTP sent to an HTTPS port is
+    // answered by the app (Go's and nginx's 400), and an app that serves TLS and plaintext on
+    // one port keeps serving both.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(shared.cfg.handshake_timeout, io.read(&mut first)).await {
+        Ok(Ok(1)) => {}
+        Ok(Ok(_)) => {
+            m.handshake_failure(HandshakeFailure::ClientAborted);
+            return debug!("client closed before sending anything");
+        }
+        Ok(Err(e)) => {
+            m.handshake_failure(HandshakeFailure::classify(&e));
+            return info!(error = %e, "client TLS handshake failed");
+        }
+        Err(_) => {
+            m.handshake_failure(HandshakeFailure::Timeout);
+            return info!("client TLS handshake timed out");
+        }
+    }
+    if first[0] != TLS_HANDSHAKE {
+        drop(active);
+        m.handshake_failure(HandshakeFailure::NotTls);
+        m.connection(ConnKind::Passthrough);
+        info!("the client does not speak TLS: its bytes go to the app untouched");
+        let io = Prefixed::prefixed(Bytes::copy_from_slice(&first), io);
+        return Box::pin(relay_tcp(io, dst, shared.cfg.connect_timeout)).await;
+    }
+    let io = Prefixed::prefixed(Bytes::from_static(&[TLS_HANDSHAKE]), io);
     let acceptor = TlsAcceptor::from(active.server.clone());
     // The handshake's future and the stream live on the heap: the connection's task then holds
     // a pointer, not a ~1.2 KB stream copied through every await below (each caller's future

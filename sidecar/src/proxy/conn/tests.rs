@@ -628,13 +628,70 @@ async fn non_http_over_tls_is_relayed_to_the_app_over_tls() {
     ));
 }
 
+/// A client that does not speak TLS gets the app itself, untouched, as without the proxy: the
+/// app's own answer to plain HTTP comes back (Go's server answers 400), and it is counted.
+#[tokio::test]
+async fn a_client_without_tls_reaches_the_app_untouched() {
+    let pki = Pki::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dst = listener.local_addr().unwrap();
+    let app = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request ended early: {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(
+            b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+        )
+        .await
+        .unwrap();
+        got
+    });
+    let shared = shared(vec![pki.port(dst.port())], ByPath::new(), |_| {}).await;
+    let (mut client, task) = connect(&shared, dst);
+    let request = b"GET /plain HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    client.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.0 400 Bad Request"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(
+        app.await.unwrap(),
+        request,
+        "the app got the bytes unchanged"
+    );
+    // A relay ends once both sides have closed.
+    drop(client);
+    task.await.unwrap();
+    let port = dst.port();
+    assert!(metric(
+        &shared,
+        &format!("tls_steal_tls_handshake_failures_total{{port=\"{port}\",reason=\"not_tls\"}} 1")
+    ));
+    assert!(metric(
+        &shared,
+        &format!("tls_steal_connections_total{{port=\"{port}\",kind=\"passthrough\"}} 1")
+    ));
+}
+
+/// A handshake record that is not a valid ClientHello ends the connection, counted.
 #[tokio::test]
 async fn a_failed_handshake_ends_the_connection_and_is_counted() {
     let pki = Pki::new();
     let router = ByPath::new();
     let shared = shared(vec![pki.port(8443)], router, |_| {}).await;
     let (mut client, task) = connect(&shared, "127.0.0.1:8443".parse().unwrap());
-    client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    client
+        .write_all(b"\x16\x03\x01\x00\x05hello")
+        .await
+        .unwrap();
     let mut rest = Vec::new();
     let _ = client.read_to_end(&mut rest).await;
     task.await.unwrap();
