@@ -335,10 +335,10 @@ impl<'de, K: CachedKind> Deserialize<'de> for Cached<K> {
                     .init_containers
                     .map(|v| v.into_iter().map(|c| c.name).collect()),
                 host_network: s.host_network,
-                windows: s.os.is_some_and(|os| os.name == "windows")
-                    || s.node_selector
-                        .and_then(|n| n.get("kubernetes.io/os").cloned())
-                        .is_some_and(|os| os == "windows"),
+                windows: crate::mutate::is_windows(
+                    s.os.as_ref().map(|os| os.name.as_str()),
+                    s.node_selector.as_ref(),
+                ),
             }),
         });
         let own = m.annotations.map(|a| {

@@ -221,12 +221,10 @@ pub fn precheck(pod: &Pod, namespace: &str, settings: &Settings) -> Option<SkipR
     if spec.host_network == Some(true) {
         return Some(SkipReason::HostNetwork);
     }
-    let windows_selector = spec
-        .node_selector
-        .as_ref()
-        .and_then(|s| s.get("kubernetes.io/os"))
-        .is_some_and(|os| os == "windows");
-    if spec.os.as_ref().is_some_and(|os| os.name == "windows") || windows_selector {
+    if is_windows(
+        spec.os.as_ref().map(|os| os.name.as_str()),
+        spec.node_selector.as_ref(),
+    ) {
         return Some(SkipReason::Windows);
     }
     let opted_out = |m: &Option<BTreeMap<String, String>>| {
@@ -243,6 +241,14 @@ pub fn precheck(pod: &Pod, namespace: &str, settings: &Settings) -> Option<SkipR
         return Some(SkipReason::OwnPod);
     }
     None
+}
+
+/// A Windows pod: `os.name` says so, or a node selector picks Windows nodes.
+pub fn is_windows(os_name: Option<&str>, node_selector: Option<&BTreeMap<String, String>>) -> bool {
+    let selected = node_selector
+        .and_then(|s| s.get("kubernetes.io/os"))
+        .map(String::as_str);
+    os_name == Some("windows") || selected == Some("windows")
 }
 
 /// Injects the init container and the proxy into `pod` when configs apply. `target` is
