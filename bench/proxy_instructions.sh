@@ -37,7 +37,7 @@ count() {
   out=$(mktemp /tmp/tls-steal-cg.XXXXXX)
   TLS_STEAL_SESSION_AUTHORIZATION=disabled TOKIO_WORKER_THREADS=1 RUST_LOG=warn \
     valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" proxy --plan "$D/plan.json" --listen 127.0.0.1:$TS_PORT \
-    --admin 127.0.0.1:$TS_ADMIN --session-api 127.0.0.1:$TS_SESSION --orig-dst-override 127.0.0.1:$APP_PORT 2>/dev/null &
+    --admin 127.0.0.1:$TS_ADMIN --session-api 127.0.0.1:$TS_SESSION --orig-dst-override 127.0.0.1:$APP_PORT --drain-delay 0 2>/dev/null &
   vp=$!
   for _ in $(seq 150); do (echo >/dev/tcp/127.0.0.1/$TS_PORT) 2>/dev/null && break; sleep 0.2; done
   start_session "$CLI" "$TS_SESSION" /dev/null

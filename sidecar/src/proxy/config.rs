@@ -117,7 +117,8 @@ pub struct ProxyArgs {
     pub reload_interval_ms: u64,
     /// After SIGTERM (with `/readyz` already 503) the proxy keeps accepting and serving while
     /// the app still listens on one of its ports, as the app alone would, for at most this many
-    /// seconds; then it stops accepting. The kubelet's grace period normally ends it first.
+    /// seconds; then it stops accepting. Injected pods get the chart's
+    /// `sidecar.drainDelaySeconds` (3600: the kubelet's grace period ends it first).
     #[arg(long, default_value_t = DEFAULT_DRAIN_DELAY_SECS)]
     pub drain_delay: u64,
     /// Seconds to let in-flight requests finish once the proxy stops accepting.
@@ -214,9 +215,10 @@ pub struct ProxyConfig {
     pub session_authorization: Authorization,
 }
 
-/// The longest a drain keeps accepting while the app listens: longer than any grace period
-/// pods use, so the app decides.
-pub const DEFAULT_DRAIN_DELAY_SECS: u64 = 3600;
+/// The longest a drain keeps accepting while the app listens, when nothing says otherwise: a
+/// proxy run by hand (a benchmark, a developer's terminal) still stops soon after Ctrl-C
+/// although its app keeps listening. The webhook passes the chart's value to injected pods.
+pub const DEFAULT_DRAIN_DELAY_SECS: u64 = 5;
 
 /// Not a flag: 2 s keeps a client that sends every second on the fast path (no new hyper
 /// connection per request) and parks a pooled connection soon after its last request.
