@@ -14,6 +14,7 @@ use common::*;
 use http::Request;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
+use tls_steal_sidecar::proxy::ProxyHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -105,15 +106,31 @@ async fn wait_refused(addr: SocketAddr) {
     }
 }
 
-#[tokio::test]
-async fn sigterm_drains_without_losing_a_request() {
+/// The test app and a proxy in front of it with these drain settings (`None`: the test
+/// config's timeout).
+async fn draining_proxy(delay: Duration, timeout: Option<Duration>) -> (Pki, App, ProxyHandle) {
     let pki = Pki::new();
     let app = App::start(&pki).await;
     let mut cfg = test_config(port_plan(&pki, app.addr.port()), app.addr);
-    // Long enough for the steps "during the delay" even on a loaded machine.
-    cfg.drain_delay = Duration::from_secs(6);
-    cfg.drain_timeout = Duration::from_secs(10);
+    cfg.drain_delay = delay;
+    if let Some(t) = timeout {
+        cfg.drain_timeout = t;
+    }
     let proxy = start_proxy(cfg).await;
+    (pki, app, proxy)
+}
+
+async fn exits_once_drained(proxy: ProxyHandle) {
+    tokio::time::timeout(WAIT, proxy.wait())
+        .await
+        .expect("the proxy exits once drained");
+}
+
+#[tokio::test]
+async fn sigterm_drains_without_losing_a_request() {
+    // Long enough for the steps "during the delay" even on a loaded machine.
+    let (pki, _app, proxy) =
+        draining_proxy(Duration::from_secs(6), Some(Duration::from_secs(10))).await;
     let (addr, admin) = (proxy.listen[0], proxy.admin.unwrap());
 
     // Before SIGTERM: an idle HTTP/1.1 keep-alive client, an HTTP/2 client (hyper) and a raw
@@ -191,19 +208,13 @@ async fn sigterm_drains_without_losing_a_request() {
         Some(&b"close"[..]),
         "told to close after it"
     );
-    tokio::time::timeout(WAIT, proxy.wait())
-        .await
-        .expect("the proxy exits once drained");
+    exits_once_drained(proxy).await;
 }
 
 #[tokio::test]
 async fn the_drain_timeout_bounds_a_request_that_never_ends() {
-    let pki = Pki::new();
-    let app = App::start(&pki).await;
-    let mut cfg = test_config(port_plan(&pki, app.addr.port()), app.addr);
-    cfg.drain_delay = Duration::from_millis(100);
-    cfg.drain_timeout = Duration::from_millis(500);
-    let proxy = start_proxy(cfg).await;
+    let (pki, _app, proxy) =
+        draining_proxy(Duration::from_millis(100), Some(Duration::from_millis(500))).await;
     let mut c = Conn::open(proxy.listen[0], &ClientOpts::new(&pki, &["h2"]))
         .await
         .unwrap();
@@ -220,12 +231,8 @@ async fn the_drain_timeout_bounds_a_request_that_never_ends() {
 /// under it: its request, sent while draining, is answered (then it is told to close).
 #[tokio::test]
 async fn a_connection_without_its_first_request_is_not_dropped() {
-    let pki = Pki::new();
-    let app = App::start(&pki).await;
-    let mut cfg = test_config(port_plan(&pki, app.addr.port()), app.addr);
-    cfg.drain_delay = Duration::from_secs(6);
-    cfg.drain_timeout = Duration::from_secs(10);
-    let proxy = start_proxy(cfg).await;
+    let (pki, _app, proxy) =
+        draining_proxy(Duration::from_secs(6), Some(Duration::from_secs(10))).await;
     let addr = proxy.listen[0];
     let (mut h1, h1_conn) = h1_conn(addr, &pki).await;
     let tls = tls_connect(addr, &ClientOpts::new(&pki, &["h2"]))
@@ -260,12 +267,8 @@ async fn a_connection_without_its_first_request_is_not_dropped() {
 /// the app stops listening.
 #[tokio::test]
 async fn draining_follows_the_app_listening() {
-    let pki = Pki::new();
-    let app = App::start(&pki).await;
-    let mut cfg = test_config(port_plan(&pki, app.addr.port()), app.addr);
-    cfg.drain_delay = Duration::from_secs(600);
-    cfg.drain_timeout = Duration::from_secs(10);
-    let proxy = start_proxy(cfg).await;
+    let (pki, app, proxy) =
+        draining_proxy(Duration::from_secs(600), Some(Duration::from_secs(10))).await;
     let addr = proxy.listen[0];
 
     proxy.shutdown();
@@ -279,25 +282,17 @@ async fn draining_follows_the_app_listening() {
     app.kill();
     wait_refused(addr).await;
     assert!(proxy.is_closing());
-    tokio::time::timeout(WAIT, proxy.wait())
-        .await
-        .expect("the proxy exits once drained");
+    exits_once_drained(proxy).await;
 }
 
 /// An app that is already gone when the proxy gets SIGTERM (native sidecars are stopped after
 /// the app): connections are refused at once, not accepted and answered 502.
 #[tokio::test]
 async fn draining_after_the_app_exited_refuses_at_once() {
-    let pki = Pki::new();
-    let app = App::start(&pki).await;
-    let mut cfg = test_config(port_plan(&pki, app.addr.port()), app.addr);
-    cfg.drain_delay = Duration::from_secs(600);
-    let proxy = start_proxy(cfg).await;
+    let (_pki, app, proxy) = draining_proxy(Duration::from_secs(600), None).await;
     app.kill();
     tokio::task::yield_now().await;
     proxy.shutdown();
     wait_refused(proxy.listen[0]).await;
-    tokio::time::timeout(WAIT, proxy.wait())
-        .await
-        .expect("the proxy exits once drained");
+    exits_once_drained(proxy).await;
 }

@@ -40,6 +40,20 @@ fn pod(deploy: &str) -> Value {
     })
 }
 
+/// Admission's metrics as `/metrics` renders them.
+fn counters(a: &Admission) -> String {
+    let mut registry = Registry::default();
+    a.register_metrics(&mut registry);
+    crate::openmetrics::encode(&registry)
+}
+
+/// The answer allows the pod and changes nothing.
+fn allowed_unpatched(answer: &Answer, what: &str) {
+    let body = String::from_utf8_lossy(&answer.body);
+    assert!(body.contains("\"allowed\":true"), "{body}");
+    assert!(!body.contains("\"patch\""), "{what}: {body}");
+}
+
 fn review(api_version: &str, kind: Value, operation: &str, object: Value) -> Value {
     json!({
         "apiVersion": api_version, "kind": "AdmissionReview",
@@ -229,9 +243,7 @@ async fn replayed_answers_equal_fresh_ones() {
             assert_eq!(replayed.body, fresh.body, "{pod} {uid}");
         }
     }
-    let mut registry = Registry::default();
-    a.register_metrics(&mut registry);
-    let counters = crate::openmetrics::encode(&registry);
+    let counters = counters(&a);
     for line in [
         "tls_steal_webhook_reviews_total{result=\"injected\"} 11",
         "tls_steal_webhook_reviews_total{result=\"skipped\"} 10",
@@ -352,14 +364,10 @@ async fn run_to_completion_pods_are_left_alone_in_classic_mode() {
     for uid in ["u-0", "u-1", "u-2"] {
         for policy in ["Never", "OnFailure"] {
             let answer = a.review(&create(with_policy(policy), uid)).await;
-            let body = String::from_utf8_lossy(&answer.body);
-            assert!(body.contains("\"allowed\":true"), "{body}");
-            assert!(!body.contains("\"patch\""), "{policy} {uid}: {body}");
+            allowed_unpatched(&answer, &format!("{policy} {uid}"));
         }
     }
-    let mut registry = Registry::default();
-    a.register_metrics(&mut registry);
-    let counters = crate::openmetrics::encode(&registry);
+    let counters = counters(&a);
     let line = "tls_steal_webhook_skips_total{reason=\"runs_to_completion\"} 6";
     assert!(counters.lines().any(|l| l == line), "{counters}");
     let always = a.review(&create(with_policy("Always"), "u-3")).await;
@@ -385,14 +393,10 @@ async fn pods_declaring_the_proxys_ports_are_left_alone() {
     for uid in ["u-0", "u-1"] {
         for port in [15400, 15401, 15443] {
             let answer = a.review(&create(with_port(port, "TCP"), uid)).await;
-            let body = String::from_utf8_lossy(&answer.body);
-            assert!(body.contains("\"allowed\":true"), "{body}");
-            assert!(!body.contains("\"patch\""), "{port} {uid}: {body}");
+            allowed_unpatched(&answer, &format!("{port} {uid}"));
         }
     }
-    let mut registry = Registry::default();
-    a.register_metrics(&mut registry);
-    let counters = crate::openmetrics::encode(&registry);
+    let counters = counters(&a);
     let line = "tls_steal_webhook_skips_total{reason=\"port_conflict\"} 6";
     assert!(counters.lines().any(|l| l == line), "{counters}");
     let udp = a.review(&create(with_port(15443, "UDP"), "u-2")).await;
