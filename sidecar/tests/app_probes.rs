@@ -91,6 +91,13 @@ async fn probes_run_against_the_app_as_the_kubelet_would() {
         client_roots: vec![],
     })
     .await;
+    // An app that speaks HTTP/1.1 only over TLS.
+    let h1_app = App::start_with(AppOptions {
+        leaf: pki.server_inter.leaf_for(1102, &["app.test"], false),
+        alpn: vec!["http/1.1"],
+        client_roots: vec![],
+    })
+    .await;
     let plain = plain_app().await;
     let (port, closed) = (app.addr.port(), closed_port());
     let key = |c: &str, k| probe_key(c, k);
@@ -148,6 +155,10 @@ async fn probes_run_against_the_app_as_the_kubelet_would() {
         key("plain", Readiness),
         http_get(plain.addr.port(), Http, "/", &[]),
     );
+    probes.insert(
+        key("h1", Readiness),
+        http_get(h1_app.addr.port(), Https, "/ready", &[("X-Probe", "yes")]),
+    );
     // An HTTPS probe of a plain-HTTP port fails in the TLS handshake.
     probes.insert(
         key("plain", Liveness),
@@ -163,20 +174,33 @@ async fn probes_run_against_the_app_as_the_kubelet_would() {
     let (status, body) = kubelet_get(admin, &path("app", Readiness), &KUBELET).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("200"), "{body}");
+    // The app offers h2, so the kubelet's Go transport would speak HTTP/2: the host is the
+    // `:authority` and no `host` or `connection` field is sent.
     let seen = app.last();
-    assert_eq!(seen.uri, "/ready?full=1");
+    assert_eq!(seen.uri, format!("https://127.0.0.1:{port}/ready?full=1"));
     assert_eq!(seen.method, "GET");
-    assert_eq!(seen.version, "HTTP/1.1");
+    assert_eq!(seen.version, "HTTP/2.0");
     assert_eq!(seen.sni, None, "no SNI toward an IP, as Go's kubelet");
-    assert_eq!(seen.alpn.as_deref(), Some("http/1.1"));
-    assert_eq!(
-        seen.header("host"),
-        Some(format!("127.0.0.1:{port}").as_str())
-    );
+    assert_eq!(seen.alpn.as_deref(), Some("h2"));
+    assert_eq!(seen.header("host"), None);
+    assert_eq!(seen.header("connection"), None);
     assert_eq!(seen.header("user-agent"), Some("kube-probe/1.20"));
     assert_eq!(seen.header("accept"), Some("*/*"));
     assert_eq!(seen.header("x-probe"), Some("yes"));
     assert!(!seen.client_cert);
+
+    // An app offering only http/1.1 gets HTTP/1.1 with `Host` and `Connection: close`.
+    let (status, body) = kubelet_get(admin, &path("h1", Readiness), &KUBELET).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = h1_app.last();
+    assert_eq!(seen.uri, "/ready");
+    assert_eq!(seen.version, "HTTP/1.1");
+    assert_eq!(seen.alpn.as_deref(), Some("http/1.1"));
+    let h1_host = format!("127.0.0.1:{}", h1_app.addr.port());
+    assert_eq!(seen.header("host"), Some(h1_host.as_str()));
+    assert_eq!(seen.header("connection"), Some("close"));
+    assert_eq!(seen.header("user-agent"), Some("kube-probe/1.20"));
+    assert_eq!(seen.header("x-probe"), Some("yes"));
 
     let (status, body) = kubelet_get(admin, &path("app", Liveness), &KUBELET).await;
     assert_eq!(status, 500, "the app's failing status is passed on: {body}");
@@ -188,7 +212,7 @@ async fn probes_run_against_the_app_as_the_kubelet_would() {
     let (status, body) = kubelet_get(admin, &path("redirect", Liveness), &KUBELET).await;
     assert_eq!(status, 200, "a 3xx without Location is the answer: {body}");
     assert!(body.contains("302"), "{body}");
-    assert_eq!(app.last().uri, "/status/302", "nothing to follow");
+    assert!(app.last().uri.ends_with("/status/302"), "nothing to follow");
 
     let (status, body) = kubelet_get(admin, &path("moved", Liveness), &KUBELET).await;
     assert_eq!(
@@ -196,17 +220,18 @@ async fn probes_run_against_the_app_as_the_kubelet_would() {
         "followed to a failing page, as the kubelet: {body}"
     );
     let seen = app.last();
-    assert_eq!(seen.uri, "/status/503");
     assert_eq!(
-        seen.header("host"),
-        Some("probe.example"),
-        "a relative redirect keeps Host"
+        seen.uri, "https://probe.example/status/503",
+        "a relative redirect keeps Host (the HTTP/2 authority)"
     );
     assert_eq!(seen.header("user-agent"), Some("kube-probe/1.20"));
 
     let (status, body) = kubelet_get(admin, &path("moved", Readiness), &KUBELET).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(app.last().uri, "/ready?x=1", "two redirects followed");
+    assert!(
+        app.last().uri.ends_with("/ready?x=1"),
+        "two redirects followed"
+    );
 
     let (status, body) = kubelet_get(admin, &path("away", Liveness), &KUBELET).await;
     assert_eq!(status, 200, "another host: the 3xx is the answer: {body}");
@@ -240,8 +265,7 @@ async fn probes_run_against_the_app_as_the_kubelet_would() {
     let (status, body) = kubelet_get(admin, &path("host", Readiness), &[]).await;
     assert_eq!(status, 200, "{body}");
     let seen = app.last();
-    assert_eq!(seen.uri, "/h");
-    assert_eq!(seen.header("host"), Some("probe.example"));
+    assert_eq!(seen.uri, "https://probe.example/h");
     assert_eq!(seen.header("user-agent"), Some("custom/1"));
     assert_eq!(seen.header("accept"), Some("*/*"));
     let (status, _) = kubelet_get(admin, &path("app", Readiness), &[]).await;

@@ -6,7 +6,8 @@
 //! `Pod` with only those fields set:
 //!
 //! * `metadata`: `name`, `generateName`, `namespace`, `labels`, `annotations`, `ownerReferences`;
-//! * `spec`: `hostNetwork`, `os`, `nodeSelector`, `shareProcessNamespace`, `restartPolicy`, and
+//! * `spec`: `hostNetwork`, `os`, `nodeSelector`, `shareProcessNamespace`, `restartPolicy`,
+//!   `terminationGracePeriodSeconds`, and
 //!   of each container and init container `name`, `ports`, `volumeMounts`, and of their
 //!   `readinessProbe`, `livenessProbe` and `startupProbe` the `httpGet`, `tcpSocket` and
 //!   `timeoutSeconds` (what the probe rewrite reads; a probe with none of the two actions reads
@@ -68,6 +69,7 @@ struct RawSpec {
     node_selector: Option<BTreeMap<String, String>>,
     share_process_namespace: Option<bool>,
     restart_policy: Option<String>,
+    termination_grace_period_seconds: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -151,6 +153,7 @@ impl<'de> Deserialize<'de> for SparsePod {
             node_selector: s.node_selector,
             share_process_namespace: s.share_process_namespace,
             restart_policy: s.restart_policy,
+            termination_grace_period_seconds: s.termination_grace_period_seconds,
             ..Default::default()
         });
         Ok(SparsePod(Pod {
@@ -187,7 +190,7 @@ mod tests {
                     "resources": {"limits": {"memory": "1Gi"}}}],
                 "volumes": [{"name": "tls", "secret": {"secretName": "t"}}],
                 "hostNetwork": false, "shareProcessNamespace": true, "restartPolicy": "OnFailure",
-                "os": {"name": "linux"}, "nodeSelector": {"kubernetes.io/os": "linux", "disk": "ssd"},
+                "terminationGracePeriodSeconds": 90, "os": {"name": "linux"}, "nodeSelector": {"kubernetes.io/os": "linux", "disk": "ssd"},
                 "nodeName": "n"},
             "status": {"phase": "Pending"}
         })
@@ -212,6 +215,11 @@ mod tests {
         assert_eq!(s.share_process_namespace, w.share_process_namespace);
         assert_eq!(s.restart_policy.as_deref(), Some("OnFailure"));
         assert_eq!(s.restart_policy, w.restart_policy);
+        assert_eq!(s.termination_grace_period_seconds, Some(90));
+        assert_eq!(
+            s.termination_grace_period_seconds,
+            w.termination_grace_period_seconds
+        );
         assert_eq!(s.os.as_ref().map(|o| o.name.as_str()), Some("linux"));
         assert_eq!((&s.os, &s.node_selector), (&w.os, &w.node_selector));
         let pairs = s.containers.iter().zip(&w.containers).chain(

@@ -125,6 +125,28 @@ mod controller {
             state(&host, true).no_plan,
             Some(NoPlan::Pod(SkipReason::HostNetwork))
         );
+
+        // A container declaring the proxy's admin port: the webhook would skip the pods, so a
+        // config change must not roll the workload out.
+        let mut clash = plain.clone();
+        let containers = &mut clash
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers;
+        containers[0]
+            .ports
+            .as_mut()
+            .unwrap()
+            .push(serde_json::from_value(json!({"containerPort": 15401})).unwrap());
+        let s = state(&clash, true);
+        assert_eq!(s.no_plan, Some(NoPlan::Pod(SkipReason::PortConflict)));
+        assert_eq!(s.desired_plan(&configs).hash, "");
+        assert_eq!(s.decide(""), Decision::InSync);
     }
 
     #[test]

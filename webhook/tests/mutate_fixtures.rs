@@ -174,7 +174,7 @@ fn deployment_pod_exact_containers() {
             {
                 "name": "tls-steal-proxy",
                 "image": "tls-steal/sidecar:test",
-                "args": ["proxy", "--drain-delay", "3600", "--max-connections", "4096"],
+                "args": ["proxy", "--drain-delay", "3600", "--drain-timeout", "30", "--max-connections", "4096"],
                 "env": [
                     {"name": "TLS_STEAL_PLAN", "value": plan},
                     {"name": "TLS_STEAL_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
@@ -631,8 +631,9 @@ fn pods_without_captured_probes_keep_them() {
     );
 }
 
-/// The proxy's arguments carry the drain delay and the connection cap; in classic mode its
-/// `postStart` hook holds the app until it is ready.
+/// The proxy's arguments carry the drain delay, the pod's grace period as the drain timeout
+/// (30 s when the pod sets none) and the connection cap; in classic mode its `postStart` hook
+/// holds the app until it is ready.
 #[test]
 fn proxy_lifecycle_settings() {
     let f = fixture("probes-pod");
@@ -644,6 +645,8 @@ fn proxy_lifecycle_settings() {
             "proxy",
             "--drain-delay",
             "3600",
+            "--drain-timeout",
+            "30",
             "--max-connections",
             "4096"
         ]
@@ -664,6 +667,21 @@ fn proxy_lifecycle_settings() {
         "tls-steal-proxy",
         "classic: the proxy starts first"
     );
+    // A pod given two minutes to stop: requests in flight may take them through the proxy too.
+    let mut slow = fixture("probes-pod");
+    slow.pod
+        .spec
+        .as_mut()
+        .unwrap()
+        .termination_grace_period_seconds = Some(120);
+    slow.raw_pod["spec"]["terminationGracePeriodSeconds"] = json!(120);
+    let slow = run(&slow, SidecarMode::Native);
+    let args = container(&slow.pod, "tls-steal-proxy")
+        .args
+        .clone()
+        .unwrap();
+    let at = args.iter().position(|a| a == "--drain-timeout").unwrap();
+    assert_eq!(args[at + 1], "120");
     let native = run(&f, SidecarMode::Native);
     assert!(
         container(&native.pod, "tls-steal-proxy")

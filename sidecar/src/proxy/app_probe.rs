@@ -7,12 +7,13 @@
 //! would run it:
 //!
 //! * `httpGet`: a new connection to `podIP:port` (TLS for `https`: **no certificate
-//!   verification**, no SNI since the host is an IP, ALPN `http/1.1`, no session resumption),
-//!   one HTTP/1.1 `GET <path>` with `Host: <ip>:<port>`, `User-Agent` and `Accept` taken from
-//!   the kubelet's own request (so the app still sees `kube-probe/1.x`; defaults
-//!   `kube-probe/tls-steal` and `*/*`), `Connection: close`, then the probe's headers (a name
-//!   given there replaces the default, `Host` included). Up to [`MAX_BODY`] bytes of each
-//!   answer are read and discarded. Redirects on the pod IP are followed as the kubelet
+//!   verification**, no SNI since the host is an IP, ALPN `h2` then `http/1.1`, no session
+//!   resumption), one `GET <path>` (HTTP/2 when the app chose `h2`, as Go's transport in the
+//!   kubelet does; else HTTP/1.1) with `Host: <ip>:<port>` (`:authority` in HTTP/2),
+//!   `User-Agent` and `Accept` taken from the kubelet's own request (so the app still sees
+//!   `kube-probe/1.x`; defaults `kube-probe/tls-steal` and `*/*`), `Connection: close` (HTTP/1.1
+//!   only), then the probe's headers (a name given there replaces the default, `Host`
+//!   included). Up to [`MAX_BODY`] bytes of each answer are read and discarded. Redirects on the pod IP are followed as the kubelet
 //!   follows them ([`redirect`]), each over a new connection with the same headers.
 //!   Answer, from the last request: app 200–399 → 200; app ≥ 400 → that status; app < 200 →
 //!   503; no connection, failed TLS, broken exchange, timeout or too many redirects → 503 with
@@ -34,7 +35,7 @@ use bytes::Bytes;
 use http::header::{ACCEPT, CONNECTION, HOST, LOCATION, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
 use tls_steal_crds::probe::{AppProbe, AppProbes, ProbeAction, ProbeHeader, ProbeScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -145,7 +146,9 @@ impl AppProbeRunner {
             .dangerous()
             .with_custom_certificate_verifier(accept_any_cert(provider))
             .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // As Go's transport in the kubelet (`http2.ConfigureTransport`): HTTP/2 when the app
+        // offers it.
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         // As the kubelet: a full handshake per probe.
         tls.resumption = rustls::client::Resumption::disabled();
         AppProbeRunner {
@@ -233,20 +236,13 @@ impl AppProbeRunner {
         probe_headers: &[ProbeHeader],
         incoming: &HeaderMap,
     ) -> Result<String, ProbeError> {
-        let mut target = Target {
-            scheme,
-            addr,
-            path: match path.starts_with('/') {
-                true => path.to_owned(),
-                false => format!("/{path}"),
-            },
-        };
+        let mut target = Target::probe(scheme, addr, path);
         let mut probe_host = true;
         let mut requests = 0;
         loop {
             requests += 1;
             let req = request(
-                target.addr,
+                &target.host,
                 &target.path,
                 probe_headers,
                 incoming,
@@ -291,24 +287,39 @@ impl AppProbeRunner {
             .await
             .map_err(|source| ProbeError::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
-        let io: Box<dyn Io> = match target.scheme {
-            ProbeScheme::Http => Box::new(tcp),
-            ProbeScheme::Https => Box::new(
-                tokio_rustls::TlsConnector::from(self.tls.clone())
+        let (io, h2): (Box<dyn Io>, bool) = match target.scheme {
+            ProbeScheme::Http => (Box::new(tcp), false),
+            ProbeScheme::Https => {
+                let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
                     // An IP address: rustls sends no SNI, as Go's client toward an IP.
                     .connect(ServerName::IpAddress(addr.ip().into()), tcp)
                     .await
-                    .map_err(|source| ProbeError::Tls { addr, source })?,
-            ),
+                    .map_err(|source| ProbeError::Tls { addr, source })?;
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                (Box::new(tls), h2)
+            }
         };
         let http = |source| ProbeError::Http { addr, source };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(http)?;
-        let _conn = AbortOnDrop(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
-        let resp = sender.send_request(req).await.map_err(http)?;
+        let io = TokioIo::new(io);
+        let (resp, _conn) = if h2 {
+            let req = as_h2(req)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .map_err(http)?;
+            let conn = AbortOnDrop(tokio::spawn(async move {
+                let _ = conn.await;
+            }));
+            (sender.send_request(req).await.map_err(http)?, conn)
+        } else {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(http)?;
+            let conn = AbortOnDrop(tokio::spawn(async move {
+                let _ = conn.await;
+            }));
+            (sender.send_request(req).await.map_err(http)?, conn)
+        };
         let status = resp.status();
         let location = resp
             .headers()
@@ -328,11 +339,31 @@ impl AppProbeRunner {
     }
 }
 
+/// An HTTP/1.1 probe request as Go's HTTP/2 transport sends it: the `Host` becomes
+/// `:authority` (no `host` field), the scheme `https`, and no `Connection` field.
+fn as_h2(mut req: Request<Empty<Bytes>>) -> Result<Request<Empty<Bytes>>, ProbeError> {
+    let host = req.headers_mut().remove(HOST);
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let host = host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let uri = format!("https://{host}{path}");
+    *req.uri_mut() = Uri::try_from(uri.as_str()).map_err(|source| ProbeError::Path {
+        path: uri.clone(),
+        source,
+    })?;
+    *req.version_mut() = Version::HTTP_2;
+    req.headers_mut().remove(CONNECTION);
+    Ok(req)
+}
+
 /// The probe's request: defaults, then the probe's own headers (a name given there replaces
 /// the default; repeated names are all sent, as the kubelet's `Header.Add`). Without
-/// `probe_host` a `Host` among them is left out (after a redirect that named a host).
+/// `probe_host` a `Host` among them is left out (after a redirect that named a host); `host` is
+/// the target's ([`Target::host`]).
 fn request(
-    addr: SocketAddr,
+    host: &str,
     path: &str,
     probe_headers: &[ProbeHeader],
     incoming: &HeaderMap,
@@ -351,8 +382,7 @@ fn request(
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     let h = req.headers_mut();
-    // `SocketAddr`'s display brackets IPv6: `[fd00::1]:443`.
-    if let Ok(host) = HeaderValue::from_str(&addr.to_string()) {
+    if let Ok(host) = HeaderValue::from_str(host) {
         h.insert(HOST, host);
     }
     let from_kubelet = |name: HeaderName, default: &'static str| {
@@ -397,7 +427,7 @@ mod tests {
 
     #[test]
     fn defaults_then_the_probes_headers() {
-        let addr: SocketAddr = "[fd00::7]:8443".parse().unwrap();
+        let addr = "[fd00::7]:8443";
         let mut kubelet = HeaderMap::new();
         kubelet.insert(USER_AGENT, HeaderValue::from_static("kube-probe/1.20"));
         let req = request(addr, "healthz?full=1", &[], &kubelet, true).unwrap();
@@ -428,7 +458,7 @@ mod tests {
 
     #[test]
     fn bad_paths_and_headers_are_named() {
-        let addr: SocketAddr = "10.0.0.1:443".parse().unwrap();
+        let addr = "10.0.0.1:443";
         let e = request(addr, "/a b", &[], &HeaderMap::new(), true).unwrap_err();
         assert!(e.to_string().contains("\"/a b\""), "{e}");
         let e = request(

@@ -121,7 +121,8 @@ pub struct ProxyArgs {
     /// `sidecar.drainDelaySeconds` (3600: the kubelet's grace period ends it first).
     #[arg(long, default_value_t = DEFAULT_DRAIN_DELAY_SECS)]
     pub drain_delay: u64,
-    /// Seconds to let in-flight requests finish once the proxy stops accepting.
+    /// Seconds to let in-flight requests finish once the proxy stops accepting. Injected pods
+    /// get their `terminationGracePeriodSeconds` (the kubelet ends the app then anyway).
     #[arg(long, default_value_t = 25)]
     pub drain_timeout: u64,
     /// Client connections open at once per captured port; one above it is closed right after

@@ -206,7 +206,14 @@ impl WorkloadState {
                 spec: template.spec,
                 status: None,
             };
-            mutate::precheck(&pod, namespace, settings).map(NoPlan::Pod)
+            mutate::precheck(&pod, namespace, settings)
+                .or_else(|| {
+                    // The webhook skips these pods once a config applies; rolling them out
+                    // would restart the workload for nothing.
+                    (!mutate::proxy_ports_declared(&target).is_empty())
+                        .then_some(SkipReason::PortConflict)
+                })
+                .map(NoPlan::Pod)
         };
         WorkloadState {
             kind,

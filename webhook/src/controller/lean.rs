@@ -485,6 +485,8 @@ mod tests {
             serde_json::json!({"containers": [{"name": "tls-steal-proxy", "image": "x"}]}),
             serde_json::json!({"containers": [{"name": "dns", "image": "x",
                 "ports": [{"containerPort": 53, "protocol": "UDP"}, {"containerPort": 8443, "name": "https"}]}]}),
+            serde_json::json!({"containers": [{"name": "admin", "image": "x",
+                "ports": [{"containerPort": 15401}]}]}),
         ];
         let labels = [
             serde_json::json!({"app": "web"}),
@@ -529,9 +531,10 @@ mod tests {
                 }
             }
         }
-        // Host network, already injected, opted out, own pod, control plane, and plannable pods
-        // with and without UDP ports: the variants reach every branch.
-        assert!(seen.len() >= 6, "{seen:#?}");
+        // Host network, already injected, opted out, own pod, control plane, a proxy port
+        // declared, and plannable pods with and without UDP ports: the variants reach every
+        // branch.
+        assert!(seen.len() >= 7, "{seen:#?}");
         // No template metadata, no template at all.
         let mut whole = applied();
         whole.spec.as_mut().unwrap().template.metadata = None;

@@ -85,6 +85,7 @@ pub(super) fn proxy_container(
     mounts: Vec<VolumeMount>,
     proc_fallback: bool,
     workers: Workers,
+    grace_seconds: u64,
     settings: &Settings,
 ) -> Container {
     let mut env = vec![
@@ -149,6 +150,10 @@ pub(super) fn proxy_container(
                 "proxy".into(),
                 "--drain-delay".into(),
                 settings.drain_delay_seconds.to_string(),
+                // In-flight requests may run until the kubelet would kill the app: cutting
+                // them sooner (the proxy's own 25 s) would end what the app still finishes.
+                "--drain-timeout".into(),
+                grace_seconds.to_string(),
                 "--max-connections".into(),
                 settings.max_connections.to_string(),
             ]

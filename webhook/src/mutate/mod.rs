@@ -118,6 +118,9 @@ impl SkipReason {
     ];
 }
 
+/// A pod's `terminationGracePeriodSeconds` when it sets none.
+const DEFAULT_GRACE_SECONDS: u64 = 30;
+
 /// Control-plane components, as kubeadm and most distributions label their static pods.
 const CONTROL_PLANE_COMPONENTS: [&str; 5] = [
     "kube-apiserver",
@@ -367,6 +370,7 @@ pub fn plan_mutation(
         mounts,
         !proc_files.is_empty(),
         crate::settings::proxy_workers(settings.workers, shape.workers.as_deref()),
+        shape.grace_seconds,
         settings,
     );
     let (init_containers, first_container) = match settings.sidecar_mode {

@@ -25,6 +25,8 @@ pub struct PodShape {
     pub(super) workers: Option<String>,
     /// `restartPolicy` `Never` or `OnFailure` (absent is `Always`).
     pub(super) runs_to_completion: bool,
+    /// `terminationGracePeriodSeconds`, absent read as Kubernetes' default (30).
+    pub(super) grace_seconds: u64,
 }
 
 /// The fields a patch adds to or replaces.
@@ -93,6 +95,9 @@ impl PodShape {
                 .restart_policy
                 .as_deref()
                 .is_some_and(|p| p != "Always"),
+            grace_seconds: spec
+                .termination_grace_period_seconds
+                .map_or(DEFAULT_GRACE_SECONDS, |s| s.max(0) as u64),
             patch: PatchShape {
                 annotations,
                 names_default_container: annotation(KUBECTL_DEFAULT_CONTAINER_ANNOTATION).is_some(),

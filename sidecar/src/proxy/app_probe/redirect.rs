@@ -25,8 +25,28 @@ pub const MAX_REQUESTS: usize = 10;
 pub struct Target {
     pub scheme: ProbeScheme,
     pub addr: SocketAddr,
+    /// The URL's host as written, which Go sends as `Host`: `ip:port` for the probe itself (the
+    /// kubelet writes the port), as the `Location` has it after an absolute redirect (`10.0.0.7`
+    /// for `https://10.0.0.7/`).
+    pub host: String,
     /// Path and query, starting with `/`.
     pub path: String,
+}
+
+impl Target {
+    /// The probe's own target.
+    pub fn probe(scheme: ProbeScheme, addr: SocketAddr, path: &str) -> Target {
+        Target {
+            scheme,
+            addr,
+            // `SocketAddr`'s display brackets IPv6 (`[fd00::1]:443`), as Go's `JoinHostPort`.
+            host: addr.to_string(),
+            path: match path.starts_with('/') {
+                true => path.to_owned(),
+                false => format!("/{path}"),
+            },
+        }
+    }
 }
 
 /// What a redirect leads to.
@@ -95,6 +115,7 @@ pub fn next(from: &Target, location: &str, pod_ip: IpAddr) -> Result<Next, Probe
         target: Target {
             scheme,
             addr: SocketAddr::new(pod_ip, port),
+            host: authority.as_str().to_owned(),
             path,
         },
         relative: false,
@@ -163,11 +184,7 @@ mod tests {
     const POD: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7));
 
     fn from(path: &str) -> Target {
-        Target {
-            scheme: ProbeScheme::Https,
-            addr: SocketAddr::new(POD, 8443),
-            path: path.into(),
-        }
+        Target::probe(ProbeScheme::Https, SocketAddr::new(POD, 8443), path)
     }
 
     fn follow(location: &str) -> (Target, bool) {
@@ -194,8 +211,8 @@ mod tests {
             let (t, relative) = follow(location);
             assert_eq!(t.path, path, "{location}");
             assert_eq!(
-                (t.addr, t.scheme, relative),
-                (from("").addr, ProbeScheme::Https, true)
+                (t.addr, t.host.as_str(), t.scheme, relative),
+                (from("").addr, "10.0.0.7:8443", ProbeScheme::Https, true)
             );
         }
     }
@@ -212,21 +229,22 @@ mod tests {
                 false
             )
         );
+        assert_eq!(t.host, "10.0.0.7:8080");
+        // Go sends the host as the URL writes it: no port when the Location names none.
         let (t, _) = follow("HTTPS://10.0.0.7");
         assert_eq!((t.addr.port(), t.path.as_str()), (443, "/"));
+        assert_eq!(t.host, "10.0.0.7");
         let (t, _) = follow("//10.0.0.7:9443?z");
         assert_eq!(
             (t.scheme, t.addr.port(), t.path.as_str()),
             (ProbeScheme::Https, 9443, "/?z")
         );
         let v6: IpAddr = "fd00::7".parse().unwrap();
-        let t6 = Target {
-            addr: SocketAddr::new(v6, 443),
-            ..from("/")
-        };
+        let t6 = Target::probe(ProbeScheme::Https, SocketAddr::new(v6, 443), "/");
+        assert_eq!(t6.host, "[fd00::7]:443");
         assert!(matches!(
             next(&t6, "https://[fd00::7]:8443/x", v6).unwrap(),
-            Next::Follow { target, .. } if target.addr.port() == 8443
+            Next::Follow { target, .. } if target.addr.port() == 8443 && target.host == "[fd00::7]:8443"
         ));
     }
 
