@@ -156,6 +156,20 @@ pub fn from_value(root: &Value) -> Result<MirrordConfig, ConfigError> {
             format!("{key}.{part}")
         };
         at = match obj.get(part) {
+            // mirrord's toggles (`network` and `incoming` are toggleable there, `feature` is
+            // not): `true` keeps the defaults, `false` turns incoming traffic off.
+            Some(Value::Bool(on)) if part != "feature" => {
+                if !on {
+                    return Err(key_err(
+                        &key,
+                        "`false` turns incoming traffic off (mirrord's mode \"off\"), which takes no traffic; use \"steal\" or \"mirror\"",
+                    ));
+                }
+                return Ok(MirrordConfig {
+                    target,
+                    incoming: IncomingConfig::default(),
+                });
+            }
             Some(v) if !v.is_null() => v,
             // mirrord's defaults: every port, mirrored, no filter.
             _ => {

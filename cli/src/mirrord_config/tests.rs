@@ -153,6 +153,13 @@ fn shorthand_missing_section_and_no_filter() {
         incoming_of(r#"{"target":"pod/p"}"#),
         IncomingConfig::default()
     );
+    // mirrord's toggles: `true` is the defaults.
+    for on in [
+        r#"{"feature":{"network":true}}"#,
+        r#"{"feature":{"network":{"incoming":true}}}"#,
+    ] {
+        assert_eq!(incoming_of(on), IncomingConfig::default(), "{on}");
+    }
 }
 
 #[test]
@@ -270,6 +277,15 @@ fn bad_keys_are_named() {
             r#"{"feature":{"network":{"incoming":{"mode":"off"}}}}"#,
             "feature.network.incoming.mode: mode \"off\"",
         ),
+        (
+            r#"{"feature":{"network":{"incoming":false}}}"#,
+            "feature.network.incoming: `false` turns incoming traffic off",
+        ),
+        (
+            r#"{"feature":{"network":false}}"#,
+            "feature.network: `false` turns incoming traffic off",
+        ),
+        (r#"{"feature":true}"#, "feature: expected a mapping, found"),
         (
             r#"{"feature":{"network":{"incoming":{"ignore_ports":[9999]}}}}"#,
             "feature.network.incoming.ignore_ports: not supported",
