@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian bookworm machine (root). Safe to run again.
 set -euo pipefail
-PKGS=(iptables iproute2 curl python3 nghttp2-client libcap2-bin util-linux)
+PKGS=(iptables iproute2 curl openssl python3 nghttp2-client libcap2-bin util-linux)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

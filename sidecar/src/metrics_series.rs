@@ -49,6 +49,7 @@ fn expected() -> BTreeSet<String> {
         for reason in [
             "timeout",
             "not_tls",
+            "legacy_tls",
             "no_client_cert",
             "bad_client_cert",
             "no_alpn_overlap",

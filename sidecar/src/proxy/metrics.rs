@@ -32,6 +32,8 @@ pub enum HandshakeFailure {
     Timeout,
     /// Not TLS at all, or a corrupt record.
     NotTls,
+    /// TLS only the app can serve (TLS 1.0/1.1, no suite in common): relayed to it.
+    Legacy,
     NoClientCert,
     BadClientCert,
     NoAlpnOverlap,
@@ -41,9 +43,10 @@ pub enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
-    const ALL: [HandshakeFailure; 7] = [
+    const ALL: [HandshakeFailure; 8] = [
         HandshakeFailure::Timeout,
         HandshakeFailure::NotTls,
+        HandshakeFailure::Legacy,
         HandshakeFailure::NoClientCert,
         HandshakeFailure::BadClientCert,
         HandshakeFailure::NoAlpnOverlap,
@@ -54,6 +57,7 @@ impl HandshakeFailure {
         match self {
             HandshakeFailure::Timeout => "timeout",
             HandshakeFailure::NotTls => "not_tls",
+            HandshakeFailure::Legacy => "legacy_tls",
             HandshakeFailure::NoClientCert => "no_client_cert",
             HandshakeFailure::BadClientCert => "bad_client_cert",
             HandshakeFailure::NoAlpnOverlap => "no_alpn_overlap",
@@ -113,7 +117,7 @@ pub(crate) fn per_port<const N: usize>(
 /// The handles of one port.
 pub struct PortMetrics {
     requests: [Counter; 2],
-    handshake_failures: [Counter; 7],
+    handshake_failures: [Counter; 8],
     latency: DurationHistogram,
     /// tls, passthrough, opaque.
     connections: [Counter; 3],

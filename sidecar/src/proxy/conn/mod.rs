@@ -128,7 +128,30 @@ async fn serve_tls<S>(
         let io = Prefixed::prefixed(Bytes::copy_from_slice(&first), io);
         return Box::pin(relay_tcp(io, dst, shared.cfg.connect_timeout)).await;
     }
-    let io = Prefixed::prefixed(Bytes::from_static(&[TLS_HANDSHAKE]), io);
+    // The whole hello, before the proxy answers: a client only the app can serve (TLS 1.0/1.1,
+    // CBC-only) is relayed to it untouched.
+    let mut io = io;
+    let read = hello::read(&mut io, TLS_HANDSHAKE, &active.server);
+    let raw = match tokio::time::timeout(shared.cfg.handshake_timeout, read).await {
+        Ok(Ok((raw, Verdict::Terminate))) => raw,
+        Ok(Ok((raw, Verdict::Legacy(why)))) => {
+            drop(active);
+            m.handshake_failure(HandshakeFailure::Legacy);
+            m.connection(ConnKind::Passthrough);
+            info!(reason = %why, "the client's TLS is one only the app can serve: relayed to the app untouched");
+            let io = Prefixed::prefixed(raw, io);
+            return Box::pin(relay_tcp(io, dst, shared.cfg.connect_timeout)).await;
+        }
+        Ok(Err(e)) => {
+            m.handshake_failure(HandshakeFailure::classify(&e));
+            return info!(error = %e, "client TLS handshake failed");
+        }
+        Err(_) => {
+            m.handshake_failure(HandshakeFailure::Timeout);
+            return info!("client TLS handshake timed out");
+        }
+    };
+    let io = Prefixed::prefixed(raw, io);
     let acceptor = TlsAcceptor::from(active.server.clone());
     // The handshake's future and the stream live on the heap: the connection's task then holds
     // a pointer, not a ~1.2 KB stream copied through every await below (each caller's future
@@ -373,5 +396,8 @@ where
 }
 
 mod h1;
+mod hello;
 #[cfg(test)]
 mod tests;
+
+use hello::Verdict;

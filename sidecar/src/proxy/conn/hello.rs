@@ -1,0 +1,165 @@
+//! The client's `ClientHello`, read before the proxy answers anything, to tell whether the
+//! proxy can terminate this client at all.
+//!
+//! The proxy speaks what rustls speaks: TLS 1.2 and 1.3 with AEAD suites, and a TLS 1.2 client
+//! must send the `signature_algorithms` extension. An app (nginx, Java, .NET with legacy
+//! settings) may accept more: TLS 1.0/1.1 or CBC-only clients. Such a client is not refused by
+//! the proxy but relayed to the app untouched, its hello replayed, so it is served (or refused)
+//! by the app exactly as without tls-steal; its requests are not seen, so not stealable.
+
+use bytes::{Bytes, BytesMut};
+use rustls::server::Acceptor;
+use rustls::{CipherSuite, Error, ServerConfig};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// What the hello says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The proxy can take it (or it is broken, and the handshake will say so as before).
+    Terminate,
+    /// Only the app can serve it: the reason, for the log.
+    Legacy(String),
+}
+
+/// The most bytes read for a hello (rustls itself refuses larger handshake messages).
+const MAX_HELLO: usize = 64 * 1024;
+
+/// Reads the hello after its first byte `first` (already read): every byte read, to replay,
+/// and the verdict for a proxy using `config`.
+pub async fn read<S: AsyncRead + Unpin>(
+    io: &mut S,
+    first: u8,
+    config: &ServerConfig,
+) -> std::io::Result<(Bytes, Verdict)> {
+    let mut acceptor = Acceptor::default();
+    let mut raw = BytesMut::with_capacity(2048);
+    raw.extend_from_slice(&[first]);
+    feed(&mut acceptor, &raw)?;
+    loop {
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let offered = accepted.client_hello().cipher_suites().to_vec();
+                return Ok((raw.freeze(), verdict(&offered, config)));
+            }
+            Ok(None) => {}
+            Err((Error::PeerIncompatible(why), _)) => {
+                let why = format!("the client's hello is one the proxy cannot serve: {why:?}");
+                return Ok((raw.freeze(), Verdict::Legacy(why)));
+            }
+            // Corrupt: the real handshake refuses it and counts why.
+            Err(_) => return Ok((raw.freeze(), Verdict::Terminate)),
+        }
+        if raw.len() >= MAX_HELLO {
+            return Ok((raw.freeze(), Verdict::Terminate));
+        }
+        let start = raw.len();
+        if io.read_buf(&mut raw).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        feed(&mut acceptor, &raw[start..])?;
+    }
+}
+
+fn feed(acceptor: &mut Acceptor, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        if acceptor.read_tls(&mut bytes)? == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Whether any suite the client offers is one of `config`'s (TLS 1.0/1.1 clients offer none).
+fn verdict(offered: &[CipherSuite], config: &ServerConfig) -> Verdict {
+    let ours = &config.crypto_provider().cipher_suites;
+    if offered.iter().any(|s| ours.iter().any(|o| o.suite() == *s)) {
+        Verdict::Terminate
+    } else {
+        Verdict::Legacy(format!(
+            "the client offers no cipher suite the proxy has (it offers {offered:?})"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn config() -> ServerConfig {
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(rustls::server::ResolvesServerCertUsingSni::new()))
+    }
+
+    #[test]
+    fn a_client_needs_one_suite_the_proxy_has() {
+        let cfg = config();
+        // What a TLS 1.0 client offers: CBC suites and the renegotiation SCSV.
+        let legacy = [
+            CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+            CipherSuite::TLS_RSA_WITH_AES_128_CBC_SHA,
+            CipherSuite::TLS_EMPTY_RENEGOTIATION_INFO_SCSV,
+        ];
+        let Verdict::Legacy(why) = verdict(&legacy, &cfg) else {
+            panic!("CBC-only is legacy");
+        };
+        assert!(
+            why.contains("TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA"),
+            "{why}"
+        );
+        let mut modern = legacy.to_vec();
+        modern.push(CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256);
+        assert_eq!(verdict(&modern, &cfg), Verdict::Terminate);
+        assert_eq!(
+            verdict(&[CipherSuite::TLS13_AES_128_GCM_SHA256], &cfg),
+            Verdict::Terminate
+        );
+    }
+
+    /// A hello split over several reads is read whole, and every byte is kept for the replay.
+    #[tokio::test]
+    async fn the_hello_is_read_whole_and_kept() {
+        let cfg = Arc::new(config());
+        // A real hello, from rustls's client.
+        let mut client = rustls::ClientConnection::new(
+            Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+            ),
+            "app.test".try_into().unwrap(),
+        )
+        .unwrap();
+        let mut hello = Vec::new();
+        client.write_tls(&mut hello).unwrap();
+        hello.extend_from_slice(b"early");
+        let (mut tx, mut rx) = tokio::io::duplex(64);
+        let rest = hello[1..].to_vec();
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for chunk in rest.chunks(50) {
+                tx.write_all(chunk).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            tx
+        });
+        let (raw, verdict) = read(&mut rx, hello[0], &cfg).await.unwrap();
+        assert_eq!(verdict, Verdict::Terminate);
+        let _tx = writer.await.unwrap();
+        assert!(hello.starts_with(&raw), "the bytes as they came");
+        assert!(raw.len() >= hello.len() - b"early".len());
+
+        // A client that leaves mid-hello is an error, as in the handshake.
+        let (tx, mut rx) = tokio::io::duplex(64);
+        drop(tx);
+        let e = read(&mut rx, 0x16, &cfg).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+}
