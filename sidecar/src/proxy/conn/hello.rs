@@ -9,7 +9,7 @@
 
 use bytes::{Bytes, BytesMut};
 use rustls::server::Acceptor;
-use rustls::{CipherSuite, Error, ServerConfig};
+use rustls::{CipherSuite, Error, NamedGroup, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// What the hello says.
@@ -38,7 +38,11 @@ pub async fn read<S: AsyncRead + Unpin>(
     loop {
         match acceptor.accept() {
             Ok(Some(accepted)) => {
-                let offered = accepted.client_hello().cipher_suites().to_vec();
+                let hello = accepted.client_hello();
+                let offered = Offered {
+                    suites: hello.cipher_suites(),
+                    groups: hello.named_groups(),
+                };
                 return Ok((raw.freeze(), verdict(&offered, config)));
             }
             Ok(None) => {}
@@ -69,15 +73,30 @@ fn feed(acceptor: &mut Acceptor, mut bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether any suite the client offers is one of `config`'s (TLS 1.0/1.1 clients offer none).
-fn verdict(offered: &[CipherSuite], config: &ServerConfig) -> Verdict {
-    let ours = &config.crypto_provider().cipher_suites;
-    if offered.iter().any(|s| ours.iter().any(|o| o.suite() == *s)) {
-        Verdict::Terminate
-    } else {
-        Verdict::Legacy(format!(
-            "the client offers no cipher suite the proxy has (it offers {offered:?})"
-        ))
+/// What a hello offers that the proxy must share.
+struct Offered<'a> {
+    suites: &'a [CipherSuite],
+    /// `supported_groups`, when sent.
+    groups: Option<&'a [NamedGroup]>,
+}
+
+/// The client must offer a suite of `config`'s (TLS 1.0/1.1 clients offer none; static-RSA and
+/// DHE suites are not rustls's) and, when it lists key exchange groups, one of those too.
+fn verdict(offered: &Offered<'_>, config: &ServerConfig) -> Verdict {
+    let provider = config.crypto_provider();
+    let suites = offered.suites;
+    let ours = |s: &CipherSuite| provider.cipher_suites.iter().any(|o| o.suite() == *s);
+    if !suites.iter().any(ours) {
+        return Verdict::Legacy(format!(
+            "the client offers no cipher suite the proxy has (it offers {suites:?})"
+        ));
+    }
+    let ours = |g: &NamedGroup| provider.kx_groups.iter().any(|k| k.name() == *g);
+    match offered.groups {
+        Some(groups) if !groups.iter().any(ours) => Verdict::Legacy(format!(
+            "the client offers no key exchange group the proxy has (it offers {groups:?})"
+        )),
+        _ => Verdict::Terminate,
     }
 }
 
@@ -95,7 +114,7 @@ mod tests {
     }
 
     #[test]
-    fn a_client_needs_one_suite_the_proxy_has() {
+    fn a_client_needs_a_suite_and_a_group_the_proxy_has() {
         let cfg = config();
         // What a TLS 1.0 client offers: CBC suites and the renegotiation SCSV.
         let legacy = [
@@ -103,7 +122,10 @@ mod tests {
             CipherSuite::TLS_RSA_WITH_AES_128_CBC_SHA,
             CipherSuite::TLS_EMPTY_RENEGOTIATION_INFO_SCSV,
         ];
-        let Verdict::Legacy(why) = verdict(&legacy, &cfg) else {
+        let offer = |suites: &[CipherSuite], groups: Option<&[NamedGroup]>| {
+            verdict(&Offered { suites, groups }, &cfg)
+        };
+        let Verdict::Legacy(why) = offer(&legacy, None) else {
             panic!("CBC-only is legacy");
         };
         assert!(
@@ -112,11 +134,21 @@ mod tests {
         );
         let mut modern = legacy.to_vec();
         modern.push(CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256);
-        assert_eq!(verdict(&modern, &cfg), Verdict::Terminate);
+        assert_eq!(offer(&modern, None), Verdict::Terminate);
+        let tls13 = [CipherSuite::TLS13_AES_128_GCM_SHA256];
         assert_eq!(
-            verdict(&[CipherSuite::TLS13_AES_128_GCM_SHA256], &cfg),
+            offer(&tls13, Some(&[NamedGroup::X25519])),
             Verdict::Terminate
         );
+        // Static RSA key exchange is not rustls's either.
+        let rsa = [CipherSuite::TLS_RSA_WITH_AES_128_GCM_SHA256];
+        assert!(matches!(offer(&rsa, None), Verdict::Legacy(_)));
+        // Only P-521 and finite-field groups: no key exchange the proxy can do.
+        let groups = [NamedGroup::secp521r1, NamedGroup::FFDHE2048];
+        let Verdict::Legacy(why) = offer(&tls13, Some(&groups)) else {
+            panic!("no common group is legacy");
+        };
+        assert!(why.contains("secp521r1"), "{why}");
     }
 
     /// A hello split over several reads is read whole, and every byte is kept for the replay.
