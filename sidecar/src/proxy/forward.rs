@@ -304,6 +304,7 @@ impl Forwarder {
             .pool_idle_timeout(self.timeouts.idle)
             .pool_max_idle_per_host(MAX_IDLE_PER_POOL)
             .http2_only(h2_only)
+            .http1_preserve_header_case(true)
             .set_host(true)
             .build(connector)
     }

@@ -97,13 +97,18 @@ impl HttpBuilders {
         // No hyper header timer for HTTP/1: it also runs while a keep-alive connection waits
         // for its next request, which would close idle clients after 10 s where the app keeps
         // them; `idle` bounds heads and idle time for both protocols.
+        // As the app alone answers: header names in the case they were written both ways (the
+        // forwarder keeps them too), and no `Date` the app did not send.
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
+            .preserve_header_case(true)
+            .auto_date_header(false)
             .header_read_timeout(None)
             .max_buf_size(cfg.max_header_bytes.max(8192));
         let mut b = auto::Builder::new(TokioExecutor::new());
         b.http2()
             .timer(TokioTimer::new())
+            .auto_date_header(false)
             .max_header_list_size(cfg.max_header_bytes as u32)
             .max_concurrent_streams(1000)
             // A peer that vanished mid-stream (no FIN) is noticed; idle ones are closed by `idle`.

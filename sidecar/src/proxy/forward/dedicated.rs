@@ -128,6 +128,7 @@ impl Forwarder {
             .await
             .map_err(|e| SendFailure::Upstream(Box::new(e)))?;
         let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .preserve_header_case(true)
             .handshake(io)
             .await
             .map_err(|e| SendFailure::Upstream(Box::new(e)))?;
@@ -150,7 +151,10 @@ fn replayable(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
     if !idempotent || !req.body().is_end_stream() {
         return None;
     }
-    Some(head_copy(req).map(|()| empty_body()))
+    let mut copy = head_copy(req).map(|()| empty_body());
+    // The header names' original case travels there.
+    *copy.extensions_mut() = req.extensions().clone();
+    Some(copy)
 }
 
 /// The app closed the connection before any answer (end of stream, reset, or a TLS stream cut
