@@ -10,6 +10,9 @@
 #
 # Usage (as root): bash bench/proxy_instructions.sh [BIN...]   (default: target/dist binary)
 # Env: BENCH_DIR (default /tmp/tls-steal-bench), KINDS ("h1 h2"), N1 (4000), N2 (12000).
+# KINDS=conn counts a new TLS connection per request instead (Python's ssl client, ALPN
+# http/1.1, one GET and `Connection: close` each, one after the other): the handshake, the
+# hello read and the request; use smaller N1/N2 (200/600), valgrind makes handshakes slow.
 # Under valgrind the h2 run's first burst opens many app connections (each request waiting for
 # the slow first handshake starts one), so its figure includes handshakes: compare h2 rows with
 # each other only.
@@ -45,6 +48,21 @@ count() {
   sleep 3
   if [[ $kind == h1 ]]; then
     h2load --h1 -t2 -c50 -n "$n" "https://127.0.0.1:$TS_PORT/1k" >/dev/null 2>&1
+  elif [[ $kind == conn ]]; then
+    python3 - "$TS_PORT" "$n" <<'PY'
+import socket, ssl, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["http/1.1"])
+for _ in range(n):
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        with ctx.wrap_socket(s, server_hostname="localhost") as t:
+            t.sendall(b"GET /1k HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            while t.recv(65536):
+                pass
+PY
   else
     h2load -t2 -c50 -m10 -n "$n" "https://127.0.0.1:$TS_PORT/1k" >/dev/null 2>&1
   fi

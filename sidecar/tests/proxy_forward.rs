@@ -565,3 +565,40 @@ async fn http1_header_names_keep_their_case() {
         "{seen}"
     );
 }
+
+/// An HTTP/1.0 client's request reaches the app as HTTP/1.0, as without the proxy.
+#[tokio::test]
+async fn http1_0_requests_reach_the_app_as_http1_0() {
+    use tls_steal_test_support::{read_head, read_raw_response};
+    let pki = Pki::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = listener.local_addr().unwrap();
+    let tls = ServerTls::leaf(&pki.server_leaf)
+        .alpn(&["http/1.1"])
+        .build();
+    let app = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = tokio_rustls::TlsAcceptor::from(tls)
+            .accept(tcp)
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let end = read_head(&mut tls, &mut buf).await.unwrap();
+        tls.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        tls.shutdown().await.unwrap();
+        String::from_utf8(buf[..end].to_vec()).unwrap()
+    });
+    let proxy = start_proxy(test_config(port_plan(&pki, app_addr.port()), app_addr)).await;
+    let o = ClientOpts::new(&pki, &["http/1.1"]);
+    let mut c = tls_connect(proxy.listen[0], &o).await.unwrap();
+    c.write_all(b"GET /old HTTP/1.0\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, head, body) = read_raw_response(&mut c).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let seen = app.await.unwrap();
+    assert!(seen.starts_with("GET /old HTTP/1.0\r\n"), "{seen}");
+    assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
+}
