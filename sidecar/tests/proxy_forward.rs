@@ -519,10 +519,9 @@ async fn a_kept_app_connection_the_app_closed_is_replaced_without_an_error() {
     assert_eq!(upstream_connects(&proxy).await, 5);
 }
 
-/// HTTP/1.1 header names reach the app, and the app's come back, in the case they were written,
-/// as without the proxy (hyper alone would lowercase them; legacy apps and clients can care).
-#[tokio::test]
-async fn http1_header_names_keep_their_case() {
+/// One raw exchange through a proxy in front of a raw TLS app that answers `answer` (and then
+/// closes): what the app read of the request head, and the client's (status, head, body).
+async fn raw_exchange(request: &[u8], answer: &'static [u8]) -> (String, (u16, String, String)) {
     use tls_steal_test_support::{read_head, read_raw_response};
     let pki = Pki::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -538,67 +537,49 @@ async fn http1_header_names_keep_their_case() {
             .unwrap();
         let mut buf = Vec::new();
         let end = read_head(&mut tls, &mut buf).await.unwrap();
-        tls.write_all(b"HTTP/1.1 200 OK\r\nX-App-Header: Yes\r\nContent-Length: 2\r\n\r\nok")
-            .await
-            .unwrap();
-        tls.flush().await.unwrap();
-        String::from_utf8(buf[..end].to_vec()).unwrap()
-    });
-    let proxy = start_proxy(test_config(port_plan(&pki, app_addr.port()), app_addr)).await;
-    let o = ClientOpts::new(&pki, &["http/1.1"]);
-    let mut c = tls_connect(proxy.listen[0], &o).await.unwrap();
-    c.write_all(
-        b"GET /case HTTP/1.1\r\nHost: app.test\r\nX-Custom-Header: Value\r\nACCEPT: */*\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let (status, head, body) = read_raw_response(&mut c).await;
-    assert_eq!((status, body.as_str()), (200, "ok"));
-    assert!(head.contains("\r\nX-App-Header: Yes\r\n"), "{head}");
-    assert!(
-        !head.to_ascii_lowercase().contains("\r\ndate:"),
-        "no Date the app did not send: {head}"
-    );
-    let seen = app.await.unwrap();
-    assert!(
-        seen.contains("\r\nX-Custom-Header: Value\r\n") && seen.contains("\r\nACCEPT: */*\r\n"),
-        "{seen}"
-    );
-}
-
-/// An HTTP/1.0 client's request reaches the app as HTTP/1.0, as without the proxy.
-#[tokio::test]
-async fn http1_0_requests_reach_the_app_as_http1_0() {
-    use tls_steal_test_support::{read_head, read_raw_response};
-    let pki = Pki::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app_addr = listener.local_addr().unwrap();
-    let tls = ServerTls::leaf(&pki.server_leaf)
-        .alpn(&["http/1.1"])
-        .build();
-    let app = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut tls = tokio_rustls::TlsAcceptor::from(tls)
-            .accept(tcp)
-            .await
-            .unwrap();
-        let mut buf = Vec::new();
-        let end = read_head(&mut tls, &mut buf).await.unwrap();
-        tls.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            .await
-            .unwrap();
+        tls.write_all(answer).await.unwrap();
         tls.shutdown().await.unwrap();
         String::from_utf8(buf[..end].to_vec()).unwrap()
     });
     let proxy = start_proxy(test_config(port_plan(&pki, app_addr.port()), app_addr)).await;
     let o = ClientOpts::new(&pki, &["http/1.1"]);
     let mut c = tls_connect(proxy.listen[0], &o).await.unwrap();
-    c.write_all(b"GET /old HTTP/1.0\r\nHost: app.test\r\n\r\n")
-        .await
-        .unwrap();
-    let (status, head, body) = read_raw_response(&mut c).await;
+    c.write_all(request).await.unwrap();
+    let response = read_raw_response(&mut c).await;
+    (app.await.unwrap(), response)
+}
+
+/// HTTP/1.1 header names reach the app, and the app's come back, in the case they were written,
+/// as without the proxy (hyper alone would lowercase them; legacy apps and clients can care).
+#[tokio::test]
+async fn http1_header_names_keep_their_case() {
+    let (seen, (status, head, body)) = raw_exchange(
+        b"GET /case HTTP/1.1\r\nHost: app.test\r\nX-Custom-Header: Value\r\nACCEPT: */*\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-App-Header: Yes\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
     assert_eq!((status, body.as_str()), (200, "ok"));
-    let seen = app.await.unwrap();
+    assert!(head.contains("\r\nX-App-Header: Yes\r\n"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("\r\ndate:"),
+        "no Date the app did not send: {head}"
+    );
+    assert!(
+        seen.contains("\r\nX-Custom-Header: Value\r\n") && seen.contains("\r\nACCEPT: */*\r\n"),
+        "{seen}"
+    );
+}
+
+/// An HTTP/1.0 client's request reaches the app as HTTP/1.0, and the app's HTTP/1.0 answer
+/// comes back as such, as without the proxy.
+#[tokio::test]
+async fn http1_0_requests_reach_the_app_as_http1_0() {
+    let (seen, (status, head, body)) = raw_exchange(
+        b"GET /old HTTP/1.0\r\nHost: app.test\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
     assert!(seen.starts_with("GET /old HTTP/1.0\r\n"), "{seen}");
     assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
 }

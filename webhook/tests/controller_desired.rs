@@ -112,15 +112,13 @@ mod controller {
         assert_eq!(s.no_plan, Some(NoPlan::Pod(SkipReason::OptOut)));
         assert_eq!(s.desired_plan(&configs).hash, "");
 
-        let mut host = plain.clone();
-        host.spec
-            .as_mut()
-            .unwrap()
-            .template
-            .spec
-            .as_mut()
-            .unwrap()
-            .host_network = Some(true);
+        // `plain` with its pod spec changed by `edit`.
+        let with_spec = |edit: &dyn Fn(&mut k8s_openapi::api::core::v1::PodSpec)| {
+            let mut d = plain.clone();
+            edit(d.spec.as_mut().unwrap().template.spec.as_mut().unwrap());
+            d
+        };
+        let host = with_spec(&|s| s.host_network = Some(true));
         assert_eq!(
             state(&host, true).no_plan,
             Some(NoPlan::Pod(SkipReason::HostNetwork))
@@ -128,21 +126,10 @@ mod controller {
 
         // A container declaring the proxy's admin port: the webhook would skip the pods, so a
         // config change must not roll the workload out.
-        let mut clash = plain.clone();
-        let containers = &mut clash
-            .spec
-            .as_mut()
-            .unwrap()
-            .template
-            .spec
-            .as_mut()
-            .unwrap()
-            .containers;
-        containers[0]
-            .ports
-            .as_mut()
-            .unwrap()
-            .push(serde_json::from_value(json!({"containerPort": 15401})).unwrap());
+        let clash = with_spec(&|s| {
+            let admin = serde_json::from_value(json!({"containerPort": 15401})).unwrap();
+            s.containers[0].ports.as_mut().unwrap().push(admin);
+        });
         let s = state(&clash, true);
         assert_eq!(s.no_plan, Some(NoPlan::Pod(SkipReason::PortConflict)));
         assert_eq!(s.desired_plan(&configs).hash, "");

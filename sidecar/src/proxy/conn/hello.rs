@@ -1,5 +1,6 @@
-//! The client's `ClientHello`, read before the proxy answers anything, to tell whether the
-//! proxy can terminate this client at all.
+//! What the client sends first, read before the proxy answers anything, to tell whether the
+//! proxy can terminate this client at all: a first byte that is not a TLS handshake record is
+//! a client that does not speak TLS; otherwise the whole `ClientHello` is read.
 //!
 //! The proxy speaks what rustls speaks: TLS 1.2 and 1.3 with AEAD suites, and a TLS 1.2 client
 //! must send the `signature_algorithms` extension. An app (nginx, Java, .NET with legacy
@@ -7,7 +8,7 @@
 //! the proxy but relayed to the app untouched, its hello replayed, so it is served (or refused)
 //! by the app exactly as without tls-steal; its requests are not seen, so not stealable.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use rustls::server::Acceptor;
 use rustls::{CipherSuite, Error, NamedGroup, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -15,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// What the hello says.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// Not TLS at all (plain HTTP, another protocol): only the app can serve it.
+    NotTls,
     /// The proxy can take it (or it is broken, and the handshake will say so as before).
     Terminate,
     /// Only the app can serve it: the reason, for the log.
@@ -24,16 +27,24 @@ pub enum Verdict {
 /// The most bytes read for a hello (rustls itself refuses larger handshake messages).
 const MAX_HELLO: usize = 64 * 1024;
 
-/// Reads the hello after its first byte `first` (already read): every byte read, to replay,
-/// and the verdict for a proxy using `config`.
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Reads the client's first bytes: every byte read, to replay, and the verdict for a proxy
+/// using `config`; `None` when the client closed before sending anything.
 pub async fn read<S: AsyncRead + Unpin>(
     io: &mut S,
-    first: u8,
     config: &ServerConfig,
-) -> std::io::Result<(Bytes, Verdict)> {
-    let mut acceptor = Acceptor::default();
+) -> std::io::Result<Option<(Bytes, Verdict)>> {
     let mut raw = BytesMut::with_capacity(2048);
-    raw.extend_from_slice(&[first]);
+    // One byte first: a client that does not speak TLS may send little, and wait.
+    if io.read_buf(&mut (&mut raw).limit(1)).await? == 0 {
+        return Ok(None);
+    }
+    if raw[0] != TLS_HANDSHAKE {
+        return Ok(Some((raw.freeze(), Verdict::NotTls)));
+    }
+    let mut acceptor = Acceptor::default();
     feed(&mut acceptor, &raw)?;
     loop {
         match acceptor.accept() {
@@ -43,18 +54,18 @@ pub async fn read<S: AsyncRead + Unpin>(
                     suites: hello.cipher_suites(),
                     groups: hello.named_groups(),
                 };
-                return Ok((raw.freeze(), verdict(&offered, config)));
+                return Ok(Some((raw.freeze(), verdict(&offered, config))));
             }
             Ok(None) => {}
             Err((Error::PeerIncompatible(why), _)) => {
                 let why = format!("the client's hello is one the proxy cannot serve: {why:?}");
-                return Ok((raw.freeze(), Verdict::Legacy(why)));
+                return Ok(Some((raw.freeze(), Verdict::Legacy(why))));
             }
             // Corrupt: the real handshake refuses it and counts why.
-            Err(_) => return Ok((raw.freeze(), Verdict::Terminate)),
+            Err(_) => return Ok(Some((raw.freeze(), Verdict::Terminate))),
         }
         if raw.len() >= MAX_HELLO {
-            return Ok((raw.freeze(), Verdict::Terminate));
+            return Ok(Some((raw.freeze(), Verdict::Terminate)));
         }
         let start = raw.len();
         if io.read_buf(&mut raw).await? == 0 {
@@ -173,7 +184,7 @@ mod tests {
         client.write_tls(&mut hello).unwrap();
         hello.extend_from_slice(b"early");
         let (mut tx, mut rx) = tokio::io::duplex(64);
-        let rest = hello[1..].to_vec();
+        let rest = hello.clone();
         let writer = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
             for chunk in rest.chunks(50) {
@@ -182,16 +193,31 @@ mod tests {
             }
             tx
         });
-        let (raw, verdict) = read(&mut rx, hello[0], &cfg).await.unwrap();
+        let (raw, verdict) = read(&mut rx, &cfg).await.unwrap().unwrap();
         assert_eq!(verdict, Verdict::Terminate);
         let _tx = writer.await.unwrap();
         assert!(hello.starts_with(&raw), "the bytes as they came");
         assert!(raw.len() >= hello.len() - b"early".len());
 
-        // A client that leaves mid-hello is an error, as in the handshake.
+        // A client that leaves mid-hello is an error, as in the handshake; one that leaves
+        // before its first byte is none.
+        let (mut tx, mut rx) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut tx, &hello[..3])
+            .await
+            .unwrap();
+        drop(tx);
+        let e = read(&mut rx, &cfg).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
         let (tx, mut rx) = tokio::io::duplex(64);
         drop(tx);
-        let e = read(&mut rx, 0x16, &cfg).await.unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert!(read(&mut rx, &cfg).await.unwrap().is_none());
+
+        // Plain HTTP: its first byte alone decides, so a client that waits is not kept waiting.
+        let (mut tx, mut rx) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut tx, b"GET / HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        let (raw, verdict) = read(&mut rx, &cfg).await.unwrap().unwrap();
+        assert_eq!((&raw[..], verdict), (&b"G"[..], Verdict::NotTls));
     }
 }

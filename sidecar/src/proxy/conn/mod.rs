@@ -86,9 +86,6 @@ enum Proto {
     Opaque,
 }
 
-/// The first byte of a TLS connection: a handshake record.
-const TLS_HANDSHAKE: u8 = 0x16;
-
 async fn serve_tls<S>(
     shared: Arc<Shared>,
     active: Arc<ActivePort>,
@@ -100,14 +97,14 @@ async fn serve_tls<S>(
 {
     let port = dst.port();
     let m = shared.metrics.port(port);
-    // The first byte says whether the client speaks TLS at all. One that does not gets the
-    // app itself, untouched, as without the proxy: plain HTTP sent to an HTTPS port is
-    // answered by the app (Go's and nginx's 400), and an app that serves TLS and plaintext on
-    // one port keeps serving both.
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(shared.cfg.handshake_timeout, io.read(&mut first)).await {
-        Ok(Ok(1)) => {}
-        Ok(Ok(_)) => {
+    // What the client sends first, before the proxy answers anything (`hello`): a client that
+    // does not speak TLS, or speaks one only the app can serve, gets the app itself, its bytes
+    // replayed, as without the proxy (plain HTTP to an HTTPS port gets the app's 400; an app
+    // serving TLS and plaintext on one port, or still TLS 1.0, keeps serving both).
+    let read = hello::read(&mut io, &active.server);
+    let (raw, verdict) = match tokio::time::timeout(shared.cfg.handshake_timeout, read).await {
+        Ok(Ok(Some(hello))) => hello,
+        Ok(Ok(None)) => {
             m.handshake_failure(HandshakeFailure::ClientAborted);
             return debug!("client closed before sending anything");
         }
@@ -119,38 +116,23 @@ async fn serve_tls<S>(
             m.handshake_failure(HandshakeFailure::Timeout);
             return info!("client TLS handshake timed out");
         }
-    }
-    if first[0] != TLS_HANDSHAKE {
+    };
+    let relayed = match verdict {
+        Verdict::Terminate => None,
+        Verdict::NotTls => Some((
+            HandshakeFailure::NotTls,
+            "the client does not speak TLS".into(),
+        )),
+        Verdict::Legacy(why) => Some((HandshakeFailure::Legacy, why)),
+    };
+    if let Some((counted, reason)) = relayed {
         drop(active);
-        m.handshake_failure(HandshakeFailure::NotTls);
+        m.handshake_failure(counted);
         m.connection(ConnKind::Passthrough);
-        info!("the client does not speak TLS: its bytes go to the app untouched");
-        let io = Prefixed::prefixed(Bytes::copy_from_slice(&first), io);
+        info!(%reason, "relayed to the app untouched: only the app can serve this client");
+        let io = Prefixed::prefixed(raw, io);
         return Box::pin(relay_tcp(io, dst, shared.cfg.connect_timeout)).await;
     }
-    // The whole hello, before the proxy answers: a client only the app can serve (TLS 1.0/1.1,
-    // CBC-only) is relayed to it untouched.
-    let mut io = io;
-    let read = hello::read(&mut io, TLS_HANDSHAKE, &active.server);
-    let raw = match tokio::time::timeout(shared.cfg.handshake_timeout, read).await {
-        Ok(Ok((raw, Verdict::Terminate))) => raw,
-        Ok(Ok((raw, Verdict::Legacy(why)))) => {
-            drop(active);
-            m.handshake_failure(HandshakeFailure::Legacy);
-            m.connection(ConnKind::Passthrough);
-            info!(reason = %why, "the client's TLS is one only the app can serve: relayed to the app untouched");
-            let io = Prefixed::prefixed(raw, io);
-            return Box::pin(relay_tcp(io, dst, shared.cfg.connect_timeout)).await;
-        }
-        Ok(Err(e)) => {
-            m.handshake_failure(HandshakeFailure::classify(&e));
-            return info!(error = %e, "client TLS handshake failed");
-        }
-        Err(_) => {
-            m.handshake_failure(HandshakeFailure::Timeout);
-            return info!("client TLS handshake timed out");
-        }
-    };
     let io = Prefixed::prefixed(raw, io);
     let acceptor = TlsAcceptor::from(active.server.clone());
     // The handshake's future and the stream live on the heap: the connection's task then holds
