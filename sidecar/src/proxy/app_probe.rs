@@ -13,8 +13,9 @@
 //!   `User-Agent` and `Accept` taken from the kubelet's own request (so the app still sees
 //!   `kube-probe/1.x`; defaults `kube-probe/tls-steal` and `*/*`), `Connection: close` (HTTP/1.1
 //!   only), then the probe's headers (a name given there replaces the default, `Host`
-//!   included). Up to [`MAX_BODY`] bytes of each answer are read and discarded. Redirects on the pod IP are followed as the kubelet
-//!   follows them ([`redirect`]), each over a new connection with the same headers.
+//!   included). Up to [`MAX_BODY`] bytes of each answer are read and discarded. Redirects on
+//!   the pod IP are followed as the kubelet follows them ([`redirect`]), each over a new
+//!   connection with the same headers.
 //!   Answer, from the last request: app 200–399 → 200; app ≥ 400 → that status; app < 200 →
 //!   503; no connection, failed TLS, broken exchange, timeout or too many redirects → 503 with
 //!   the reason.
@@ -130,6 +131,15 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Aborts the spawned HTTP connection task when the probe ends (or times out).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    /// Drives a client connection (its outcome shows in the request's).
+    fn spawn<F: std::future::Future + Send + 'static>(conn: F) -> Self {
+        AbortOnDrop(tokio::spawn(async move {
+            let _ = conn.await;
+        }))
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -307,17 +317,13 @@ impl AppProbeRunner {
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                     .await
                     .map_err(http)?;
-            let conn = AbortOnDrop(tokio::spawn(async move {
-                let _ = conn.await;
-            }));
+            let conn = AbortOnDrop::spawn(conn);
             (sender.send_request(req).await.map_err(http)?, conn)
         } else {
             let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
                 .await
                 .map_err(http)?;
-            let conn = AbortOnDrop(tokio::spawn(async move {
-                let _ = conn.await;
-            }));
+            let conn = AbortOnDrop::spawn(conn);
             (sender.send_request(req).await.map_err(http)?, conn)
         };
         let status = resp.status();

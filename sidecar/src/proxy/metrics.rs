@@ -151,7 +151,7 @@ pub enum ConnKind {
     /// TLS terminated, HTTP served.
     Tls,
     /// Relayed untouched (no usable TLS material, port not in the plan, or a client that does
-    /// not speak TLS).
+    /// not speak TLS or speaks a TLS only the app can serve).
     Passthrough,
     /// TLS terminated, not HTTP: bytes relayed over a new TLS connection.
     Opaque,

@@ -207,12 +207,7 @@ impl WorkloadState {
                 status: None,
             };
             mutate::precheck(&pod, namespace, settings)
-                .or_else(|| {
-                    // The webhook skips these pods once a config applies; rolling them out
-                    // would restart the workload for nothing.
-                    (!mutate::proxy_ports_declared(&target).is_empty())
-                        .then_some(SkipReason::PortConflict)
-                })
+                .or_else(|| mutate::target_skip(&target))
                 .map(NoPlan::Pod)
         };
         WorkloadState {

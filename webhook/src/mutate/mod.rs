@@ -322,10 +322,18 @@ pub fn plan_for(
     if settings.sidecar_mode == SidecarMode::Classic && shape.runs_to_completion {
         return Err(SkipReason::RunsToCompletion);
     }
-    if !proxy_ports_declared(target).is_empty() {
-        return Err(SkipReason::PortConflict);
+    if let Some(reason) = target_skip(target) {
+        return Err(reason);
     }
     Ok(plan)
+}
+
+/// Why the pods of `target` get no sidecar whatever the configs say, from their containers
+/// alone: a container declares one of the proxy's ports. The webhook checks it once configs
+/// apply ([`plan_for`]); the rollout controller reads a workload's template with it, so it
+/// never rolls out pods the webhook would skip.
+pub fn target_skip(target: &PodTarget) -> Option<SkipReason> {
+    (!proxy_ports_declared(target).is_empty()).then_some(SkipReason::PortConflict)
 }
 
 /// The proxy's own ports that a container of the pod declares (TCP).
